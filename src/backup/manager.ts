@@ -1,0 +1,416 @@
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { Catalog, type BackupRecord, type Fingerprint } from '../catalog/index.js';
+import type { DatabaseTarget } from '../config/index.js';
+import {
+  backupFileName,
+  isTempName,
+  looksLikeBackupName,
+  parseBackupName,
+  tempNameFor,
+  timeFromBackupName,
+  type Compression,
+  type Encryption,
+} from '../naming.js';
+import { sha256File, writeArtifact } from '../pipeline/index.js';
+import {
+  applySafetyRails,
+  assertUsablePolicy,
+  parseRetentionPolicy,
+  planRetention,
+  type Decision,
+  type RetentionPolicy,
+} from '../retention/index.js';
+import { takeSnapshot, type SnapshotMode } from '../snapshot/index.js';
+import { EXIT, LitekeepError, oneLine } from '../util/errors.js';
+import { ensurePrivateDir, publishNoClobber } from '../util/fs.js';
+import { systemTimeZone } from '../util/time.js';
+import { encryptionSettings } from './encryption.js';
+
+export interface BackupResult {
+  database: string;
+  file: string;
+  path: string;
+  bytes: number;
+  sha256: string;
+  plainBytes: number;
+  plainSha256: string;
+  durationMs: number;
+  mode: SnapshotMode;
+  integrity: string;
+  createdAt: string;
+  sourcePath: string;
+  sourceBytes: number;
+  pageSize: number;
+  pageCount: number;
+  sqliteVersion: string;
+  compression: Compression;
+  encryption: Encryption;
+  fingerprint: Fingerprint;
+}
+
+export interface CreateBackupOptions {
+  /** VACUUM INTO (default, from config `vacuum`) or the online backup API. */
+  vacuum?: boolean;
+  runId?: number;
+  signal?: AbortSignal;
+  /** Progress of the current stage: bytes done and, when known, the total. */
+  onProgress?: (stage: 'snapshot' | 'compress', bytes: number, total?: number) => void;
+  /** For tests and callers that need a fixed clock. */
+  now?: Date;
+}
+
+export interface BackupEntry {
+  name: string;
+  path: string;
+  bytes: number;
+  time: Date;
+  /** What the catalog knows, when it knows this file. */
+  record?: BackupRecord;
+}
+
+export interface BackupListing {
+  backups: BackupEntry[];
+  /** Files that look like ours but whose names do not parse: reported, never deleted. */
+  unrecognized: string[];
+}
+
+export interface PruneDecision {
+  name: string;
+  path: string;
+  time: Date;
+  action: 'keep' | 'remove';
+  reasons: string[];
+  /** Set after a deletion was attempted. */
+  deleted?: boolean;
+  error?: string;
+}
+
+export interface PruneResult {
+  policy: RetentionPolicy;
+  decisions: PruneDecision[];
+  removed: string[];
+  failed: { name: string; error: string }[];
+  unrecognized: string[];
+  dryRun: boolean;
+}
+
+/** Reads the retention settings of a target as a validated policy. */
+export function retentionPolicyOf(
+  settings: DatabaseTarget['settings']['retention'],
+  source: string,
+): RetentionPolicy {
+  const raw = Object.fromEntries(Object.entries(settings).filter(([, v]) => v !== undefined));
+  return parseRetentionPolicy(raw, source);
+}
+
+/**
+ * Backups of one database in one folder: create, list and rotate. The seed's `BackupManager`, with a catalog.
+ */
+export class BackupManager {
+  readonly target: DatabaseTarget;
+  private catalogInstance?: Catalog;
+  /** Why the catalog is not the one on disk, when it could not be used. */
+  catalogWarning?: string;
+
+  constructor(target: DatabaseTarget) {
+    this.target = target;
+  }
+
+  get backupDir(): string {
+    return this.target.backupDir;
+  }
+
+  get timeZone(): string {
+    return this.target.settings.timeZone ?? systemTimeZone();
+  }
+
+  /** The catalog of this folder; a broken one is replaced, an unwritable one replaced by a memory-only one. */
+  get catalog(): Catalog {
+    if (!this.catalogInstance) {
+      try {
+        this.catalogInstance = Catalog.open(this.backupDir);
+        if (this.catalogInstance.recreatedFrom) {
+          this.catalogWarning = `catalog was unreadable and was rebuilt from the files on disk (old one kept as ${this.catalogInstance.recreatedFrom})`;
+          this.catalogInstance = this.catalogInstance;
+        }
+      } catch (error) {
+        this.catalogWarning = `activity log unavailable (${oneLine(error)}); this run is not recorded on disk`;
+        this.catalogInstance = Catalog.inMemory();
+      }
+    }
+    return this.catalogInstance;
+  }
+
+  close(): void {
+    this.catalogInstance?.close();
+    this.catalogInstance = undefined;
+  }
+
+  /** Makes sure the backup folder exists (0700 when created) and is writable. */
+  prepareFolder(): void {
+    try {
+      ensurePrivateDir(this.backupDir);
+      fs.accessSync(this.backupDir, fs.constants.W_OK);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      throw new LitekeepError(
+        `backup folder ${this.backupDir} is not writable (${code ?? oneLine(error)}); fix its permissions or choose another --dir / BACKUP_DIR`,
+        { stage: 'prepare' },
+      );
+    }
+  }
+
+  /**
+   * Takes a consistent snapshot, checks it, compresses/encrypts it as configured, and publishes it under a new
+   * name that never replaces an existing file. Nothing is left behind under a backup name when it fails.
+   */
+  async createBackup(options: CreateBackupOptions = {}): Promise<BackupResult> {
+    const settings = this.target.settings;
+    const started = Date.now();
+    const createdAt = options.now ?? new Date();
+    const mode: SnapshotMode = (options.vacuum ?? settings.vacuum) ? 'vacuum' : 'backup-api';
+    const compression = settings.compression.algorithm as Compression;
+    const encryption = await encryptionSettings(settings.encryption);
+    this.prepareFolder();
+    const firstName = backupFileName(createdAt, this.timeZone, { compression, encryption: encryption.kind });
+    const snapshotTemp = path.join(this.backupDir, tempNameFor(firstName.replace(/\.db.*$/, '.db')));
+    const temps = [snapshotTemp];
+    const cleanup = () => Promise.all(temps.map((t) => fsp.rm(t, { force: true })));
+    try {
+      const facts = await takeSnapshot(
+        {
+          source: this.target.path,
+          target: snapshotTemp,
+          mode,
+          busyTimeoutMs: settings.busyTimeout ?? 10_000,
+          integrity: settings.integrityCheck,
+        },
+        { signal: options.signal, onProgress: (bytes) => options.onProgress?.('snapshot', bytes) },
+      );
+      if (facts.integrity !== 'ok') {
+        throw new LitekeepError(
+          `the copy of ${this.target.path} failed ${settings.integrityCheck === 'quick' ? 'quick_check' : 'integrity_check'} ` +
+            `(${facts.integrity}); it was deleted — check the source database with PRAGMA integrity_check`,
+          { stage: 'integrity' },
+        );
+      }
+      let artifact = snapshotTemp;
+      let sha256: string;
+      let bytes: number;
+      const plain = { sha256: '', bytes: facts.bytes };
+      if (compression === 'none' && encryption.kind === 'none') {
+        ({ sha256, bytes } = await sha256File(snapshotTemp));
+        plain.sha256 = sha256;
+      } else {
+        artifact = path.join(this.backupDir, tempNameFor(firstName));
+        temps.push(artifact);
+        const result = await writeArtifact(
+          snapshotTemp,
+          artifact,
+          {
+            compression,
+            level: settings.compression.level,
+            recipients: encryption.recipients,
+            passphrase: encryption.passphrase,
+          },
+          (done) => options.onProgress?.('compress', done, facts.bytes),
+          options.signal,
+        );
+        ({ sha256, bytes } = result);
+        plain.sha256 = result.plainSha256;
+        plain.bytes = result.plainBytes;
+      }
+      if (options.signal?.aborted)
+        throw new LitekeepError('backup aborted; temp files removed', { stage: 'store' });
+      const file = await this.publish(artifact, createdAt, compression, encryption.kind);
+      await cleanup();
+      const result: BackupResult = {
+        database: this.target.name,
+        file,
+        path: path.join(this.backupDir, file),
+        bytes,
+        sha256,
+        plainBytes: plain.bytes,
+        plainSha256: plain.sha256,
+        durationMs: Date.now() - started,
+        mode,
+        integrity: facts.integrity,
+        createdAt: createdAt.toISOString(),
+        sourcePath: this.target.path,
+        sourceBytes: facts.sourceBytes,
+        pageSize: facts.pageSize,
+        pageCount: facts.pageCount,
+        sqliteVersion: facts.sqliteVersion,
+        compression,
+        encryption: encryption.kind,
+        fingerprint: facts.fingerprint,
+      };
+      this.catalog.recordBackup({ ...result, runId: options.runId, integrity: facts.integrity });
+      return result;
+    } catch (error) {
+      await cleanup();
+      if (error instanceof LitekeepError) throw error;
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENOSPC') {
+        throw new LitekeepError(
+          `disk full while writing the backup into ${this.backupDir}; free space there or choose another --dir`,
+          { stage: 'store', cause: error },
+        );
+      }
+      throw new LitekeepError(`backup failed: ${oneLine(error)}`, { stage: 'store', cause: error });
+    }
+  }
+
+  private async publish(
+    artifact: string,
+    createdAt: Date,
+    compression: Compression,
+    encryption: Encryption,
+  ): Promise<string> {
+    for (let sequence = 0; sequence < 1000; sequence++) {
+      const name = backupFileName(createdAt, this.timeZone, { sequence, compression, encryption });
+      if (await publishNoClobber(artifact, path.join(this.backupDir, name))) return name;
+    }
+    throw new LitekeepError(`too many backups named for the same second in ${this.backupDir}`, {
+      stage: 'store',
+    });
+  }
+
+  /** Backups on disk, newest first, joined with what the catalog knows. */
+  async listBackups(): Promise<BackupListing> {
+    let names: string[];
+    try {
+      names = await fsp.readdir(this.backupDir);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { backups: [], unrecognized: [] };
+      throw error;
+    }
+    const known = new Map(this.catalog.listBackups().map((r) => [r.file, r]));
+    const backups: BackupEntry[] = [];
+    const unrecognized: string[] = [];
+    for (const name of names) {
+      if (isTempName(name)) continue;
+      const parsed = parseBackupName(name);
+      if (!parsed) {
+        if (looksLikeBackupName(name)) unrecognized.push(name);
+        continue;
+      }
+      const file = path.join(this.backupDir, name);
+      let stat: fs.Stats;
+      try {
+        stat = await fsp.stat(file);
+      } catch {
+        continue;
+      }
+      if (!stat.isFile()) continue;
+      const record = known.get(name);
+      const time = record ? new Date(record.createdAt) : timeFromBackupName(parsed, this.timeZone);
+      backups.push({ name, path: file, bytes: stat.size, time, record });
+    }
+    backups.sort((a, b) => b.time.getTime() - a.time.getTime() || (a.name < b.name ? 1 : -1));
+    return { backups, unrecognized: unrecognized.sort() };
+  }
+
+  /**
+   * Records files that are on disk but unknown to the catalog (after the catalog was lost), so that later runs
+   * can verify them. Returns how many were added.
+   */
+  async reconcileCatalog(): Promise<number> {
+    const { backups } = await this.listBackups();
+    let added = 0;
+    for (const entry of backups) {
+      if (entry.record) continue;
+      const parsed = parseBackupName(entry.name)!;
+      const { sha256, bytes } = await sha256File(entry.path);
+      this.catalog.recordBackup({
+        file: entry.name,
+        createdAt: entry.time.toISOString(),
+        bytes,
+        sha256,
+        compression: parsed.compression,
+        encryption: parsed.encryption,
+        recovered: true,
+      });
+      added++;
+    }
+    return added;
+  }
+
+  retentionPolicy(): RetentionPolicy {
+    return retentionPolicyOf(this.target.settings.retention, 'configuration (retention)');
+  }
+
+  /**
+   * Applies the GFS policy to this folder: plans, then (unless dry-run) deletes what the plan removes and
+   * records each deletion. Only files named by litekeep are candidates; the newest is always kept.
+   */
+  async prune(
+    options: { dryRun?: boolean; policy?: RetentionPolicy; runId?: number } = {},
+  ): Promise<PruneResult> {
+    const policy = options.policy ?? this.retentionPolicy();
+    try {
+      assertUsablePolicy(policy);
+    } catch (error) {
+      throw new LitekeepError(oneLine(error), { exitCode: EXIT.usage, stage: 'prune' });
+    }
+    const { backups, unrecognized } = await this.listBackups();
+    const items = backups.map((b) => ({ id: b.name, time: b.time, entry: b }));
+    const plan = applySafetyRails(planRetention(items, policy, { timeZone: this.timeZone }));
+    const toDecision = (d: Decision<(typeof items)[number]>, action: 'keep' | 'remove'): PruneDecision => ({
+      name: d.backup.entry.name,
+      path: d.backup.entry.path,
+      time: d.backup.entry.time,
+      action,
+      reasons: d.reasons,
+    });
+    const decisions = [
+      ...plan.keep.map((d) => toDecision(d, 'keep')),
+      ...plan.remove.map((d) => toDecision(d, 'remove')),
+    ].sort((a, b) => b.time.getTime() - a.time.getTime());
+    const removed: string[] = [];
+    const failed: { name: string; error: string }[] = [];
+    if (!options.dryRun) {
+      for (const decision of decisions.filter((d) => d.action === 'remove')) {
+        try {
+          await fsp.unlink(decision.path);
+          decision.deleted = true;
+          removed.push(decision.name);
+          this.catalog.markBackupDeleted(decision.name);
+          this.catalog.recordDeletion({
+            runId: options.runId,
+            backupFile: decision.name,
+            destination: 'local',
+            reasons: 'not kept by ' + describeKeepers(policy),
+            status: 'ok',
+          });
+        } catch (error) {
+          decision.deleted = false;
+          decision.error = oneLine(error);
+          failed.push({ name: decision.name, error: decision.error });
+          this.catalog.recordDeletion({
+            runId: options.runId,
+            backupFile: decision.name,
+            destination: 'local',
+            status: 'failed',
+            error: decision.error,
+          });
+        }
+      }
+    }
+    return { policy, decisions, removed, failed, unrecognized, dryRun: options.dryRun === true };
+  }
+
+  /** The seed's `rotate_backups()`: applies the policy and returns the names it deleted. */
+  async rotateBackups(): Promise<string[]> {
+    return (await this.prune()).removed;
+  }
+}
+
+function describeKeepers(policy: RetentionPolicy): string {
+  return Object.entries(policy)
+    .filter(([, v]) => v !== undefined && v !== 0)
+    .map(([k, v]) => `${k} ${v}`)
+    .join(', ');
+}

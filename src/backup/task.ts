@@ -1,0 +1,213 @@
+import os from 'node:os';
+import path from 'node:path';
+import { CATALOG_DIR } from '../catalog/index.js';
+import { loadConfig, type DatabaseTarget, type LoadConfigOptions } from '../config/index.js';
+import { acquireLock } from '../scheduler/index.js';
+import { EXIT, LitekeepError, oneLine } from '../util/errors.js';
+import { BackupManager, type BackupResult, type PruneResult } from './manager.js';
+import { runDestinations, type DestinationOutcome } from './offsite.js';
+import { notifyRun, type NotificationOutcome } from './notifications.js';
+
+export type RunTrigger = 'manual' | 'schedule' | 'catch-up' | 'api';
+
+export interface RunBackupOptions {
+  trigger?: RunTrigger;
+  /** VACUUM INTO (default from config) or the online backup API. */
+  vacuum?: boolean;
+  /** Apply retention after a successful backup (default from config `prune`). */
+  prune?: boolean;
+  /** Skip uploads to Google Drive for this run (the seed's `--no-drive`). */
+  drive?: boolean;
+  /** Skip every off-site destination for this run. */
+  upload?: boolean;
+  /** Skip notifications for this run. */
+  notify?: boolean;
+  signal?: AbortSignal;
+  onProgress?: (stage: string, bytes: number, total?: number) => void;
+  /** Called with human-readable step messages ("snapshot done", "uploaded to drive"). */
+  onStep?: (message: string) => void;
+}
+
+export interface RunBackupResult {
+  database: string;
+  status: 'ok' | 'partial' | 'failed';
+  exitCode: number;
+  runId?: number;
+  backup?: BackupResult;
+  rotated: number;
+  prune?: PruneResult;
+  destinations: DestinationOutcome[];
+  notifications: NotificationOutcome[];
+  error?: string;
+  stage?: string;
+  warnings: string[];
+  durationMs: number;
+}
+
+export function lockPathFor(target: DatabaseTarget): string {
+  return path.join(target.backupDir, CATALOG_DIR, 'lock');
+}
+
+/**
+ * One whole backup run of one database, as BRIEF §3 describes: lock → snapshot → check → compress/encrypt →
+ * publish → record → upload to each destination → retention (only after success) → notify → record.
+ * Never throws for a failed run: the result says what happened, with the exit code to use.
+ */
+export async function runBackupForTarget(
+  target: DatabaseTarget,
+  options: RunBackupOptions = {},
+): Promise<RunBackupResult> {
+  const started = Date.now();
+  const trigger = options.trigger ?? 'api';
+  const manager = new BackupManager(target);
+  const warnings: string[] = [];
+  const result: RunBackupResult = {
+    database: target.name,
+    status: 'failed',
+    exitCode: EXIT.failed,
+    rotated: 0,
+    destinations: [],
+    notifications: [],
+    warnings,
+    durationMs: 0,
+  };
+  const step = (message: string) => options.onStep?.(message);
+  let release: (() => void) | undefined;
+  let runId: number | undefined;
+  try {
+    manager.prepareFolder();
+    const lock = await acquireLock(lockPathFor(target), {
+      waitMs: target.settings.lockWait ?? 0,
+      purpose: `${trigger} backup of ${target.name}`,
+    });
+    release = () => lock.release();
+    runId = manager.catalog.startRun(trigger, target.name);
+    result.runId = runId;
+    if (manager.catalogWarning) warnings.push(manager.catalogWarning);
+    if (options.notify !== false) {
+      result.notifications.push(...(await notifyRun(target, 'start', result, manager.catalog)));
+    }
+
+    result.stage = 'snapshot';
+    const backup = await manager.createBackup({
+      vacuum: options.vacuum,
+      runId,
+      signal: options.signal,
+      onProgress: options.onProgress,
+    });
+    result.backup = backup;
+    step(`backup written: ${backup.path}`);
+    if (manager.catalogWarning?.includes('rebuilt')) {
+      const added = await manager.reconcileCatalog();
+      if (added) step(`catalog rebuilt: ${added} backups found on disk`);
+    }
+
+    let offsiteFailed = false;
+    if (options.upload !== false) {
+      result.stage = 'upload';
+      result.destinations = await runDestinations(target, manager, backup, {
+        skipDrive: options.drive === false,
+        runId,
+        signal: options.signal,
+        onStep: step,
+      });
+      offsiteFailed = result.destinations.some((d) => d.status === 'failed');
+    }
+
+    if (options.prune ?? target.settings.prune) {
+      result.stage = 'prune';
+      try {
+        const prune = await manager.prune({ runId });
+        result.prune = prune;
+        result.rotated = prune.removed.length;
+        for (const failure of prune.failed)
+          warnings.push(`could not delete ${failure.name}: ${failure.error}`);
+        if (prune.unrecognized.length) {
+          warnings.push(`left alone (names litekeep does not recognise): ${prune.unrecognized.join(', ')}`);
+        }
+      } catch (error) {
+        warnings.push(`retention not applied: ${oneLine(error)}`);
+        offsiteFailed = true;
+      }
+    }
+
+    result.stage = undefined;
+    result.status = offsiteFailed || (result.prune?.failed.length ?? 0) > 0 ? 'partial' : 'ok';
+  } catch (error) {
+    result.status = 'failed';
+    result.error = oneLine(error);
+    if (error instanceof LitekeepError && error.stage) result.stage = error.stage;
+    result.exitCode = error instanceof LitekeepError ? error.exitCode : EXIT.failed;
+  }
+
+  result.durationMs = Date.now() - started;
+  if (result.status !== 'failed') result.exitCode = result.status === 'ok' ? EXIT.ok : EXIT.partial;
+
+  if (options.notify !== false) {
+    const sent = await notifyRun(
+      target,
+      result.status === 'failed' ? 'failure' : 'success',
+      result,
+      manager.catalog,
+    );
+    result.notifications.push(...sent);
+    if (sent.some((n) => n.status === 'failed') && result.status === 'ok') {
+      result.status = 'partial';
+      result.exitCode = EXIT.partial;
+    }
+  }
+
+  if (runId !== undefined) {
+    try {
+      manager.catalog.finishRun(runId, {
+        status: result.status,
+        stage: result.stage,
+        error: result.error,
+        exitCode: result.exitCode,
+        backupFile: result.backup?.file,
+        rotated: result.rotated,
+        durationMs: result.durationMs,
+      });
+    } catch (error) {
+      warnings.push(`could not record the run: ${oneLine(error)}`);
+    }
+  }
+  release?.();
+  manager.close();
+  return result;
+}
+
+export interface RunBackupTaskOptions extends RunBackupOptions, LoadConfigOptions {
+  /** Only these databases (by name); default all configured. */
+  databases?: string[];
+}
+
+/**
+ * The seed's `run_backup_task()`: backs up every configured database once (backup, upload, prune, notify) and
+ * returns one result per database. The worst exit code of them is the task's.
+ */
+export async function runBackupTask(options: RunBackupTaskOptions = {}): Promise<RunBackupResult[]> {
+  const resolved = loadConfig(options);
+  let targets = resolved.databases;
+  if (options.databases) targets = targets.filter((t) => options.databases!.includes(t.name));
+  if (targets.length === 0) {
+    throw new LitekeepError(
+      'no database configured: set DATABASE_URL, add database: to litekeep.yml, or pass --db',
+      { exitCode: EXIT.usage },
+    );
+  }
+  const results: RunBackupResult[] = [];
+  for (const target of targets)
+    results.push(await runBackupForTarget(target, { trigger: 'api', ...options }));
+  return results;
+}
+
+export function worstExitCode(results: { exitCode: number }[]): number {
+  const codes = results.map((r) => r.exitCode);
+  if (codes.includes(EXIT.usage)) return EXIT.usage;
+  if (codes.includes(EXIT.failed)) return EXIT.failed;
+  if (codes.includes(EXIT.partial)) return EXIT.partial;
+  return EXIT.ok;
+}
+
+export const hostName = (): string => os.hostname();

@@ -1,0 +1,108 @@
+/**
+ * Versioned schema of the activity log. `PRAGMA user_version` holds how many migrations ran; a migration is
+ * never edited once released, only followed by a new one.
+ */
+export const MIGRATIONS: readonly string[] = [
+  `
+  CREATE TABLE runs (
+    id INTEGER PRIMARY KEY,
+    trigger TEXT NOT NULL,
+    database TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    ended_at TEXT,
+    status TEXT NOT NULL,
+    stage TEXT,
+    error TEXT,
+    exit_code INTEGER,
+    backup_file TEXT,
+    rotated INTEGER,
+    duration_ms INTEGER,
+    pid INTEGER
+  );
+  CREATE INDEX runs_started ON runs(started_at);
+
+  CREATE TABLE backups (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER REFERENCES runs(id),
+    file TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    sha256 TEXT,
+    plain_bytes INTEGER,
+    plain_sha256 TEXT,
+    source_path TEXT,
+    source_bytes INTEGER,
+    page_size INTEGER,
+    page_count INTEGER,
+    sqlite_version TEXT,
+    mode TEXT,
+    integrity TEXT,
+    duration_ms INTEGER,
+    compression TEXT NOT NULL DEFAULT 'none',
+    encryption TEXT NOT NULL DEFAULT 'none',
+    fingerprint TEXT,
+    recovered INTEGER NOT NULL DEFAULT 0,
+    deleted_at TEXT
+  );
+
+  CREATE TABLE uploads (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER,
+    backup_file TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    status TEXT NOT NULL,
+    remote_id TEXT,
+    link TEXT,
+    bytes INTEGER,
+    duration_ms INTEGER,
+    attempts INTEGER,
+    error TEXT,
+    at TEXT NOT NULL
+  );
+  CREATE INDEX uploads_file ON uploads(backup_file, destination);
+
+  CREATE TABLE deletions (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER,
+    backup_file TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    reasons TEXT,
+    status TEXT NOT NULL,
+    error TEXT,
+    at TEXT NOT NULL
+  );
+
+  CREATE TABLE notifications (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER,
+    channel TEXT NOT NULL,
+    event TEXT NOT NULL,
+    status TEXT NOT NULL,
+    http_status INTEGER,
+    error TEXT,
+    attempts INTEGER NOT NULL,
+    at TEXT NOT NULL
+  );
+
+  CREATE TABLE verifications (
+    id INTEGER PRIMARY KEY,
+    backup_file TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    status TEXT NOT NULL,
+    error TEXT,
+    details TEXT,
+    at TEXT NOT NULL
+  );
+
+  CREATE TABLE restores (
+    id INTEGER PRIMARY KEY,
+    backup_file TEXT NOT NULL,
+    source TEXT NOT NULL,
+    target TEXT NOT NULL,
+    safety_copy TEXT,
+    status TEXT NOT NULL,
+    error TEXT,
+    at TEXT NOT NULL
+  );
+  `,
+];

@@ -1,0 +1,275 @@
+import type { Command } from 'commander';
+import { BackupManager } from '../../backup/manager.js';
+import { describeConfig } from '../../config/index.js';
+import { parseDurationMs } from '../../config/settings.js';
+import { EXIT, LitekeepError } from '../../util/errors.js';
+import { humanBytes, humanDuration } from '../../util/fs.js';
+import { formatZoned } from '../../util/time.js';
+import {
+  addConfigOptions,
+  addTargetOptions,
+  resolveConfig,
+  selectTargets,
+  type CommonOptions,
+} from '../context.js';
+import { age, print, printJson, table, warn } from '../output.js';
+
+export function registerList(program: Command): void {
+  const command = program
+    .command('list')
+    .description('list backups on disk, newest first, with what the activity log knows')
+    .option('--json', 'print JSON');
+  addTargetOptions(command);
+  command.action(async (options: CommonOptions) => {
+    const resolved = resolveConfig(options);
+    const out: Record<string, unknown>[] = [];
+    for (const target of selectTargets(resolved, options)) {
+      const manager = new BackupManager(target);
+      const listing = await manager.listBackups();
+      if (options.json) {
+        out.push({
+          database: target.name,
+          backupDir: target.backupDir,
+          backups: listing.backups.map((b) => ({
+            name: b.name,
+            path: b.path,
+            bytes: b.bytes,
+            time: b.time.toISOString(),
+            inCatalog: b.record !== undefined,
+            sha256: b.record?.sha256,
+            integrity: b.record?.integrity,
+            mode: b.record?.mode,
+            compression: b.record?.compression,
+            encryption: b.record?.encryption,
+          })),
+          unrecognized: listing.unrecognized,
+        });
+      } else {
+        print(`${target.name}: ${target.backupDir}`);
+        if (listing.backups.length === 0) print('  no backups yet');
+        else {
+          const rows = listing.backups.map((b) => [
+            b.name,
+            humanBytes(b.bytes),
+            age(b.time),
+            b.record
+              ? `${b.record.integrity ?? '?'}${b.record.recovered ? ' (found on disk)' : ''}`
+              : 'not in catalog',
+          ]);
+          print(
+            table(['name', 'size', 'age', 'integrity'], rows)
+              .split('\n')
+              .map((l) => '  ' + l)
+              .join('\n'),
+          );
+        }
+        for (const name of listing.unrecognized) warn(`unrecognised file left alone: ${name}`);
+      }
+      manager.close();
+    }
+    if (options.json) printJson(out.length === 1 ? out[0] : { databases: out });
+  });
+}
+
+export function registerHistory(program: Command): void {
+  const command = program
+    .command('history')
+    .description('show the activity log: runs, uploads, deletions, notifications, verifications, restores')
+    .option('--limit <n>', 'how many events', '30')
+    .option('--runs', 'only runs')
+    .option('--json', 'print JSON');
+  addTargetOptions(command);
+  command.action(async (options: CommonOptions & { limit: string; runs?: boolean }) => {
+    const resolved = resolveConfig(options);
+    const limit = Number(options.limit);
+    if (!Number.isInteger(limit) || limit < 1) {
+      throw new LitekeepError(`--limit must be a whole number >= 1, got '${options.limit}'`, {
+        exitCode: EXIT.usage,
+      });
+    }
+    const out: Record<string, unknown>[] = [];
+    for (const target of selectTargets(resolved, options)) {
+      const manager = new BackupManager(target);
+      const events = options.runs
+        ? manager.catalog.listRuns(limit).map((r) => ({ kind: 'run' as const, ...r }))
+        : manager.catalog.history(limit);
+      if (options.json) out.push({ database: target.name, events });
+      else {
+        print(`${target.name}:`);
+        if (events.length === 0) print('  nothing recorded yet');
+        for (const e of events)
+          print('  ' + describeEvent(e as unknown as Record<string, unknown>, manager.timeZone));
+      }
+      manager.close();
+    }
+    if (options.json) printJson(out.length === 1 ? out[0] : { databases: out });
+  });
+}
+
+function describeEvent(e: Record<string, unknown>, timeZone: string): string {
+  const when = formatZoned(new Date(String(e.kind === 'run' ? e.startedAt : e.at)), timeZone);
+  const err = e.error ? ` — ${String(e.error)}` : '';
+  switch (e.kind) {
+    case 'run':
+      return `${when}  run #${e.id} ${e.trigger}: ${e.status}${e.backupFile ? ` ${e.backupFile}` : ''}${
+        e.rotated ? `, rotated ${e.rotated}` : ''
+      }${e.durationMs !== undefined ? ` (${humanDuration(Number(e.durationMs))})` : ''}${err}`;
+    case 'upload':
+      return `${when}  upload ${e.backupFile} → ${e.destination}: ${e.status}${e.attempts ? ` after ${e.attempts} attempt(s)` : ''}${err}`;
+    case 'deletion':
+      return `${when}  delete ${e.backupFile} from ${e.destination}: ${e.status}${err}`;
+    case 'notification':
+      return `${when}  notify ${e.channel} (${e.event}): ${e.status}${e.httpStatus ? ` HTTP ${e.httpStatus}` : ''}, ${e.attempts} attempt(s)${err}`;
+    case 'verification':
+      return `${when}  verify ${e.backupFile} from ${e.destination}: ${e.status}${err}`;
+    case 'restore':
+      return `${when}  restore ${e.backupFile} from ${e.source} to ${e.target}: ${e.status}${err}`;
+    default:
+      return `${when}  ${String(e.kind)}`;
+  }
+}
+
+export function registerStatus(program: Command): void {
+  const command = program
+    .command('status')
+    .description('last success, last failure, count and size; --max-age makes it fail when backups are stale')
+    .option('--max-age <duration>', 'exit 1 when the newest backup is older than this (e.g. 26h)')
+    .option('--json', 'print JSON');
+  addTargetOptions(command);
+  command.action(async (options: CommonOptions & { maxAge?: string }) => {
+    const resolved = resolveConfig(options);
+    let maxAgeMs: number | undefined;
+    if (options.maxAge !== undefined) {
+      maxAgeMs = parseDurationMs(options.maxAge);
+      if (maxAgeMs === undefined) {
+        throw new LitekeepError(`--max-age '${options.maxAge}' is not a duration; use e.g. 90m, 26h or 7d`, {
+          exitCode: EXIT.usage,
+        });
+      }
+    }
+    const out: DatabaseStatus[] = [];
+    let stale = false;
+    for (const target of selectTargets(resolved, options)) {
+      const status = await statusOf(new BackupManager(target), maxAgeMs);
+      if (status.stale) stale = true;
+      out.push(status);
+      if (!options.json) printStatus(status, target.settings.timeZone!);
+    }
+    if (options.json) printJson(out.length === 1 ? out[0] : { databases: out });
+    if (stale) process.exitCode = EXIT.failed;
+  });
+}
+
+export interface DatabaseStatus {
+  database: string;
+  backupDir: string;
+  count: number;
+  totalBytes: number;
+  newest?: { name: string; time: string; bytes: number; ageMs: number };
+  lastSuccess?: { at: string; file?: string };
+  lastFailure?: { at: string; error?: string; stage?: string };
+  lastVerified: { destination: string; file: string; at: string }[];
+  maxAgeMs?: number;
+  stale: boolean;
+  staleReason?: string;
+}
+
+export async function statusOf(manager: BackupManager, maxAgeMs?: number): Promise<DatabaseStatus> {
+  const { backups } = await manager.listBackups();
+  const success = manager.catalog.lastRunWithStatus(['ok', 'partial']);
+  const failure = manager.catalog.lastRunWithStatus(['failed']);
+  const verified = manager.catalog.lastVerifications();
+  const newest = backups[0];
+  const now = Date.now();
+  const status: DatabaseStatus = {
+    database: manager.target.name,
+    backupDir: manager.backupDir,
+    count: backups.length,
+    totalBytes: backups.reduce((sum, b) => sum + b.bytes, 0),
+    newest: newest
+      ? {
+          name: newest.name,
+          time: newest.time.toISOString(),
+          bytes: newest.bytes,
+          ageMs: now - newest.time.getTime(),
+        }
+      : undefined,
+    lastSuccess: success ? { at: success.endedAt ?? success.startedAt, file: success.backupFile } : undefined,
+    lastFailure: failure ? { at: failure.startedAt, error: failure.error, stage: failure.stage } : undefined,
+    lastVerified: verified.map((v) => ({ destination: v.destination, file: v.backupFile, at: v.at! })),
+    maxAgeMs,
+    stale: false,
+  };
+  if (maxAgeMs !== undefined) {
+    if (!newest) {
+      status.stale = true;
+      status.staleReason = 'no backup found';
+    } else if (now - newest.time.getTime() > maxAgeMs) {
+      status.stale = true;
+      status.staleReason = `newest backup is ${humanDuration(now - newest.time.getTime())} old, more than ${humanDuration(maxAgeMs)}`;
+    }
+  }
+  manager.close();
+  return status;
+}
+
+function printStatus(s: DatabaseStatus, timeZone: string): void {
+  print(`${s.database}: ${s.backupDir}`);
+  print(`  backups: ${s.count}, ${humanBytes(s.totalBytes)}`);
+  print(`  newest: ${s.newest ? `${s.newest.name} (${age(new Date(s.newest.time))})` : 'none'}`);
+  print(`  last success: ${s.lastSuccess ? formatZoned(new Date(s.lastSuccess.at), timeZone) : 'never'}`);
+  print(
+    `  last failure: ${
+      s.lastFailure
+        ? `${formatZoned(new Date(s.lastFailure.at), timeZone)}${s.lastFailure.error ? ` — ${s.lastFailure.error}` : ''}`
+        : 'never'
+    }`,
+  );
+  for (const v of s.lastVerified) {
+    print(`  last verified on ${v.destination}: ${v.file} (${age(new Date(v.at))})`);
+  }
+  if (s.stale) print(`  STALE: ${s.staleReason}`);
+}
+
+export function registerConfig(program: Command): void {
+  const command = program
+    .command('config')
+    .description('print the resolved configuration and where each value came from (secrets redacted)')
+    .option('--keys', 'list every key with its environment variable and meaning')
+    .option('--json', 'print JSON');
+  addConfigOptions(command);
+  command.action(async (options: CommonOptions & { keys?: boolean }) => {
+    const resolved = resolveConfig(options);
+    const entries = describeConfig(resolved);
+    if (options.json) {
+      printJson({
+        configFile: resolved.configFile ?? null,
+        envFile: resolved.envFile ?? null,
+        settings: Object.fromEntries(
+          entries.map((e) => [e.key, { value: e.value ?? null, source: e.source }]),
+        ),
+        databases: resolved.databases.map((t) => ({ name: t.name, path: t.path, backupDir: t.backupDir })),
+      });
+      return;
+    }
+    if (options.keys) {
+      print(
+        table(
+          ['key', 'environment', 'meaning'],
+          entries.map((e) => [e.key, e.env.join(', '), e.doc]),
+        ),
+      );
+      return;
+    }
+    print(`config file: ${resolved.configFile ?? '(none)'}`);
+    print(`env file:    ${resolved.envFile ?? '(none)'}`);
+    print('');
+    const rows = entries
+      .filter((e) => e.value !== undefined)
+      .map((e) => [e.key, typeof e.value === 'string' ? e.value : JSON.stringify(e.value), e.source]);
+    print(table(['key', 'value', 'source'], rows));
+    print('');
+    if (resolved.databases.length === 0) print('databases: none configured');
+    for (const t of resolved.databases) print(`database ${t.name}: ${t.path} → ${t.backupDir}`);
+  });
+}

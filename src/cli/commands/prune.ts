@@ -1,0 +1,88 @@
+import type { Command } from 'commander';
+import { BackupManager, type PruneResult } from '../../backup/manager.js';
+import { describePolicy } from '../../retention/index.js';
+import { EXIT } from '../../util/errors.js';
+import { formatZoned } from '../../util/time.js';
+import {
+  addRetentionOptions,
+  addTargetOptions,
+  resolveConfig,
+  selectTargets,
+  type CommonOptions,
+} from '../context.js';
+import { print, printJson, table, warn } from '../output.js';
+
+function pruneJson(database: string, r: PruneResult): Record<string, unknown> {
+  return {
+    database,
+    dryRun: r.dryRun,
+    policy: r.policy,
+    decisions: r.decisions.map((d) => ({
+      name: d.name,
+      time: d.time.toISOString(),
+      action: d.action,
+      reasons: d.reasons,
+      deleted: d.deleted,
+      error: d.error,
+    })),
+    removed: r.removed,
+    failed: r.failed,
+    unrecognized: r.unrecognized,
+  };
+}
+
+export function registerPrune(program: Command): void {
+  const command = program
+    .command('prune')
+    .description('apply the retention policy: show every backup with keep/remove and why, then delete')
+    .option('--dry-run', 'show the plan, delete nothing')
+    .option('--json', 'print JSON');
+  addTargetOptions(command);
+  addRetentionOptions(command);
+  command.action(async (options: CommonOptions & { dryRun?: boolean }) => {
+    const resolved = resolveConfig(options);
+    const out: Record<string, unknown>[] = [];
+    let failed = false;
+    for (const target of selectTargets(resolved, options)) {
+      const manager = new BackupManager(target);
+      try {
+        const result = await manager.prune({ dryRun: options.dryRun });
+        if (result.failed.length) failed = true;
+        if (options.json) {
+          out.push(pruneJson(target.name, result));
+          continue;
+        }
+        print(
+          `${target.name}: ${target.backupDir} — policy ${describePolicy(result.policy)} (${manager.timeZone})`,
+        );
+        const rows = result.decisions.map((d) => [
+          d.action === 'keep' ? 'keep' : options.dryRun ? 'remove' : d.deleted ? 'removed' : 'FAILED',
+          d.name,
+          formatZoned(d.time, manager.timeZone),
+          d.reasons.join(', ') || (d.error ?? ''),
+        ]);
+        if (rows.length) {
+          print(
+            table(['action', 'name', 'time', 'reasons'], rows)
+              .split('\n')
+              .map((l) => '  ' + l)
+              .join('\n'),
+          );
+        } else print('  no backups');
+        const removing = result.decisions.filter((d) => d.action === 'remove').length;
+        print(
+          options.dryRun
+            ? `  dry run: would remove ${removing}, keep ${result.decisions.length - removing}`
+            : `  removed ${result.removed.length}, kept ${result.decisions.length - removing}` +
+                (result.failed.length ? `, ${result.failed.length} could not be deleted` : ''),
+        );
+        for (const f of result.failed) warn(`could not delete ${f.name}: ${f.error}`);
+        for (const name of result.unrecognized) warn(`unrecognised file left alone: ${name}`);
+      } finally {
+        manager.close();
+      }
+    }
+    if (options.json) printJson(out.length === 1 ? out[0] : { databases: out });
+    if (failed) process.exitCode = EXIT.partial;
+  });
+}

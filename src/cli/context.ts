@@ -1,0 +1,96 @@
+import type { Command } from 'commander';
+import { loadConfig, targetForPath, type DatabaseTarget, type ResolvedConfig } from '../config/index.js';
+import { EXIT, LitekeepError } from '../util/errors.js';
+
+export interface CommonOptions {
+  config?: string;
+  envFile?: string;
+  db?: string;
+  dir?: string;
+  json?: boolean;
+  [key: string]: unknown;
+}
+
+export function addConfigOptions(command: Command): Command {
+  return command
+    .option('--config <path>', 'config file (default: litekeep.yml/.yaml/.json here, or LITEKEEP_CONFIG)')
+    .option('--env-file <path>', '.env file to read (default: .env here)');
+}
+
+export function addTargetOptions(command: Command): Command {
+  return addConfigOptions(command)
+    .option('--db <path|url|name>', 'database to use (path, sqlite:/// URL, or a name from databases:)')
+    .option('--dir <dir>', 'backup folder (overrides BACKUP_DIR)');
+}
+
+const RETENTION_FLAGS: Record<string, string> = {
+  keepLast: 'retention.last',
+  keepHourly: 'retention.hourly',
+  keepDaily: 'retention.daily',
+  keepWeekly: 'retention.weekly',
+  keepMonthly: 'retention.monthly',
+  keepYearly: 'retention.yearly',
+  keepWithin: 'retention.within',
+};
+
+export function addRetentionOptions(command: Command): Command {
+  return command
+    .option('--keep-last <n>', 'keep the last n backups')
+    .option('--keep-hourly <n>', 'keep the newest backup of each of the last n hours')
+    .option('--keep-daily <n>', 'keep the newest backup of each of the last n days')
+    .option('--keep-weekly <n>', 'keep the newest backup of each of the last n ISO weeks')
+    .option('--keep-monthly <n>', 'keep the newest backup of each of the last n months')
+    .option('--keep-yearly <n>', 'keep the newest backup of each of the last n years')
+    .option('--keep-within <duration>', 'keep every backup within this duration of the newest (30d, 1y2m)');
+}
+
+/** Flags that set config keys, as loadConfig overrides. */
+export function overridesFrom(
+  options: CommonOptions,
+  extra: Record<string, unknown> = {},
+): Record<string, unknown> {
+  const overrides: Record<string, unknown> = { ...extra };
+  for (const [flag, key] of Object.entries(RETENTION_FLAGS)) {
+    if (options[flag] !== undefined) overrides[key] = options[flag];
+  }
+  return overrides;
+}
+
+export function resolveConfig(options: CommonOptions, extra: Record<string, unknown> = {}): ResolvedConfig {
+  return loadConfig({
+    configPath: options.config,
+    envFile: options.envFile,
+    overrides: overridesFrom(options, extra),
+  });
+}
+
+/**
+ * The databases a command acts on: `--db` names a configured database or gives a path/URL; otherwise every
+ * configured database. `--dir` replaces the backup folder.
+ */
+export function selectTargets(resolved: ResolvedConfig, options: CommonOptions): DatabaseTarget[] {
+  if (options.db) {
+    const byName = resolved.databases.find((t) => t.name === options.db);
+    if (byName) {
+      if (!options.dir) return [byName];
+      const dir = targetForPath(resolved, byName.path, options.dir).backupDir;
+      return [{ ...byName, backupDir: dir, settings: { ...byName.settings, backupDir: dir } }];
+    }
+    return [targetForPath(resolved, options.db, options.dir)];
+  }
+  if (resolved.databases.length === 0) {
+    throw new LitekeepError(
+      'no database configured: set DATABASE_URL (sqlite:///path/to/app.db), add database: to litekeep.yml, or pass --db',
+      { exitCode: EXIT.usage },
+    );
+  }
+  if (options.dir) {
+    if (resolved.databases.length > 1) {
+      throw new LitekeepError('--dir needs --db when several databases are configured', {
+        exitCode: EXIT.usage,
+      });
+    }
+    return [targetForPath(resolved, resolved.databases[0].path, options.dir)];
+  }
+  return resolved.databases;
+}

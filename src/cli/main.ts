@@ -1,0 +1,57 @@
+#!/usr/bin/env node
+import { Command, CommanderError } from 'commander';
+import { VERSION } from '../version.js';
+import { EXIT, oneLine } from '../util/errors.js';
+import { registerBackup } from './commands/backup.js';
+import { registerDemo } from './commands/demo.js';
+import { registerConfig, registerHistory, registerList, registerStatus } from './commands/inspect.js';
+import { registerPrune } from './commands/prune.js';
+
+export function buildProgram(): Command {
+  const program = new Command();
+  program
+    .name('litekeep')
+    .description('Consistent, verified, rotated, off-site backups of live SQLite databases')
+    .version(VERSION)
+    .showSuggestionAfterError()
+    .exitOverride()
+    .configureOutput({ writeErr: (text) => process.stderr.write(text) });
+  registerBackup(program);
+  registerList(program);
+  registerStatus(program);
+  registerHistory(program);
+  registerPrune(program);
+  registerConfig(program);
+  registerDemo(program);
+  for (const command of program.commands) command.exitOverride();
+  return program;
+}
+
+/** Exit code of an error: its own when it carries one (config and usage errors carry 2), else 1. */
+function exitCodeOf(error: unknown): number {
+  const code = (error as { exitCode?: unknown }).exitCode;
+  return typeof code === 'number' && code > 0 ? code : EXIT.failed;
+}
+
+export async function main(argv = process.argv): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return typeof process.exitCode === 'number' ? process.exitCode : EXIT.ok;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // Commander printed its message already; help and version are not errors.
+      if (['commander.helpDisplayed', 'commander.version', 'commander.help'].includes(error.code))
+        return EXIT.ok;
+      if (error.code === 'commander.executeSubCommandAsync') return EXIT.failed;
+      return EXIT.usage;
+    }
+    process.stderr.write(`litekeep: ${oneLine(error)}\n`);
+    if (process.env.LITEKEEP_DEBUG) process.stderr.write(`${(error as Error).stack}\n`);
+    return exitCodeOf(error);
+  }
+}
+
+main().then((code) => {
+  process.exitCode = code;
+});

@@ -1,0 +1,6 @@
+export { loadConfig, targetForPath, CONFIG_LEAVES, envNamesOf, isSecretKey } from './load.js';
+export type { LoadConfigOptions, ResolvedConfig, DatabaseTarget } from './load.js';
+export { configSchema, type LitekeepConfig } from './schema.js';
+export { ConfigError, parseDurationMs, envNameFor } from './settings.js';
+export { resolveDatabaseLocation } from './database-url.js';
+export { describeConfig, redactCredentialsInUrl, type ConfigEntry } from './describe.js';

@@ -1,0 +1,25 @@
+export {
+  DEFAULT_RETENTION,
+  RetentionPolicyError,
+  assertUsablePolicy,
+  describePolicy,
+  isEffectivelyEmpty,
+  parseRetentionPolicy,
+  parseWithin,
+  subtractWithin,
+  validateTimeZone,
+  type CountRule,
+  type ParsedWithin,
+  type RetentionPolicy,
+} from './policy.js';
+export {
+  applySafetyRails,
+  compareNewestFirst,
+  isoWeek,
+  planRetention,
+  type Dated,
+  type Decision,
+  type PlanOptions,
+  type RetentionPlan,
+} from './planner.js';
+export { RotationPolicy } from './rotation.js';

@@ -1,0 +1,17 @@
+/**
+ * Entry point of the process that takes a snapshot. better-sqlite3 is synchronous and a large VACUUM INTO
+ * blocks for seconds; in a child process it leaves the parent's timers, signals and HTTP free, and it can be
+ * killed at once when a run is aborted.
+ */
+import { snapshotInProcess, type SnapshotRequest } from './engine.js';
+
+process.once('message', (request: SnapshotRequest) => {
+  snapshotInProcess(request).then(
+    (facts) => process.send!({ ok: true, facts }, () => process.exit(0)),
+    (error: { code?: string; message?: string }) =>
+      process.send!(
+        { ok: false, failure: { code: error.code, message: String(error.message ?? error) } },
+        () => process.exit(0),
+      ),
+  );
+});

@@ -1,0 +1,95 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { inspectDatabase, type DatabaseFacts, type IntegrityMode } from './inspect.js';
+
+export type SnapshotMode = 'vacuum' | 'backup-api';
+
+export interface SnapshotRequest {
+  source: string;
+  /** Fresh temp path in the backup folder; must not exist. */
+  target: string;
+  mode: SnapshotMode;
+  busyTimeoutMs: number;
+  integrity: IntegrityMode;
+}
+
+export interface SnapshotFacts extends DatabaseFacts {
+  sourceBytes: number;
+  bytes: number;
+}
+
+/** A failure with a SQLite or errno code, carried as plain data across the process boundary. */
+export interface SnapshotFailure {
+  code?: string;
+  message: string;
+}
+
+function openSource(source: string, busyTimeoutMs: number): Database.Database {
+  try {
+    // Read-only where SQLite allows: a WAL database without a live -shm cannot be opened read-only.
+    const db = new Database(source, { readonly: true, fileMustExist: true, timeout: busyTimeoutMs });
+    db.pragma('schema_version');
+    return db;
+  } catch (error) {
+    const code = (error as { code?: string }).code ?? '';
+    if (!/CANTOPEN|READONLY/.test(code)) throw error;
+    return new Database(source, { fileMustExist: true, timeout: busyTimeoutMs });
+  }
+}
+
+function fsyncPath(file: string): void {
+  const fd = fs.openSync(file, 'r');
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function sizeWithWal(source: string): number {
+  let bytes = fs.statSync(source).size;
+  try {
+    bytes += fs.statSync(`${source}-wal`).size;
+  } catch {
+    // no WAL file: a rollback-journal database, or a checkpointed one
+  }
+  return bytes;
+}
+
+/**
+ * Takes a consistent copy of a live database with SQLite's own mechanisms, never by copying the file:
+ * `VACUUM INTO` (compacted), or the online backup API in one step under one read transaction so that
+ * constant writers cannot make it restart forever. Then fsyncs and checks the copy.
+ */
+export async function snapshotInProcess(request: SnapshotRequest): Promise<SnapshotFacts> {
+  const sourceBytes = sizeWithWal(request.source);
+  const db = openSource(request.source, request.busyTimeoutMs);
+  try {
+    if (request.mode === 'vacuum') {
+      db.prepare('VACUUM INTO ?').run(request.target);
+    } else {
+      await db.backup(request.target, { progress: () => 0x7fffffff });
+    }
+  } finally {
+    db.close();
+  }
+  if (request.mode === 'backup-api') {
+    // The copy inherits the WAL flag from the source header; a backup file must stand alone.
+    const copy = new Database(request.target);
+    try {
+      if (copy.pragma('journal_mode', { simple: true }) === 'wal') copy.pragma('journal_mode = DELETE');
+    } finally {
+      copy.close();
+    }
+  }
+  fs.chmodSync(request.target, 0o600);
+  fsyncPath(request.target);
+  const facts = inspectDatabase(request.target, request.integrity);
+  return { ...facts, sourceBytes, bytes: fs.statSync(request.target).size };
+}
+
+export function removeSnapshotLeftovers(target: string): void {
+  for (const suffix of ['', '-journal', '-wal', '-shm']) fs.rmSync(target + suffix, { force: true });
+  void path;
+}

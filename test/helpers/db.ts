@@ -1,0 +1,33 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+
+export function tempDir(prefix = 'litekeep-test-'): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+/** A small real database with `rows` rows in table `items`. */
+export function makeDatabase(file: string, rows = 200, journalMode: 'wal' | 'delete' = 'wal'): void {
+  const db = new Database(file);
+  db.pragma(`journal_mode = ${journalMode}`);
+  db.exec('CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, payload BLOB)');
+  const insert = db.prepare('INSERT INTO items (name, payload) VALUES (?, ?)');
+  db.transaction(() => {
+    for (let i = 0; i < rows; i++) insert.run(`item ${i}`, Buffer.alloc(64, i % 256));
+  })();
+  db.close();
+}
+
+export function countRows(file: string, table = 'items'): number {
+  const db = new Database(file, { readonly: true });
+  try {
+    return (db.prepare(`SELECT COUNT(*) AS n FROM ${table}`).get() as { n: number }).n;
+  } finally {
+    db.close();
+  }
+}
+
+export function filesIn(dir: string): string[] {
+  return fs.existsSync(dir) ? fs.readdirSync(dir).sort() : [];
+}
