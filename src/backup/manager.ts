@@ -133,7 +133,6 @@ export class BackupManager {
         this.catalogInstance = Catalog.open(this.backupDir);
         if (this.catalogInstance.recreatedFrom) {
           this.catalogWarning = `catalog was unreadable and was rebuilt from the files on disk (old one kept as ${this.catalogInstance.recreatedFrom})`;
-          this.catalogInstance = this.catalogInstance;
         }
       } catch (error) {
         this.catalogWarning = `activity log unavailable (${oneLine(error)}); this run is not recorded on disk`;
@@ -247,7 +246,12 @@ export class BackupManager {
         encryption: encryption.kind,
         fingerprint: facts.fingerprint,
       };
-      this.catalog.recordBackup({ ...result, runId: options.runId, integrity: facts.integrity });
+      try {
+        this.catalog.recordBackup({ ...result, runId: options.runId, integrity: facts.integrity });
+      } catch (error) {
+        // The backup is safe on disk; a catalog that cannot be written is rebuilt from the files later.
+        this.catalogWarning = `backup not recorded in the activity log: ${oneLine(error)}`;
+      }
       return result;
     } catch (error) {
       await cleanup();

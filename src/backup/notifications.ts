@@ -1,5 +1,14 @@
+import os from 'node:os';
 import type { Catalog } from '../catalog/index.js';
-import type { DatabaseTarget } from '../config/index.js';
+import type { DatabaseTarget, LitekeepConfig } from '../config/index.js';
+import {
+  notify,
+  notifyTest,
+  type NotificationResult,
+  type NotifyOptions,
+  type RunEvent,
+} from '../notify/index.js';
+import { VERSION } from '../version.js';
 import type { RunBackupResult } from './task.js';
 
 export interface NotificationOutcome {
@@ -11,12 +20,142 @@ export interface NotificationOutcome {
   error?: string;
 }
 
-/** Sends the run's notifications on every configured channel; never throws. */
+/** The notify section of the configuration as options for the notifiers; channels without a target are off. */
+export function notifyOptionsFrom(settings: LitekeepConfig): NotifyOptions {
+  const n = settings.notify;
+  const options: NotifyOptions = {
+    timeoutMs: n.timeout,
+    attempts: n.attempts,
+    version: VERSION,
+    timeZone: settings.timeZone,
+  };
+  if (n.ntfy.topic) {
+    options.ntfy = {
+      server: n.ntfy.server,
+      topic: n.ntfy.topic,
+      token: n.ntfy.token,
+      user: n.ntfy.user,
+      password: n.ntfy.password,
+      priority: n.ntfy.priority,
+      failurePriority: n.ntfy.failurePriority,
+      tags: n.ntfy.tags,
+      on: n.ntfy.on,
+    };
+  }
+  if (n.webhook.url) options.webhook = { url: n.webhook.url, headers: n.webhook.headers, on: n.webhook.on };
+  if (n.ping.url) options.ping = { url: n.ping.url, method: n.ping.method, on: n.ping.on };
+  const backoff = process.env.LITEKEEP_NOTIFY_BACKOFF_MS;
+  // Tests shorten the retry delays; users keep the defaults (about 2 s, then 8 s).
+  if (backoff) options.backoffMs = backoff.split(',').map(Number);
+  return options;
+}
+
+export function hasChannels(options: NotifyOptions): boolean {
+  return Boolean(options.ntfy || options.webhook || options.ping);
+}
+
+function eventFor(target: DatabaseTarget, kind: RunEvent['kind'], result: RunBackupResult): RunEvent {
+  const drive = result.destinations.find((d) => d.type === 'google-drive' && d.status === 'ok');
+  const succeeded: string[] = [];
+  const failed: string[] = [];
+  if (result.backup) succeeded.push('local backup kept');
+  for (const d of result.destinations) {
+    const label = d.type === 'google-drive' ? 'Drive upload' : `upload to ${d.destination}`;
+    if (d.status === 'ok') succeeded.push(`${label} done`);
+    else if (d.status === 'failed') failed.push(`${label} failed${d.error ? `: ${d.error}` : ''}`);
+  }
+  for (const w of result.prune?.failed ?? []) failed.push(`could not delete ${w.name}`);
+  return {
+    kind,
+    database: target.name,
+    host: os.hostname(),
+    time: new Date(),
+    file: result.backup?.file,
+    bytes: result.backup?.bytes,
+    path: result.backup?.path,
+    link: drive?.link ?? result.destinations.find((d) => d.link)?.link,
+    rotated: result.rotated,
+    durationMs: result.durationMs,
+    sha256: result.backup?.sha256,
+    error: result.error ?? (failed.length ? failed[0] : undefined),
+    stage: result.stage,
+    succeeded,
+    failed,
+    partial: kind === 'success' && failed.length > 0,
+  };
+}
+
+function toOutcomes(results: NotificationResult[]): NotificationOutcome[] {
+  return results
+    .filter((r) => r.status !== 'skipped')
+    .map((r) => ({
+      channel: r.channel,
+      event: r.event,
+      status: r.status,
+      attempts: r.attempts,
+      httpStatus: r.httpStatus,
+      error: r.error,
+    }));
+}
+
+/** Sends the run's notifications on every configured channel and records every attempt; never throws. */
 export async function notifyRun(
-  _target: DatabaseTarget,
-  _kind: 'start' | 'success' | 'failure',
-  _result: RunBackupResult,
-  _catalog: Catalog,
+  target: DatabaseTarget,
+  kind: 'start' | 'success' | 'failure',
+  result: RunBackupResult,
+  catalog: Catalog,
+  runId: number | undefined,
 ): Promise<NotificationOutcome[]> {
-  return [];
+  const options = notifyOptionsFrom(target.settings);
+  if (!hasChannels(options)) return [];
+  try {
+    const results = await notify(eventFor(target, kind, result), options, {
+      onAttempt: (attempt) => {
+        try {
+          catalog.recordNotification({
+            runId,
+            channel: attempt.channel,
+            event: attempt.event,
+            status: attempt.status,
+            httpStatus: attempt.httpStatus,
+            error: attempt.error,
+            attempts: attempt.attempt,
+            at: attempt.time.toISOString(),
+          });
+        } catch {
+          // recording is best effort; the notification itself matters more
+        }
+      },
+    });
+    return toOutcomes(results);
+  } catch (error) {
+    return [{ channel: 'notify', event: kind, status: 'failed', attempts: 0, error: String(error) }];
+  }
+}
+
+/** `litekeep notify test`: one test message on every configured channel. */
+export async function sendTestNotifications(
+  target: DatabaseTarget,
+  catalog?: Catalog,
+): Promise<NotificationOutcome[]> {
+  const options = notifyOptionsFrom(target.settings);
+  if (!hasChannels(options)) return [];
+  const results = await notifyTest(options, {
+    onAttempt: (attempt) => {
+      try {
+        catalog?.recordNotification({
+          channel: attempt.channel,
+          event: attempt.event,
+          status: attempt.status,
+          httpStatus: attempt.httpStatus,
+          error: attempt.error,
+          attempts: attempt.attempt,
+          at: attempt.time.toISOString(),
+        });
+      } catch {
+        // best effort
+      }
+    },
+  });
+  return toOutcomes(results);
 }

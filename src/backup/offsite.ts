@@ -1,5 +1,17 @@
 import type { DatabaseTarget } from '../config/index.js';
-import type { BackupManager, BackupResult } from './manager.js';
+import { createDestination, destinationSpecs, type DestinationSpec } from '../destinations/factory.js';
+import type { ArtifactMetadata, Destination } from '../destinations/types.js';
+import { parseBackupName, timeFromBackupName } from '../naming.js';
+import {
+  applySafetyRails,
+  assertUsablePolicy,
+  planRetention,
+  type RetentionPolicy,
+} from '../retention/index.js';
+import { sha256File } from '../pipeline/index.js';
+import { oneLine } from '../util/errors.js';
+import { VERSION } from '../version.js';
+import type { BackupEntry, BackupManager, BackupResult } from './manager.js';
 
 export interface DestinationOutcome {
   destination: string;
@@ -11,7 +23,10 @@ export interface DestinationOutcome {
   attempts?: number;
   durationMs?: number;
   error?: string;
+  /** Older backups uploaded because they were missing there (catch-up after an outage). */
+  caughtUp?: string[];
   rotated?: number;
+  pruneErrors?: string[];
 }
 
 export interface OffsiteOptions {
@@ -19,14 +34,239 @@ export interface OffsiteOptions {
   runId?: number;
   signal?: AbortSignal;
   onStep?: (message: string) => void;
+  /** Only catch up missing backups (`litekeep sync`), no new backup to upload. */
+  syncOnly?: boolean;
+  /** Apply each destination's retention after a successful upload (default true). */
+  prune?: boolean;
 }
 
-/** Uploads a fresh backup to every configured destination, each on its own. */
+async function metadataFor(
+  manager: BackupManager,
+  entry: { name: string; bytes: number; time: Date; path: string },
+): Promise<ArtifactMetadata> {
+  const record = manager.catalog.getBackup(entry.name);
+  const parsed = parseBackupName(entry.name)!;
+  return {
+    sha256: record?.sha256 ?? (await sha256File(entry.path)).sha256,
+    bytes: entry.bytes,
+    plainSha256: record?.plainSha256,
+    plainBytes: record?.plainBytes,
+    sourceName: manager.target.name,
+    backupTime: entry.time.toISOString(),
+    compression: parsed.compression,
+    encryption: parsed.encryption,
+    litekeepVersion: VERSION,
+  };
+}
+
+export function destinationsOf(
+  target: DatabaseTarget,
+  options: { skipDrive?: boolean } = {},
+): DestinationSpec[] {
+  return destinationSpecs(target, target.driveConfigured).filter(
+    (spec) => !(options.skipDrive && spec.type === 'google-drive'),
+  );
+}
+
+/**
+ * Uploads to every configured destination, each on its own: one failing does not stop the others. For each
+ * destination that took the new backup, uploads what is missing there (newest first), then applies that
+ * destination's retention. Never throws.
+ */
 export async function runDestinations(
-  _target: DatabaseTarget,
-  _manager: BackupManager,
-  _backup: BackupResult,
-  _options: OffsiteOptions,
+  target: DatabaseTarget,
+  manager: BackupManager,
+  backup: BackupResult | undefined,
+  options: OffsiteOptions,
 ): Promise<DestinationOutcome[]> {
-  return [];
+  const outcomes: DestinationOutcome[] = [];
+  let specs: DestinationSpec[];
+  try {
+    specs = destinationsOf(target, options);
+  } catch (error) {
+    return [{ destination: 'configuration', type: '?', status: 'failed', error: oneLine(error) }];
+  }
+  for (const spec of specs) {
+    outcomes.push(await syncOne(spec, target, manager, backup, options));
+  }
+  return outcomes;
+}
+
+async function syncOne(
+  spec: DestinationSpec,
+  target: DatabaseTarget,
+  manager: BackupManager,
+  backup: BackupResult | undefined,
+  options: OffsiteOptions,
+): Promise<DestinationOutcome> {
+  const outcome: DestinationOutcome = { destination: spec.name, type: spec.type, status: 'failed' };
+  const record = (name: string, status: 'ok' | 'failed', extra: Partial<DestinationOutcome> = {}) => {
+    try {
+      manager.catalog.recordUpload({
+        runId: options.runId,
+        backupFile: name,
+        destination: spec.name,
+        status,
+        remoteId: extra.id,
+        link: extra.link,
+        bytes: extra.bytes,
+        durationMs: extra.durationMs,
+        attempts: extra.attempts,
+        error: extra.error,
+      });
+    } catch {
+      // the activity log is best effort
+    }
+  };
+  let destination: Destination;
+  try {
+    destination = createDestination(spec, target);
+  } catch (error) {
+    outcome.error = oneLine(error);
+    return outcome;
+  }
+  try {
+    if (backup) {
+      const put = await destination.put(
+        backup.path,
+        backup.file,
+        await metadataFor(manager, {
+          name: backup.file,
+          bytes: backup.bytes,
+          time: new Date(backup.createdAt),
+          path: backup.path,
+        }),
+        { signal: options.signal },
+      );
+      Object.assign(outcome, {
+        status: 'ok',
+        id: put.id,
+        link: put.link,
+        bytes: put.bytes,
+        attempts: put.attempts,
+        durationMs: put.durationMs,
+      });
+      record(backup.file, 'ok', outcome);
+      options.onStep?.(`uploaded ${backup.file} to ${spec.name}${put.link ? ` (${put.link})` : ''}`);
+    } else outcome.status = 'ok';
+  } catch (error) {
+    outcome.status = 'failed';
+    outcome.error = oneLine(error);
+    if (backup) record(backup.file, 'failed', { error: outcome.error });
+    return outcome;
+  }
+
+  // Catch up: backups the local folder still holds that this destination lacks (it was down last time).
+  const policy: RetentionPolicy = spec.retention ?? manager.retentionPolicy();
+  try {
+    const remote = await destination.list();
+    const present = new Set(remote.map((o) => o.name));
+    const { backups } = await manager.listBackups();
+    const missing = backups.filter((b) => !present.has(b.name));
+    const wanted = missingWorthUploading(missing, remote, policy, manager);
+    outcome.caughtUp = [];
+    for (const entry of wanted) {
+      try {
+        const put = await destination.put(entry.path, entry.name, await metadataFor(manager, entry), {
+          signal: options.signal,
+        });
+        record(entry.name, 'ok', { id: put.id, link: put.link, bytes: put.bytes, attempts: put.attempts });
+        outcome.caughtUp.push(entry.name);
+        options.onStep?.(`caught up ${entry.name} on ${spec.name}`);
+      } catch (error) {
+        record(entry.name, 'failed', { error: oneLine(error) });
+        throw error;
+      }
+    }
+  } catch (error) {
+    outcome.status = 'failed';
+    outcome.error = `catch-up: ${oneLine(error)}`;
+    return outcome;
+  }
+
+  if (options.prune !== false) {
+    try {
+      const removed = await pruneDestination(destination, policy, manager, options.runId);
+      outcome.rotated = removed.removed.length;
+      if (removed.failed.length) {
+        outcome.pruneErrors = removed.failed;
+        outcome.status = 'failed';
+        outcome.error = `retention: ${removed.failed[0]}`;
+      }
+    } catch (error) {
+      outcome.status = 'failed';
+      outcome.error = `retention: ${oneLine(error)}`;
+    }
+  }
+  return outcome;
+}
+
+/** Of the backups missing on a destination, those its retention would keep, newest first. */
+function missingWorthUploading(
+  missing: BackupEntry[],
+  remote: { name: string }[],
+  policy: RetentionPolicy,
+  manager: BackupManager,
+): BackupEntry[] {
+  if (missing.length === 0) return [];
+  const items = [
+    ...missing.map((b) => ({ id: b.name, time: b.time, entry: b as BackupEntry | undefined })),
+    ...remote.map((o) => ({
+      id: o.name,
+      time: timeFromBackupName(parseBackupName(o.name)!, manager.timeZone),
+      entry: undefined as BackupEntry | undefined,
+    })),
+  ];
+  const plan = planRetention(items, policy, { timeZone: manager.timeZone });
+  return plan.keep
+    .map((d) => d.backup.entry)
+    .filter((e): e is BackupEntry => e !== undefined)
+    .sort((a, b) => b.time.getTime() - a.time.getTime());
+}
+
+export async function pruneDestination(
+  destination: Destination,
+  policy: RetentionPolicy,
+  manager: BackupManager,
+  runId?: number,
+): Promise<{ removed: string[]; failed: string[] }> {
+  assertUsablePolicy(policy);
+  const remote = await destination.list();
+  const items = remote.map((o) => ({
+    id: o.name,
+    time: o.metadata?.backupTime
+      ? new Date(o.metadata.backupTime)
+      : timeFromBackupName(parseBackupName(o.name)!, manager.timeZone),
+  }));
+  const plan = applySafetyRails(planRetention(items, policy, { timeZone: manager.timeZone }));
+  const removed: string[] = [];
+  const failed: string[] = [];
+  for (const decision of plan.remove) {
+    const name = decision.backup.id;
+    try {
+      await destination.remove(name);
+      removed.push(name);
+      manager.catalog.recordDeletion({
+        runId,
+        backupFile: name,
+        destination: destination.name,
+        status: 'ok',
+        reasons: 'not kept by the retention policy',
+      });
+    } catch (error) {
+      failed.push(`${name}: ${oneLine(error)}`);
+      try {
+        manager.catalog.recordDeletion({
+          runId,
+          backupFile: name,
+          destination: destination.name,
+          status: 'failed',
+          error: oneLine(error),
+        });
+      } catch {
+        // best effort
+      }
+    }
+  }
+  return { removed, failed };
 }

@@ -72,7 +72,7 @@ export async function runBackupForTarget(
     durationMs: 0,
   };
   const step = (message: string) => options.onStep?.(message);
-  let release: (() => void) | undefined;
+  let release: (() => Promise<void>) | undefined;
   let runId: number | undefined;
   try {
     manager.prepareFolder();
@@ -81,11 +81,16 @@ export async function runBackupForTarget(
       purpose: `${trigger} backup of ${target.name}`,
     });
     release = () => lock.release();
-    runId = manager.catalog.startRun(trigger, target.name);
+    try {
+      runId = manager.catalog.startRun(trigger, target.name);
+    } catch (error) {
+      // The activity log must never stop a backup (a full disk fails the backup itself, with a clear message).
+      warnings.push(`activity log not written: ${oneLine(error)}`);
+    }
     result.runId = runId;
     if (manager.catalogWarning) warnings.push(manager.catalogWarning);
     if (options.notify !== false) {
-      result.notifications.push(...(await notifyRun(target, 'start', result, manager.catalog)));
+      result.notifications.push(...(await notifyRun(target, 'start', result, manager.catalog, runId)));
     }
 
     result.stage = 'snapshot';
@@ -144,12 +149,8 @@ export async function runBackupForTarget(
   if (result.status !== 'failed') result.exitCode = result.status === 'ok' ? EXIT.ok : EXIT.partial;
 
   if (options.notify !== false) {
-    const sent = await notifyRun(
-      target,
-      result.status === 'failed' ? 'failure' : 'success',
-      result,
-      manager.catalog,
-    );
+    const kind = result.status === 'failed' ? 'failure' : 'success';
+    const sent = await notifyRun(target, kind, result, manager.catalog, runId);
     result.notifications.push(...sent);
     if (sent.some((n) => n.status === 'failed') && result.status === 'ok') {
       result.status = 'partial';
@@ -172,7 +173,11 @@ export async function runBackupForTarget(
       warnings.push(`could not record the run: ${oneLine(error)}`);
     }
   }
-  release?.();
+  try {
+    await release?.();
+  } catch (error) {
+    warnings.push(`could not release the lock: ${oneLine(error)}`);
+  }
   manager.close();
   return result;
 }

@@ -6,6 +6,10 @@ import { registerBackup } from './commands/backup.js';
 import { registerDemo } from './commands/demo.js';
 import { registerConfig, registerHistory, registerList, registerStatus } from './commands/inspect.js';
 import { registerPrune } from './commands/prune.js';
+import { registerAuth } from './commands/auth.js';
+import { registerDaemon, registerSchedule } from './commands/daemon.js';
+import { registerKeygen, registerNotify, registerSync } from './commands/misc.js';
+import { registerRestore, registerVerify } from './commands/restore.js';
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -23,6 +27,14 @@ export function buildProgram(): Command {
   registerPrune(program);
   registerConfig(program);
   registerDemo(program);
+  registerRestore(program);
+  registerVerify(program);
+  registerSync(program);
+  registerNotify(program);
+  registerKeygen(program);
+  registerAuth(program);
+  registerDaemon(program);
+  registerSchedule(program);
   for (const command of program.commands) command.exitOverride();
   return program;
 }

@@ -29,6 +29,8 @@ export interface DatabaseTarget {
   backupDir: string;
   /** The whole configuration with this database's overrides applied. */
   settings: LitekeepConfig;
+  /** Whether Google Drive is configured (a drive key set anywhere, or GOOGLE_APPLICATION_CREDENTIALS). */
+  driveConfigured: boolean;
 }
 
 export interface ResolvedConfig {
@@ -41,6 +43,7 @@ export interface ResolvedConfig {
   /** The databases to back up; empty when none is configured. */
   databases: DatabaseTarget[];
   timeZone: string;
+  driveConfigured: boolean;
 }
 
 const CONFIG_NAMES = ['litekeep.yml', 'litekeep.yaml', 'litekeep.json'];
@@ -292,9 +295,19 @@ export function loadConfig(options: LoadConfigOptions = {}): ResolvedConfig {
     sources.timeZone = 'default (system zone)';
   }
 
+  const driveConfigured = Object.entries(sources).some(
+    ([key, source]) => key.startsWith('drive.') && source !== 'default',
+  );
+  if (driveConfigured && values.get('drive.credentials') === undefined) {
+    values.set('drive.credentials', path.resolve(cwd, 'google_user_credentials.json'));
+    sources['drive.credentials'] = 'default (./google_user_credentials.json)';
+  }
   const config = buildTree(values);
-  const databases = resolveTargets(config, rawDatabases, sources, baseDirs, configFile, cwd);
-  return { config, sources, configFile, envFile: envFileUsed, cwd, databases, timeZone };
+  const databases = resolveTargets(config, rawDatabases, sources, baseDirs, configFile, cwd).map((t) => ({
+    ...t,
+    driveConfigured,
+  }));
+  return { config, sources, configFile, envFile: envFileUsed, cwd, databases, timeZone, driveConfigured };
 }
 
 function resolveTargets(
@@ -309,7 +322,15 @@ function resolveTargets(
   if (!config.databases || config.databases.length === 0) {
     if (!config.database) return [];
     const name = path.basename(config.database).replace(/\.(db|sqlite3?|sqlite)$/i, '') || 'database';
-    return [{ name: sanitizeName(name), path: config.database, backupDir, settings: config }];
+    return [
+      {
+        name: sanitizeName(name),
+        path: config.database,
+        backupDir,
+        settings: config,
+        driveConfigured: false,
+      },
+    ];
   }
   const source = sources.databases ?? 'configuration';
   const baseDir = baseDirs.get('databases') ?? (configFile ? path.dirname(configFile) : cwd);
@@ -349,7 +370,7 @@ function resolveTargets(
     const dir = flat.backupDir !== undefined ? settings.backupDir! : path.join(backupDir, name);
     settings.database = dbPath;
     settings.backupDir = dir;
-    return { name, path: dbPath, backupDir: dir, settings };
+    return { name, path: dbPath, backupDir: dir, settings, driveConfigured: false };
   });
 }
 
@@ -370,5 +391,5 @@ export function targetForPath(
   const dir = backupDir ? path.resolve(resolved.cwd, backupDir) : resolved.config.backupDir!;
   settings.database = dbPath;
   settings.backupDir = dir;
-  return { name, path: dbPath, backupDir: dir, settings };
+  return { name, path: dbPath, backupDir: dir, settings, driveConfigured: resolved.driveConfigured };
 }

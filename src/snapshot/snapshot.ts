@@ -1,7 +1,8 @@
 import { fork } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { LitekeepError } from '../util/errors.js';
 import {
   removeSnapshotLeftovers,
@@ -22,7 +23,8 @@ function childEntry(): { file: string; execArgv: string[] } {
   const js = path.join(here, 'child.js');
   if (fs.existsSync(js)) return { file: js, execArgv: [] };
   // Running from TypeScript sources (tests): let tsx load the child.
-  return { file: path.join(here, 'child.ts'), execArgv: ['--import', 'tsx'] };
+  const tsx = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
+  return { file: path.join(here, 'child.ts'), execArgv: ['--import', tsx] };
 }
 
 function explain(failure: SnapshotFailure, request: SnapshotRequest): LitekeepError {

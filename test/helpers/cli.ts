@@ -1,9 +1,12 @@
 import { spawn } from 'node:child_process';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const CLI_SOURCE = path.join(root, 'src', 'cli', 'main.ts');
+/** tsx's loader by absolute URL: `--import tsx` would be resolved from the child's working folder. */
+export const TSX_LOADER = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
 
 export interface CliResult {
   code: number;
@@ -18,7 +21,7 @@ export function runCli(
 ): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const env: NodeJS.ProcessEnv = { ...cleanEnv(), ...options.env };
-    const child = spawn(process.execPath, ['--import', 'tsx', CLI_SOURCE, ...args], {
+    const child = spawn(process.execPath, ['--import', TSX_LOADER, CLI_SOURCE, ...args], {
       cwd: options.cwd ?? root,
       env,
       stdio: ['pipe', 'pipe', 'pipe'],

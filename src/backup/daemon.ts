@@ -1,0 +1,191 @@
+import {
+  loadConfig,
+  type DatabaseTarget,
+  type LoadConfigOptions,
+  type ResolvedConfig,
+} from '../config/index.js';
+import {
+  createLogger,
+  installSignalHandlers,
+  startDaemon,
+  startHttpServer,
+  type DaemonHandle,
+  type DaemonStatus,
+  type DatabaseStatus,
+  type HttpServerHandle,
+  type LogSink,
+} from '../scheduler/index.js';
+import { oneLine } from '../util/errors.js';
+import { BackupManager } from './manager.js';
+import { runBackupForTarget, type RunBackupResult, type RunTrigger } from './task.js';
+import { verifyDue } from './verify-schedule.js';
+
+/** What the daemon reads from each database's catalog for catch-up, /healthz and /metrics. */
+export async function statusFromCatalog(targets: DatabaseTarget[], maxAgeMs: number): Promise<DaemonStatus> {
+  const databases: DatabaseStatus[] = [];
+  for (const target of targets) {
+    const manager = new BackupManager(target);
+    try {
+      const { backups } = await manager.listBackups();
+      const runs = manager.catalog.listRuns(1);
+      const success = manager.catalog.lastRunWithStatus(['ok', 'partial']);
+      const failure = manager.catalog.lastRunWithStatus(['failed']);
+      const newestRun = runs.find((r) => r.status !== 'running');
+      const lastBackup = success?.backupFile ? manager.catalog.getBackup(success.backupFile) : undefined;
+      databases.push({
+        name: target.name,
+        lastSuccess: success ? new Date(success.endedAt ?? success.startedAt) : undefined,
+        lastFailure: failure ? new Date(failure.endedAt ?? failure.startedAt) : undefined,
+        lastFailureError: failure?.error,
+        lastDurationMs: newestRun?.durationMs,
+        lastBytes: lastBackup?.bytes,
+        backupsOnDisk: backups.length,
+        bytesOnDisk: backups.reduce((sum, b) => sum + b.bytes, 0),
+        runsByStatus: manager.catalog.runsByStatus(),
+        newestBackupTime: backups[0]?.time ?? (success ? new Date(success.startedAt) : undefined),
+        newestBackupOk: newestRun ? newestRun.status !== 'failed' : backups.length > 0,
+      });
+    } finally {
+      manager.close();
+    }
+  }
+  return { maxAgeMs, databases };
+}
+
+/** The newest successful backup across databases, for catch-up: the oldest of each database's newest. */
+export async function newestSuccessOf(targets: DatabaseTarget[]): Promise<Date | undefined> {
+  let oldest: Date | undefined;
+  for (const target of targets) {
+    const manager = new BackupManager(target);
+    try {
+      const success = manager.catalog.lastRunWithStatus(['ok', 'partial']);
+      const { backups } = await manager.listBackups();
+      const newest = success ? new Date(success.startedAt) : backups[0]?.time;
+      if (!newest) return undefined;
+      if (!oldest || newest < oldest) oldest = newest;
+    } finally {
+      manager.close();
+    }
+  }
+  return oldest;
+}
+
+export interface ScheduleBackupTaskOptions extends LoadConfigOptions {
+  /** Already resolved configuration (otherwise loaded from `LoadConfigOptions`). */
+  resolved?: ResolvedConfig;
+  /** Override of the cron expression. */
+  schedule?: string;
+  logger?: LogSink;
+  /** Called after each run of each database. */
+  onRun?: (result: RunBackupResult) => void;
+  /** Upload to Drive (default true). */
+  drive?: boolean;
+}
+
+export interface BackupSchedule {
+  stop(): Promise<void>;
+  nextRun(): Date | null;
+  running(): boolean;
+  /** Runs the task now (unless a run is in progress). */
+  runNow(): Promise<void>;
+  readonly daemon: DaemonHandle;
+}
+
+/**
+ * The seed's `schedule_backup_task(scheduler)`: runs the backup task on the configured cron schedule inside
+ * an existing Node program (default 03:00 daily), with catch-up after downtime and one run at a time.
+ */
+export function scheduleBackupTask(options: ScheduleBackupTaskOptions = {}): BackupSchedule {
+  const resolved = options.resolved ?? loadConfig(options);
+  const targets = resolved.databases;
+  const log = options.logger ?? createLogger({ level: resolved.config.log.level });
+  const runTask = async (trigger: RunTrigger, signal: AbortSignal) => {
+    let failures = 0;
+    for (const target of targets) {
+      if (signal.aborted) break;
+      const result = await runBackupForTarget(target, { trigger, signal, drive: options.drive });
+      options.onRun?.(result);
+      const fields = {
+        database: result.database,
+        status: result.status,
+        exitCode: result.exitCode,
+        file: result.backup?.file,
+        bytes: result.backup?.bytes,
+        durationMs: result.durationMs,
+        rotated: result.rotated,
+        error: result.error,
+      };
+      if (result.status === 'failed') {
+        failures++;
+        log.error(fields, `backup of ${result.database} failed: ${result.error}`);
+      } else if (result.status === 'partial') log.warn(fields, `backup of ${result.database} partly done`);
+      else log.info(fields, `backup of ${result.database} done: ${result.backup?.file}`);
+      for (const w of result.warnings) log.warn({ database: result.database }, w);
+      try {
+        const verification = await verifyDue(target, resolved.config.verify, trigger);
+        for (const v of verification) {
+          if (v.status === 'ok')
+            log.info({ database: target.name, ...v }, `verified ${v.backup} on ${v.source}`);
+          else
+            log.error({ database: target.name, ...v }, `verification of ${v.backup} on ${v.source} failed`);
+        }
+      } catch (error) {
+        log.error({ database: target.name }, `verification could not run: ${oneLine(error)}`);
+      }
+    }
+    if (failures) throw new Error(`${failures} of ${targets.length} backups failed`);
+  };
+  const daemon = startDaemon({
+    expression: options.schedule ?? resolved.config.schedule,
+    timeZone: resolved.timeZone,
+    catchUp: resolved.config.catchUp,
+    logger: log,
+    runTask: (trigger, signal) => runTask(trigger, signal),
+    getNewestSuccess: () => newestSuccessOf(targets),
+  });
+  return {
+    stop: () => daemon.stop(),
+    nextRun: () => daemon.nextRun(),
+    running: () => daemon.running(),
+    runNow: async () => {
+      await daemon.trigger('schedule');
+    },
+    daemon,
+  };
+}
+
+export interface DaemonProcess {
+  schedule: BackupSchedule;
+  http?: HttpServerHandle;
+}
+
+/** `litekeep daemon`: the schedule, signal handling and the optional health/metrics server. */
+export async function runDaemon(
+  resolved: ResolvedConfig,
+  options: { schedule?: string; http?: string; allowRemote?: boolean; drive?: boolean },
+): Promise<DaemonProcess> {
+  const logger = createLogger({ level: resolved.config.log.level });
+  const schedule = scheduleBackupTask({ resolved, schedule: options.schedule, logger, drive: options.drive });
+  installSignalHandlers(schedule.daemon, { stopTimeoutMs: resolved.config.stopTimeout ?? 600_000, logger });
+  const listen = options.http ?? resolved.config.http;
+  let http: HttpServerHandle | undefined;
+  if (listen) {
+    http = await startHttpServer({
+      listen,
+      allowRemote: options.allowRemote,
+      logger,
+      getStatus: () => statusFromCatalog(resolved.databases, resolved.config.maxAge ?? 26 * 3_600_000),
+    });
+    logger.info({ url: http.url }, `health and metrics on ${http.url}/healthz and ${http.url}/metrics`);
+  }
+  logger.info(
+    {
+      schedule: options.schedule ?? resolved.config.schedule,
+      timeZone: resolved.timeZone,
+      databases: resolved.databases.map((d) => d.name),
+      nextRun: schedule.nextRun()?.toISOString(),
+    },
+    `litekeep daemon started; next run ${schedule.nextRun()?.toISOString() ?? 'never'}`,
+  );
+  return { schedule, http };
+}

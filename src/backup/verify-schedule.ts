@@ -1,0 +1,79 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import type { DatabaseTarget } from '../config/index.js';
+import { notify } from '../notify/index.js';
+import { readIdentityFile } from '../pipeline/index.js';
+import { listCandidates, verifyBackup, type DecryptOptions, type VerifyResult } from '../restore/index.js';
+import { BackupManager } from './manager.js';
+import { readPassphraseFile } from './encryption.js';
+import { hasChannels, notifyOptionsFrom } from './notifications.js';
+import { destinationsOf } from './offsite.js';
+
+const DAY = 86_400_000;
+
+async function decryptOptions(target: DatabaseTarget): Promise<DecryptOptions | undefined> {
+  const e = target.settings.encryption;
+  const options: DecryptOptions = {};
+  if (e.identity && fs.existsSync(e.identity)) options.identities = await readIdentityFile(e.identity);
+  if (e.passphrase) options.passphrase = e.passphrase;
+  else if (e.passphraseFile) options.passphrase = await readPassphraseFile(e.passphraseFile);
+  return options.identities || options.passphrase ? options : undefined;
+}
+
+/**
+ * The daemon's proof that backups restore (config `verify`): after every backup, or daily/weekly, the newest
+ * backup of each destination plus one older one chosen at random. Encrypted backups are verified only when an
+ * identity or passphrase is configured (keeping the identity off the machine is a valid choice). A failed
+ * verification sends a failure notification.
+ */
+export async function verifyDue(
+  target: DatabaseTarget,
+  mode: 'after-backup' | 'daily' | 'weekly' | 'never',
+  _trigger: string,
+  now = new Date(),
+): Promise<VerifyResult[]> {
+  if (mode === 'never') return [];
+  if (mode !== 'after-backup') {
+    const manager = new BackupManager(target);
+    const last = manager.catalog
+      .lastVerifications()
+      .map((v) => new Date(v.at!).getTime())
+      .sort((a, b) => b - a)[0];
+    manager.close();
+    if (last !== undefined && now.getTime() - last < (mode === 'daily' ? DAY : 7 * DAY) - 3_600_000)
+      return [];
+  }
+  const decrypt = await decryptOptions(target);
+  const sources = ['local', ...destinationsOf(target).map((d) => d.name)];
+  const results: VerifyResult[] = [];
+  for (const source of sources) {
+    const candidates = (await listCandidates(target, source)).filter(
+      (c) => decrypt || !c.name.endsWith('.age'),
+    );
+    if (candidates.length === 0) continue;
+    const chosen = [candidates[0]];
+    if (candidates.length > 1 && mode !== 'after-backup') {
+      chosen.push(candidates[1 + Math.floor(Math.random() * (candidates.length - 1))]);
+    }
+    for (const candidate of chosen) {
+      results.push(...(await verifyBackup(target, { name: candidate.name, from: source, ...decrypt })));
+    }
+  }
+  const failed = results.filter((r) => r.status === 'failed');
+  const options = notifyOptionsFrom(target.settings);
+  if (failed.length && hasChannels(options)) {
+    await notify(
+      {
+        kind: 'failure',
+        database: target.name,
+        host: os.hostname(),
+        time: now,
+        stage: 'verify',
+        error: `verification failed: ${failed.map((f) => `${f.backup} on ${f.source}: ${f.error}`).join('; ')}`,
+        file: failed[0].backup,
+      },
+      options,
+    );
+  }
+  return results;
+}

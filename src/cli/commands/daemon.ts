@@ -1,0 +1,70 @@
+import type { Command } from 'commander';
+import { runDaemon } from '../../backup/daemon.js';
+import { nextRuns, validateSchedule } from '../../scheduler/index.js';
+import { EXIT, LitekeepError } from '../../util/errors.js';
+import { formatZoned } from '../../util/time.js';
+import { addConfigOptions, resolveConfig, type CommonOptions } from '../context.js';
+import { print, printJson } from '../output.js';
+
+export function registerDaemon(program: Command): void {
+  const command = program
+    .command('daemon')
+    .description('run backups on the cron schedule (default 03:00 daily), with catch-up and graceful stop')
+    .option('--schedule <cron>', 'cron expression (5 fields, or 6 with seconds)')
+    .option('--http <host:port>', 'serve /healthz and /metrics (loopback unless --allow-remote)')
+    .option('--allow-remote', 'let --http listen on a non-loopback address')
+    .option('--no-drive', 'do not upload to Google Drive');
+  addConfigOptions(command);
+  command.action(
+    async (
+      options: CommonOptions & { schedule?: string; http?: string; allowRemote?: boolean; drive?: boolean },
+    ) => {
+      const resolved = resolveConfig(options, options.schedule ? { schedule: options.schedule } : {});
+      validateSchedule(resolved.config.schedule, resolved.timeZone);
+      if (resolved.databases.length === 0) {
+        throw new LitekeepError(
+          'no database configured: set DATABASE_URL, add database: or databases: to litekeep.yml',
+          { exitCode: EXIT.usage },
+        );
+      }
+      await runDaemon(resolved, {
+        http: options.http,
+        allowRemote: options.allowRemote,
+        drive: options.drive === false ? false : undefined,
+      });
+      // The schedule keeps the process alive; signals end it through the installed handlers.
+      await new Promise<void>(() => {});
+    },
+  );
+}
+
+export function registerSchedule(program: Command): void {
+  const command = program
+    .command('schedule')
+    .description('show the next run times of the schedule, to check a cron expression')
+    .option('--next <n>', 'how many run times', '5')
+    .option('--schedule <cron>', 'an expression to check instead of the configured one')
+    .option('--json', 'print JSON');
+  addConfigOptions(command);
+  command.action(async (options: CommonOptions & { next: string; schedule?: string }) => {
+    const resolved = resolveConfig(options, options.schedule ? { schedule: options.schedule } : {});
+    const n = Number(options.next);
+    if (!Number.isInteger(n) || n < 1 || n > 1000) {
+      throw new LitekeepError(`--next must be a whole number from 1 to 1000, got '${options.next}'`, {
+        exitCode: EXIT.usage,
+      });
+    }
+    const expression = resolved.config.schedule;
+    const runs = nextRuns(expression, resolved.timeZone, n);
+    if (options.json) {
+      printJson({
+        schedule: expression,
+        timeZone: resolved.timeZone,
+        next: runs.map((r) => r.toISOString()),
+      });
+      return;
+    }
+    print(`schedule '${expression}' in ${resolved.timeZone}, next ${n} run${n === 1 ? '' : 's'}:`);
+    for (const run of runs) print(`  ${formatZoned(run, resolved.timeZone)}`);
+  });
+}

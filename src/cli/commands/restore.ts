@@ -1,0 +1,135 @@
+import type { Command } from 'commander';
+import { readIdentityFile } from '../../pipeline/index.js';
+import { restoreBackup, verifyBackup, type DecryptOptions } from '../../restore/index.js';
+import type { DatabaseTarget } from '../../config/index.js';
+import { readPassphraseFile } from '../../backup/encryption.js';
+import { EXIT, LitekeepError } from '../../util/errors.js';
+import { addTargetOptions, resolveConfig, selectTargets, type CommonOptions } from '../context.js';
+import { print, printJson } from '../output.js';
+
+interface RestoreFlags extends CommonOptions {
+  from?: string;
+  at?: string;
+  to?: string;
+  force?: boolean;
+  dryRun?: boolean;
+  identity?: string;
+}
+
+export async function decryptOptionsFor(target: DatabaseTarget, identity?: string): Promise<DecryptOptions> {
+  const file = identity ?? target.settings.encryption.identity;
+  const options: DecryptOptions = {};
+  if (file) options.identities = await readIdentityFile(file);
+  if (target.settings.encryption.passphrase) options.passphrase = target.settings.encryption.passphrase;
+  else if (target.settings.encryption.passphraseFile) {
+    options.passphrase = await readPassphraseFile(target.settings.encryption.passphraseFile);
+  }
+  return options;
+}
+
+function parseAt(text: string | undefined): Date | undefined {
+  if (text === undefined) return undefined;
+  // A date alone means the end of that day; a date and time without zone is local time.
+  const value = /^\d{4}-\d{2}-\d{2}$/.test(text) ? `${text}T23:59:59.999` : text.replace(' ', 'T');
+  const date = new Date(value);
+  if (Number.isNaN(date.getTime())) {
+    throw new LitekeepError(
+      `--at '${text}' is not a time; use 2026-03-01, '2026-03-01 14:30' or an ISO timestamp`,
+      {
+        exitCode: EXIT.usage,
+      },
+    );
+  }
+  return date;
+}
+
+function singleTarget(options: RestoreFlags): DatabaseTarget {
+  const targets = selectTargets(resolveConfig(options), options);
+  if (targets.length > 1) {
+    throw new LitekeepError(
+      `several databases are configured (${targets.map((t) => t.name).join(', ')}); choose one with --db NAME`,
+      { exitCode: EXIT.usage },
+    );
+  }
+  return targets[0];
+}
+
+export function registerRestore(program: Command): void {
+  const command = program
+    .command('restore [name]')
+    .description('restore a backup (a file name, or latest) over the database, keeping the current one aside')
+    .option('--from <source>', 'local (default), drive, or a destination name')
+    .option('--at <time>', 'the newest backup taken at or before this time')
+    .option('--to <path>', 'restore into this file instead of the configured database')
+    .option('--force', 'restore even when another process has the database open')
+    .option('--dry-run', 'fetch and verify, change nothing')
+    .option('--identity <file>', 'age identity file for encrypted backups (or LITEKEEP_AGE_IDENTITY)')
+    .option('--json', 'print JSON');
+  addTargetOptions(command);
+  command.action(async (name: string | undefined, options: RestoreFlags) => {
+    const target = singleTarget(options);
+    const at = parseAt(options.at);
+    if (name && at) throw new LitekeepError('give a backup name or --at, not both', { exitCode: EXIT.usage });
+    const decrypt = await decryptOptionsFor(target, options.identity);
+    const result = await restoreBackup(target, {
+      name,
+      at,
+      from: options.from,
+      to: options.to,
+      force: options.force,
+      dryRun: options.dryRun,
+      ...decrypt,
+      onStep: options.json ? undefined : (message) => print(`- ${message}`),
+    });
+    if (options.json) printJson(result);
+    else {
+      const tables = Object.entries(result.tables)
+        .map(([t, n]) => `${t} ${n}`)
+        .join(', ');
+      print(
+        result.dryRun
+          ? `dry run: ${result.backup} from ${result.source} (taken ${result.takenAt}) restores cleanly into ${result.target}`
+          : `restored ${result.backup} from ${result.source} (taken ${result.takenAt}) into ${result.target}`,
+      );
+      if (tables) print(`  rows: ${tables}`);
+      if (result.safetyCopy) print(`  previous database kept as ${result.safetyCopy}`);
+    }
+  });
+}
+
+export function registerVerify(program: Command): void {
+  const command = program
+    .command('verify [name]')
+    .description('prove that backups restore: sha256, integrity_check and the recorded fingerprint')
+    .option('--from <source>', 'local (default), drive, or a destination name')
+    .option('--identity <file>', 'age identity file for encrypted backups (or LITEKEEP_AGE_IDENTITY)')
+    .option('--json', 'print JSON');
+  addTargetOptions(command);
+  command.action(async (name: string | undefined, options: RestoreFlags) => {
+    const targets = selectTargets(resolveConfig(options), options);
+    const out: unknown[] = [];
+    let failed = false;
+    for (const target of targets) {
+      const decrypt = await decryptOptionsFor(target, options.identity);
+      const results = await verifyBackup(target, {
+        name: name === 'all' ? undefined : name,
+        all: name === 'all',
+        from: options.from,
+        ...decrypt,
+      });
+      for (const r of results) {
+        if (r.status !== 'ok') failed = true;
+        if (!options.json) {
+          print(
+            r.status === 'ok'
+              ? `ok      ${target.name}/${r.backup} from ${r.source}: sha256 ${r.sha256?.slice(0, 12)}…, integrity ok, fingerprint ${r.fingerprint}`
+              : `FAILED  ${target.name}/${r.backup} from ${r.source}: ${r.error}`,
+          );
+        }
+      }
+      out.push({ database: target.name, results });
+    }
+    if (options.json) printJson(out.length === 1 ? out[0] : { databases: out });
+    if (failed) process.exitCode = EXIT.failed;
+  });
+}

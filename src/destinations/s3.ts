@@ -1,0 +1,586 @@
+import { createHash, type Hash } from 'node:crypto';
+import fs from 'node:fs';
+import { Readable, Transform, type TransformCallback } from 'node:stream';
+import {
+  AbortMultipartUploadCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsCommand,
+  S3Client,
+  type HeadObjectCommandOutput,
+  type S3ClientConfig,
+  type ServerSideEncryption,
+  type StorageClass,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { parseBackupName } from '../naming.js';
+import { EXIT, LitekeepError } from '../util/errors.js';
+import type { ArtifactMetadata, Destination, PutOptions, PutResult, RemoteObject } from './types.js';
+
+export interface S3DestinationOptions {
+  /** Destination name shown in logs and used by `--from`; default `s3`. */
+  name?: string;
+  bucket: string;
+  /** Key prefix shared by every database in the bucket, e.g. `litekeep/host1`; may be empty. */
+  prefix?: string;
+  /** Objects live under `<prefix>/<databaseName>/`, so several databases share one bucket without collision. */
+  databaseName: string;
+  region?: string;
+  /** For S3-compatible services (MinIO, R2, B2, Wasabi, ...), e.g. `https://s3.example.com`. */
+  endpoint?: string;
+  /** Default: true when `endpoint` is given (most S3-compatible services need it), false otherwise. */
+  forcePathStyle?: boolean;
+  storageClass?: string;
+  serverSideEncryption?: string;
+  /** Both or neither; when neither, the SDK's standard chain (env, shared files, instance roles) applies. */
+  accessKeyId?: string;
+  secretAccessKey?: string;
+  /** Multipart part size in bytes; default 16 MiB, minimum 5 MiB. */
+  partSize?: number;
+  /** Parts uploaded at once; default 4. */
+  queueSize?: number;
+  /** `when-required` for servers that store aws-chunked framing inside objects (s3rver, older MinIO). */
+  checksumMode?: 'when-required' | 'when-supported';
+  /** Attempts per request, including the first; default 3. */
+  maxAttempts?: number;
+  /** Keys per ListObjects page (S3's maximum and default is 1000); smaller only to exercise paging. */
+  listPageSize?: number;
+}
+
+const MiB = 1024 * 1024;
+export const DEFAULT_PART_SIZE = 16 * MiB;
+export const MIN_PART_SIZE = 5 * MiB;
+const MAX_PARTS = 10_000;
+const HEAD_CONCURRENCY = 8;
+const META_PREFIX = 'litekeep-';
+
+/** `<prefix>/<databaseName>/<name>` with no leading slash and no empty segments. */
+export function objectKey(prefix: string | undefined, databaseName: string, name = ''): string {
+  const parts = [prefix ?? '', databaseName].flatMap((p) => p.split('/')).filter((segment) => segment !== '');
+  return `${parts.join('/')}/${name}`;
+}
+
+/**
+ * S3 user metadata travels as `x-amz-meta-*` headers: keys come back lower-cased and values must be ASCII,
+ * so names are kebab-case and free text (the source name) is percent-encoded.
+ */
+export function buildS3Metadata(metadata: ArtifactMetadata): Record<string, string> {
+  const entries: [string, string | number | undefined][] = [
+    ['sha256', metadata.sha256],
+    ['bytes', metadata.bytes],
+    ['plain-sha256', metadata.plainSha256],
+    ['plain-bytes', metadata.plainBytes],
+    ['source', metadata.sourceName === undefined ? undefined : encodeURIComponent(metadata.sourceName)],
+    ['backup-time', metadata.backupTime],
+    ['compression', metadata.compression],
+    ['encryption', metadata.encryption],
+    ['version', metadata.litekeepVersion],
+  ];
+  const out: Record<string, string> = {};
+  for (const [key, value] of entries)
+    if (value !== undefined && value !== '') out[META_PREFIX + key] = String(value);
+  return out;
+}
+
+export function parseS3Metadata(raw: Record<string, string> | undefined): Partial<ArtifactMetadata> {
+  if (!raw) return {};
+  const get = (key: string) => raw[META_PREFIX + key] ?? raw[(META_PREFIX + key).toLowerCase()];
+  const num = (v: string | undefined) => (v !== undefined && /^\d+$/.test(v) ? Number(v) : undefined);
+  let sourceName = get('source');
+  try {
+    if (sourceName !== undefined) sourceName = decodeURIComponent(sourceName);
+  } catch {
+    // A value some other tool wrote without encoding: show it as it is.
+  }
+  const meta: Partial<ArtifactMetadata> = {
+    sha256: get('sha256'),
+    bytes: num(get('bytes')),
+    plainSha256: get('plain-sha256'),
+    plainBytes: num(get('plain-bytes')),
+    sourceName,
+    backupTime: get('backup-time'),
+    compression: get('compression') as ArtifactMetadata['compression'] | undefined,
+    encryption: get('encryption') as ArtifactMetadata['encryption'] | undefined,
+    litekeepVersion: get('version'),
+  };
+  for (const key of Object.keys(meta) as (keyof ArtifactMetadata)[])
+    if (meta[key] === undefined) delete meta[key];
+  return meta;
+}
+
+/** Digests of exactly the bytes sent, with MD5s per part at the boundaries lib-storage cuts. */
+export interface UploadDigests {
+  bytes: number;
+  sha256: string;
+  /** MD5 (hex) of the whole object. */
+  md5: string;
+  /** MD5 (hex) of each part, in order; one entry when the object fits in one part. */
+  partMd5s: string[];
+}
+
+/** The ETag S3 gives a multipart object: md5 of the concatenated binary part MD5s, then `-<parts>`. */
+export function multipartEtag(partMd5s: string[]): string {
+  const md5 = createHash('md5');
+  for (const part of partMd5s) md5.update(Buffer.from(part, 'hex'));
+  return `${md5.digest('hex')}-${partMd5s.length}`;
+}
+
+/**
+ * Whether the server's ETag agrees with what was sent. AWS gives a single PUT the object's MD5 and a
+ * multipart upload `md5(part md5s)-N`; some compatible servers (s3rver) give the whole-object MD5 for both,
+ * so either form is accepted when it matches. With SSE-KMS/SSE-C the ETag is not an MD5 at all:
+ * `unverifiable`, and the size check plus the SDK's per-request checksums are what remain.
+ */
+export function uploadedChecksumMatches(
+  etag: string | undefined,
+  digests: UploadDigests,
+  serverSideEncryption?: string,
+): 'match' | 'mismatch' | 'unverifiable' {
+  if (!etag || (serverSideEncryption && serverSideEncryption.startsWith('aws:kms'))) return 'unverifiable';
+  const value = etag.replace(/"/g, '').toLowerCase();
+  if (/^[0-9a-f]{32}-\d+$/.test(value))
+    return value === multipartEtag(digests.partMd5s) ? 'match' : 'mismatch';
+  if (/^[0-9a-f]{32}$/.test(value)) return value === digests.md5 ? 'match' : 'mismatch';
+  return 'unverifiable';
+}
+
+/** Pass-through that hashes what flows to the uploader, splitting part MD5s every `partSize` bytes. */
+class DigestingStream extends Transform {
+  private readonly sha256 = createHash('sha256');
+  private readonly md5 = createHash('md5');
+  private part: Hash = createHash('md5');
+  private partFill = 0;
+  private readonly partMd5s: string[] = [];
+  private total = 0;
+
+  constructor(private readonly partSize: number) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.sha256.update(chunk);
+    this.md5.update(chunk);
+    this.total += chunk.length;
+    let offset = 0;
+    while (offset < chunk.length) {
+      const take = Math.min(this.partSize - this.partFill, chunk.length - offset);
+      this.part.update(chunk.subarray(offset, offset + take));
+      this.partFill += take;
+      offset += take;
+      if (this.partFill === this.partSize) {
+        this.partMd5s.push(this.part.digest('hex'));
+        this.part = createHash('md5');
+        this.partFill = 0;
+      }
+    }
+    callback(null, chunk);
+  }
+
+  override _flush(callback: TransformCallback): void {
+    if (this.partFill > 0 || this.partMd5s.length === 0) this.partMd5s.push(this.part.digest('hex'));
+    callback();
+  }
+
+  digests(): UploadDigests {
+    return {
+      bytes: this.total,
+      sha256: this.sha256.copy().digest('hex'),
+      md5: this.md5.copy().digest('hex'),
+      partMd5s: [...this.partMd5s],
+    };
+  }
+}
+
+interface SdkError {
+  name?: string;
+  code?: string;
+  message?: string;
+  Code?: string;
+  $metadata?: { httpStatusCode?: number };
+  cause?: unknown;
+}
+
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EPIPE',
+]);
+
+function networkCode(error: unknown): string | undefined {
+  for (let e = error as SdkError | undefined, depth = 0; e && depth < 5; e = e.cause as SdkError, depth++) {
+    if (e.code && NETWORK_CODES.has(e.code)) return e.code;
+    if (e.name === 'TimeoutError') return 'timeout';
+    // AggregateError from happy-eyeballs connects carries the codes in `errors`.
+    const nested = (e as { errors?: SdkError[] }).errors?.find((x) => x.code && NETWORK_CODES.has(x.code));
+    if (nested?.code) return nested.code;
+  }
+  return undefined;
+}
+
+/** Throws on options that cannot work, before any request is made. */
+export function validateS3Options(options: S3DestinationOptions): void {
+  const fail = (message: string) => {
+    throw new LitekeepError(message, { exitCode: EXIT.usage, stage: 'config' });
+  };
+  const where = `s3 destination '${options.name ?? 's3'}'`;
+  if (
+    !options.bucket ||
+    options.bucket.length < 3 ||
+    options.bucket.length > 63 ||
+    /[\s/]/.test(options.bucket)
+  ) {
+    fail(
+      `${where}: invalid bucket name '${options.bucket}'; use the bare bucket name (3-63 characters, no slashes)`,
+    );
+  }
+  if (!options.databaseName)
+    fail(`${where}: no database name to place objects under; set the database's name`);
+  if (Boolean(options.accessKeyId) !== Boolean(options.secretAccessKey)) {
+    fail(`${where}: set both accessKeyId and secretAccessKey, or neither to use the AWS credential chain`);
+  }
+  if (
+    options.partSize !== undefined &&
+    (!Number.isFinite(options.partSize) || options.partSize < MIN_PART_SIZE)
+  ) {
+    fail(`${where}: partSize ${options.partSize} is below the S3 minimum of ${MIN_PART_SIZE} bytes (5 MiB)`);
+  }
+  if (options.checksumMode && !['when-required', 'when-supported'].includes(options.checksumMode)) {
+    fail(`${where}: checksumMode must be 'when-required' or 'when-supported', not '${options.checksumMode}'`);
+  }
+  if (options.endpoint) {
+    try {
+      new URL(options.endpoint);
+    } catch {
+      fail(`${where}: endpoint '${options.endpoint}' is not a URL; write it like https://s3.example.com`);
+    }
+  }
+}
+
+/**
+ * An S3 bucket (AWS or any S3-compatible service) as a destination. Uploads stream through lib-storage
+ * (multipart above one part), and count only after a HEAD shows the right size, litekeep's metadata and an
+ * ETag that matches the MD5s computed while streaming.
+ */
+export class S3Destination implements Destination {
+  readonly type = 's3';
+  readonly name: string;
+  readonly client: S3Client;
+  private readonly options: S3DestinationOptions;
+  private readonly keyPrefix: string;
+
+  constructor(options: S3DestinationOptions) {
+    validateS3Options(options);
+    this.options = options;
+    this.name = options.name ?? 's3';
+    this.keyPrefix = objectKey(options.prefix, options.databaseName);
+    const checksum = options.checksumMode === 'when-required' ? 'WHEN_REQUIRED' : 'WHEN_SUPPORTED';
+    const config: S3ClientConfig = {
+      endpoint: options.endpoint,
+      forcePathStyle: options.forcePathStyle ?? Boolean(options.endpoint),
+      // A custom endpoint rarely cares about the region, but SigV4 needs one; AWS itself needs the right one.
+      region:
+        options.region ??
+        process.env.AWS_REGION ??
+        process.env.AWS_DEFAULT_REGION ??
+        (options.endpoint ? 'us-east-1' : undefined),
+      maxAttempts: options.maxAttempts ?? 3,
+      requestChecksumCalculation: checksum,
+      responseChecksumValidation: checksum,
+      // Without these a blackholed endpoint or a stalled server would hang a nightly run forever.
+      requestHandler: { connectionTimeout: 10_000, socketTimeout: 120_000 },
+    };
+    if (options.accessKeyId && options.secretAccessKey) {
+      config.credentials = { accessKeyId: options.accessKeyId, secretAccessKey: options.secretAccessKey };
+    }
+    this.client = new S3Client(config);
+  }
+
+  /** `s3://bucket/<prefix>/<db>/`, for messages. */
+  get location(): string {
+    return `s3://${this.options.bucket}/${this.keyPrefix}`;
+  }
+
+  keyFor(name: string): string {
+    return this.keyPrefix + name;
+  }
+
+  private get endpointLabel(): string {
+    return (
+      this.options.endpoint ?? `AWS S3 (${this.options.region ?? process.env.AWS_REGION ?? 'default region'})`
+    );
+  }
+
+  /** One line naming the cause and the fix, for any failure of the SDK. */
+  describeError(action: string, error: unknown): LitekeepError {
+    const e = (error ?? {}) as SdkError;
+    const code = e.name ?? e.Code ?? e.code ?? 'Error';
+    const status = e.$metadata?.httpStatusCode;
+    const bucket = this.options.bucket;
+    const net = networkCode(error);
+    let message: string;
+    if (e.name === 'AbortError') {
+      message = `${action} on ${this.name} was cancelled`;
+    } else if (net) {
+      message =
+        `${action} on ${this.name} failed: cannot reach S3 endpoint ${this.endpointLabel} (${net}); ` +
+        `check 'endpoint', the network and that the service is running`;
+    } else if (code === 'NoSuchBucket') {
+      message = `${action} on ${this.name} failed: bucket '${bucket}' does not exist at ${this.endpointLabel}; create it or fix 'bucket'`;
+    } else if (code === 'CredentialsProviderError' || /Could not load credentials/i.test(e.message ?? '')) {
+      message =
+        `${action} on ${this.name} failed: no S3 credentials found; set accessKeyId/secretAccessKey, ` +
+        `AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or an AWS profile or instance role`;
+    } else if (code === 'InvalidAccessKeyId' || code === 'SignatureDoesNotMatch') {
+      message = `${action} on ${this.name} failed: ${code}: the S3 credentials were rejected; check accessKeyId and secretAccessKey`;
+    } else if (code === 'AccessDenied' || code === 'Forbidden' || status === 403) {
+      message =
+        `${action} on ${this.name} failed: access denied to s3://${bucket}/${this.keyPrefix}; ` +
+        `grant s3:PutObject, s3:GetObject, s3:ListBucket and s3:DeleteObject to these credentials`;
+    } else if (
+      code === 'PermanentRedirect' ||
+      code === 'AuthorizationHeaderMalformed' ||
+      code === 'IllegalLocationConstraintException' ||
+      status === 301
+    ) {
+      message = `${action} on ${this.name} failed: ${code}: bucket '${bucket}' is in another region; set 'region' to the bucket's region`;
+    } else if (/Region is missing/i.test(e.message ?? '')) {
+      message = `${action} on ${this.name} failed: no AWS region configured; set 'region' or AWS_REGION`;
+    } else if (code === 'InvalidObjectState') {
+      message = `${action} on ${this.name} failed: the object is archived (${this.options.storageClass ?? 'Glacier'}); restore it in S3 first, or use a storage class that can be read directly`;
+    } else if (code === 'InvalidStorageClass' || code === 'InvalidArgument') {
+      message = `${action} on ${this.name} failed: ${code}: ${firstLine(e.message)}; check 'storageClass' and 'serverSideEncryption'`;
+    } else if (code === 'EntityTooLarge' || code === 'QuotaExceeded' || status === 507) {
+      message = `${action} on ${this.name} failed: ${code}: the service refused the size; free space or raise the quota`;
+    } else if ((status !== undefined && status >= 500) || code === 'SlowDown' || status === 429) {
+      message =
+        `${action} on ${this.name} failed: ${code} (HTTP ${status ?? '?'}) from ${this.endpointLabel} after retries: ` +
+        `${firstLine(e.message)}; the service is failing or throttling, try again later or raise maxAttempts`;
+    } else {
+      message = `${action} on ${this.name} failed: ${code}${status ? ` (HTTP ${status})` : ''}: ${firstLine(e.message)}; check the endpoint, bucket and credentials`;
+    }
+    return new LitekeepError(message, { stage: 'upload', cause: error });
+  }
+
+  async put(
+    localPath: string,
+    name: string,
+    metadata: ArtifactMetadata,
+    options: PutOptions = {},
+  ): Promise<PutResult> {
+    if (!parseBackupName(name)) throw new Error(`refusing to upload ${name}: not a litekeep backup name`);
+    const started = Date.now();
+    const key = this.keyFor(name);
+    const total = (await fs.promises.stat(localPath)).size;
+    // A 10,000-part ceiling: grow the part size rather than fail on very large files.
+    const partSize = Math.max(this.options.partSize ?? DEFAULT_PART_SIZE, Math.ceil(total / MAX_PARTS));
+    const source = fs.createReadStream(localPath);
+    const digesting = new DigestingStream(partSize);
+    source.on('error', (error) => digesting.destroy(error));
+    source.pipe(digesting);
+
+    const abort = new AbortController();
+    const onAbort = () => abort.abort();
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+    const upload = new Upload({
+      client: this.client,
+      partSize,
+      queueSize: this.options.queueSize ?? 4,
+      // lib-storage's own abort masks the real error when AbortMultipartUpload fails (s3rver answers 405),
+      // so parts are cleaned up below, best effort.
+      leavePartsOnError: true,
+      abortController: abort,
+      params: {
+        Bucket: this.options.bucket,
+        Key: key,
+        Body: digesting,
+        ContentLength: total,
+        ContentType: 'application/octet-stream',
+        Metadata: buildS3Metadata(metadata),
+        ...(this.options.storageClass ? { StorageClass: this.options.storageClass as StorageClass } : {}),
+        ...(this.options.serverSideEncryption
+          ? { ServerSideEncryption: this.options.serverSideEncryption as ServerSideEncryption }
+          : {}),
+      },
+    });
+    if (options.onProgress) {
+      const report = options.onProgress;
+      upload.on('httpUploadProgress', (p) => {
+        if (typeof p.loaded === 'number') report(p.loaded);
+      });
+    }
+    try {
+      if (options.signal?.aborted) abort.abort();
+      await upload.done();
+    } catch (error) {
+      source.destroy();
+      digesting.destroy();
+      const uploadId = (upload as unknown as { uploadId?: string }).uploadId;
+      if (uploadId) {
+        await this.client
+          .send(
+            new AbortMultipartUploadCommand({ Bucket: this.options.bucket, Key: key, UploadId: uploadId }),
+          )
+          .catch(() => undefined);
+      }
+      throw this.describeError(`upload of ${name}`, error);
+    } finally {
+      options.signal?.removeEventListener('abort', onAbort);
+    }
+
+    const digests = digesting.digests();
+    await this.verifyUploaded(name, key, metadata, digests);
+    options.onProgress?.(digests.bytes);
+    return { id: key, bytes: digests.bytes, attempts: 1, durationMs: Date.now() - started };
+  }
+
+  /** HEAD the new object; on any disagreement delete it (a bad copy must not count) and throw. */
+  private async verifyUploaded(
+    name: string,
+    key: string,
+    metadata: ArtifactMetadata,
+    digests: UploadDigests,
+  ): Promise<void> {
+    let problem: string | undefined;
+    if (digests.sha256 !== metadata.sha256) {
+      problem = `the local file's sha256 ${digests.sha256} is not the recorded ${metadata.sha256} (it changed during upload?)`;
+    } else if (digests.bytes !== metadata.bytes) {
+      problem = `sent ${digests.bytes} bytes but the backup has ${metadata.bytes}`;
+    } else {
+      const head = await this.head(key, `verification of ${name}`);
+      if (!head) {
+        problem = 'the object is missing right after upload';
+      } else if (head.ContentLength !== digests.bytes) {
+        problem = `the server holds ${head.ContentLength} bytes, ${digests.bytes} were sent`;
+      } else if (parseS3Metadata(head.Metadata).sha256 !== metadata.sha256) {
+        problem = 'the server did not keep litekeep metadata (x-amz-meta-litekeep-sha256)';
+      } else if (
+        uploadedChecksumMatches(head.ETag, digests, this.options.serverSideEncryption) === 'mismatch'
+      ) {
+        problem = `ETag ${head.ETag} matches neither the MD5 ${digests.md5} nor the multipart form ${multipartEtag(digests.partMd5s)}`;
+      }
+    }
+    if (!problem) return;
+    await this.client
+      .send(new DeleteObjectCommand({ Bucket: this.options.bucket, Key: key }))
+      .catch(() => undefined);
+    throw new LitekeepError(
+      `upload of ${name} to ${this.name} failed verification: ${problem}; the remote copy was removed, run the backup again`,
+      { stage: 'upload' },
+    );
+  }
+
+  private async head(key: string, action: string): Promise<HeadObjectCommandOutput | undefined> {
+    try {
+      return await this.client.send(new HeadObjectCommand({ Bucket: this.options.bucket, Key: key }));
+    } catch (error) {
+      const e = error as SdkError;
+      if (e.name === 'NotFound' || e.name === 'NoSuchKey' || e.$metadata?.httpStatusCode === 404)
+        return undefined;
+      throw this.describeError(action, error);
+    }
+  }
+
+  async list(): Promise<RemoteObject[]> {
+    const found: { name: string; key: string }[] = [];
+    // ListObjects (v1) paged by Marker = last key: v2's continuation tokens crash s3rver on OpenSSL 3 (it
+    // encrypts them with DES), and v1 is understood by every S3-compatible service.
+    let marker: string | undefined;
+    for (;;) {
+      let page;
+      try {
+        page = await this.client.send(
+          new ListObjectsCommand({
+            Bucket: this.options.bucket,
+            Prefix: this.keyPrefix,
+            Marker: marker,
+            MaxKeys: this.options.listPageSize,
+          }),
+        );
+      } catch (error) {
+        throw this.describeError(`listing ${this.location}`, error);
+      }
+      const contents = page.Contents ?? [];
+      for (const object of contents) {
+        if (!object.Key) continue;
+        // parseBackupName rejects any `/`, so deeper keys (`<prefix>/<db>/x/backup-...`) are left alone.
+        const name = object.Key.slice(this.keyPrefix.length);
+        if (parseBackupName(name)) found.push({ name, key: object.Key });
+      }
+      const last = contents.at(-1)?.Key;
+      if (!page.IsTruncated || !last) break;
+      marker = last;
+    }
+
+    // Listings carry no user metadata; restore on a new machine needs each object's sha256 and backup time.
+    const out: (RemoteObject | undefined)[] = new Array(found.length);
+    let next = 0;
+    const worker = async () => {
+      while (next < found.length) {
+        const index = next++;
+        out[index] = await this.stat(found[index].name);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(HEAD_CONCURRENCY, found.length) }, worker));
+    return out.filter((o): o is RemoteObject => o !== undefined);
+  }
+
+  async stat(name: string): Promise<RemoteObject | undefined> {
+    const key = this.keyFor(name);
+    const head = await this.head(key, `stat of ${name}`);
+    if (!head) return undefined;
+    return {
+      name,
+      id: key,
+      bytes: head.ContentLength ?? 0,
+      metadata: parseS3Metadata(head.Metadata),
+      ...(head.LastModified ? { modifiedTime: head.LastModified.toISOString() } : {}),
+    };
+  }
+
+  async get(name: string): Promise<Readable> {
+    const key = this.keyFor(name);
+    try {
+      const response = await this.client.send(
+        new GetObjectCommand({ Bucket: this.options.bucket, Key: key }),
+      );
+      if (!(response.Body instanceof Readable))
+        throw new Error('the SDK returned no Node stream for the body');
+      return response.Body;
+    } catch (error) {
+      const e = error as SdkError;
+      if (e.name === 'NoSuchKey' || e.name === 'NotFound') {
+        throw new LitekeepError(
+          `no backup named ${name} at s3://${this.options.bucket}/${key}; run 'litekeep list' to see the backups that exist`,
+          { stage: 'restore', cause: error },
+        );
+      }
+      throw this.describeError(`download of ${name}`, error);
+    }
+  }
+
+  async remove(name: string): Promise<void> {
+    if (!parseBackupName(name)) throw new Error(`refusing to remove ${name}: not a litekeep backup name`);
+    try {
+      await this.client.send(
+        new DeleteObjectCommand({ Bucket: this.options.bucket, Key: this.keyFor(name) }),
+      );
+    } catch (error) {
+      throw this.describeError(`removal of ${name}`, error);
+    }
+  }
+
+  /** Closes the SDK's sockets so that a short-lived process can exit promptly. */
+  destroy(): void {
+    this.client.destroy();
+  }
+}
+
+function firstLine(message: string | undefined): string {
+  return (message ?? 'no message').split('\n')[0].trim() || 'no message';
+}

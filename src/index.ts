@@ -1,0 +1,78 @@
+/**
+ * litekeep's public API: what the CLI uses, for Node programs that embed backups (the seed's BackupManager,
+ * load_config, BackupRotationPolicy, run_backup_task, schedule_backup_task and upload_backup_to_drive).
+ */
+export {
+  loadConfig,
+  targetForPath,
+  describeConfig,
+  ConfigError,
+  resolveDatabaseLocation,
+} from './config/index.js';
+export type {
+  LoadConfigOptions,
+  ResolvedConfig,
+  DatabaseTarget,
+  LitekeepConfig,
+  ConfigEntry,
+} from './config/index.js';
+
+export { BackupManager, retentionPolicyOf } from './backup/manager.js';
+export type {
+  BackupResult,
+  BackupEntry,
+  BackupListing,
+  CreateBackupOptions,
+  PruneDecision,
+  PruneResult,
+} from './backup/manager.js';
+export { runBackupTask, runBackupForTarget, worstExitCode } from './backup/task.js';
+export type { RunBackupOptions, RunBackupResult, RunBackupTaskOptions, RunTrigger } from './backup/task.js';
+export { scheduleBackupTask, runDaemon, statusFromCatalog } from './backup/daemon.js';
+export type { BackupSchedule, ScheduleBackupTaskOptions } from './backup/daemon.js';
+export { runDestinations, pruneDestination } from './backup/offsite.js';
+export type { DestinationOutcome } from './backup/offsite.js';
+
+export {
+  planRetention,
+  applySafetyRails,
+  parseRetentionPolicy,
+  assertUsablePolicy,
+  describePolicy,
+  RotationPolicy,
+  RetentionPolicyError,
+  DEFAULT_RETENTION,
+} from './retention/index.js';
+export type { RetentionPolicy, RetentionPlan, Decision } from './retention/index.js';
+
+export { restoreBackup, verifyBackup, listCandidates } from './restore/index.js';
+export type { RestoreOptions, RestoreResult, VerifyResult } from './restore/index.js';
+
+export { Catalog } from './catalog/index.js';
+export type { BackupRecord, RunRecord, HistoryEvent, Fingerprint } from './catalog/index.js';
+
+export { takeSnapshot, inspectDatabase } from './snapshot/index.js';
+export {
+  writeArtifact,
+  openArtifact,
+  generateIdentity,
+  readIdentityFile,
+  sha256File,
+} from './pipeline/index.js';
+
+export {
+  GoogleDriveDestination,
+  uploadBackupToDrive,
+  downloadVerified,
+} from './destinations/google-drive.js';
+export { authorizeGoogle } from './destinations/google-auth.js';
+export { S3Destination } from './destinations/s3.js';
+export { LocalDestination } from './destinations/local.js';
+export type { Destination, ArtifactMetadata, RemoteObject, PutResult } from './destinations/types.js';
+
+export { notify, notifyTest } from './notify/index.js';
+export type { RunEvent, NotifyOptions, NotificationResult } from './notify/index.js';
+
+export { backupFileName, parseBackupName } from './naming.js';
+export { LitekeepError, EXIT } from './util/errors.js';
+export { VERSION } from './version.js';
