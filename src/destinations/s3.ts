@@ -317,7 +317,7 @@ export class S3Destination implements Destination {
   }
 
   /** One line naming the cause and the fix, for any failure of the SDK. */
-  describeError(action: string, error: unknown): LitekeepError {
+  describeError(action: string, error: unknown, stage = 'upload'): LitekeepError {
     const e = (error ?? {}) as SdkError;
     const code = e.name ?? e.Code ?? e.code ?? 'Error';
     const status = e.$metadata?.httpStatusCode;
@@ -364,7 +364,7 @@ export class S3Destination implements Destination {
     } else {
       message = `${action} on ${this.name} failed: ${code}${status ? ` (HTTP ${status})` : ''}: ${firstLine(e.message)}; check the endpoint, bucket and credentials`;
     }
-    return new LitekeepError(message, { stage: 'upload', cause: error });
+    return new LitekeepError(message, { stage, cause: error });
   }
 
   async put(
@@ -376,7 +376,15 @@ export class S3Destination implements Destination {
     if (!parseBackupName(name)) throw new Error(`refusing to upload ${name}: not a litekeep backup name`);
     const started = Date.now();
     const key = this.keyFor(name);
-    const total = (await fs.promises.stat(localPath)).size;
+    let total: number;
+    try {
+      total = (await fs.promises.stat(localPath)).size;
+    } catch (error) {
+      throw new LitekeepError(
+        `upload of ${name} to ${this.name} failed: cannot read the local backup ${localPath} (${(error as Error).message}); check that it still exists`,
+        { stage: 'upload', cause: error },
+      );
+    }
     // A 10,000-part ceiling: grow the part size rather than fail on very large files.
     const partSize = Math.max(this.options.partSize ?? DEFAULT_PART_SIZE, Math.ceil(total / MAX_PARTS));
     const source = fs.createReadStream(localPath);
@@ -503,7 +511,7 @@ export class S3Destination implements Destination {
           }),
         );
       } catch (error) {
-        throw this.describeError(`listing ${this.location}`, error);
+        throw this.describeError(`listing ${this.location}`, error, 'list');
       }
       const contents = page.Contents ?? [];
       for (const object of contents) {
@@ -560,7 +568,7 @@ export class S3Destination implements Destination {
           { stage: 'restore', cause: error },
         );
       }
-      throw this.describeError(`download of ${name}`, error);
+      throw this.describeError(`download of ${name}`, error, 'restore');
     }
   }
 
@@ -571,7 +579,7 @@ export class S3Destination implements Destination {
         new DeleteObjectCommand({ Bucket: this.options.bucket, Key: this.keyFor(name) }),
       );
     } catch (error) {
-      throw this.describeError(`removal of ${name}`, error);
+      throw this.describeError(`removal of ${name}`, error, 'prune');
     }
   }
 

@@ -6,7 +6,7 @@
 import { snapshotInProcess, type SnapshotRequest } from './engine.js';
 
 process.once('message', (request: SnapshotRequest) => {
-  snapshotInProcess(request).then(
+  snapshotInProcess(request, () => process.send!({ phase: 'copied' })).then(
     (facts) => process.send!({ ok: true, facts }, () => process.exit(0)),
     (error: { code?: string; message?: string }) =>
       process.send!(

@@ -62,7 +62,10 @@ function sizeWithWal(source: string): number {
  * `VACUUM INTO` (compacted), or the online backup API in one step under one read transaction so that
  * constant writers cannot make it restart forever. Then fsyncs and checks the copy.
  */
-export async function snapshotInProcess(request: SnapshotRequest): Promise<SnapshotFacts> {
+export async function snapshotInProcess(
+  request: SnapshotRequest,
+  onCopied?: () => void,
+): Promise<SnapshotFacts> {
   const sourceBytes = sizeWithWal(request.source);
   const db = openSource(request.source, request.busyTimeoutMs);
   try {
@@ -85,6 +88,8 @@ export async function snapshotInProcess(request: SnapshotRequest): Promise<Snaps
   }
   fs.chmodSync(request.target, 0o600);
   fsyncPath(request.target);
+  // From here the copy is final: the caller may start hashing/compressing it while it is being checked.
+  onCopied?.();
   const facts = inspectDatabase(request.target, request.integrity);
   return { ...facts, sourceBytes, bytes: fs.statSync(request.target).size };
 }

@@ -16,6 +16,8 @@ export interface SnapshotOptions {
   signal?: AbortSignal;
   /** Bytes of the copy written so far, reported a few times a second. */
   onProgress?: (bytes: number) => void;
+  /** Called once the copy is complete and fsynced, while its integrity check is still running. */
+  onCopied?: () => void;
 }
 
 function childEntry(): { file: string; execArgv: string[] } {
@@ -113,10 +115,18 @@ export function takeSnapshot(
     };
     if (options.signal?.aborted) return onAbort();
     options.signal?.addEventListener('abort', onAbort, { once: true });
-    child.on('message', (message: { ok: boolean; facts?: SnapshotFacts; failure?: SnapshotFailure }) => {
-      if (message.ok) finish(undefined, message.facts);
-      else finish(explain(message.failure!, request));
-    });
+    child.on(
+      'message',
+      (message: { ok: boolean; phase?: string; facts?: SnapshotFacts; failure?: SnapshotFailure }) => {
+        if (message.phase === 'copied') {
+          if (progress) clearInterval(progress);
+          options.onCopied?.();
+          return;
+        }
+        if (message.ok) finish(undefined, message.facts);
+        else finish(explain(message.failure!, request));
+      },
+    );
     child.on('error', (error) =>
       finish(new LitekeepError(`cannot start the snapshot process: ${error.message}`)),
     );
