@@ -1,6 +1,7 @@
 import fsp from 'node:fs/promises';
 import type { LitekeepConfig } from '../config/index.js';
 import type { Encryption } from '../naming.js';
+import { validateRecipients } from '../pipeline/index.js';
 import { LitekeepError } from '../util/errors.js';
 
 export interface EncryptionChoice {
@@ -33,6 +34,8 @@ export async function readPassphraseFile(file: string): Promise<string> {
 /** What the configuration asks for: recipients win over a passphrase; neither means no encryption. */
 export async function encryptionSettings(config: LitekeepConfig['encryption']): Promise<EncryptionChoice> {
   if (config.recipients && config.recipients.length > 0) {
+    // Throws InvalidRecipientError (exit 2) naming the bad recipient: at start, not at 03:00.
+    validateRecipients(config.recipients);
     return { kind: 'age', recipients: config.recipients };
   }
   if (config.passphrase) return { kind: 'age', passphrase: config.passphrase };

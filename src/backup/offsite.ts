@@ -1,6 +1,6 @@
 import type { DatabaseTarget } from '../config/index.js';
 import { createDestination, destinationSpecs, type DestinationSpec } from '../destinations/factory.js';
-import type { ArtifactMetadata, Destination } from '../destinations/types.js';
+import type { ArtifactMetadata, Destination, RemoteObject } from '../destinations/types.js';
 import { parseBackupName, timeFromBackupName } from '../naming.js';
 import {
   applySafetyRails,
@@ -204,7 +204,7 @@ async function syncOne(
 /** Of the backups missing on a destination, those its retention would keep, newest first. */
 function missingWorthUploading(
   missing: BackupEntry[],
-  remote: { name: string }[],
+  remote: { name: string; metadata?: Partial<ArtifactMetadata> }[],
   policy: RetentionPolicy,
   manager: BackupManager,
 ): BackupEntry[] {
@@ -213,7 +213,7 @@ function missingWorthUploading(
     ...missing.map((b) => ({ id: b.name, time: b.time, entry: b as BackupEntry | undefined })),
     ...remote.map((o) => ({
       id: o.name,
-      time: timeFromBackupName(parseBackupName(o.name)!, manager.timeZone),
+      time: remoteTime(o, manager.timeZone),
       entry: undefined as BackupEntry | undefined,
     })),
   ];
@@ -232,12 +232,7 @@ export async function pruneDestination(
 ): Promise<{ removed: string[]; failed: string[] }> {
   assertUsablePolicy(policy);
   const remote = await destination.list();
-  const items = remote.map((o) => ({
-    id: o.name,
-    time: o.metadata?.backupTime
-      ? new Date(o.metadata.backupTime)
-      : timeFromBackupName(parseBackupName(o.name)!, manager.timeZone),
-  }));
+  const items = remote.map((o) => ({ id: o.name, time: remoteTime(o, manager.timeZone) }));
   const plan = applySafetyRails(planRetention(items, policy, { timeZone: manager.timeZone }));
   const removed: string[] = [];
   const failed: string[] = [];
@@ -269,4 +264,83 @@ export async function pruneDestination(
     }
   }
   return { removed, failed };
+}
+
+/** What `litekeep status` shows for one destination. */
+export interface DestinationStatus {
+  destination: string;
+  type: string;
+  /** Backups held there (undefined when it could not be listed). */
+  copies?: number;
+  newest?: string;
+  newestTime?: string;
+  bytes?: number;
+  /** Local backups this destination lacks and its retention would keep, newest first: the next sync uploads them. */
+  missing: string[];
+  lastUpload?: { file: string; at: string };
+  /** The newest upload attempt there, when it failed. */
+  lastError?: { file: string; at: string; error: string };
+  lastVerified?: { file: string; at: string };
+  /** Why the destination could not be listed just now. */
+  error?: string;
+}
+
+/** Time of a remote copy: the metadata stored with it, else its name (which has second precision only). */
+function remoteTime(o: Pick<RemoteObject, 'name' | 'metadata'>, timeZone: string): Date {
+  return o.metadata?.backupTime
+    ? new Date(o.metadata.backupTime)
+    : timeFromBackupName(parseBackupName(o.name)!, timeZone);
+}
+
+export async function destinationStatuses(
+  target: DatabaseTarget,
+  manager: BackupManager,
+): Promise<DestinationStatus[]> {
+  const specs = destinationsOf(target);
+  const { backups } = await manager.listBackups();
+  const verifications = manager.catalog.lastVerifications();
+  const out: DestinationStatus[] = [];
+  for (const spec of specs) {
+    const policy = spec.retention ?? manager.retentionPolicy();
+    const uploads = manager.catalog.listUploads(spec.name);
+    const lastOk = uploads.find((u) => u.status === 'ok');
+    const latest = uploads[0];
+    const verified = verifications.find((v) => v.destination === spec.name);
+    const status: DestinationStatus = {
+      destination: spec.name,
+      type: spec.type,
+      missing: [],
+      lastUpload: lastOk ? { file: lastOk.backupFile, at: lastOk.at! } : undefined,
+      lastError:
+        latest && latest.status === 'failed'
+          ? { file: latest.backupFile, at: latest.at!, error: latest.error ?? 'failed' }
+          : undefined,
+      lastVerified: verified ? { file: verified.backupFile, at: verified.at! } : undefined,
+    };
+    let remote: Pick<RemoteObject, 'name' | 'metadata'>[];
+    try {
+      const objects = await createDestination(spec, target).list();
+      const sorted = objects
+        .map((o) => ({ o, time: remoteTime(o, manager.timeZone) }))
+        .sort((a, b) => b.time.getTime() - a.time.getTime());
+      status.copies = objects.length;
+      status.bytes = objects.reduce((sum, o) => sum + o.bytes, 0);
+      status.newest = sorted[0]?.o.name;
+      status.newestTime = sorted[0]?.time.toISOString();
+      remote = objects;
+    } catch (error) {
+      status.error = oneLine(error);
+      // Unreachable now: the activity log says what reached it.
+      remote = backups.filter((b) => manager.catalog.lastUpload(b.name, spec.name));
+    }
+    const present = new Set(remote.map((o) => o.name));
+    status.missing = missingWorthUploading(
+      backups.filter((b) => !present.has(b.name)),
+      remote,
+      policy,
+      manager,
+    ).map((b) => b.name);
+    out.push(status);
+  }
+  return out;
 }

@@ -156,6 +156,9 @@ export function createDestination(
       });
     }
     case 's3':
+      // The SDK warns on stderr on every run under Node < 22 about its own future releases; litekeep pins a
+      // release that supports Node 20, so the warning only buries litekeep's own messages (and breaks cron mail).
+      process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
       return new S3Destination({
         name: spec.name,
         bucket: String(s.bucket),

@@ -1,5 +1,9 @@
 import type { Command } from 'commander';
 import { BackupManager } from '../../backup/manager.js';
+import { destinationStatuses, type DestinationStatus } from '../../backup/offsite.js';
+import type { DatabaseTarget } from '../../config/index.js';
+import { openDestination } from '../../destinations/factory.js';
+import { parseBackupName, timeFromBackupName } from '../../naming.js';
 import { describeConfig } from '../../config/index.js';
 import { parseDurationMs } from '../../config/settings.js';
 import { EXIT, LitekeepError } from '../../util/errors.js';
@@ -17,13 +21,20 @@ import { age, print, printJson, table, warn } from '../output.js';
 export function registerList(program: Command): void {
   const command = program
     .command('list')
-    .description('list backups on disk, newest first, with what the activity log knows')
+    .description('list backups on disk (or on a destination), newest first, with what the activity log knows')
+    .option('--from <destination>', 'list what a destination holds (drive, or a destination name)')
     .option('--json', 'print JSON');
   addTargetOptions(command);
-  command.action(async (options: CommonOptions) => {
+  command.action(async (options: CommonOptions & { from?: string }) => {
     const resolved = resolveConfig(options);
     const out: Record<string, unknown>[] = [];
     for (const target of selectTargets(resolved, options)) {
+      if (options.from !== undefined && options.from !== 'local') {
+        const listing = await listRemote(target, options.from);
+        if (options.json) out.push(listing);
+        else printRemoteListing(listing);
+        continue;
+      }
       const manager = new BackupManager(target);
       const listing = await manager.listBackups();
       if (options.json) {
@@ -69,6 +80,62 @@ export function registerList(program: Command): void {
     }
     if (options.json) printJson(out.length === 1 ? out[0] : { databases: out });
   });
+}
+
+// A type alias (not an interface) so it fits the Record<string, unknown> of the JSON output.
+type RemoteListing = {
+  database: string;
+  from: string;
+  type: string;
+  backups: {
+    name: string;
+    id: string;
+    bytes: number;
+    time: string;
+    link?: string;
+    sha256?: string;
+    inCatalog: boolean;
+  }[];
+};
+
+async function listRemote(target: DatabaseTarget, from: string): Promise<RemoteListing> {
+  const destination = await openDestination(target, from);
+  const manager = new BackupManager(target);
+  try {
+    const objects = await destination.list();
+    const backups = objects
+      .map((o) => ({
+        name: o.name,
+        id: o.id,
+        bytes: o.bytes,
+        time: (o.metadata?.backupTime
+          ? new Date(o.metadata.backupTime)
+          : timeFromBackupName(parseBackupName(o.name)!, manager.timeZone)
+        ).toISOString(),
+        link: o.link,
+        sha256: o.metadata?.sha256,
+        inCatalog: manager.catalog.getBackup(o.name) !== undefined,
+      }))
+      .sort((a, b) => b.time.localeCompare(a.time) || b.name.localeCompare(a.name));
+    return { database: target.name, from: destination.name, type: destination.type, backups };
+  } finally {
+    manager.close();
+  }
+}
+
+function printRemoteListing(l: RemoteListing): void {
+  print(`${l.database} on ${l.from} (${l.type}):`);
+  if (l.backups.length === 0) {
+    print('  no backups there');
+    return;
+  }
+  const rows = l.backups.map((b) => [b.name, humanBytes(b.bytes), age(new Date(b.time)), b.link ?? '']);
+  print(
+    table(['name', 'size', 'age', 'link'], rows)
+      .split('\n')
+      .map((line) => '  ' + line)
+      .join('\n'),
+  );
 }
 
 export function registerHistory(program: Command): void {
@@ -150,7 +217,7 @@ export function registerStatus(program: Command): void {
     const out: DatabaseStatus[] = [];
     let stale = false;
     for (const target of selectTargets(resolved, options)) {
-      const status = await statusOf(new BackupManager(target), maxAgeMs);
+      const status = await statusOf(new BackupManager(target), maxAgeMs, { destinations: true });
       if (status.stale) stale = true;
       out.push(status);
       if (!options.json) printStatus(status, target.settings.timeZone!);
@@ -169,12 +236,18 @@ export interface DatabaseStatus {
   lastSuccess?: { at: string; file?: string };
   lastFailure?: { at: string; error?: string; stage?: string };
   lastVerified: { destination: string; file: string; at: string }[];
+  /** Per off-site destination (only when asked for: listing them costs requests). */
+  destinations?: DestinationStatus[];
   maxAgeMs?: number;
   stale: boolean;
   staleReason?: string;
 }
 
-export async function statusOf(manager: BackupManager, maxAgeMs?: number): Promise<DatabaseStatus> {
+export async function statusOf(
+  manager: BackupManager,
+  maxAgeMs?: number,
+  options: { destinations?: boolean } = {},
+): Promise<DatabaseStatus> {
   const { backups } = await manager.listBackups();
   const success = manager.catalog.lastRunWithStatus(['ok', 'partial']);
   const failure = manager.catalog.lastRunWithStatus(['failed']);
@@ -200,6 +273,7 @@ export async function statusOf(manager: BackupManager, maxAgeMs?: number): Promi
     maxAgeMs,
     stale: false,
   };
+  if (options.destinations) status.destinations = await destinationStatuses(manager.target, manager);
   if (maxAgeMs !== undefined) {
     if (!newest) {
       status.stale = true;
@@ -227,6 +301,20 @@ function printStatus(s: DatabaseStatus, timeZone: string): void {
   );
   for (const v of s.lastVerified) {
     print(`  last verified on ${v.destination}: ${v.file} (${age(new Date(v.at))})`);
+  }
+  for (const d of s.destinations ?? []) {
+    const held =
+      d.copies === undefined
+        ? `unreachable: ${d.error}`
+        : `${d.copies} cop${d.copies === 1 ? 'y' : 'ies'}, ${humanBytes(d.bytes ?? 0)}` +
+          `, newest ${d.newest && d.newestTime ? `${d.newest} (${age(new Date(d.newestTime))})` : 'none'}`;
+    print(`  ${d.destination} (${d.type}): ${held}`);
+    if (d.missing.length)
+      print(`    missing ${d.missing.length}: ${d.missing.join(', ')} (litekeep sync uploads them)`);
+    if (d.lastError)
+      print(`    last error: ${formatZoned(new Date(d.lastError.at), timeZone)} — ${d.lastError.error}`);
+    if (d.lastVerified)
+      print(`    last verified: ${d.lastVerified.file} (${age(new Date(d.lastVerified.at))})`);
   }
   if (s.stale) print(`  STALE: ${s.staleReason}`);
 }
