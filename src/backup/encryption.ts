@@ -34,6 +34,12 @@ export async function readPassphraseFile(file: string): Promise<string> {
 /** What the configuration asks for: recipients win over a passphrase; neither means no encryption. */
 export async function encryptionSettings(config: LitekeepConfig['encryption']): Promise<EncryptionChoice> {
   if (config.recipients && config.recipients.length > 0) {
+    if (config.passphrase || config.passphraseFile) {
+      throw new LitekeepError(
+        'encryption.recipients and a passphrase are both set; age encrypts to one or the other: keep one of them',
+        { exitCode: 2, stage: 'prepare' },
+      );
+    }
     // Throws InvalidRecipientError (exit 2) naming the bad recipient: at start, not at 03:00.
     validateRecipients(config.recipients);
     return { kind: 'age', recipients: config.recipients };

@@ -1,0 +1,19 @@
+export type { Compression } from '../naming.js';
+export {
+  writeArtifact,
+  openArtifact,
+  restoreArtifactToFile,
+  type ArtifactOptions,
+  type ArtifactResult,
+  type OpenOptions,
+} from './artifact.js';
+export { readIdentityFile, generateIdentity, validateRecipients } from './age.js';
+export { createSha256Counter, sha256File, Sha256Counter } from './hash.js';
+export {
+  DecryptionError,
+  CorruptArtifactError,
+  InvalidRecipientError,
+  InvalidIdentityError,
+  ArtifactOptionsError,
+} from './errors.js';
+export { DEFAULT_LEVEL, validateCompression } from './compression.js';

@@ -1,0 +1,178 @@
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  generateIdentity,
+  openArtifact,
+  readIdentityFile,
+  restoreArtifactToFile,
+  sha256File,
+  writeArtifact,
+  type Compression,
+} from '../../src/pipeline/index.js';
+import { makeDatabase, sha256sum, tempDir } from './helpers.js';
+
+let dir: string;
+let db: string;
+let dbSha: string;
+let identity: string;
+let recipient: string;
+
+beforeAll(async () => {
+  dir = tempDir();
+  db = path.join(dir, 'source.db');
+  makeDatabase(db, 3);
+  dbSha = sha256sum(db);
+  ({ recipient } = await generateIdentity(path.join(dir, 'key.txt')));
+  [identity] = await readIdentityFile(path.join(dir, 'key.txt'));
+});
+
+afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+const compressions: Compression[] = ['none', 'gzip', 'zstd'];
+
+describe('writeArtifact → restoreArtifactToFile round trip', () => {
+  for (const compression of compressions) {
+    for (const encrypted of [false, true]) {
+      it(`${compression}${encrypted ? ' + age recipient' : ''}`, async () => {
+        const out = path.join(dir, `rt-${compression}-${encrypted}.artifact`);
+        const result = await writeArtifact(db, out, {
+          compression,
+          recipients: encrypted ? [recipient] : undefined,
+        });
+        expect(result.plainSha256).toBe(dbSha);
+        expect(result.plainBytes).toBe(fs.statSync(db).size);
+        expect(result.sha256).toBe(sha256sum(out));
+        expect(result.bytes).toBe(fs.statSync(out).size);
+        expect(fs.statSync(out).mode & 0o777).toBe(0o600);
+        if (compression !== 'none') expect(result.bytes).toBeLessThan(result.plainBytes * 0.7);
+        if (compression === 'none' && !encrypted) expect(result.sha256).toBe(dbSha);
+
+        const plain = path.join(dir, `rt-${compression}-${encrypted}.db`);
+        const restored = await restoreArtifactToFile(out, plain, {
+          compression,
+          encrypted,
+          identities: encrypted ? [identity] : undefined,
+        });
+        expect(restored).toEqual({ sha256: dbSha, bytes: result.plainBytes });
+        expect(sha256sum(plain)).toBe(dbSha);
+        expect(fs.statSync(plain).mode & 0o777).toBe(0o600);
+      });
+    }
+  }
+
+  it('zstd + passphrase (scrypt) round trip', async () => {
+    const out = path.join(dir, 'pw.db.zst.age');
+    const result = await writeArtifact(db, out, {
+      compression: 'zstd',
+      level: 5,
+      passphrase: 'correct horse',
+    });
+    expect(fs.readFileSync(out).subarray(0, 40).toString()).toMatch(/^age-encryption\.org\/v1\n-> scrypt /);
+    const restored = await restoreArtifactToFile(out, path.join(dir, 'pw.db'), {
+      compression: 'zstd',
+      encrypted: true,
+      passphrase: 'correct horse',
+    });
+    expect(restored.sha256).toBe(dbSha);
+    expect(result.plainSha256).toBe(dbSha);
+  });
+
+  it('encrypts to several recipients; each identity alone decrypts', async () => {
+    const second = await generateIdentity(path.join(dir, 'key2.txt'));
+    const [secondIdentity] = await readIdentityFile(path.join(dir, 'key2.txt'));
+    const out = path.join(dir, 'multi.db.gz.age');
+    await writeArtifact(db, out, {
+      compression: 'gzip',
+      level: 1,
+      recipients: [recipient, second.recipient],
+    });
+    for (const id of [identity, secondIdentity]) {
+      const plain = path.join(dir, `multi-${id.slice(-6)}.db`);
+      const restored = await restoreArtifactToFile(out, plain, {
+        compression: 'gzip',
+        encrypted: true,
+        identities: [id],
+      });
+      expect(restored.sha256).toBe(dbSha);
+    }
+  });
+
+  // STREAM edge cases: an empty payload has one empty final chunk; an exact multiple of 64 KiB ends on a full
+  // final chunk; one byte more adds a one-byte final chunk.
+  for (const size of [0, 1, 65536, 65537, 3 * 65536]) {
+    it(`encrypts and decrypts a ${size}-byte file exactly`, async () => {
+      const src = path.join(dir, `edge-${size}.bin`);
+      fs.writeFileSync(src, crypto.randomBytes(size));
+      const out = `${src}.age`;
+      const result = await writeArtifact(src, out, { compression: 'none', recipients: [recipient] });
+      expect(result.plainBytes).toBe(size);
+      const restored = await restoreArtifactToFile(out, `${src}.out`, {
+        compression: 'none',
+        encrypted: true,
+        identities: [identity],
+      });
+      expect(restored.bytes).toBe(size);
+      expect(fs.readFileSync(`${src}.out`).equals(fs.readFileSync(src))).toBe(true);
+    });
+  }
+
+  it('reports progress up to the plain size', async () => {
+    const seen: number[] = [];
+    await writeArtifact(db, path.join(dir, 'progress.zst'), { compression: 'zstd' }, (n) => seen.push(n));
+    expect(seen.length).toBeGreaterThan(1);
+    expect(seen.at(-1)).toBe(fs.statSync(db).size);
+    expect([...seen].sort((a, b) => a - b)).toEqual(seen);
+  });
+
+  it('uses zstd worker threads when asked, with the same decoded result', async () => {
+    const out = path.join(dir, 'threads.zst');
+    await writeArtifact(db, out, { compression: 'zstd', threads: 2 });
+    const restored = await restoreArtifactToFile(out, path.join(dir, 'threads.db'), {
+      compression: 'zstd',
+      encrypted: false,
+    });
+    expect(restored.sha256).toBe(dbSha);
+  });
+
+  it('stops on abort and removes the partial artifact', async () => {
+    const out = path.join(dir, 'aborted.gz');
+    const controller = new AbortController();
+    const promise = writeArtifact(
+      db,
+      out,
+      { compression: 'gzip', level: 9 },
+      () => controller.abort(),
+      controller.signal,
+    );
+    await expect(promise).rejects.toThrow(/abort/i);
+    expect(fs.existsSync(out)).toBe(false);
+  });
+
+  it('openArtifact decodes from any readable (here: 1-byte chunks of a small artifact)', async () => {
+    const src = path.join(dir, 'small.txt');
+    fs.writeFileSync(src, 'hello litekeep\n'.repeat(500));
+    const out = `${src}.zst.age`;
+    await writeArtifact(src, out, { compression: 'zstd', recipients: [recipient] });
+    const bytes = fs.readFileSync(out);
+    const oneByOne = Readable.from(
+      (function* () {
+        for (const b of bytes) yield Buffer.from([b]);
+      })(),
+    );
+    const chunks: Buffer[] = [];
+    for await (const chunk of openArtifact(oneByOne, {
+      compression: 'zstd',
+      encrypted: true,
+      identities: [identity],
+    }))
+      chunks.push(chunk as Buffer);
+    expect(Buffer.concat(chunks).equals(fs.readFileSync(src))).toBe(true);
+  });
+
+  it('sha256File matches sha256sum', async () => {
+    expect(await sha256File(db)).toEqual({ sha256: dbSha, bytes: fs.statSync(db).size });
+  });
+});
