@@ -1,3 +1,5 @@
+import fs from 'node:fs';
+import path from 'node:path';
 import {
   loadConfig,
   type DatabaseTarget,
@@ -7,6 +9,7 @@ import {
 import {
   createLogger,
   installSignalHandlers,
+  LockHeldError,
   startDaemon,
   startHttpServer,
   type DaemonHandle,
@@ -15,23 +18,53 @@ import {
   type HttpServerHandle,
   type LogSink,
 } from '../scheduler/index.js';
+import { CATALOG_DIR } from '../catalog/index.js';
 import { oneLine } from '../util/errors.js';
 import { BackupManager } from './manager.js';
 import { runBackupForTarget, type RunBackupResult, type RunTrigger } from './task.js';
 import { verifyDue } from './verify-schedule.js';
 
+/** A run that did not start because another process holds this database's lock (not an I/O error on it). */
+function isLockCollision(result: RunBackupResult): boolean {
+  return (
+    result.status === 'failed' &&
+    result.stage === 'lock' &&
+    !result.backup &&
+    /another run holds/.test(result.error ?? '')
+  );
+}
+
+/** Whether a catalog exists; status reads must not create folders or catalogs as a side effect. */
+function hasCatalog(target: DatabaseTarget): boolean {
+  return fs.existsSync(path.join(target.backupDir, CATALOG_DIR));
+}
+
+const later = (a: Date | undefined, b: Date | undefined): Date | undefined =>
+  !a ? b : !b ? a : a.getTime() >= b.getTime() ? a : b;
+
 /** What the daemon reads from each database's catalog for catch-up, /healthz and /metrics. */
 export async function statusFromCatalog(targets: DatabaseTarget[], maxAgeMs: number): Promise<DaemonStatus> {
   const databases: DatabaseStatus[] = [];
   for (const target of targets) {
+    if (!hasCatalog(target)) {
+      databases.push({
+        name: target.name,
+        backupsOnDisk: 0,
+        bytesOnDisk: 0,
+        runsByStatus: {},
+        newestBackupOk: false,
+      });
+      continue;
+    }
     const manager = new BackupManager(target);
     try {
       const { backups } = await manager.listBackups();
-      const runs = manager.catalog.listRuns(1);
       const success = manager.catalog.lastRunWithStatus(['ok', 'partial']);
       const failure = manager.catalog.lastRunWithStatus(['failed']);
-      const newestRun = runs.find((r) => r.status !== 'running');
+      // A run in progress (or left 'running' by a killed process) says nothing yet: judge the newest finished one.
+      const newestRun = manager.catalog.lastRunWithStatus(['ok', 'partial', 'failed']);
       const lastBackup = success?.backupFile ? manager.catalog.getBackup(success.backupFile) : undefined;
+      const successTime = success ? new Date(success.startedAt) : undefined;
       databases.push({
         name: target.name,
         lastSuccess: success ? new Date(success.endedAt ?? success.startedAt) : undefined,
@@ -42,7 +75,7 @@ export async function statusFromCatalog(targets: DatabaseTarget[], maxAgeMs: num
         backupsOnDisk: backups.length,
         bytesOnDisk: backups.reduce((sum, b) => sum + b.bytes, 0),
         runsByStatus: manager.catalog.runsByStatus(),
-        newestBackupTime: backups[0]?.time ?? (success ? new Date(success.startedAt) : undefined),
+        newestBackupTime: later(backups[0]?.time, successTime),
         newestBackupOk: newestRun ? newestRun.status !== 'failed' : backups.length > 0,
       });
     } finally {
@@ -52,15 +85,20 @@ export async function statusFromCatalog(targets: DatabaseTarget[], maxAgeMs: num
   return { maxAgeMs, databases };
 }
 
-/** The newest successful backup across databases, for catch-up: the oldest of each database's newest. */
+/**
+ * The newest successful backup across databases, for catch-up: the oldest of each database's newest, so that
+ * one database without a recent backup is enough to catch up. A file on disk counts as much as a recorded run
+ * (the catalog may have been rebuilt, or a backup made by hand copied in).
+ */
 export async function newestSuccessOf(targets: DatabaseTarget[]): Promise<Date | undefined> {
   let oldest: Date | undefined;
   for (const target of targets) {
+    if (!hasCatalog(target)) return undefined;
     const manager = new BackupManager(target);
     try {
       const success = manager.catalog.lastRunWithStatus(['ok', 'partial']);
       const { backups } = await manager.listBackups();
-      const newest = success ? new Date(success.startedAt) : backups[0]?.time;
+      const newest = later(success ? new Date(success.startedAt) : undefined, backups[0]?.time);
       if (!newest) return undefined;
       if (!oldest || newest < oldest) oldest = newest;
     } finally {
@@ -99,30 +137,47 @@ export function scheduleBackupTask(options: ScheduleBackupTaskOptions = {}): Bac
   const resolved = options.resolved ?? loadConfig(options);
   const targets = resolved.databases;
   const log = options.logger ?? createLogger({ level: resolved.config.log.level });
+  // The daemon handle reports no next run once it is stopping; a stopping daemon finishes the backup in hand
+  // and starts nothing more (no further database, no verification).
+  const stopping = () => daemon.nextRun() === null;
   const runTask = async (trigger: RunTrigger, signal: AbortSignal) => {
     let failures = 0;
+    let attempted = 0;
     for (const target of targets) {
-      if (signal.aborted) break;
+      if (signal.aborted || (attempted > 0 && stopping())) break;
+      attempted++;
       const result = await runBackupForTarget(target, { trigger, signal, drive: options.drive });
       options.onRun?.(result);
       const fields = {
         database: result.database,
+        trigger,
         status: result.status,
         exitCode: result.exitCode,
         file: result.backup?.file,
         bytes: result.backup?.bytes,
         durationMs: result.durationMs,
         rotated: result.rotated,
+        stage: result.stage,
         error: result.error,
       };
+      if (isLockCollision(result)) {
+        // Another run (a manual `litekeep backup`, another daemon) is backing this database up right now:
+        // that run makes the backup, so this is not a failure of the schedule.
+        log.warn({ ...fields, status: 'skipped' }, `backup of ${result.database} skipped: ${result.error}`);
+        continue;
+      }
       if (result.status === 'failed') {
         failures++;
         log.error(fields, `backup of ${result.database} failed: ${result.error}`);
       } else if (result.status === 'partial') log.warn(fields, `backup of ${result.database} partly done`);
       else log.info(fields, `backup of ${result.database} done: ${result.backup?.file}`);
       for (const w of result.warnings) log.warn({ database: result.database }, w);
+      const mode = resolved.config.verify;
+      if (signal.aborted || stopping()) continue;
+      // "after-backup" proves the new backup; when there is none, the next successful run does it.
+      if (mode === 'after-backup' && result.status === 'failed') continue;
       try {
-        const verification = await verifyDue(target, resolved.config.verify, trigger);
+        const verification = await verifyDue(target, mode, trigger);
         for (const v of verification) {
           if (v.status === 'ok')
             log.info({ database: target.name, ...v }, `verified ${v.backup} on ${v.source}`);
@@ -130,10 +185,12 @@ export function scheduleBackupTask(options: ScheduleBackupTaskOptions = {}): Bac
             log.error({ database: target.name, ...v }, `verification of ${v.backup} on ${v.source} failed`);
         }
       } catch (error) {
-        log.error({ database: target.name }, `verification could not run: ${oneLine(error)}`);
+        // A run holding the lock only postpones verification to a later run: not an alarm.
+        const level = error instanceof LockHeldError ? 'warn' : 'error';
+        log[level]({ database: target.name }, `verification could not run: ${oneLine(error)}`);
       }
     }
-    if (failures) throw new Error(`${failures} of ${targets.length} backups failed`);
+    if (failures) throw new Error(`${failures} of ${attempted} backups failed`);
   };
   const daemon = startDaemon({
     expression: options.schedule ?? resolved.config.schedule,
@@ -165,9 +222,9 @@ export async function runDaemon(
   options: { schedule?: string; http?: string; allowRemote?: boolean; drive?: boolean },
 ): Promise<DaemonProcess> {
   const logger = createLogger({ level: resolved.config.log.level });
-  const schedule = scheduleBackupTask({ resolved, schedule: options.schedule, logger, drive: options.drive });
-  installSignalHandlers(schedule.daemon, { stopTimeoutMs: resolved.config.stopTimeout ?? 600_000, logger });
   const listen = options.http ?? resolved.config.http;
+  // The server first: an address in use is a configuration error (exit 2), and nothing may be scheduled yet,
+  // or the schedule would keep the failed process alive.
   let http: HttpServerHandle | undefined;
   if (listen) {
     http = await startHttpServer({
@@ -178,6 +235,14 @@ export async function runDaemon(
     });
     logger.info({ url: http.url }, `health and metrics on ${http.url}/healthz and ${http.url}/metrics`);
   }
+  let schedule: BackupSchedule;
+  try {
+    schedule = scheduleBackupTask({ resolved, schedule: options.schedule, logger, drive: options.drive });
+  } catch (error) {
+    await http?.close();
+    throw error;
+  }
+  installSignalHandlers(schedule.daemon, { stopTimeoutMs: resolved.config.stopTimeout ?? 600_000, logger });
   logger.info(
     {
       schedule: options.schedule ?? resolved.config.schedule,

@@ -2,7 +2,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { CATALOG_DIR } from '../catalog/index.js';
 import { loadConfig, type DatabaseTarget, type LoadConfigOptions } from '../config/index.js';
-import { acquireLock } from '../scheduler/index.js';
+import { acquireLock, LockHeldError } from '../scheduler/index.js';
 import { EXIT, LitekeepError, oneLine } from '../util/errors.js';
 import { BackupManager, type BackupResult, type PruneResult } from './manager.js';
 import { runDestinations, type DestinationOutcome } from './offsite.js';
@@ -74,11 +74,13 @@ export async function runBackupForTarget(
   const step = (message: string) => options.onStep?.(message);
   let release: (() => Promise<void>) | undefined;
   let runId: number | undefined;
+  let lockedOut = false;
   try {
     manager.prepareFolder();
     const lock = await acquireLock(lockPathFor(target), {
       waitMs: target.settings.lockWait ?? 0,
       purpose: `${trigger} backup of ${target.name}`,
+      signal: options.signal,
     });
     release = () => lock.release();
     try {
@@ -93,6 +95,8 @@ export async function runBackupForTarget(
       result.notifications.push(...(await notifyRun(target, 'start', result, manager.catalog, runId)));
     }
 
+    // A retention policy that cannot be applied is a configuration error (exit 2): refuse before backing up.
+    if (options.prune ?? target.settings.prune) manager.retentionPolicy();
     result.stage = 'snapshot';
     const backup = await manager.createBackup({
       vacuum: options.vacuum,
@@ -122,7 +126,7 @@ export async function runBackupForTarget(
     if (options.prune ?? target.settings.prune) {
       result.stage = 'prune';
       try {
-        const prune = await manager.prune({ runId });
+        const prune = await manager.prune({ runId, protect: [backup.file] });
         result.prune = prune;
         result.rotated = prune.removed.length;
         for (const failure of prune.failed)
@@ -141,6 +145,8 @@ export async function runBackupForTarget(
   } catch (error) {
     result.status = 'failed';
     result.error = oneLine(error);
+    // Another run of the same database is doing the job right now: not news for the monitors.
+    if (error instanceof LockHeldError) lockedOut = true;
     if (error instanceof LitekeepError && error.stage) result.stage = error.stage;
     result.exitCode = error instanceof LitekeepError ? error.exitCode : EXIT.failed;
   }
@@ -148,11 +154,12 @@ export async function runBackupForTarget(
   result.durationMs = Date.now() - started;
   if (result.status !== 'failed') result.exitCode = result.status === 'ok' ? EXIT.ok : EXIT.partial;
 
-  if (options.notify !== false) {
+  if (options.notify !== false && !lockedOut) {
     const kind = result.status === 'failed' ? 'failure' : 'success';
     const sent = await notifyRun(target, kind, result, manager.catalog, runId);
     result.notifications.push(...sent);
-    if (sent.some((n) => n.status === 'failed') && result.status === 'ok') {
+    // The start ping counts too: a monitor that never heard "started" is a notification that failed.
+    if (result.notifications.some((n) => n.status === 'failed') && result.status === 'ok') {
       result.status = 'partial';
       result.exitCode = EXIT.partial;
     }

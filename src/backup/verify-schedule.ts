@@ -4,7 +4,9 @@ import type { DatabaseTarget } from '../config/index.js';
 import { notify } from '../notify/index.js';
 import { readIdentityFile } from '../pipeline/index.js';
 import { listCandidates, verifyBackup, type DecryptOptions, type VerifyResult } from '../restore/index.js';
+import { acquireLock } from '../scheduler/index.js';
 import { BackupManager } from './manager.js';
+import { lockPathFor } from './task.js';
 import { readPassphraseFile } from './encryption.js';
 import { hasChannels, notifyOptionsFrom } from './notifications.js';
 import { destinationsOf } from './offsite.js';
@@ -46,17 +48,27 @@ export async function verifyDue(
   const decrypt = await decryptOptions(target);
   const sources = ['local', ...destinationsOf(target).map((d) => d.name)];
   const results: VerifyResult[] = [];
-  for (const source of sources) {
-    const candidates = (await listCandidates(target, source)).filter(
-      (c) => decrypt || !c.name.endsWith('.age'),
-    );
-    if (candidates.length === 0) continue;
-    const chosen = [candidates[0]];
-    if (candidates.length > 1 && mode !== 'after-backup') {
-      chosen.push(candidates[1 + Math.floor(Math.random() * (candidates.length - 1))]);
-    }
-    for (const candidate of chosen) {
-      results.push(...(await verifyBackup(target, { name: candidate.name, from: source, ...decrypt })));
+  // Under the database's lock: a backup running meanwhile (a manual one) could prune the very file being
+  // read and turn a good backup into a false alarm. A held lock fails this verification with the holder named.
+  const lock = await acquireLock(lockPathFor(target), { purpose: `verification of ${target.name}` });
+  try {
+    await verifySources();
+  } finally {
+    await lock.release();
+  }
+  async function verifySources(): Promise<void> {
+    for (const source of sources) {
+      const candidates = (await listCandidates(target, source)).filter(
+        (c) => decrypt || !c.name.endsWith('.age'),
+      );
+      if (candidates.length === 0) continue;
+      const chosen = [candidates[0]];
+      if (candidates.length > 1 && mode !== 'after-backup') {
+        chosen.push(candidates[1 + Math.floor(Math.random() * (candidates.length - 1))]);
+      }
+      for (const candidate of chosen) {
+        results.push(...(await verifyBackup(target, { name: candidate.name, from: source, ...decrypt })));
+      }
     }
   }
   const failed = results.filter((r) => r.status === 'failed');
