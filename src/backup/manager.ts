@@ -17,8 +17,12 @@ import { sha256File, writeArtifact } from '../pipeline/index.js';
 import {
   applySafetyRails,
   assertUsablePolicy,
+  compareNewestFirst,
+  describePolicy,
   parseRetentionPolicy,
   planRetention,
+  RetentionPolicyError,
+  RotationPolicy,
   type Decision,
   type RetentionPolicy,
 } from '../retention/index.js';
@@ -106,6 +110,76 @@ export function retentionPolicyOf(
 }
 
 /**
+ * The configured policy as a usable one, or a usage error (exit 2) naming the config key, where it can be set
+ * and the accepted form. `within` is only a string to the config schema, so this is where a typo is caught.
+ */
+export function checkedRetentionPolicy(settings: DatabaseTarget['settings']['retention']): RetentionPolicy {
+  let policy: RetentionPolicy;
+  try {
+    policy = retentionPolicyOf(settings, 'configuration (retention)');
+  } catch (error) {
+    if (!(error instanceof RetentionPolicyError)) throw error;
+    const key = error.key ?? 'retention';
+    const env = `LITEKEEP_RETENTION_${key.toUpperCase()}`;
+    const flag = `--keep-${key}`;
+    const value = (settings as Record<string, unknown>)[key];
+    const form =
+      key === 'within'
+        ? 'a duration made of numbers with units y, m, w, d, h (e.g. 30d, 12h, 2w, 1y2m)'
+        : 'a whole number of 0 or more (e.g. 7)';
+    throw new LitekeepError(
+      `invalid retention.${key} ${JSON.stringify(value)} (config retention.${key}, ${env} or ${flag}): expected ${form}`,
+      { exitCode: EXIT.usage, stage: 'prune', cause: error },
+    );
+  }
+  try {
+    assertUsablePolicy(policy);
+  } catch (error) {
+    throw new LitekeepError(
+      `retention policy keeps nothing by rule (every count is 0 and no within): set at least one of ` +
+        `retention.last/hourly/daily/weekly/monthly/yearly above 0 or retention.within (e.g. --keep-daily 7)`,
+      { exitCode: EXIT.usage, stage: 'prune', cause: error },
+    );
+  }
+  return policy;
+}
+
+/**
+ * Why each removed backup was not kept, in restic's terms: walking newest first, a rule passed over a backup
+ * either because its count was used up or because a newer backup already holds the same bucket.
+ */
+function removalReasons(
+  decisions: { action: 'keep' | 'remove'; reasons: string[]; time: Date }[],
+  policy: RetentionPolicy,
+  cutoffText: string | undefined,
+): Map<number, string[]> {
+  const counted = new Map<string, number>();
+  const lastBucket = new Map<string, string>();
+  const out = new Map<number, string[]>();
+  decisions.forEach((d, index) => {
+    if (d.action === 'keep') {
+      for (const reason of d.reasons) {
+        const space = reason.indexOf(' ');
+        const rule = space === -1 ? reason : reason.slice(0, space);
+        counted.set(rule, (counted.get(rule) ?? 0) + 1);
+        if (rule !== 'last') lastBucket.set(rule, reason.slice(space + 1));
+      }
+      return;
+    }
+    const why: string[] = [];
+    for (const rule of ['last', 'hourly', 'daily', 'weekly', 'monthly', 'yearly'] as const) {
+      const n = policy[rule] ?? 0;
+      if (n <= 0) continue;
+      if ((counted.get(rule) ?? 0) >= n) why.push(`${rule}: all ${n} kept by newer backups`);
+      else why.push(`${rule}: ${lastBucket.get(rule)} already kept by a newer backup`);
+    }
+    if (cutoffText) why.push(`older than within ${cutoffText}`);
+    out.set(index, why);
+  });
+  return out;
+}
+
+/**
  * Backups of one database in one folder: create, list and rotate. The seed's `BackupManager`, with a catalog.
  */
 export class BackupManager {
@@ -178,6 +252,30 @@ export class BackupManager {
     const temps = [snapshotTemp];
     const cleanup = () => Promise.all(temps.map((t) => fsp.rm(t, { force: true })));
     try {
+      const packed = compression !== 'none' || encryption.kind !== 'none';
+      const artifact = packed ? path.join(this.backupDir, tempNameFor(firstName)) : snapshotTemp;
+      if (packed) temps.push(artifact);
+      // Hashing (and compressing/encrypting) reads the finished copy while SQLite checks it: two cores at once.
+      let packing:
+        Promise<{ sha256: string; bytes: number; plainSha256: string; plainBytes: number }> | undefined;
+      const startPacking = () => {
+        packing = packed
+          ? writeArtifact(
+              snapshotTemp,
+              artifact,
+              {
+                compression,
+                level: settings.compression.level,
+                recipients: encryption.recipients,
+                passphrase: encryption.passphrase,
+              },
+              (done: number) => options.onProgress?.('compress', done),
+              options.signal,
+            )
+          : sha256File(snapshotTemp).then((h) => ({ ...h, plainSha256: h.sha256, plainBytes: h.bytes }));
+        // Failures are reported through the await below; until then keep Node from calling them unhandled.
+        packing.catch(() => undefined);
+      };
       const facts = await takeSnapshot(
         {
           source: this.target.path,
@@ -186,41 +284,27 @@ export class BackupManager {
           busyTimeoutMs: settings.busyTimeout ?? 10_000,
           integrity: settings.integrityCheck,
         },
-        { signal: options.signal, onProgress: (bytes) => options.onProgress?.('snapshot', bytes) },
-      );
+        {
+          signal: options.signal,
+          onProgress: (bytes) => options.onProgress?.('snapshot', bytes),
+          onCopied: startPacking,
+        },
+      ).catch(async (error: unknown) => {
+        await packing?.catch(() => undefined);
+        throw error;
+      });
+      if (!packing) startPacking();
       if (facts.integrity !== 'ok') {
+        await packing!.catch(() => undefined);
         throw new LitekeepError(
           `the copy of ${this.target.path} failed ${settings.integrityCheck === 'quick' ? 'quick_check' : 'integrity_check'} ` +
             `(${facts.integrity}); it was deleted — check the source database with PRAGMA integrity_check`,
           { stage: 'integrity' },
         );
       }
-      let artifact = snapshotTemp;
-      let sha256: string;
-      let bytes: number;
-      const plain = { sha256: '', bytes: facts.bytes };
-      if (compression === 'none' && encryption.kind === 'none') {
-        ({ sha256, bytes } = await sha256File(snapshotTemp));
-        plain.sha256 = sha256;
-      } else {
-        artifact = path.join(this.backupDir, tempNameFor(firstName));
-        temps.push(artifact);
-        const result = await writeArtifact(
-          snapshotTemp,
-          artifact,
-          {
-            compression,
-            level: settings.compression.level,
-            recipients: encryption.recipients,
-            passphrase: encryption.passphrase,
-          },
-          (done) => options.onProgress?.('compress', done, facts.bytes),
-          options.signal,
-        );
-        ({ sha256, bytes } = result);
-        plain.sha256 = result.plainSha256;
-        plain.bytes = result.plainBytes;
-      }
+      const packedResult = await packing!;
+      const { sha256, bytes } = packedResult;
+      const plain = { sha256: packedResult.plainSha256, bytes: packedResult.plainBytes };
       if (options.signal?.aborted)
         throw new LitekeepError('backup aborted; temp files removed', { stage: 'store' });
       const file = await this.publish(artifact, createdAt, compression, encryption.kind);
@@ -342,8 +426,9 @@ export class BackupManager {
     return added;
   }
 
+  /** The configured policy; a usage error (exit 2) naming the key when it is invalid or keeps nothing. */
   retentionPolicy(): RetentionPolicy {
-    return retentionPolicyOf(this.target.settings.retention, 'configuration (retention)');
+    return checkedRetentionPolicy(this.target.settings.retention);
   }
 
   /**
@@ -351,14 +436,23 @@ export class BackupManager {
    * records each deletion. Only files named by litekeep are candidates; the newest is always kept.
    */
   async prune(
-    options: { dryRun?: boolean; policy?: RetentionPolicy; runId?: number } = {},
+    options: {
+      dryRun?: boolean;
+      policy?: RetentionPolicy;
+      runId?: number;
+      /** Files never removed by this call: the backup the same run just made. */
+      protect?: string[];
+    } = {},
   ): Promise<PruneResult> {
-    const policy = options.policy ?? this.retentionPolicy();
-    try {
-      assertUsablePolicy(policy);
-    } catch (error) {
-      throw new LitekeepError(oneLine(error), { exitCode: EXIT.usage, stage: 'prune' });
-    }
+    let policy: RetentionPolicy;
+    if (options.policy) {
+      policy = options.policy;
+      try {
+        assertUsablePolicy(policy);
+      } catch (error) {
+        throw new LitekeepError(oneLine(error), { exitCode: EXIT.usage, stage: 'prune' });
+      }
+    } else policy = this.retentionPolicy();
     const { backups, unrecognized } = await this.listBackups();
     const items = backups.map((b) => ({ id: b.name, time: b.time, entry: b }));
     const plan = applySafetyRails(planRetention(items, policy, { timeZone: this.timeZone }));
@@ -372,49 +466,66 @@ export class BackupManager {
     const decisions = [
       ...plan.keep.map((d) => toDecision(d, 'keep')),
       ...plan.remove.map((d) => toDecision(d, 'remove')),
-    ].sort((a, b) => b.time.getTime() - a.time.getTime());
+    ].sort((a, b) => compareNewestFirst({ id: a.name, time: a.time }, { id: b.name, time: b.time }));
+    const why = removalReasons(decisions, policy, policy.within ? policy.within : undefined);
+    decisions.forEach((d, i) => {
+      if (d.action !== 'remove') return;
+      if (options.protect?.includes(d.name)) {
+        // A file named in the future (a clock that was wrong) would otherwise push out the backup just made.
+        d.action = 'keep';
+        d.reasons = ['made by this run'];
+      } else d.reasons = why.get(i) ?? [];
+    });
     const removed: string[] = [];
     const failed: { name: string; error: string }[] = [];
     if (!options.dryRun) {
+      const policyText = describePolicy(policy);
       for (const decision of decisions.filter((d) => d.action === 'remove')) {
+        const reasons = `policy ${policyText}: ${decision.reasons.join('; ')}`;
         try {
           await fsp.unlink(decision.path);
-          decision.deleted = true;
-          removed.push(decision.name);
-          this.catalog.markBackupDeleted(decision.name);
-          this.catalog.recordDeletion({
-            runId: options.runId,
-            backupFile: decision.name,
-            destination: 'local',
-            reasons: 'not kept by ' + describeKeepers(policy),
-            status: 'ok',
-          });
         } catch (error) {
+          // One file that cannot go (immutable, permissions) must not keep the others from being rotated.
           decision.deleted = false;
           decision.error = oneLine(error);
           failed.push({ name: decision.name, error: decision.error });
-          this.catalog.recordDeletion({
+          this.recordDeletionSafely({
             runId: options.runId,
             backupFile: decision.name,
             destination: 'local',
+            reasons,
             status: 'failed',
             error: decision.error,
           });
+          continue;
         }
+        decision.deleted = true;
+        removed.push(decision.name);
+        this.recordDeletionSafely({
+          runId: options.runId,
+          backupFile: decision.name,
+          destination: 'local',
+          reasons,
+          status: 'ok',
+        });
       }
     }
     return { policy, decisions, removed, failed, unrecognized, dryRun: options.dryRun === true };
   }
 
-  /** The seed's `rotate_backups()`: applies the policy and returns the names it deleted. */
-  async rotateBackups(): Promise<string[]> {
-    return (await this.prune()).removed;
+  /** The file is already gone; a catalog that cannot be written must not turn that into a failed deletion. */
+  private recordDeletionSafely(record: Parameters<Catalog['recordDeletion']>[0]): void {
+    try {
+      if (record.status === 'ok') this.catalog.markBackupDeleted(record.backupFile);
+      this.catalog.recordDeletion(record);
+    } catch (error) {
+      this.catalogWarning = `deletion of ${record.backupFile} not recorded in the activity log: ${oneLine(error)}`;
+    }
   }
-}
 
-function describeKeepers(policy: RetentionPolicy): string {
-  return Object.entries(policy)
-    .filter(([, v]) => v !== undefined && v !== 0)
-    .map(([k, v]) => `${k} ${v}`)
-    .join(', ');
+  /** The seed's `rotate_backups()`: applies the policy and returns the names it deleted. */
+  async rotateBackups(policy?: RotationPolicy | RetentionPolicy): Promise<string[]> {
+    const rules = policy instanceof RotationPolicy ? policy.toPolicy() : policy;
+    return (await this.prune({ policy: rules })).removed;
+  }
 }

@@ -8,6 +8,8 @@ import {
   type NotifyOptions,
   type RunEvent,
 } from '../notify/index.js';
+import { oneLine } from '../util/errors.js';
+import { redactSecrets } from '../util/redact.js';
 import { VERSION } from '../version.js';
 import type { RunBackupResult } from './task.js';
 
@@ -48,6 +50,17 @@ export function notifyOptionsFrom(settings: LitekeepConfig): NotifyOptions {
   // Tests shorten the retry delays; users keep the defaults (about 2 s, then 8 s).
   if (backoff) options.backoffMs = backoff.split(',').map(Number);
   return options;
+}
+
+function secretsOf(options: NotifyOptions): string[] {
+  const { ntfy, webhook, ping } = options;
+  return [
+    ntfy?.token,
+    ntfy?.password,
+    webhook?.url,
+    ...Object.values(webhook?.headers ?? {}),
+    ping?.url,
+  ].filter((s): s is string => !!s);
 }
 
 export function hasChannels(options: NotifyOptions): boolean {
@@ -129,7 +142,9 @@ export async function notifyRun(
     });
     return toOutcomes(results);
   } catch (error) {
-    return [{ channel: 'notify', event: kind, status: 'failed', attempts: 0, error: String(error) }];
+    // The notifiers never reject; this guards the run against a bug here, without leaking a credential.
+    const message = redactSecrets(oneLine(error), secretsOf(options));
+    return [{ channel: 'notify', event: kind, status: 'failed', attempts: 0, error: message }];
   }
 }
 

@@ -6,6 +6,7 @@ import { registerBackup } from './commands/backup.js';
 import { registerDemo } from './commands/demo.js';
 import { registerConfig, registerHistory, registerList, registerStatus } from './commands/inspect.js';
 import { registerPrune } from './commands/prune.js';
+import { isRunsUntilSignalled } from './output.js';
 import { registerAuth } from './commands/auth.js';
 import { registerDaemon, registerSchedule } from './commands/daemon.js';
 import { registerKeygen, registerNotify, registerSync } from './commands/misc.js';
@@ -47,10 +48,20 @@ function exitCodeOf(error: unknown): number {
 
 export async function main(argv = process.argv): Promise<number> {
   const program = buildProgram();
+  let finished = false;
+  // A command whose work never settles (a stream that never ends) would otherwise let Node exit with 0.
+  process.on('exit', (code) => {
+    if (!finished && code === 0 && !isRunsUntilSignalled()) {
+      process.stderr.write('litekeep: internal error: the command stopped before it finished\n');
+      process.exitCode = EXIT.failed;
+    }
+  });
   try {
     await program.parseAsync(argv);
+    finished = true;
     return typeof process.exitCode === 'number' ? process.exitCode : EXIT.ok;
   } catch (error) {
+    finished = true;
     if (error instanceof CommanderError) {
       // Commander printed its message already; help and version are not errors.
       if (['commander.helpDisplayed', 'commander.version', 'commander.help'].includes(error.code))

@@ -69,3 +69,14 @@ export function age(from: Date, now = new Date()): string {
   if (hours < 48) return `${hours} h ago`;
   return `${Math.floor(hours / 24)} d ago`;
 }
+
+let runsUntilSignalled = false;
+
+/** Marks a command (the daemon) that ends by a signal rather than by returning. */
+export function markRunsUntilSignalled(): void {
+  runsUntilSignalled = true;
+}
+
+export function isRunsUntilSignalled(): boolean {
+  return runsUntilSignalled;
+}

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parse as parseDotenv } from 'dotenv';
 import YAML from 'yaml';
+import { parseWithin } from '../retention/index.js';
 import { isValidTimeZone, systemTimeZone } from '../util/time.js';
 import { resolveDatabaseLocation } from './database-url.js';
 import { configSchema, DATABASE_OVERRIDE_KEYS, type LitekeepConfig } from './schema.js';
@@ -47,8 +48,13 @@ export interface ResolvedConfig {
 }
 
 const CONFIG_NAMES = ['litekeep.yml', 'litekeep.yaml', 'litekeep.json'];
-/** Env names that steer loading itself rather than set a config key. */
-const META_ENV = new Set(['LITEKEEP_CONFIG', 'LITEKEEP_ENV_FILE']);
+/** Env names that steer loading, debugging or tests rather than set a config key. */
+const META_ENV = new Set([
+  'LITEKEEP_CONFIG',
+  'LITEKEEP_ENV_FILE',
+  'LITEKEEP_DEBUG',
+  'LITEKEEP_NOTIFY_BACKOFF_MS',
+]);
 
 interface Leaf {
   path: string;
@@ -301,6 +307,17 @@ export function loadConfig(options: LoadConfigOptions = {}): ResolvedConfig {
   if (driveConfigured && values.get('drive.credentials') === undefined) {
     values.set('drive.credentials', path.resolve(cwd, 'google_user_credentials.json'));
     sources['drive.credentials'] = 'default (./google_user_credentials.json)';
+  }
+  for (const key of ['retention.within', 'drive.retention.within']) {
+    const within = values.get(key);
+    if (typeof within !== 'string') continue;
+    try {
+      parseWithin(within);
+    } catch {
+      throw new ConfigError(
+        `invalid ${key} '${within}' from ${sources[key]}: expected a duration of years, months, weeks, days and hours such as 30d, 12h, 2w or 1y2m`,
+      );
+    }
   }
   const config = buildTree(values);
   const databases = resolveTargets(config, rawDatabases, sources, baseDirs, configFile, cwd).map((t) => ({

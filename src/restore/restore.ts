@@ -14,9 +14,11 @@ import { parseBackupName, timeFromBackupName } from '../naming.js';
 import { createSha256Counter, openArtifact } from '../pipeline/index.js';
 import { compareFingerprints, inspectDatabase } from '../snapshot/index.js';
 import { EXIT, LitekeepError, oneLine } from '../util/errors.js';
-import { fsyncDir } from '../util/fs.js';
-import { compactStamp } from '../util/time.js';
-import { isLockedBySqlite, processesUsing } from './in-use.js';
+import { fsyncDir, fsyncFile } from '../util/fs.js';
+import { compactStamp, systemTimeZone } from '../util/time.js';
+import { describeUsers, isLockedBySqlite, processesUsing } from './in-use.js';
+
+const SIDE_FILES = ['-wal', '-shm', '-journal'];
 
 export interface Candidate {
   name: string;
@@ -81,7 +83,7 @@ export async function listCandidates(target: DatabaseTarget, from = 'local'): Pr
           sha256: o.metadata?.sha256 ?? record?.sha256,
           plainSha256: o.metadata?.plainSha256 ?? record?.plainSha256,
           fingerprint: record?.fingerprint,
-          source: from,
+          source: destination.name,
           open: () => destination.get(o.name),
         };
       })
@@ -100,7 +102,10 @@ export function pickCandidate(candidates: Candidate[], options: SelectOptions): 
     });
   }
   if (options.name && options.name !== 'latest') {
-    const found = candidates.find((c) => c.name === options.name || c.name.startsWith(`${options.name}.`));
+    // An exact name wins over a shorter one given without its .zst/.age suffixes.
+    const found =
+      candidates.find((c) => c.name === options.name) ??
+      candidates.find((c) => c.name.startsWith(`${options.name}.`));
     if (!found) {
       throw new LitekeepError(
         `backup ${options.name} not found in ${from}; run 'litekeep list' to see the names`,
@@ -146,18 +151,24 @@ export async function fetchAndCheck(
   const parsed = parseBackupName(candidate.name)!;
   const artifactHash = createSha256Counter();
   const plainHash = createSha256Counter();
+  let input: Readable | undefined;
+  let sink: fsp.FileHandle | undefined;
   try {
     const packed = parsed.compression !== 'none' || parsed.encryption !== 'none';
-    if (parsed.encryption === 'age' && !decrypt.identities?.length && !decrypt.passphrase) {
+    if (parsed.encryption === 'age' && !decrypt.identities?.length && decrypt.passphrase === undefined) {
       throw new LitekeepError(
         `${candidate.name} is encrypted; pass --identity FILE (or LITEKEEP_AGE_IDENTITY) or set LITEKEEP_PASSPHRASE`,
         { exitCode: EXIT.usage, stage: 'restore' },
       );
     }
-    const input = await candidate.open();
+    // Opened before any data flows so that a failure can close it: a stream that is destroyed before its
+    // own open() finished would create the file after the cleanup below removed it.
+    sink = await fsp.open(plainPath, 'wx', 0o600);
+    const source = await candidate.open();
+    input = source;
     // The artifact's bytes are hashed as they pass, before any decoding.
-    input.on('error', (error) => artifactHash.destroy(error));
-    const hashed = input.pipe(artifactHash);
+    source.on('error', (error) => artifactHash.destroy(error));
+    const hashed = source.pipe(artifactHash);
     const decoded = packed
       ? openArtifact(hashed, {
           compression: parsed.compression,
@@ -166,7 +177,11 @@ export async function fetchAndCheck(
           passphrase: decrypt.passphrase,
         })
       : hashed;
-    await pipeline(decoded, plainHash, fs.createWriteStream(plainPath, { mode: 0o600, flags: 'wx' }));
+    const out = sink.createWriteStream();
+    // The stream owns the handle from here and closes it, on success and on error alike.
+    sink = undefined;
+    await pipeline(decoded, plainHash, out);
+    await fsyncFile(plainPath);
     const artifact = { sha256: artifactHash.sha256, bytes: artifactHash.bytes };
     const plain = { sha256: plainHash.sha256, bytes: plainHash.bytes };
     if (candidate.sha256 && artifact.sha256 !== candidate.sha256) {
@@ -182,9 +197,6 @@ export async function fetchAndCheck(
         { stage: 'verify' },
       );
     }
-    const handle = await fsp.open(plainPath, 'r');
-    await handle.sync();
-    await handle.close();
     let facts;
     try {
       facts = inspectDatabase(plainPath, integrityMode);
@@ -209,7 +221,12 @@ export async function fetchAndCheck(
       fingerprint: facts.fingerprint,
     };
   } catch (error) {
+    // pipe() does not close its source when the reader fails: an HTTP body or a file descriptor would leak.
+    input?.destroy();
+    await sink?.close().catch(() => {});
     await fsp.rm(plainPath, { force: true });
+    // inspectDatabase may leave these beside a file it could not read.
+    for (const suffix of SIDE_FILES) await fsp.rm(plainPath + suffix, { force: true });
     if (error instanceof LitekeepError) throw error;
     throw new LitekeepError(`cannot read ${candidate.name} from ${candidate.source}: ${oneLine(error)}`, {
       stage: 'verify',
@@ -243,12 +260,12 @@ export interface RestoreResult {
   tables: Record<string, number>;
 }
 
-const SIDE_FILES = ['-wal', '-shm', '-journal'];
-
 /**
- * Brings a backup back over the target database, safely: fetch → verify → check nobody has the target open →
- * keep the current database (and its -wal/-shm/-journal) as `<db>.before-restore-<timestamp>` → atomic rename →
- * fsync. Fails without touching the target.
+ * Brings a backup back over the target database, safely: fetch into a temp file beside the target → verify →
+ * check that nobody has the target open → keep the current database (and its -wal/-shm/-journal) as
+ * `<db>.before-restore-<timestamp>` → fold the target's WAL into it → remove its side files → atomic rename →
+ * fsync. Until the rename the target holds the old database, complete; after it, the new one alone. A failure
+ * before the safety copy leaves the target byte for byte as it was.
  */
 export async function restoreBackup(
   target: DatabaseTarget,
@@ -258,10 +275,11 @@ export async function restoreBackup(
   const from = options.from ?? 'local';
   const destinationPath = path.resolve(options.to ?? target.path);
   const candidate = pickCandidate(await listCandidates(target, from), options);
-  step(`selected ${candidate.name} from ${from}, taken ${candidate.time.toISOString()}`);
+  step(`selected ${candidate.name} from ${candidate.source}, taken ${candidate.time.toISOString()}`);
 
   const dir = path.dirname(destinationPath);
   if (!fs.existsSync(dir)) fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  await removeDeadTemps(dir, path.basename(destinationPath));
   const temp = path.join(
     dir,
     `.${path.basename(destinationPath)}.restore-${process.pid}-${Date.now().toString(36)}.tmp`,
@@ -271,7 +289,7 @@ export async function restoreBackup(
     try {
       catalog.recordRestore({
         backupFile: candidate.name,
-        source: from,
+        source: candidate.source,
         target: destinationPath,
         safetyCopy,
         status,
@@ -281,14 +299,15 @@ export async function restoreBackup(
       // the restore itself matters more than its record
     }
   };
+  let safetyCopy: string | undefined;
   try {
     const fetched = await fetchAndCheck(candidate, temp, options, 'full');
     step(
-      `fetched and verified: sha256 ${candidate.sha256 ? 'matches the record' : 'not recorded, computed'} ${fetched.sha256.slice(0, 12)}…, integrity ${fetched.integrity}`,
+      `fetched into ${path.basename(temp)} and verified: sha256 ${candidate.sha256 ? 'matches the record' : 'not recorded, computed'} ${fetched.sha256.slice(0, 12)}…, integrity ${fetched.integrity}`,
     );
     const result: RestoreResult = {
       backup: candidate.name,
-      source: from,
+      source: candidate.source,
       takenAt: candidate.time.toISOString(),
       target: destinationPath,
       sha256: fetched.sha256,
@@ -307,36 +326,78 @@ export async function restoreBackup(
       const users = processesUsing(destinationPath);
       const locked =
         users.length === 0 && !fs.existsSync('/proc/self/fd') && isLockedBySqlite(destinationPath);
-      if ((users.length || locked) && !options.force) {
-        const who = users.length
-          ? users.map((u) => `pid ${u.pid} (${u.command})`).join(', ')
-          : 'another process (it holds a lock)';
-        throw new LitekeepError(
-          `${destinationPath} is open by ${who}; stop it first, or pass --force to restore anyway`,
-          { exitCode: EXIT.failed, stage: 'restore' },
-        );
+      if (users.length || locked) {
+        const who = users.length ? describeUsers(users) : 'another process (it holds a lock)';
+        if (!options.force) {
+          throw new LitekeepError(
+            `${destinationPath} is in use by ${who}; stop it first, or pass --force to restore anyway`,
+            { exitCode: EXIT.failed, stage: 'restore' },
+          );
+        }
+        step(`--force: restoring although ${who} uses it`);
       }
-      result.safetyCopy = await keepSafetyCopy(destinationPath, target.settings.timeZone!);
-      step(`kept the current database as ${result.safetyCopy}`);
+      await matchOwnership(temp, destinationPath);
+      safetyCopy = await keepSafetyCopy(destinationPath, target.settings.timeZone ?? systemTimeZone());
+      result.safetyCopy = safetyCopy;
+      step(`kept the current database as ${safetyCopy}`);
+      const settled = settle(destinationPath);
+      if (settled) step(`note: ${settled}; the complete previous database is in ${safetyCopy}`);
+      // The old database is now whole in its main file, so its side files can go before the rename: a crash
+      // in between leaves the old database, never the new one read through the old one's WAL.
+      for (const suffix of SIDE_FILES) await fsp.rm(destinationPath + suffix, { force: true });
     } else {
       // A stale journal next to a missing database would be applied to the restored one.
       await moveSideFilesAside(destinationPath, `${destinationPath}.stale-${Date.now()}`);
     }
+    await fsyncDir(dir);
     if (options.crashBeforeRename) throw new LitekeepError('simulated crash before rename');
     await fsp.rename(temp, destinationPath);
     await fsyncDir(dir);
-    step(`restored ${candidate.name} to ${destinationPath}`);
-    record('ok', undefined, result.safetyCopy);
+    step(`moved it into place as ${destinationPath}`);
+    record('ok', undefined, safetyCopy);
     return result;
   } catch (error) {
     if (!options.crashBeforeRename) await fsp.rm(temp, { force: true });
-    record('failed', oneLine(error));
+    record('failed', oneLine(error), safetyCopy);
     throw error instanceof LitekeepError
       ? error
       : new LitekeepError(`restore failed: ${oneLine(error)}`, { stage: 'restore', cause: error });
   } finally {
     catalog.close();
   }
+}
+
+/** Removes temp files of earlier restores into this folder whose process is gone (killed mid-restore). */
+async function removeDeadTemps(dir: string, base: string): Promise<void> {
+  const prefix = `.${base}.restore-`;
+  let names: string[];
+  try {
+    names = await fsp.readdir(dir);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    if (!name.startsWith(prefix)) continue;
+    const m = /^(\d+)-[0-9a-z]+\.tmp$/.exec(name.slice(prefix.length));
+    if (!m || isAlive(Number(m[1]))) continue;
+    await fsp.rm(path.join(dir, name), { force: true });
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** The restored file takes the place of the old one: the application must be able to open it as before. */
+async function matchOwnership(file: string, like: string): Promise<void> {
+  const stat = await fsp.stat(like);
+  await fsp.chmod(file, stat.mode & 0o777);
+  if (process.getuid?.() === 0) await fsp.chown(file, stat.uid, stat.gid).catch(() => {});
 }
 
 async function moveSideFilesAside(dbPath: string, prefix: string): Promise<void> {
@@ -350,40 +411,69 @@ async function moveSideFilesAside(dbPath: string, prefix: string): Promise<void>
 }
 
 /**
- * Keeps the current database as `<db>.before-restore-<stamp>` (plus its side files), after folding its WAL into
- * it so that the main file alone is the whole current database: a crash between this step and the final rename
- * then leaves the old database complete, never old pages mixed with a stale WAL.
+ * Keeps the current database as `<db>.before-restore-<stamp>` with its side files, before anything touches
+ * them: the side files are copied byte for byte, the main file hard-linked (copied where links are not
+ * supported). The link shares the main file with the target until the rename, so the checkpoint that follows
+ * changes both alike; the copied WAL then only repeats pages the main file already holds.
  */
 async function keepSafetyCopy(dbPath: string, timeZone: string): Promise<string> {
-  let safety = `${dbPath}.before-restore-${compactStamp(new Date(), timeZone)}`;
-  for (let n = 1; fs.existsSync(safety); n++)
-    safety = `${dbPath}.before-restore-${compactStamp(new Date(), timeZone)}-${n}`;
-  if (fs.existsSync(`${dbPath}-wal`) && fs.statSync(`${dbPath}-wal`).size > 0) {
-    // Keep the WAL exactly as it was before checkpointing changes anything.
-    await fsp.copyFile(`${dbPath}-wal`, `${safety}-wal`, fs.constants.COPYFILE_EXCL);
-    try {
-      const db = new Database(dbPath, { fileMustExist: true, timeout: 2000 });
-      try {
-        db.pragma('wal_checkpoint(TRUNCATE)');
-      } finally {
-        db.close();
-      }
-    } catch {
-      // A database too broken to checkpoint is kept as it is.
-    }
-  }
+  const stamp = compactStamp(new Date(), timeZone);
+  let safety = `${dbPath}.before-restore-${stamp}`;
+  const taken = (name: string) => ['', ...SIDE_FILES].some((s) => fs.existsSync(name + s));
+  for (let n = 1; taken(safety); n++) safety = `${dbPath}.before-restore-${stamp}-${n}`;
+  const made: string[] = [];
   try {
-    await fsp.link(dbPath, safety);
-  } catch {
-    await fsp.copyFile(dbPath, safety, fs.constants.COPYFILE_EXCL);
+    for (const suffix of SIDE_FILES) {
+      try {
+        await fsp.copyFile(dbPath + suffix, safety + suffix, fs.constants.COPYFILE_EXCL);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        throw error;
+      }
+      made.push(safety + suffix);
+      await fsyncFile(safety + suffix);
+    }
+    try {
+      await fsp.link(dbPath, safety);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'EEXIST') throw error;
+      await fsp.copyFile(dbPath, safety, fs.constants.COPYFILE_EXCL);
+      await fsyncFile(safety);
+    }
+    made.push(safety);
+    await fsyncDir(path.dirname(dbPath));
+  } catch (error) {
+    for (const file of made) await fsp.rm(file, { force: true });
+    throw new LitekeepError(
+      `cannot keep the current database as ${safety} (${oneLine(error)}); nothing was changed — free space in ${path.dirname(dbPath)} or restore with --to PATH`,
+      { stage: 'restore', cause: error },
+    );
   }
-  for (const suffix of SIDE_FILES) {
-    if (!fs.existsSync(dbPath + suffix)) continue;
-    if (fs.existsSync(safety + suffix)) await fsp.rm(dbPath + suffix);
-    else await fsp.rename(dbPath + suffix, safety + suffix);
-  }
-  await fsyncDir(path.dirname(dbPath));
   return safety;
+}
+
+/**
+ * Makes the main file alone the whole current database: a hot rollback journal is rolled back (any read does
+ * that) and a WAL is checkpointed into it. Returns why that was not possible, or undefined when it was.
+ */
+function settle(dbPath: string): string | undefined {
+  let db: Database.Database | undefined;
+  try {
+    db = new Database(dbPath, { fileMustExist: true, timeout: 2000 });
+    db.prepare('SELECT COUNT(*) FROM sqlite_schema').get();
+    if (db.pragma('journal_mode', { simple: true }) !== 'wal') return undefined;
+    const [row] = db.pragma('wal_checkpoint(TRUNCATE)') as {
+      busy: number;
+      log: number;
+      checkpointed: number;
+    }[];
+    if (row.busy) return 'another connection kept its WAL from being folded into the old database';
+    return undefined;
+  } catch (error) {
+    return `the old database could not be opened to fold in its WAL (${oneLine(error)})`;
+  } finally {
+    db?.close();
+  }
 }
 
 export interface VerifyResult {
@@ -445,6 +535,8 @@ async function verifyOne(
     } else result.fingerprint = 'not recorded';
     result.status = 'ok';
   } catch (error) {
+    // A missing or unusable identity says nothing about the backup: it is not recorded as a failed verification.
+    if (error instanceof LitekeepError && error.exitCode === EXIT.usage) throw error;
     result.error = oneLine(error);
   } finally {
     await fsp.rm(plain, { force: true });

@@ -4,7 +4,7 @@ import { nextRuns, validateSchedule } from '../../scheduler/index.js';
 import { EXIT, LitekeepError } from '../../util/errors.js';
 import { formatZoned } from '../../util/time.js';
 import { addConfigOptions, resolveConfig, type CommonOptions } from '../context.js';
-import { print, printJson } from '../output.js';
+import { markRunsUntilSignalled, print, printJson } from '../output.js';
 
 export function registerDaemon(program: Command): void {
   const command = program
@@ -33,6 +33,7 @@ export function registerDaemon(program: Command): void {
         drive: options.drive === false ? false : undefined,
       });
       // The schedule keeps the process alive; signals end it through the installed handlers.
+      markRunsUntilSignalled();
       await new Promise<void>(() => {});
     },
   );

@@ -59,7 +59,7 @@ export function registerPrune(program: Command): void {
           d.action === 'keep' ? 'keep' : options.dryRun ? 'remove' : d.deleted ? 'removed' : 'FAILED',
           d.name,
           formatZoned(d.time, manager.timeZone),
-          d.reasons.join(', ') || (d.error ?? ''),
+          [d.reasons.join(', '), d.error ? `error: ${d.error}` : ''].filter(Boolean).join(' — '),
         ]);
         if (rows.length) {
           print(
@@ -79,6 +79,7 @@ export function registerPrune(program: Command): void {
         for (const f of result.failed) warn(`could not delete ${f.name}: ${f.error}`);
         for (const name of result.unrecognized) warn(`unrecognised file left alone: ${name}`);
       } finally {
+        if (manager.catalogWarning) warn(manager.catalogWarning);
         manager.close();
       }
     }

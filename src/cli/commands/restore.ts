@@ -4,6 +4,7 @@ import { restoreBackup, verifyBackup, type DecryptOptions } from '../../restore/
 import type { DatabaseTarget } from '../../config/index.js';
 import { readPassphraseFile } from '../../backup/encryption.js';
 import { EXIT, LitekeepError } from '../../util/errors.js';
+import { systemTimeZone, zonedToDate } from '../../util/time.js';
 import { addTargetOptions, resolveConfig, selectTargets, type CommonOptions } from '../context.js';
 import { print, printJson } from '../output.js';
 
@@ -27,19 +28,44 @@ export async function decryptOptionsFor(target: DatabaseTarget, identity?: strin
   return options;
 }
 
-function parseAt(text: string | undefined): Date | undefined {
+/**
+ * `--at`: an ISO timestamp with a zone is taken as it is; a date, or a date and time without zone, is wall-clock
+ * time in the configured time zone (the one backup names use). A date alone means the end of that day.
+ */
+export function parseAt(text: string | undefined, timeZone: string): Date | undefined {
   if (text === undefined) return undefined;
-  // A date alone means the end of that day; a date and time without zone is local time.
-  const value = /^\d{4}-\d{2}-\d{2}$/.test(text) ? `${text}T23:59:59.999` : text.replace(' ', 'T');
-  const date = new Date(value);
-  if (Number.isNaN(date.getTime())) {
-    throw new LitekeepError(
-      `--at '${text}' is not a time; use 2026-03-01, '2026-03-01 14:30' or an ISO timestamp`,
-      {
-        exitCode: EXIT.usage,
-      },
+  const bad = () =>
+    new LitekeepError(
+      `--at '${text}' is not a time; use 2026-03-01, '2026-03-01 14:30' or an ISO timestamp such as 2026-03-01T14:30:00Z`,
+      { exitCode: EXIT.usage },
     );
+  const local = /^(\d{4})-(\d{2})-(\d{2})(?:[ T](\d{2}):(\d{2})(?::(\d{2}))?)?$/.exec(text.trim());
+  if (local) {
+    const [year, month, day] = [Number(local[1]), Number(local[2]), Number(local[3])];
+    const dateOnly = local[4] === undefined;
+    const parts = {
+      year,
+      month,
+      day,
+      hour: dateOnly ? 23 : Number(local[4]),
+      minute: dateOnly ? 59 : Number(local[5]),
+      second: dateOnly ? 59 : Number(local[6] ?? 0),
+    };
+    const probe = new Date(Date.UTC(year, month - 1, day, parts.hour, parts.minute, parts.second));
+    if (
+      Number.isNaN(probe.getTime()) ||
+      probe.getUTCDate() !== day ||
+      probe.getUTCHours() !== parts.hour ||
+      probe.getUTCMinutes() !== parts.minute
+    )
+      throw bad();
+    const at = zonedToDate(parts, timeZone);
+    // The whole last second of the day (or minute) counts: a backup at 23:59:59.400 is "on" that day.
+    return new Date(at.getTime() + 999);
   }
+  if (!/^\d{4}-\d{2}-\d{2}T.*(Z|[+-]\d{2}:?\d{2})$/i.test(text.trim())) throw bad();
+  const date = new Date(text.trim());
+  if (Number.isNaN(date.getTime())) throw bad();
   return date;
 }
 
@@ -68,7 +94,7 @@ export function registerRestore(program: Command): void {
   addTargetOptions(command);
   command.action(async (name: string | undefined, options: RestoreFlags) => {
     const target = singleTarget(options);
-    const at = parseAt(options.at);
+    const at = parseAt(options.at, target.settings.timeZone ?? systemTimeZone());
     if (name && at) throw new LitekeepError('give a backup name or --at, not both', { exitCode: EXIT.usage });
     const decrypt = await decryptOptionsFor(target, options.identity);
     const result = await restoreBackup(target, {
