@@ -4,6 +4,7 @@ import type { DatabaseTarget, LitekeepConfig } from '../config/index.js';
 import {
   notify,
   notifyTest,
+  type NotificationAttempt,
   type NotificationResult,
   type NotifyOptions,
   type RunEvent,
@@ -111,6 +112,26 @@ function toOutcomes(results: NotificationResult[]): NotificationOutcome[] {
     }));
 }
 
+/** Writes every delivery attempt to the activity log; recording is best effort, the message matters more. */
+function recordAttempt(catalog: Catalog | undefined, runId?: number): (attempt: NotificationAttempt) => void {
+  return (attempt) => {
+    try {
+      catalog?.recordNotification({
+        runId,
+        channel: attempt.channel,
+        event: attempt.event,
+        status: attempt.status,
+        httpStatus: attempt.httpStatus,
+        error: attempt.error,
+        attempts: attempt.attempt,
+        at: attempt.time.toISOString(),
+      });
+    } catch {
+      // a full disk or locked catalog must not stop the notification
+    }
+  };
+}
+
 /** Sends the run's notifications on every configured channel and records every attempt; never throws. */
 export async function notifyRun(
   target: DatabaseTarget,
@@ -123,22 +144,7 @@ export async function notifyRun(
   if (!hasChannels(options)) return [];
   try {
     const results = await notify(eventFor(target, kind, result), options, {
-      onAttempt: (attempt) => {
-        try {
-          catalog.recordNotification({
-            runId,
-            channel: attempt.channel,
-            event: attempt.event,
-            status: attempt.status,
-            httpStatus: attempt.httpStatus,
-            error: attempt.error,
-            attempts: attempt.attempt,
-            at: attempt.time.toISOString(),
-          });
-        } catch {
-          // recording is best effort; the notification itself matters more
-        }
-      },
+      onAttempt: recordAttempt(catalog, runId),
     });
     return toOutcomes(results);
   } catch (error) {
@@ -155,22 +161,6 @@ export async function sendTestNotifications(
 ): Promise<NotificationOutcome[]> {
   const options = notifyOptionsFrom(target.settings);
   if (!hasChannels(options)) return [];
-  const results = await notifyTest(options, {
-    onAttempt: (attempt) => {
-      try {
-        catalog?.recordNotification({
-          channel: attempt.channel,
-          event: attempt.event,
-          status: attempt.status,
-          httpStatus: attempt.httpStatus,
-          error: attempt.error,
-          attempts: attempt.attempt,
-          at: attempt.time.toISOString(),
-        });
-      } catch {
-        // best effort
-      }
-    },
-  });
+  const results = await notifyTest(options, { onAttempt: recordAttempt(catalog) });
   return toOutcomes(results);
 }

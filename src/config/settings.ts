@@ -1,3 +1,5 @@
+import { parseDuration } from '../util/duration.js';
+
 /**
  * Building blocks of the config schema: a setting knows how to read a raw value (from YAML, JSON, an env string
  * or a flag), its default, whether it is a secret, and which legacy env names also set it.
@@ -161,22 +163,13 @@ export function stringMap(
   }, options);
 }
 
-const DURATION_UNITS: Record<string, number> = {
-  ms: 1,
-  s: 1000,
-  m: 60_000,
-  h: 3_600_000,
-  d: 86_400_000,
-  w: 604_800_000,
-};
-
-/** `90s`, `30m`, `26h`, `7d`, `1w`, `1h30m`, `500ms`. Returned as milliseconds. */
+/** `90s`, `30m`, `26h`, `7d`, `1w`, `1h30m`, `500ms` as milliseconds; undefined when it is not a duration. */
 export function parseDurationMs(text: string): number | undefined {
-  const trimmed = text.trim();
-  if (!/^(\d+(ms|s|m|h|d|w))+$/.test(trimmed)) return undefined;
-  let total = 0;
-  for (const m of trimmed.matchAll(/(\d+)(ms|s|m|h|d|w)/g)) total += Number(m[1]) * DURATION_UNITS[m[2]];
-  return total;
+  try {
+    return parseDuration(text);
+  } catch {
+    return undefined;
+  }
 }
 
 export function duration(

@@ -2,7 +2,7 @@ import os from 'node:os';
 import { Cron } from 'croner';
 import { oneLine } from '../util/errors.js';
 import { systemTimeZone } from '../util/time.js';
-import { formatDuration } from './duration.js';
+import { formatDuration } from '../util/duration.js';
 import type { LogSink } from './logger.js';
 import { catchUpDecision, cronOptions, DEFAULT_SCHEDULE, validateSchedule } from './schedule.js';
 

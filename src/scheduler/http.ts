@@ -2,7 +2,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { Gauge, Registry } from 'prom-client';
 import { EXIT, LitekeepError, oneLine } from '../util/errors.js';
-import { formatDuration } from './duration.js';
+import { formatDuration } from '../util/duration.js';
 import type { LogSink } from './logger.js';
 
 /** What the daemon knows about one database, read from its catalog. */

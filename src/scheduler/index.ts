@@ -1,4 +1,4 @@
-export { parseDuration, formatDuration, DurationError } from './duration.js';
+export { parseDuration, formatDuration, DurationError } from '../util/duration.js';
 export {
   DEFAULT_SCHEDULE,
   ScheduleError,

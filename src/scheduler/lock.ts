@@ -5,7 +5,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { EXIT, LitekeepError } from '../util/errors.js';
-import { formatDuration } from './duration.js';
+import { formatDuration } from '../util/duration.js';
 
 /** What a lock file says about the run that holds it. */
 export interface LockHolder {

@@ -4,42 +4,23 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Catalog } from '../../src/catalog/index.js';
 import { runCli } from '../helpers/cli.js';
-import { filesIn, makeDatabase, tempDir } from '../helpers/db.js';
+import { filesIn } from '../helpers/db.js';
+import {
+  backupFiles,
+  daysBetween,
+  env,
+  nameOf,
+  ONLY_RULES,
+  removeWorkspaces,
+  workspace,
+} from './prune-helpers.js';
 
 const cleanups: (() => void)[] = [];
-afterAll(() => cleanups.forEach((f) => f()));
-
-/** A database and a backup folder filled with litekeep-named files, one per given day at 03:00 UTC. */
-function workspace(days: string[] = []) {
-  const dir = tempDir('litekeep-prune-');
-  cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const db = path.join(dir, 'app.db');
-  makeDatabase(db, 20);
-  const backups = path.join(dir, 'backups');
-  fs.mkdirSync(backups, { mode: 0o700 });
-  for (const day of days) fs.writeFileSync(path.join(backups, nameOf(day)), `backup of ${day}\n`);
-  return { dir, db, backups };
-}
-
-const nameOf = (day: string) => `backup-${day}-030000.db`;
-
-/** Every day from `from` to `to` inclusive, as YYYY-MM-DD. */
-function daysBetween(from: string, to: string): string[] {
-  const out: string[] = [];
-  for (let t = Date.parse(`${from}T00:00:00Z`); t <= Date.parse(`${to}T00:00:00Z`); t += 86400_000) {
-    out.push(new Date(t).toISOString().slice(0, 10));
-  }
-  return out;
-}
-
-/** The defaults (7/4/12) apply to every rule a flag does not set; these tests want only the rules they name. */
-const ONLY_RULES = {
-  LITEKEEP_RETENTION_DAILY: '0',
-  LITEKEEP_RETENTION_WEEKLY: '0',
-  LITEKEEP_RETENTION_MONTHLY: '0',
-};
-const backupFiles = (dir: string) => filesIn(dir).filter((f) => f.startsWith('backup-'));
-const env: Record<string, string> = { LITEKEEP_TIME_ZONE: 'UTC' };
+afterAll(() => {
+  // Immutable flags first: the folders cannot be removed while a file in them is immutable.
+  cleanups.forEach((f) => f());
+  removeWorkspaces();
+});
 const prune = (w: { db: string; backups: string; dir: string }, ...args: string[]) =>
   runCli(['prune', '--db', w.db, '--dir', w.backups, ...args], { cwd: w.dir, env });
 

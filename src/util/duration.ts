@@ -1,4 +1,4 @@
-import { EXIT, LitekeepError } from '../util/errors.js';
+import { EXIT, LitekeepError } from './errors.js';
 
 /** A duration that could not be read; a configuration error (exit code 2). */
 export class DurationError extends LitekeepError {
