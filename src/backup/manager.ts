@@ -26,6 +26,7 @@ import {
   type Decision,
   type RetentionPolicy,
 } from '../retention/index.js';
+import { isProcessAlive } from '../scheduler/index.js';
 import { takeSnapshot, type SnapshotMode } from '../snapshot/index.js';
 import { EXIT, LitekeepError, oneLine } from '../util/errors.js';
 import { ensurePrivateDir, publishNoClobber } from '../util/fs.js';
@@ -209,7 +210,7 @@ export class BackupManager {
           this.catalogWarning = `catalog was unreadable and was rebuilt from the files on disk (old one kept as ${this.catalogInstance.recreatedFrom})`;
         }
       } catch (error) {
-        this.catalogWarning = `activity log unavailable (${oneLine(error)}); this run is not recorded on disk`;
+        this.catalogWarning = `activity log ${path.join(this.backupDir, '.litekeep', 'catalog.db')} unavailable (${oneLine(error)}); this run is not recorded there`;
         this.catalogInstance = Catalog.inMemory();
       }
     }
@@ -219,6 +220,46 @@ export class BackupManager {
   close(): void {
     this.catalogInstance?.close();
     this.catalogInstance = undefined;
+  }
+
+  private isOwnBackup(entry: BackupEntry): boolean {
+    const source = entry.record?.sourcePath;
+    return source === undefined || path.resolve(source) === path.resolve(this.target.path);
+  }
+
+  /**
+   * Refuses a folder whose catalog holds backups (still on disk) of another database: their names carry no
+   * database name, so sharing a folder would let one database's retention delete the other's backups.
+   */
+  assertFolderHoldsOnlyThisDatabase(): void {
+    const others = new Set<string>();
+    for (const record of this.catalog.listBackups()) {
+      if (!record.sourcePath || path.resolve(record.sourcePath) === path.resolve(this.target.path)) continue;
+      if (fs.existsSync(path.join(this.backupDir, record.file))) others.add(record.sourcePath);
+    }
+    if (others.size > 0) {
+      throw new LitekeepError(
+        `backup folder ${this.backupDir} already holds backups of ${[...others].join(', ')}; give each database ` +
+          `its own folder (--dir, BACKUP_DIR, or databases: with names), or if the database moved, move its old ` +
+          `backups away first`,
+        { exitCode: EXIT.usage, stage: 'prepare' },
+      );
+    }
+  }
+
+  /** Removes temp files that a killed backup left in this folder (their pid is gone). */
+  private async removeDeadTemps(): Promise<void> {
+    let names: string[];
+    try {
+      names = await fsp.readdir(this.backupDir);
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      const m = /^\.backup-.*\.(\d+)\.[0-9a-z]+\.tmp$/.exec(name);
+      if (!m || Number(m[1]) === process.pid || isProcessAlive(Number(m[1]))) continue;
+      await fsp.rm(path.join(this.backupDir, name), { force: true });
+    }
   }
 
   /** Makes sure the backup folder exists (0700 when created) and is writable. */
@@ -247,6 +288,7 @@ export class BackupManager {
     const compression = settings.compression.algorithm as Compression;
     const encryption = await encryptionSettings(settings.encryption);
     this.prepareFolder();
+    await this.removeDeadTemps();
     const firstName = backupFileName(createdAt, this.timeZone, { compression, encryption: encryption.kind });
     const snapshotTemp = path.join(this.backupDir, tempNameFor(firstName.replace(/\.db.*$/, '.db')));
     const temps = [snapshotTemp];
@@ -453,7 +495,11 @@ export class BackupManager {
         throw new LitekeepError(oneLine(error), { exitCode: EXIT.usage, stage: 'prune' });
       }
     } else policy = this.retentionPolicy();
-    const { backups, unrecognized } = await this.listBackups();
+    const listing = await this.listBackups();
+    // Backups the catalog says were taken of another database are never this database's to rotate.
+    const foreign = listing.backups.filter((b) => !this.isOwnBackup(b));
+    const backups = listing.backups.filter((b) => this.isOwnBackup(b));
+    const unrecognized = [...listing.unrecognized, ...foreign.map((b) => b.name)].sort();
     const items = backups.map((b) => ({ id: b.name, time: b.time, entry: b }));
     const plan = applySafetyRails(planRetention(items, policy, { timeZone: this.timeZone }));
     const toDecision = (d: Decision<(typeof items)[number]>, action: 'keep' | 'remove'): PruneDecision => ({

@@ -113,7 +113,10 @@ function toOutcomes(results: NotificationResult[]): NotificationOutcome[] {
 }
 
 /** Writes every delivery attempt to the activity log; recording is best effort, the message matters more. */
-function recordAttempt(catalog: Catalog | undefined, runId?: number): (attempt: NotificationAttempt) => void {
+export function recordAttempt(
+  catalog: Catalog | undefined,
+  runId?: number,
+): (attempt: NotificationAttempt) => void {
   return (attempt) => {
     try {
       catalog?.recordNotification({
@@ -137,7 +140,7 @@ export async function notifyRun(
   target: DatabaseTarget,
   kind: 'start' | 'success' | 'failure',
   result: RunBackupResult,
-  catalog: Catalog,
+  catalog: Catalog | undefined,
   runId: number | undefined,
 ): Promise<NotificationOutcome[]> {
   const options = notifyOptionsFrom(target.settings);

@@ -1,3 +1,4 @@
+import os from 'node:os';
 import type { DatabaseTarget } from '../config/index.js';
 import { createDestination, destinationSpecs, type DestinationSpec } from '../destinations/factory.js';
 import type { ArtifactMetadata, Destination, RemoteObject } from '../destinations/types.js';
@@ -56,6 +57,7 @@ async function metadataFor(
     compression: parsed.compression,
     encryption: parsed.encryption,
     litekeepVersion: VERSION,
+    host: os.hostname(),
   };
 }
 
@@ -161,6 +163,8 @@ async function syncOne(
   try {
     const remote = await destination.list();
     const present = new Set(remote.map((o) => o.name));
+    // A listing taken right after an upload may not show it yet (Drive): never upload it twice.
+    if (backup && outcome.status === 'ok') present.add(backup.file);
     const { backups } = await manager.listBackups();
     const missing = backups.filter((b) => !present.has(b.name));
     const wanted = missingWorthUploading(missing, remote, policy, manager);
@@ -224,6 +228,20 @@ function missingWorthUploading(
     .sort((a, b) => b.time.getTime() - a.time.getTime());
 }
 
+/**
+ * One entry per file name. Drive allows several files with one name (a retried upload, two runs at once); the
+ * planner must see each name once, or it would keep one copy and remove the other — and removing a name
+ * removes every copy of it.
+ */
+export function uniqueByName<T extends { name: string; modifiedTime?: string }>(objects: T[]): T[] {
+  const byName = new Map<string, T>();
+  for (const o of objects) {
+    const seen = byName.get(o.name);
+    if (!seen || (o.modifiedTime ?? '') > (seen.modifiedTime ?? '')) byName.set(o.name, o);
+  }
+  return [...byName.values()];
+}
+
 export async function pruneDestination(
   destination: Destination,
   policy: RetentionPolicy,
@@ -231,7 +249,10 @@ export async function pruneDestination(
   runId?: number,
 ): Promise<{ removed: string[]; failed: string[] }> {
   assertUsablePolicy(policy);
-  const remote = await destination.list();
+  // Copies another host made (a shared bucket or Drive folder) are never this host's to prune.
+  const remote = uniqueByName(await destination.list()).filter(
+    (o) => o.metadata?.host === undefined || o.metadata.host === os.hostname(),
+  );
   const items = remote.map((o) => ({ id: o.name, time: remoteTime(o, manager.timeZone) }));
   const plan = applySafetyRails(planRetention(items, policy, { timeZone: manager.timeZone }));
   const removed: string[] = [];

@@ -1,9 +1,12 @@
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { CATALOG_DIR } from '../catalog/index.js';
 import { loadConfig, type DatabaseTarget, type LoadConfigOptions } from '../config/index.js';
 import { acquireLock, LockHeldError } from '../scheduler/index.js';
+import { assertSqliteFile } from '../snapshot/index.js';
 import { EXIT, LitekeepError, oneLine } from '../util/errors.js';
+import { encryptionSettings } from './encryption.js';
 import { BackupManager, type BackupResult, type PruneResult } from './manager.js';
 import { runDestinations, type DestinationOutcome } from './offsite.js';
 import { notifyRun, type NotificationOutcome } from './notifications.js';
@@ -49,6 +52,28 @@ export function lockPathFor(target: DatabaseTarget): string {
 }
 
 /**
+ * Runs `work` while holding the database's lock, the one backups and the daemon take, so that prune, sync and
+ * restore never race a backup of the same database. Fails with a message naming the holder.
+ */
+export async function withDatabaseLock<T>(
+  target: DatabaseTarget,
+  purpose: string,
+  work: () => Promise<T>,
+  signal?: AbortSignal,
+): Promise<T> {
+  const lock = await acquireLock(lockPathFor(target), {
+    waitMs: target.settings.lockWait ?? 0,
+    purpose: `${purpose} of ${target.name}`,
+    signal,
+  });
+  try {
+    return await work();
+  } finally {
+    await lock.release();
+  }
+}
+
+/**
  * One whole backup run of one database, as BRIEF §3 describes: lock → snapshot → check → compress/encrypt →
  * publish → record → upload to each destination → retention (only after success) → notify → record.
  * Never throws for a failed run: the result says what happened, with the exit code to use.
@@ -76,7 +101,14 @@ export async function runBackupForTarget(
   let runId: number | undefined;
   let lockedOut = false;
   try {
+    // Everything that can be checked without touching the backup folder is checked first: a bad source or
+    // setting leaves the folder exactly as it was.
+    result.stage = 'prepare';
+    assertSqliteFile(target.path);
+    if (options.prune ?? target.settings.prune) manager.retentionPolicy();
+    await encryptionSettings(target.settings.encryption);
     manager.prepareFolder();
+    manager.assertFolderHoldsOnlyThisDatabase();
     const lock = await acquireLock(lockPathFor(target), {
       waitMs: target.settings.lockWait ?? 0,
       purpose: `${trigger} backup of ${target.name}`,
@@ -90,13 +122,10 @@ export async function runBackupForTarget(
       warnings.push(`activity log not written: ${oneLine(error)}`);
     }
     result.runId = runId;
-    if (manager.catalogWarning) warnings.push(manager.catalogWarning);
     if (options.notify !== false) {
       result.notifications.push(...(await notifyRun(target, 'start', result, manager.catalog, runId)));
     }
 
-    // A retention policy that cannot be applied is a configuration error (exit 2): refuse before backing up.
-    if (options.prune ?? target.settings.prune) manager.retentionPolicy();
     result.stage = 'snapshot';
     const backup = await manager.createBackup({
       vacuum: options.vacuum,
@@ -106,10 +135,9 @@ export async function runBackupForTarget(
     });
     result.backup = backup;
     step(`backup written: ${backup.path}`);
-    if (manager.catalogWarning?.includes('rebuilt')) {
-      const added = await manager.reconcileCatalog();
-      if (added) step(`catalog rebuilt: ${added} backups found on disk`);
-    }
+    // Backups the catalog does not know (it was lost or replaced) are recorded again from the files.
+    const added = await manager.reconcileCatalog();
+    if (added) step(`catalog rebuilt: ${added} backups found on disk`);
 
     let offsiteFailed = false;
     if (options.upload !== false) {
@@ -154,9 +182,19 @@ export async function runBackupForTarget(
   result.durationMs = Date.now() - started;
   if (result.status !== 'failed') result.exitCode = result.status === 'ok' ? EXIT.ok : EXIT.partial;
 
+  // The catalog only when the folder exists: a failed run must not create the backup folder.
+  const catalog = fs.existsSync(target.backupDir) ? manager.catalog : undefined;
+  if (runId === undefined && catalog && result.status === 'failed' && !lockedOut) {
+    try {
+      runId = catalog.startRun(trigger, target.name);
+      result.runId = runId;
+    } catch {
+      // recorded when possible
+    }
+  }
   if (options.notify !== false && !lockedOut) {
     const kind = result.status === 'failed' ? 'failure' : 'success';
-    const sent = await notifyRun(target, kind, result, manager.catalog, runId);
+    const sent = await notifyRun(target, kind, result, catalog, runId);
     result.notifications.push(...sent);
     // The start ping counts too: a monitor that never heard "started" is a notification that failed.
     if (result.notifications.some((n) => n.status === 'failed') && result.status === 'ok') {
@@ -165,9 +203,10 @@ export async function runBackupForTarget(
     }
   }
 
-  if (runId !== undefined) {
+  if (manager.catalogWarning) warnings.push(manager.catalogWarning);
+  if (runId !== undefined && catalog) {
     try {
-      manager.catalog.finishRun(runId, {
+      catalog.finishRun(runId, {
         status: result.status,
         stage: result.stage,
         error: result.error,

@@ -8,7 +8,7 @@ import { acquireLock } from '../scheduler/index.js';
 import { BackupManager } from './manager.js';
 import { lockPathFor } from './task.js';
 import { readPassphraseFile } from './encryption.js';
-import { hasChannels, notifyOptionsFrom } from './notifications.js';
+import { hasChannels, notifyOptionsFrom, recordAttempt } from './notifications.js';
 import { destinationsOf } from './offsite.js';
 
 const DAY = 86_400_000;
@@ -74,6 +74,7 @@ export async function verifyDue(
   const failed = results.filter((r) => r.status === 'failed');
   const options = notifyOptionsFrom(target.settings);
   if (failed.length && hasChannels(options)) {
+    const alertLog = new BackupManager(target);
     await notify(
       {
         kind: 'failure',
@@ -85,7 +86,10 @@ export async function verifyDue(
         file: failed[0].backup,
       },
       options,
+      // Recorded like every other notification, so a missed alert leaves a trace in `litekeep history`.
+      { onAttempt: recordAttempt(alertLog.catalog) },
     );
+    alertLog.close();
   }
   return results;
 }

@@ -134,21 +134,28 @@ export class Catalog {
     readonly file: string,
     /** Set when the previous catalog was unreadable and this one starts empty. */
     readonly recreatedFrom?: string,
+    /** True when this catalog was created just now (none existed, or a damaged one was replaced). */
+    readonly isNew = false,
   ) {}
 
   static open(backupDir: string): Catalog {
     const dir = path.join(backupDir, CATALOG_DIR);
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     const file = path.join(dir, CATALOG_FILE);
+    const existed = fs.existsSync(file);
     try {
-      return new Catalog(Catalog.openFile(file), file);
+      return new Catalog(Catalog.openFile(file), file, undefined, !existed);
     } catch (error) {
-      if (!fs.existsSync(file)) throw error;
-      // An unreadable catalog must never stop a backup: keep it for inspection, start a new one.
+      // Only a damaged file is replaced. A busy, unreadable or newer-schema catalog is someone else's to keep:
+      // the caller falls back to a memory-only log and says so.
+      const code = (error as { code?: string }).code ?? '';
+      const damaged = /^SQLITE_(CORRUPT|NOTADB)/.test(code) || /quick_check/.test((error as Error).message);
+      if (!existed || !damaged) throw error;
+      // A damaged catalog must never stop a backup: keep it for inspection, start a new one.
       const aside = `${file}.unreadable-${Date.now()}`;
       fs.renameSync(file, aside);
       for (const suffix of ['-wal', '-shm']) fs.rmSync(file + suffix, { force: true });
-      return new Catalog(Catalog.openFile(file), file, aside);
+      return new Catalog(Catalog.openFile(file), file, aside, true);
     }
   }
 

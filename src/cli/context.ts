@@ -50,12 +50,10 @@ export function overridesFrom(
   extra: Record<string, unknown> = {},
 ): Record<string, unknown> {
   const overrides: Record<string, unknown> = { ...extra };
-  const given = Object.keys(RETENTION_FLAGS).filter((flag) => options[flag] !== undefined);
-  // As with restic's forget, --keep-* flags state the whole policy for this command: `--keep-last 2` keeps the
-  // last two and nothing else, instead of adding to the configured 7 daily, 4 weekly, 12 monthly.
+  // Key by key, like every other source: a flag changes only the rule it names, so `--keep-daily 14` never
+  // silently drops the configured weekly and monthly backups.
   for (const [flag, key] of Object.entries(RETENTION_FLAGS)) {
     if (options[flag] !== undefined) overrides[key] = options[flag];
-    else if (given.length > 0) overrides[key] = flag === 'keepWithin' ? '0d' : 0;
   }
   return overrides;
 }

@@ -20,7 +20,11 @@ export function buildProgram(): Command {
     .version(VERSION)
     .showSuggestionAfterError()
     .exitOverride()
-    .configureOutput({ writeErr: (text) => process.stderr.write(text) });
+    .configureOutput({
+      writeErr: (text) => process.stderr.write(text),
+      // Usage errors stay one line, and say where the fix is.
+      outputError: (text, write) => write(`${text.trimEnd()} (see litekeep --help)\n`),
+    });
   registerBackup(program);
   registerList(program);
   registerStatus(program);
@@ -47,6 +51,10 @@ function exitCodeOf(error: unknown): number {
 }
 
 export async function main(argv = process.argv): Promise<number> {
+  // `litekeep list | head` closes the pipe early: that is the reader's choice, not an error.
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  });
   const program = buildProgram();
   let finished = false;
   // A command whose work never settles (a stream that never ends) would otherwise let Node exit with 0.

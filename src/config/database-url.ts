@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { redactUrlsInText } from '../util/redact.js';
 import { ConfigError } from './settings.js';
 
 /**
@@ -12,8 +13,9 @@ import { ConfigError } from './settings.js';
 export function resolveDatabaseLocation(raw: string, baseDir: string, source: string): string {
   const value = raw.trim();
   const fail = (why: string): never => {
+    // A mistaken URL may carry a password (postgres://user:secret@...): never echo it.
     throw new ConfigError(
-      `malformed database location '${value}' from ${source}: ${why}; use sqlite:///relative/path.db, ` +
+      `malformed database location '${redactUrlsInText(value)}' from ${source}: ${why}; use sqlite:///relative/path.db, ` +
         `sqlite:////absolute/path.db, file:/absolute/path.db or a plain path`,
     );
   };

@@ -150,7 +150,8 @@ export const configSchema = section({
     attempts: integer({ min: 1, max: 10, default: 3, doc: 'tries per notification' }),
     ntfy: section({
       server: requiredString({ default: 'https://ntfy.sh', doc: 'ntfy server URL' }),
-      topic: string({ doc: 'ntfy topic (notifications are off without one)' }),
+      // On a public server the topic is the only thing that keeps others from reading or posting: a secret.
+      topic: string({ secret: true, doc: 'ntfy topic (notifications are off without one)' }),
       token: string({ secret: true, doc: 'ntfy access token' }),
       user: string({ doc: 'ntfy user (with password)' }),
       password: string({ secret: true, doc: 'ntfy password' }),

@@ -157,6 +157,7 @@ export function buildAppProperties(metadata: ArtifactMetadata): Record<string, s
     ['compression', metadata.compression],
     ['encryption', metadata.encryption],
     ['version', metadata.litekeepVersion],
+    ['host', metadata.host],
   ];
   const out: Record<string, string> = {};
   for (const [key, value] of entries)
@@ -177,6 +178,7 @@ export function parseAppProperties(props: Record<string, string> | undefined): P
     compression: props.compression as ArtifactMetadata['compression'] | undefined,
     encryption: props.encryption as ArtifactMetadata['encryption'] | undefined,
     litekeepVersion: props.version,
+    host: props.host,
   };
   for (const key of Object.keys(meta) as (keyof ArtifactMetadata)[])
     if (meta[key] === undefined) delete meta[key];

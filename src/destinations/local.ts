@@ -4,6 +4,7 @@ import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import { isTempName, parseBackupName, tempNameFor } from '../naming.js';
+import { createSha256Counter } from '../pipeline/index.js';
 import { LitekeepError } from '../util/errors.js';
 import { ensurePrivateDir, fsyncDir, publishNoClobber, writeFileAtomic } from '../util/fs.js';
 import type { ArtifactMetadata, Destination, PutOptions, PutResult, RemoteObject } from './types.js';
@@ -42,22 +43,28 @@ export class LocalDestination implements Destination {
       ensurePrivateDir(this.folder);
       const temp = path.join(this.folder, tempNameFor(name));
       try {
+        const hash = createSha256Counter();
         await pipeline(
           fs.createReadStream(localPath),
+          hash,
           fs.createWriteStream(temp, { mode: 0o600, flags: 'wx' }),
           { signal: options.signal },
         );
         const handle = await fsp.open(temp, 'r');
         await handle.sync();
         await handle.close();
-        const size = (await fsp.stat(temp)).size;
-        if (size !== metadata.bytes) throw new Error(`copied ${size} bytes, expected ${metadata.bytes}`);
-        await this.writeMeta(name, metadata);
+        if (hash.bytes !== metadata.bytes || (metadata.sha256 !== '' && hash.sha256 !== metadata.sha256)) {
+          throw new Error(
+            `the copy does not match the backup (${hash.bytes} bytes, sha256 ${hash.sha256.slice(0, 12)}…)`,
+          );
+        }
         if (!(await publishNoClobber(temp, target))) {
           const existing = await fsp.stat(target);
           if (existing.size !== metadata.bytes)
             throw new Error(`a different file named ${name} is already there`);
         }
+        // Only now that the file is in place: the metadata must never describe bytes that are not there.
+        await this.writeMeta(name, metadata);
       } finally {
         await fsp.rm(temp, { force: true });
       }

@@ -76,11 +76,20 @@ export function buildS3Metadata(metadata: ArtifactMetadata): Record<string, stri
     ['compression', metadata.compression],
     ['encryption', metadata.encryption],
     ['version', metadata.litekeepVersion],
+    ['host', metadata.host === undefined ? undefined : encodeURIComponent(metadata.host)],
   ];
   const out: Record<string, string> = {};
   for (const [key, value] of entries)
     if (value !== undefined && value !== '') out[META_PREFIX + key] = String(value);
   return out;
+}
+
+function safeDecode(value: string): string {
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    return value;
+  }
 }
 
 export function parseS3Metadata(raw: Record<string, string> | undefined): Partial<ArtifactMetadata> {
@@ -95,6 +104,7 @@ export function parseS3Metadata(raw: Record<string, string> | undefined): Partia
   }
   const meta: Partial<ArtifactMetadata> = {
     sha256: get('sha256'),
+    host: get('host') === undefined ? undefined : safeDecode(get('host')!),
     bytes: num(get('bytes')),
     plainSha256: get('plain-sha256'),
     plainBytes: num(get('plain-bytes')),

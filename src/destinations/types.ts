@@ -17,6 +17,8 @@ export interface ArtifactMetadata {
   compression: 'none' | 'gzip' | 'zstd';
   encryption: 'none' | 'age';
   litekeepVersion: string;
+  /** Host that made the backup: remote retention only ever removes this host's copies. */
+  host?: string;
 }
 
 export interface RemoteObject {

@@ -62,8 +62,8 @@ export function processesUsing(dbPath: string): ProcessUsingFile[] {
   } catch {
     return [];
   }
+  // This process counts too: an app that embeds litekeep must close its own connection before restoring.
   for (const pid of pids) {
-    if (Number(pid) === process.pid) continue;
     let fds: string[];
     try {
       fds = fs.readdirSync(`/proc/${pid}/fd`);
@@ -99,7 +99,7 @@ export function processesUsing(dbPath: string): ProcessUsingFile[] {
     const key = `${parseInt(m[2], 16).toString(16)}:${parseInt(m[3], 16).toString(16)}:${m[4]}`;
     const file = inodes.get(key);
     const pid = Number(m[1]);
-    if (!file || pid === process.pid || found.has(pid)) continue;
+    if (!file || found.has(pid)) continue;
     // pid 0 or -1: a lock of a process outside our PID namespace, or an open-file-description lock.
     found.set(pid, { pid, command: pid > 0 ? commandOf(pid) : '?', file, how: 'lock' });
   }

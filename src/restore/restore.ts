@@ -8,6 +8,7 @@ import Database from 'better-sqlite3';
 import { BackupManager } from '../backup/manager.js';
 import type { Catalog, Fingerprint } from '../catalog/index.js';
 import type { DatabaseTarget } from '../config/index.js';
+import { uniqueByName } from '../backup/offsite.js';
 import { openDestination } from '../destinations/factory.js';
 import type { RemoteObject } from '../destinations/types.js';
 import { parseBackupName, timeFromBackupName } from '../naming.js';
@@ -65,7 +66,7 @@ export async function listCandidates(target: DatabaseTarget, from = 'local'): Pr
       }));
     }
     const destination = await openDestination(target, from);
-    const objects = await destination.list();
+    const objects = uniqueByName(await destination.list());
     const known = new Map(manager.catalog.listBackups({ includeDeleted: true }).map((r) => [r.file, r]));
     return objects
       .map((o: RemoteObject) => {
@@ -341,6 +342,19 @@ export async function restoreBackup(
       result.safetyCopy = safetyCopy;
       step(`kept the current database as ${safetyCopy}`);
       const settled = settle(destinationPath);
+      const walLeft =
+        fs.existsSync(`${destinationPath}-wal`) && fs.statSync(`${destinationPath}-wal`).size > 0;
+      if (settled && walLeft && !options.force) {
+        // Removing the WAL now would leave neither the old nor the new database if we crashed before the
+        // rename: give up, leaving the target as it was.
+        for (const suffix of ['', ...SIDE_FILES]) await fsp.rm(safetyCopy + suffix, { force: true });
+        safetyCopy = undefined;
+        result.safetyCopy = undefined;
+        throw new LitekeepError(
+          `${settled}; stop whatever uses ${destinationPath}, or pass --force (a copy of it is kept) to restore anyway`,
+          { exitCode: EXIT.failed, stage: 'restore' },
+        );
+      }
       if (settled) step(`note: ${settled}; the complete previous database is in ${safetyCopy}`);
       // The old database is now whole in its main file, so its side files can go before the rename: a crash
       // in between leaves the old database, never the new one read through the old one's WAL.

@@ -5,6 +5,9 @@
  */
 import { snapshotInProcess, type SnapshotRequest } from './engine.js';
 
+// An orphan has nobody to report to: when the parent dies, stop as soon as SQLite lets us.
+process.once('disconnect', () => process.exit(1));
+
 process.once('message', (request: SnapshotRequest) => {
   snapshotInProcess(request, () => process.send!({ phase: 'copied' })).then(
     (facts) => process.send!({ ok: true, facts }, () => process.exit(0)),

@@ -130,7 +130,8 @@ export function takeSnapshot(
     child.on('error', (error) =>
       finish(new LitekeepError(`cannot start the snapshot process: ${error.message}`)),
     );
-    child.on('exit', (code, signal) => {
+    // 'close', not 'exit': the child's last IPC message may still be on its way when 'exit' fires.
+    child.on('close', (code, signal) => {
       const last = stderr.trim().split('\n').pop() ?? '';
       finish(
         new LitekeepError(

@@ -42,7 +42,7 @@ export async function publishNoClobber(tempPath: string, finalPath: string): Pro
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'EEXIST') return false;
-    if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EXDEV') throw error;
+    if (!['EPERM', 'ENOTSUP', 'EXDEV', 'ENOSYS', 'EOPNOTSUPP'].includes(code ?? '')) throw error;
     // File systems without hard links: check, then rename (a narrow race, but never a silent loss of ours).
     if (fs.existsSync(finalPath)) return false;
     await fsp.rename(tempPath, finalPath);

@@ -194,16 +194,14 @@ describe('bad input gets one clear line, a non-zero exit, and loses nothing', ()
   });
 
   it.runIf(canMount())('a full disk: no temp file left, older backups untouched', async () => {
-    const w = workspace(5000); // about 1 MB of data
+    const w = workspace(5);
     const small = mountTmpfs({ sizeKb: 1200 });
     cleanups.push(small.unmount);
-    // A first, small backup fits.
-    const tiny = path.join(w.dir, 'tiny.db');
-    makeDatabase(tiny, 5);
+    // A first backup, while the database is small, fits.
     const first = await runCli([
       'backup',
       '--db',
-      tiny,
+      w.db,
       '--dir',
       small.dir,
       '--json',
@@ -211,6 +209,8 @@ describe('bad input gets one clear line, a non-zero exit, and loses nothing', ()
       'none',
     ]);
     expect(first.code).toBe(0);
+    // Then the database grows to about 1 MB.
+    makeDatabase(w.db, 5000);
     const before = filesIn(small.dir).filter((f) => f.startsWith('backup-'));
     const firstBytes = fs.readFileSync(path.join(small.dir, before[0]));
     // Fill the disk so that the big one cannot fit.

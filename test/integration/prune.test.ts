@@ -121,21 +121,13 @@ describe('litekeep prune', () => {
       env: { ...env, LITEKEEP_RETENTION_DAILY: '3' },
     });
     expect(JSON.parse(r.stdout).policy).toEqual({ daily: 3, weekly: 0, monthly: 0 });
-    // Flags win over env and file, and state the whole policy: rules they do not name are 0.
+    // Flags win over env and file, key by key: the rules they do not name keep their configured values.
     r = await runCli(
       ['prune', '--db', w.db, '--dir', w.backups, '--keep-daily', '2', '--keep-within', '5d', '--json'],
       { cwd: w.dir, env: { ...env, LITEKEEP_RETENTION_DAILY: '3' } },
     );
     expect(r.code).toBe(0);
-    expect(JSON.parse(r.stdout).policy).toEqual({
-      last: 0,
-      hourly: 0,
-      daily: 2,
-      weekly: 0,
-      monthly: 0,
-      yearly: 0,
-      within: '5d',
-    });
+    expect(JSON.parse(r.stdout).policy).toEqual({ daily: 2, weekly: 0, monthly: 0, within: '5d' });
     expect(backupFiles(w.backups)).toEqual(daysBetween('2021-03-05', '2021-03-10').map(nameOf));
 
     // Names are wall-clock times of the configured zone: in New York (EST) 03:00 is 08:00 UTC.

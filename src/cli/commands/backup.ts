@@ -92,10 +92,21 @@ export function registerBackup(program: Command): void {
     const resolved = resolveConfig(options, extra);
     const targets = selectTargets(resolved, options);
     const results: RunBackupResult[] = [];
+    // Ctrl-C or a cron timeout stops the run cleanly: temp files are removed, no half-written backup is left.
+    const abort = new AbortController();
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (abort.signal.aborted) process.exit(signal === 'SIGINT' ? 130 : 143);
+      process.stderr.write(`litekeep: ${signal} received, stopping the backup and removing its temp files\n`);
+      abort.abort();
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
     for (const target of targets) {
+      if (abort.signal.aborted) break;
       const progress = new Progress(!options.json);
       const result = await runBackupForTarget(target, {
         trigger: 'manual',
+        signal: abort.signal,
         vacuum: options.vacuum === false ? false : undefined,
         prune: options.prune === false ? false : undefined,
         drive: options.drive === false ? false : undefined,

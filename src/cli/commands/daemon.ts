@@ -1,5 +1,8 @@
 import type { Command } from 'commander';
 import { runDaemon } from '../../backup/daemon.js';
+import { encryptionSettings } from '../../backup/encryption.js';
+import { BackupManager } from '../../backup/manager.js';
+import { destinationsOf } from '../../backup/offsite.js';
 import { nextRuns, validateSchedule } from '../../scheduler/index.js';
 import { EXIT, LitekeepError } from '../../util/errors.js';
 import { formatZoned } from '../../util/time.js';
@@ -26,6 +29,13 @@ export function registerDaemon(program: Command): void {
           'no database configured: set DATABASE_URL, add database: or databases: to litekeep.yml',
           { exitCode: EXIT.usage },
         );
+      }
+      // Whatever would fail at 03:00 fails now, with exit 2: policies, recipients, destinations.
+      for (const target of resolved.databases) {
+        const manager = new BackupManager(target);
+        if (target.settings.prune) manager.retentionPolicy();
+        await encryptionSettings(target.settings.encryption);
+        destinationsOf(target);
       }
       await runDaemon(resolved, {
         http: options.http,

@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { BackupManager } from '../../backup/manager.js';
 import { sendTestNotifications } from '../../backup/notifications.js';
 import { runDestinations } from '../../backup/offsite.js';
+import { withDatabaseLock } from '../../backup/task.js';
 import { generateIdentity } from '../../pipeline/index.js';
 import { EXIT } from '../../util/errors.js';
 import {
@@ -85,10 +86,12 @@ export function registerSync(program: Command): void {
     let failed = false;
     for (const target of selectTargets(resolved, options)) {
       const manager = new BackupManager(target);
-      const outcomes = await runDestinations(target, manager, undefined, {
-        skipDrive: options.drive === false,
-        onStep: options.json ? undefined : (m) => print(`- ${m}`),
-      });
+      const outcomes = await withDatabaseLock(target, 'sync', () =>
+        runDestinations(target, manager, undefined, {
+          skipDrive: options.drive === false,
+          onStep: options.json ? undefined : (m) => print(`- ${m}`),
+        }),
+      );
       manager.close();
       if (outcomes.some((o) => o.status === 'failed')) failed = true;
       out.push({ database: target.name, destinations: outcomes });

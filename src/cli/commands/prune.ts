@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { BackupManager, type PruneResult } from '../../backup/manager.js';
+import { withDatabaseLock } from '../../backup/task.js';
 import { describePolicy } from '../../retention/index.js';
 import { EXIT } from '../../util/errors.js';
 import { formatZoned } from '../../util/time.js';
@@ -46,7 +47,9 @@ export function registerPrune(program: Command): void {
     for (const target of selectTargets(resolved, options)) {
       const manager = new BackupManager(target);
       try {
-        const result = await manager.prune({ dryRun: options.dryRun });
+        const result = options.dryRun
+          ? await manager.prune({ dryRun: true })
+          : await withDatabaseLock(target, 'prune', () => manager.prune());
         if (result.failed.length) failed = true;
         if (options.json) {
           out.push(pruneJson(target.name, result));

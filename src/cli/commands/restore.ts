@@ -3,6 +3,7 @@ import { readIdentityFile } from '../../pipeline/index.js';
 import { restoreBackup, verifyBackup, type DecryptOptions } from '../../restore/index.js';
 import type { DatabaseTarget } from '../../config/index.js';
 import { readPassphraseFile } from '../../backup/encryption.js';
+import { withDatabaseLock } from '../../backup/task.js';
 import { EXIT, LitekeepError } from '../../util/errors.js';
 import { systemTimeZone, zonedToDate } from '../../util/time.js';
 import { addTargetOptions, resolveConfig, selectTargets, type CommonOptions } from '../context.js';
@@ -97,16 +98,19 @@ export function registerRestore(program: Command): void {
     const at = parseAt(options.at, target.settings.timeZone ?? systemTimeZone());
     if (name && at) throw new LitekeepError('give a backup name or --at, not both', { exitCode: EXIT.usage });
     const decrypt = await decryptOptionsFor(target, options.identity);
-    const result = await restoreBackup(target, {
-      name,
-      at,
-      from: options.from,
-      to: options.to,
-      force: options.force,
-      dryRun: options.dryRun,
-      ...decrypt,
-      onStep: options.json ? undefined : (message) => print(`- ${message}`),
-    });
+    const restore = () =>
+      restoreBackup(target, {
+        name,
+        at,
+        from: options.from,
+        to: options.to,
+        force: options.force,
+        dryRun: options.dryRun,
+        ...decrypt,
+        onStep: options.json ? undefined : (message) => print(`- ${message}`),
+      });
+    // No backup or prune of this database may run while it is being replaced.
+    const result = options.dryRun ? await restore() : await withDatabaseLock(target, 'restore', restore);
     if (options.json) printJson(result);
     else {
       const tables = Object.entries(result.tables)
