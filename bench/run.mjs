@@ -141,6 +141,17 @@ function coreBench(mib) {
           return measure('sqlite3', [db, `VACUUM INTO '${out('v.db')}'`]);
         })
       : undefined,
+    // The same work with the sqlite3 CLI and coreutils: copy, check, hash, make durable.
+    sqliteVacuumChecked: hasSqlite
+      ? best(3, () => {
+          clean();
+          const v = out('vc.db');
+          return measure('sh', [
+            '-c',
+            `sqlite3 '${db}' "VACUUM INTO '${v}'" && sqlite3 '${v}' 'PRAGMA integrity_check' >/dev/null && sha256sum '${v}' >/dev/null && sync '${v}'`,
+          ]);
+        })
+      : undefined,
     noVacuum: best(3, litekeep(['--no-vacuum'])),
     vacuum: best(3, litekeep([])),
   };
@@ -162,6 +173,10 @@ function coreBench(mib) {
     results.sqliteVacuum,
     'of sqlite3 VACUUM INTO (target <= 1.1x)',
   );
+  if (results.sqliteVacuumChecked) {
+    row('sqlite3 VACUUM INTO+check+sha+sync', results.sqliteVacuumChecked);
+    row('  litekeep vs that same work', results.vacuum, results.sqliteVacuumChecked, 'of the shell pipeline');
+  }
   console.log(
     `peak RSS of litekeep (process tree): --no-vacuum ${mb(results.noVacuum.maxrss_kb)}, vacuum ${mb(results.vacuum.maxrss_kb)} (target < 150 MB)`,
   );

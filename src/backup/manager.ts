@@ -325,6 +325,7 @@ export class BackupManager {
           mode,
           busyTimeoutMs: settings.busyTimeout ?? 10_000,
           integrity: settings.integrityCheck,
+          durable: !packed,
         },
         {
           signal: options.signal,

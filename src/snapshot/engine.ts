@@ -12,6 +12,8 @@ export interface SnapshotRequest {
   mode: SnapshotMode;
   busyTimeoutMs: number;
   integrity: IntegrityMode;
+  /** fsync the copy (default). Off when the copy is only read once more to make the real, fsynced artifact. */
+  durable?: boolean;
 }
 
 export interface SnapshotFacts extends DatabaseFacts {
@@ -87,10 +89,11 @@ export async function snapshotInProcess(
     }
   }
   fs.chmodSync(request.target, 0o600);
-  fsyncPath(request.target);
-  // From here the copy is final: the caller may start hashing/compressing it while it is being checked.
+  // From here the copy's content is final: the caller may start hashing/compressing it while it is checked.
   onCopied?.();
   const facts = inspectDatabase(request.target, request.integrity);
+  // fsync last: the kernel has been writing the pages back during the check, so less is left to wait for.
+  if (request.durable !== false) fsyncPath(request.target);
   return { ...facts, sourceBytes, bytes: fs.statSync(request.target).size };
 }
 
