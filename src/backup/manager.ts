@@ -189,8 +189,12 @@ export class BackupManager {
   /** Why the catalog is not the one on disk, when it could not be used. */
   catalogWarning?: string;
 
-  constructor(target: DatabaseTarget) {
+  /** When set, looking never creates: a missing backup folder reads as an empty one (list, status, history). */
+  private readonly readOnly: boolean;
+
+  constructor(target: DatabaseTarget, options: { readOnly?: boolean } = {}) {
     this.target = target;
+    this.readOnly = options.readOnly === true;
   }
 
   get backupDir(): string {
@@ -203,6 +207,9 @@ export class BackupManager {
 
   /** The catalog of this folder; a broken one is replaced, an unwritable one replaced by a memory-only one. */
   get catalog(): Catalog {
+    if (!this.catalogInstance && this.readOnly && !fs.existsSync(this.backupDir)) {
+      this.catalogInstance = Catalog.inMemory();
+    }
     if (!this.catalogInstance) {
       try {
         this.catalogInstance = Catalog.open(this.backupDir);

@@ -35,7 +35,7 @@ export function registerList(program: Command): void {
         else printRemoteListing(listing);
         continue;
       }
-      const manager = new BackupManager(target);
+      const manager = new BackupManager(target, { readOnly: true });
       const listing = await manager.listBackups();
       if (options.json) {
         out.push({
@@ -100,7 +100,7 @@ type RemoteListing = {
 
 async function listRemote(target: DatabaseTarget, from: string): Promise<RemoteListing> {
   const destination = await openDestination(target, from);
-  const manager = new BackupManager(target);
+  const manager = new BackupManager(target, { readOnly: true });
   try {
     const objects = await destination.list();
     const backups = objects
@@ -156,7 +156,7 @@ export function registerHistory(program: Command): void {
     }
     const out: Record<string, unknown>[] = [];
     for (const target of selectTargets(resolved, options)) {
-      const manager = new BackupManager(target);
+      const manager = new BackupManager(target, { readOnly: true });
       const events = options.runs
         ? manager.catalog.listRuns(limit).map((r) => ({ kind: 'run' as const, ...r }))
         : manager.catalog.history(limit);
@@ -217,7 +217,9 @@ export function registerStatus(program: Command): void {
     const out: DatabaseStatus[] = [];
     let stale = false;
     for (const target of selectTargets(resolved, options)) {
-      const status = await statusOf(new BackupManager(target), maxAgeMs, { destinations: true });
+      const status = await statusOf(new BackupManager(target, { readOnly: true }), maxAgeMs, {
+        destinations: true,
+      });
       if (status.stale) stale = true;
       out.push(status);
       if (!options.json) printStatus(status, target.settings.timeZone!);
