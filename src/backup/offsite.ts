@@ -1,5 +1,6 @@
 import os from 'node:os';
 import type { DatabaseTarget } from '../config/index.js';
+import { GoogleDriveDestination } from '../destinations/google-drive.js';
 import { createDestination, destinationSpecs, type DestinationSpec } from '../destinations/factory.js';
 import type { ArtifactMetadata, Destination, RemoteObject } from '../destinations/types.js';
 import { parseBackupName, timeFromBackupName } from '../naming.js';
@@ -24,6 +25,8 @@ export interface DestinationOutcome {
   attempts?: number;
   durationMs?: number;
   error?: string;
+  /** Something the user should know although it worked (a service account without quota). */
+  warning?: string;
   /** Older backups uploaded because they were missing there (catch-up after an outage). */
   caughtUp?: string[];
   rotated?: number;
@@ -128,6 +131,10 @@ async function syncOne(
     return outcome;
   }
   try {
+    if (destination instanceof GoogleDriveDestination) {
+      // A service account has no storage quota of its own: say so on every run, not only at `auth google`.
+      outcome.warning = (await destination.credentials()).warning;
+    }
     if (backup) {
       const put = await destination.put(
         backup.path,

@@ -149,6 +149,7 @@ export async function runBackupForTarget(
         onStep: step,
       });
       offsiteFailed = result.destinations.some((d) => d.status === 'failed');
+      for (const d of result.destinations) if (d.warning) warnings.push(`${d.destination}: ${d.warning}`);
     }
 
     if (options.prune ?? target.settings.prune) {
