@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { loadConfig, targetForPath, type DatabaseTarget, type ResolvedConfig } from '../config/index.js';
+import { destinationSpecs } from '../destinations/factory.js';
 import { EXIT, LitekeepError } from '../util/errors.js';
 
 export interface CommonOptions {
@@ -59,11 +60,25 @@ export function overridesFrom(
 }
 
 export function resolveConfig(options: CommonOptions, extra: Record<string, unknown> = {}): ResolvedConfig {
-  return loadConfig({
+  const resolved = loadConfig({
     configPath: options.config,
     envFile: options.envFile,
     overrides: overridesFrom(options, extra),
   });
+  // Destination settings are checked now (exit 2), not when the first upload tries them.
+  const targets = resolved.databases.length
+    ? resolved.databases
+    : [
+        {
+          name: 'litekeep',
+          path: '',
+          backupDir: resolved.config.backupDir!,
+          settings: resolved.config,
+          driveConfigured: resolved.driveConfigured,
+        },
+      ];
+  for (const target of targets) destinationSpecs(target, target.driveConfigured);
+  return resolved;
 }
 
 /**

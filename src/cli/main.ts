@@ -51,12 +51,15 @@ function exitCodeOf(error: unknown): number {
 }
 
 export async function main(argv = process.argv): Promise<number> {
+  let finished = false;
   // `litekeep list | head` closes the pipe early: that is the reader's choice, not an error.
   process.stdout.on('error', (error: NodeJS.ErrnoException) => {
-    if (error.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    if (error.code === 'EPIPE') {
+      finished = true;
+      process.exit(typeof process.exitCode === 'number' ? process.exitCode : 0);
+    }
   });
   const program = buildProgram();
-  let finished = false;
   // A command whose work never settles (a stream that never ends) would otherwise let Node exit with 0.
   process.on('exit', (code) => {
     if (!finished && code === 0 && !isRunsUntilSignalled()) {

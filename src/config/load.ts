@@ -271,6 +271,21 @@ export function loadConfig(options: LoadConfigOptions = {}): ResolvedConfig {
       values.set(leaf.path, path.resolve(baseDirs.get(leaf.path) ?? cwd, value));
     }
   }
+  // A destination's folder or credentials file is relative to the file that named it, like every path.
+  const destinations = values.get('destinations') as Record<string, unknown>[] | undefined;
+  if (destinations) {
+    const base = baseDirs.get('destinations') ?? cwd;
+    values.set(
+      'destinations',
+      destinations.map((d) => {
+        const out = { ...d };
+        for (const key of ['path', 'credentials']) {
+          if (typeof out[key] === 'string') out[key] = path.resolve(base, out[key] as string);
+        }
+        return out;
+      }),
+    );
+  }
   const database = values.get('database');
   if (typeof database === 'string') {
     values.set(

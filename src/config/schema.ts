@@ -188,5 +188,4 @@ export const DATABASE_OVERRIDE_KEYS = [
   'retention',
   'compression',
   'encryption',
-  'maxAge',
 ] as const;

@@ -202,7 +202,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
   if (!isLoopback(host) && !options.allowRemote) {
     throw new HttpConfigError(
       `refusing to serve health and metrics on ${listen}: ${host} is not a loopback address; ` +
-        'use 127.0.0.1:<port>, or allow remote access explicitly (allowRemote) behind a firewall',
+        'use 127.0.0.1:<port>, or pass --allow-remote to litekeep daemon (behind a firewall)',
     );
   }
   const log = options.logger;

@@ -136,3 +136,23 @@ describe('demo', () => {
     expect(backups).toHaveLength(1);
   });
 });
+
+describe('destinations in the config file', () => {
+  it('are checked at start (exit 2), and a local destination path is relative to the config file', async () => {
+    const w = workspace();
+    fs.mkdirSync(path.join(w.dir, 'etc'));
+    const cfg = path.join(w.dir, 'etc', 'litekeep.yml');
+    fs.writeFileSync(cfg, 'destinations:\n  - { name: usb, type: local, path: usb, colour: blue }\n');
+    const bad = await runCli(['backup', '--config', cfg], { cwd: w.dir, env: w.env });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr.trim()).toMatch(
+      /^litekeep: unknown key 'destinations\[0\]\.colour' for a local destination/,
+    );
+    expect(fs.existsSync(w.backups)).toBe(false);
+    fs.writeFileSync(cfg, 'destinations:\n  - { name: usb, type: local, path: usb }\n');
+    const r = await runCli(['backup', '--config', cfg, '--json'], { cwd: w.dir, env: w.env });
+    expect(r.code).toBe(0);
+    const file = JSON.parse(r.stdout).file;
+    expect(fs.existsSync(path.join(w.dir, 'etc', 'usb', 'app', file))).toBe(true);
+  });
+});

@@ -1,3 +1,4 @@
+import path from 'node:path';
 import type { Command } from 'commander';
 import { runBackupForTarget, worstExitCode, type RunBackupResult } from '../../backup/task.js';
 import { humanBytes, humanDuration } from '../../util/fs.js';
@@ -67,7 +68,7 @@ export function printBackupSummary(r: RunBackupResult): void {
   }
   for (const w of r.warnings) warn(w);
   if (r.status === 'partial') print(`  the local backup is safe, but not everything succeeded (exit 3)`);
-  print(`  restore with: litekeep restore ${b.file} --db ${b.sourcePath}`);
+  print(`  restore with: litekeep restore ${b.file} --db ${b.sourcePath} --dir ${path.dirname(b.path)}`);
 }
 
 export function registerBackup(program: Command): void {

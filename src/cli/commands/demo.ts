@@ -59,7 +59,9 @@ export function registerDemo(program: Command): void {
       exitCode = Math.max(exitCode, result.exitCode);
     }
     print('');
-    print('next: litekeep list, litekeep status, litekeep history, litekeep config');
+    const where =
+      resolved.databases.length === 0 ? ` --db ${targets[0].path} --dir ${targets[0].backupDir}` : '';
+    print(`next: litekeep list${where}, litekeep status${where}, litekeep history${where}`);
     process.exitCode = exitCode;
   });
 }
