@@ -3,28 +3,15 @@ import { buildMessage, eventStatus, renderPlain } from './message.js';
 import type { HttpRequestSpec, RunEvent, WebhookOptions } from './types.js';
 
 /** The JSON document a webhook receives; fields that do not apply to the event are absent. */
-export interface WebhookPayload {
+export interface WebhookPayload extends Omit<RunEvent, 'kind' | 'time'> {
   event: RunEvent['kind'];
   status: 'started' | 'ok' | 'partial' | 'failed' | 'test';
-  database: string;
-  host: string;
+  /** ISO-8601, UTC. */
   time: string;
   version: string;
   title: string;
   /** The same summary a person gets by ntfy, as plain text (Slack-style receivers show `text`). */
   text: string;
-  file?: string;
-  bytes?: number;
-  path?: string;
-  link?: string;
-  rotated?: number;
-  durationMs?: number;
-  sha256?: string;
-  error?: string;
-  stage?: string;
-  succeeded?: string[];
-  failed?: string[];
-  partial?: boolean;
 }
 
 export function buildWebhookPayload(

@@ -1,33 +1,11 @@
 import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Catalog } from '../../src/catalog/index.js';
 import { runCli } from '../helpers/cli.js';
-import { countRows, makeDatabase, tempDir } from '../helpers/db.js';
-import { startRecorder, type Recorder, type RecorderResponse } from '../servers/http-recorder.js';
+import { countRows } from '../helpers/db.js';
+import { cleanUp, HOST, recorder, TOKEN, workspace } from './notify-helpers.js';
 
-const cleanups: (() => Promise<void> | void)[] = [];
-afterAll(async () => {
-  for (const f of cleanups) await f();
-});
-
-const TOKEN = 'tk_9f8e7d6c5b4a3f2e1d0c';
-const HOST = os.hostname();
-
-async function recorder(respond?: (path: string, n: number) => RecorderResponse): Promise<Recorder> {
-  const r = await startRecorder({ respond: respond && ((req, n) => respond(req.path, n)) });
-  cleanups.push(() => r.close());
-  return r;
-}
-
-function workspace() {
-  const dir = tempDir('litekeep-notify-');
-  cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const db = path.join(dir, 'app.db');
-  makeDatabase(db, 20);
-  return { dir, db, backups: path.join(dir, 'backups') };
-}
+afterAll(cleanUp);
 
 /** Page 2 holds the items table: garbage there passes the header check and fails the snapshot. */
 function corruptPage(db: string): void {
