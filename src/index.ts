@@ -31,6 +31,7 @@ export type { RunBackupOptions, RunBackupResult, RunBackupTaskOptions, RunTrigge
 export { scheduleBackupTask, runDaemon, statusFromCatalog } from './backup/daemon.js';
 export type { BackupSchedule, ScheduleBackupTaskOptions } from './backup/daemon.js';
 export { runDestinations, pruneDestination } from './backup/offsite.js';
+export { statusOf, listRemote, type DatabaseStatus } from './backup/status.js';
 export type { DestinationOutcome } from './backup/offsite.js';
 
 export {

@@ -314,7 +314,8 @@ export interface DestinationStatus {
 }
 
 /** Time of a remote copy: the metadata stored with it, else its name (which has second precision only). */
-function remoteTime(o: Pick<RemoteObject, 'name' | 'metadata'>, timeZone: string): Date {
+/** When a remote copy was taken: from its metadata, else from its name read in `timeZone`. */
+export function remoteTime(o: Pick<RemoteObject, 'name' | 'metadata'>, timeZone: string): Date {
   return o.metadata?.backupTime
     ? new Date(o.metadata.backupTime)
     : timeFromBackupName(parseBackupName(o.name)!, timeZone);

@@ -1,5 +1,4 @@
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { CATALOG_DIR } from '../catalog/index.js';
 import { loadConfig, type DatabaseTarget, type LoadConfigOptions } from '../config/index.js';
@@ -261,5 +260,3 @@ export function worstExitCode(results: { exitCode: number }[]): number {
   if (codes.includes(EXIT.partial)) return EXIT.partial;
   return EXIT.ok;
 }
-
-export const hostName = (): string => os.hostname();

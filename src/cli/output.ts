@@ -4,6 +4,11 @@ export function printJson(value: unknown): void {
   process.stdout.write(JSON.stringify(value, null, 2) + '\n');
 }
 
+/** JSON for commands that run per database: the object itself for one database, `{ databases }` for several. */
+export function printPerDatabaseJson(out: unknown[]): void {
+  printJson(out.length === 1 ? out[0] : { databases: out });
+}
+
 export function print(line = ''): void {
   process.stdout.write(line + '\n');
 }

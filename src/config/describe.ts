@@ -1,3 +1,4 @@
+import { redactUrlsInText } from '../util/redact.js';
 import { CONFIG_LEAVES, envNamesOf, type ResolvedConfig } from './load.js';
 
 export interface ConfigEntry {
@@ -18,13 +19,6 @@ function redactValue(value: unknown): unknown {
   return REDACTED;
 }
 
-/** Hides credentials that may sit inside URLs (user:password@host, ?token=...). */
-export function redactCredentialsInUrl(text: string): string {
-  return text
-    .replace(/(\/\/)[^/@\s]+@/g, '$1***@')
-    .replace(/([?&](?:token|key|secret|password|sig|signature|auth|access_token)=)[^&\s]+/gi, '$1***');
-}
-
 /** Every setting with its value (secrets redacted) and where it came from: the body of `litekeep config`. */
 export function describeConfig(resolved: ResolvedConfig): ConfigEntry[] {
   const entries: ConfigEntry[] = [];
@@ -37,7 +31,7 @@ export function describeConfig(resolved: ResolvedConfig): ConfigEntry[] {
       );
     if (leaf.setting.secret) value = redactValue(value);
     else if (leaf.path === 'destinations' && Array.isArray(value)) value = value.map(redactDestination);
-    else if (typeof value === 'string') value = redactCredentialsInUrl(value);
+    else if (typeof value === 'string') value = redactUrlsInText(value);
     entries.push({
       key: leaf.path,
       value,
@@ -56,11 +50,7 @@ function redactDestination(entry: unknown): unknown {
   return Object.fromEntries(
     Object.entries(entry as Record<string, unknown>).map(([k, v]) => [
       k,
-      SECRET_FIELD.test(k) && k !== 'keyPrefix'
-        ? REDACTED
-        : typeof v === 'string'
-          ? redactCredentialsInUrl(v)
-          : v,
+      SECRET_FIELD.test(k) && k !== 'keyPrefix' ? REDACTED : typeof v === 'string' ? redactUrlsInText(v) : v,
     ]),
   );
 }

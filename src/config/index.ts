@@ -3,4 +3,4 @@ export type { LoadConfigOptions, ResolvedConfig, DatabaseTarget } from './load.j
 export { configSchema, type LitekeepConfig } from './schema.js';
 export { ConfigError, parseDurationMs, envNameFor } from './settings.js';
 export { resolveDatabaseLocation } from './database-url.js';
-export { describeConfig, redactCredentialsInUrl, type ConfigEntry } from './describe.js';
+export { describeConfig, type ConfigEntry } from './describe.js';

@@ -214,7 +214,6 @@ export function loadConfig(options: LoadConfigOptions = {}): ResolvedConfig {
   }
 
   const configFile = findConfigFile(options, cwd, env);
-  let rawDatabases: unknown;
   if (configFile) {
     const source = `config file ${configFile}`;
     const flat = flattenAgainstSchema(readConfigFile(configFile), configSchema, source);
@@ -223,7 +222,6 @@ export function loadConfig(options: LoadConfigOptions = {}): ResolvedConfig {
       values.set(p, parseLeaf(leaf, raw, source));
       sources[p] = source;
       baseDirs.set(p, path.dirname(configFile));
-      if (p === 'databases') rawDatabases = raw;
     }
   }
 
@@ -249,7 +247,6 @@ export function loadConfig(options: LoadConfigOptions = {}): ResolvedConfig {
       values.set(leaf.path, parseLeaf(leaf, raw, where));
       sources[leaf.path] = where;
       baseDirs.set(leaf.path, cwd);
-      if (leaf.path === 'databases') rawDatabases = raw;
     }
   };
   if (envFileUsed) applyEnv(fileEnv, `env file ${envFile}`);
@@ -335,7 +332,7 @@ export function loadConfig(options: LoadConfigOptions = {}): ResolvedConfig {
     }
   }
   const config = buildTree(values);
-  const databases = resolveTargets(config, rawDatabases, sources, baseDirs, configFile, cwd).map((t) => ({
+  const databases = resolveTargets(config, sources, baseDirs, configFile, cwd).map((t) => ({
     ...t,
     driveConfigured,
   }));
@@ -344,7 +341,6 @@ export function loadConfig(options: LoadConfigOptions = {}): ResolvedConfig {
 
 function resolveTargets(
   config: LitekeepConfig,
-  rawDatabases: unknown,
   sources: Record<string, string>,
   baseDirs: Map<string, string>,
   configFile: string | undefined,
@@ -353,10 +349,9 @@ function resolveTargets(
   const backupDir = config.backupDir!;
   if (!config.databases || config.databases.length === 0) {
     if (!config.database) return [];
-    const name = path.basename(config.database).replace(/\.(db|sqlite3?|sqlite)$/i, '') || 'database';
     return [
       {
-        name: sanitizeName(name),
+        name: nameFromPath(config.database),
         path: config.database,
         backupDir,
         settings: config,
@@ -367,7 +362,6 @@ function resolveTargets(
   const source = sources.databases ?? 'configuration';
   const baseDir = baseDirs.get('databases') ?? (configFile ? path.dirname(configFile) : cwd);
   const seen = new Set<string>();
-  void rawDatabases;
   return config.databases.map((entry, index) => {
     const name = String(entry.name);
     if (!NAME_PATTERN.test(name)) {
@@ -406,9 +400,10 @@ function resolveTargets(
   });
 }
 
-function sanitizeName(name: string): string {
-  const cleaned = name.replace(/[^A-Za-z0-9._-]/g, '_').replace(/^[._-]+/, '');
-  return cleaned || 'database';
+/** The name of a database given by path alone: its file name without the extension, safe as a folder name. */
+function nameFromPath(dbPath: string): string {
+  const stem = path.basename(dbPath).replace(/\.(db|sqlite3?|sqlite)$/i, '');
+  return stem.replace(/[^A-Za-z0-9._-]/g, '_').replace(/^[._-]+/, '') || 'database';
 }
 
 /** A single database given on the command line (`--db`), inheriting everything else. */
@@ -418,7 +413,7 @@ export function targetForPath(
   backupDir?: string,
 ): DatabaseTarget {
   const dbPath = resolveDatabaseLocation(location, resolved.cwd, 'command line (--db)');
-  const name = sanitizeName(path.basename(dbPath).replace(/\.(db|sqlite3?|sqlite)$/i, '') || 'database');
+  const name = nameFromPath(dbPath);
   const settings = structuredClone(resolved.config);
   const dir = backupDir ? path.resolve(resolved.cwd, backupDir) : resolved.config.backupDir!;
   settings.database = dbPath;

@@ -12,7 +12,7 @@ import {
   DriveCredentialsMissingError,
   GoogleAuthFlowError,
 } from './drive-errors.js';
-import { writeFileAtomic } from './drive-files.js';
+import { writeFileAtomic } from '../util/fs.js';
 
 /** litekeep only ever needs the files it created itself: the narrowest Drive scope there is. */
 export const DRIVE_FILE_SCOPE = 'https://www.googleapis.com/auth/drive.file';

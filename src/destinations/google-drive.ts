@@ -17,7 +17,7 @@ import {
   DriveQuotaExceededError,
   DriveRequestError,
 } from './drive-errors.js';
-import { fsyncDir, tempPathFor } from './drive-files.js';
+import { fsyncDir, tempPathBeside } from '../util/fs.js';
 import {
   loadGoogleCredentials,
   type GoogleCredentialsKind,
@@ -856,7 +856,7 @@ export async function downloadVerified(
     throw new DriveError(
       `${name} on ${dest.name} carries no sha256 in its metadata, so it cannot be verified: restore from a backup litekeep uploaded.`,
     );
-  const temp = tempPathFor(toPath);
+  const temp = tempPathBeside(toPath);
   const hash = createHash('sha256');
   let bytes = 0;
   try {

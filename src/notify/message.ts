@@ -1,3 +1,4 @@
+import { humanBytes } from '../util/fs.js';
 import { formatZoned, systemTimeZone } from '../util/time.js';
 import type { RunEvent } from './types.js';
 
@@ -27,22 +28,7 @@ export function eventStatus(event: RunEvent): EventStatus {
 }
 
 /** Binary units, one decimal: `1536` → `1.5 KiB`. */
-export function formatBytes(bytes: number): string {
-  if (!Number.isFinite(bytes) || bytes < 0) return `${bytes} B`;
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  // 1023.96 KiB would print as "1024.0 KiB"; promote it instead.
-  if (unit > 0 && Number(value.toFixed(1)) >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return unit === 0 ? `${bytes} B` : `${value.toFixed(1)} ${units[unit]}`;
-}
+export const formatBytes = humanBytes;
 
 /** `850 ms`, `4.2 s`, `3 min 05 s`, `1 h 02 min`. */
 export function formatDuration(ms: number): string {

@@ -1,5 +1,4 @@
 import fs from 'node:fs';
-import path from 'node:path';
 import Database from 'better-sqlite3';
 import { inspectDatabase, type DatabaseFacts, type IntegrityMode } from './inspect.js';
 
@@ -99,5 +98,4 @@ export async function snapshotInProcess(
 
 export function removeSnapshotLeftovers(target: string): void {
   for (const suffix of ['', '-journal', '-wal', '-shm']) fs.rmSync(target + suffix, { force: true });
-  void path;
 }

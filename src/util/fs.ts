@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import { tempNameFor } from '../naming.js';
 
 export async function fsyncFile(file: string): Promise<void> {
   const handle = await fsp.open(file, 'r');
@@ -54,19 +55,31 @@ export async function publishNoClobber(tempPath: string, finalPath: string): Pro
   return true;
 }
 
-/** Writes a small file atomically: temp in the same folder, fsync, rename, fsync the folder. */
+/** A temp name beside `target`, so that the final rename stays on one file system and is atomic. */
+export function tempPathBeside(target: string): string {
+  return path.join(path.dirname(target), tempNameFor(path.basename(target)));
+}
+
+/**
+ * Writes a small file atomically: temp in the same folder, fsync, rename, fsync the folder. Creates a missing
+ * folder with mode 0700; the file gets `mode` whatever the umask says (credentials must stay private).
+ */
 export async function writeFileAtomic(file: string, data: string | Buffer, mode = 0o600): Promise<void> {
   const dir = path.dirname(file);
-  const temp = path.join(dir, `.${path.basename(file)}.${process.pid}.${Date.now().toString(36)}.tmp`);
+  await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+  const temp = tempPathBeside(file);
   const handle = await fsp.open(temp, 'wx', mode);
   try {
     await handle.writeFile(data);
+    await handle.chmod(mode);
     await handle.sync();
-  } finally {
-    await handle.close();
+  } catch (error) {
+    await handle.close().catch(() => undefined);
+    await fsp.rm(temp, { force: true });
+    throw error;
   }
+  await handle.close();
   try {
-    await fsp.chmod(temp, mode);
     await fsp.rename(temp, file);
   } catch (error) {
     await fsp.rm(temp, { force: true });
@@ -75,15 +88,22 @@ export async function writeFileAtomic(file: string, data: string | Buffer, mode 
   await fsyncDir(dir);
 }
 
+/** Binary units with one decimal (`8.0 KiB`, `11.8 MiB`); plain bytes below 1 KiB. */
 export function humanBytes(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  if (!Number.isFinite(bytes) || bytes < 0) return `${bytes} B`;
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
   let value = bytes;
   let unit = 0;
   while (value >= 1024 && unit < units.length - 1) {
     value /= 1024;
     unit++;
   }
-  return `${unit === 0 ? value : value.toFixed(value >= 100 ? 0 : 1)} ${units[unit]}`;
+  // 1023.96 KiB would print as "1024.0 KiB"; promote it instead.
+  if (unit > 0 && Number(value.toFixed(1)) >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return unit === 0 ? `${bytes} B` : `${value.toFixed(1)} ${units[unit]}`;
 }
 
 export function humanDuration(ms: number): string {

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { runCli } from '../helpers/cli.js';
-import { countRows, makeDatabase, tempDir } from '../helpers/db.js';
+import { countRows, makeDatabase } from '../helpers/db.js';
 import {
   backupFiles,
   getJson,
@@ -12,19 +12,17 @@ import {
   tempFiles,
   workspaceFiles,
   type DaemonChild,
+  daemonTempDir,
+  killDaemons,
+  removeDaemonDirs,
 } from './daemon-helpers.js';
 
-const dirs: string[] = [];
-afterAll(() => dirs.forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
+afterAll(removeDaemonDirs);
+afterEach(killDaemons);
 let daemon: DaemonChild | undefined;
-afterEach(() => {
-  daemon?.kill();
-  daemon = undefined;
-});
 
 function workspace(rows = 50) {
-  const dir = tempDir('litekeep-daemon-cli-');
-  dirs.push(dir);
+  const dir = daemonTempDir('litekeep-daemon-cli-');
   const w = workspaceFiles(dir);
   makeDatabase(w.db, rows);
   const env = {

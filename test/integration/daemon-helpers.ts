@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { CLI_SOURCE, cleanEnv, TSX_LOADER } from '../helpers/cli.js';
+import { tempDir } from '../helpers/db.js';
 
 export type LogRecord = Record<string, unknown> & { msg?: string; level?: number };
 
@@ -17,6 +18,26 @@ export interface DaemonChild {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** SIGKILL when still running (test cleanup). */
   kill(): void;
+}
+
+const running = new Set<DaemonChild>();
+const madeDirs: string[] = [];
+
+/** Kills every daemon this file spawned and not yet stopped; for afterEach. */
+export function killDaemons(): void {
+  for (const daemon of running) daemon.kill();
+  running.clear();
+}
+
+/** A temp folder removed by `removeDaemonDirs` (afterAll). */
+export function daemonTempDir(prefix: string): string {
+  const dir = tempDir(prefix);
+  madeDirs.push(dir);
+  return dir;
+}
+
+export function removeDaemonDirs(): void {
+  for (const dir of madeDirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
 }
 
 /** `litekeep daemon ...` from source in its own process, stdout a pipe (so the logs are JSON lines). */
@@ -53,7 +74,7 @@ export function spawnDaemon(args: string[], options: { cwd: string; env?: NodeJS
     }),
   );
   const describe = () => `stdout:\n${stdout}\nstderr:\n${stderr}`;
-  return {
+  const daemon: DaemonChild = {
     process: child,
     records,
     stdout: () => stdout,
@@ -85,6 +106,8 @@ export function spawnDaemon(args: string[], options: { cwd: string; env?: NodeJS
       });
     },
   };
+  running.add(daemon);
+  return daemon;
 }
 
 export const msg = (text: string) => (record: LogRecord) => String(record.msg ?? '').includes(text);

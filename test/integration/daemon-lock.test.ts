@@ -6,7 +6,7 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { Catalog } from '../../src/catalog/index.js';
 import { acquireLock } from '../../src/scheduler/index.js';
 import { runCli } from '../helpers/cli.js';
-import { makeDatabase, tempDir } from '../helpers/db.js';
+import { makeDatabase } from '../helpers/db.js';
 import {
   backupFiles,
   makeLargeDatabase,
@@ -15,19 +15,17 @@ import {
   tempFiles,
   workspaceFiles,
   type DaemonChild,
+  daemonTempDir,
+  killDaemons,
+  removeDaemonDirs,
 } from './daemon-helpers.js';
 
-const dirs: string[] = [];
-afterAll(() => dirs.forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
+afterAll(removeDaemonDirs);
+afterEach(killDaemons);
 let daemon: DaemonChild | undefined;
-afterEach(() => {
-  daemon?.kill();
-  daemon = undefined;
-});
 
 function workspace() {
-  const dir = tempDir('litekeep-daemon-lock-');
-  dirs.push(dir);
+  const dir = daemonTempDir('litekeep-daemon-lock-');
   const w = workspaceFiles(dir);
   return {
     dir,

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { countRows, tempDir } from '../helpers/db.js';
+import { countRows } from '../helpers/db.js';
 import {
   backupFiles,
   integrityOf,
@@ -13,22 +13,20 @@ import {
   tempFiles,
   workspaceFiles,
   type DaemonChild,
+  daemonTempDir,
+  killDaemons,
+  removeDaemonDirs,
 } from './daemon-helpers.js';
 
-const dirs: string[] = [];
-afterAll(() => dirs.forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
+afterAll(removeDaemonDirs);
+afterEach(killDaemons);
 let daemon: DaemonChild | undefined;
-afterEach(() => {
-  daemon?.kill();
-  daemon = undefined;
-});
 
 const MEGABYTES = 150;
 
 /** A large database and a daemon that starts backing it up (catch-up) a few seconds after start. */
 async function daemonMidBackup() {
-  const dir = tempDir('litekeep-daemon-signal-');
-  dirs.push(dir);
+  const dir = daemonTempDir('litekeep-daemon-signal-');
   const w = workspaceFiles(dir);
   makeLargeDatabase(w.db, MEGABYTES);
   // gzip of incompressible pages takes seconds: the signal lands while the run is busy.

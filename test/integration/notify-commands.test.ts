@@ -1,26 +1,8 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { runCli } from '../helpers/cli.js';
-import { cleanUp, HOST, recorder, TOKEN, workspace } from './notify-helpers.js';
+import { backup, cleanUp, HOST, ntfyEnv, recorder, TOKEN, workspace } from './notify-helpers.js';
 
 afterAll(cleanUp);
-
-function ntfyEnv(server: string): Record<string, string> {
-  return {
-    LITEKEEP_TIME_ZONE: 'UTC',
-    LITEKEEP_NOTIFY_NTFY_SERVER: server,
-    LITEKEEP_NOTIFY_NTFY_TOPIC: 'litekeep-alerts',
-    LITEKEEP_NOTIFY_NTFY_TOKEN: TOKEN,
-    LITEKEEP_NOTIFY_NTFY_TAGS: 'floppy_disk,prod',
-    LITEKEEP_NOTIFY_TIMEOUT: '1s',
-    LITEKEEP_NOTIFY_BACKOFF_MS: '50,50',
-  };
-}
-
-const backup = (w: ReturnType<typeof workspace>, env: Record<string, string>, ...args: string[]) =>
-  runCli(['backup', '--db', w.db, '--dir', w.backups, '--compression', 'none', '--json', ...args], {
-    cwd: w.dir,
-    env,
-  });
 
 describe('secrets in notification output', () => {
   it('keeps the token out of backup --json, history --json, config and stderr', async () => {

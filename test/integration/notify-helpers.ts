@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { runCli } from '../helpers/cli.js';
 import { makeDatabase, tempDir } from '../helpers/db.js';
 import { startRecorder, type Recorder, type RecorderResponse } from '../servers/http-recorder.js';
 
@@ -28,3 +29,23 @@ export function workspace() {
   makeDatabase(db, 20);
   return { dir, db, backups: path.join(dir, 'backups') };
 }
+
+/** Environment that sends ntfy messages (with a token) to `server`, with short timeouts and backoff. */
+export function ntfyEnv(server: string): Record<string, string> {
+  return {
+    LITEKEEP_TIME_ZONE: 'UTC',
+    LITEKEEP_NOTIFY_NTFY_SERVER: server,
+    LITEKEEP_NOTIFY_NTFY_TOPIC: 'litekeep-alerts',
+    LITEKEEP_NOTIFY_NTFY_TOKEN: TOKEN,
+    LITEKEEP_NOTIFY_NTFY_TAGS: 'floppy_disk,prod',
+    LITEKEEP_NOTIFY_TIMEOUT: '1s',
+    LITEKEEP_NOTIFY_BACKOFF_MS: '50,50',
+  };
+}
+
+/** `litekeep backup --json` of the workspace's database into its folder. */
+export const backup = (w: ReturnType<typeof workspace>, env: Record<string, string>, ...args: string[]) =>
+  runCli(['backup', '--db', w.db, '--dir', w.backups, '--compression', 'none', '--json', ...args], {
+    cwd: w.dir,
+    env,
+  });

@@ -3,7 +3,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { Catalog } from '../../src/catalog/index.js';
 import { runCli } from '../helpers/cli.js';
 import { countRows } from '../helpers/db.js';
-import { cleanUp, HOST, recorder, TOKEN, workspace } from './notify-helpers.js';
+import { backup, cleanUp, HOST, ntfyEnv, recorder, TOKEN, workspace } from './notify-helpers.js';
 
 afterAll(cleanUp);
 
@@ -13,24 +13,6 @@ function corruptPage(db: string): void {
   fs.writeSync(fd, Buffer.alloc(4096, 0xa5), 0, 4096, 4096);
   fs.closeSync(fd);
 }
-
-function ntfyEnv(server: string): Record<string, string> {
-  return {
-    LITEKEEP_TIME_ZONE: 'UTC',
-    LITEKEEP_NOTIFY_NTFY_SERVER: server,
-    LITEKEEP_NOTIFY_NTFY_TOPIC: 'litekeep-alerts',
-    LITEKEEP_NOTIFY_NTFY_TOKEN: TOKEN,
-    LITEKEEP_NOTIFY_NTFY_TAGS: 'floppy_disk,prod',
-    LITEKEEP_NOTIFY_TIMEOUT: '1s',
-    LITEKEEP_NOTIFY_BACKOFF_MS: '50,50',
-  };
-}
-
-const backup = (w: ReturnType<typeof workspace>, env: Record<string, string>, ...args: string[]) =>
-  runCli(['backup', '--db', w.db, '--dir', w.backups, '--compression', 'none', '--json', ...args], {
-    cwd: w.dir,
-    env,
-  });
 
 /** What a person sees for a duration, as the message shows it. */
 const shownDuration = (ms: number) => (ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`);

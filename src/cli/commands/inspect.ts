@@ -1,9 +1,6 @@
 import type { Command } from 'commander';
 import { BackupManager } from '../../backup/manager.js';
-import { destinationStatuses, type DestinationStatus } from '../../backup/offsite.js';
-import type { DatabaseTarget } from '../../config/index.js';
-import { openDestination } from '../../destinations/factory.js';
-import { parseBackupName, timeFromBackupName } from '../../naming.js';
+import { listRemote, statusOf, type DatabaseStatus, type RemoteListing } from '../../backup/status.js';
 import { describeConfig } from '../../config/index.js';
 import { parseDurationMs } from '../../config/settings.js';
 import { EXIT, LitekeepError } from '../../util/errors.js';
@@ -16,7 +13,7 @@ import {
   selectTargets,
   type CommonOptions,
 } from '../context.js';
-import { age, print, printJson, table, warn } from '../output.js';
+import { age, print, printJson, printPerDatabaseJson, table, warn } from '../output.js';
 
 export function registerList(program: Command): void {
   const command = program
@@ -78,49 +75,8 @@ export function registerList(program: Command): void {
       }
       manager.close();
     }
-    if (options.json) printJson(out.length === 1 ? out[0] : { databases: out });
+    if (options.json) printPerDatabaseJson(out);
   });
-}
-
-// A type alias (not an interface) so it fits the Record<string, unknown> of the JSON output.
-type RemoteListing = {
-  database: string;
-  from: string;
-  type: string;
-  backups: {
-    name: string;
-    id: string;
-    bytes: number;
-    time: string;
-    link?: string;
-    sha256?: string;
-    inCatalog: boolean;
-  }[];
-};
-
-async function listRemote(target: DatabaseTarget, from: string): Promise<RemoteListing> {
-  const destination = await openDestination(target, from);
-  const manager = new BackupManager(target, { readOnly: true });
-  try {
-    const objects = await destination.list();
-    const backups = objects
-      .map((o) => ({
-        name: o.name,
-        id: o.id,
-        bytes: o.bytes,
-        time: (o.metadata?.backupTime
-          ? new Date(o.metadata.backupTime)
-          : timeFromBackupName(parseBackupName(o.name)!, manager.timeZone)
-        ).toISOString(),
-        link: o.link,
-        sha256: o.metadata?.sha256,
-        inCatalog: manager.catalog.getBackup(o.name) !== undefined,
-      }))
-      .sort((a, b) => b.time.localeCompare(a.time) || b.name.localeCompare(a.name));
-    return { database: target.name, from: destination.name, type: destination.type, backups };
-  } finally {
-    manager.close();
-  }
 }
 
 function printRemoteListing(l: RemoteListing): void {
@@ -169,7 +125,7 @@ export function registerHistory(program: Command): void {
       }
       manager.close();
     }
-    if (options.json) printJson(out.length === 1 ? out[0] : { databases: out });
+    if (options.json) printPerDatabaseJson(out);
   });
 }
 
@@ -224,69 +180,9 @@ export function registerStatus(program: Command): void {
       out.push(status);
       if (!options.json) printStatus(status, target.settings.timeZone!);
     }
-    if (options.json) printJson(out.length === 1 ? out[0] : { databases: out });
+    if (options.json) printPerDatabaseJson(out);
     if (stale) process.exitCode = EXIT.failed;
   });
-}
-
-export interface DatabaseStatus {
-  database: string;
-  backupDir: string;
-  count: number;
-  totalBytes: number;
-  newest?: { name: string; time: string; bytes: number; ageMs: number };
-  lastSuccess?: { at: string; file?: string };
-  lastFailure?: { at: string; error?: string; stage?: string };
-  lastVerified: { destination: string; file: string; at: string }[];
-  /** Per off-site destination (only when asked for: listing them costs requests). */
-  destinations?: DestinationStatus[];
-  maxAgeMs?: number;
-  stale: boolean;
-  staleReason?: string;
-}
-
-export async function statusOf(
-  manager: BackupManager,
-  maxAgeMs?: number,
-  options: { destinations?: boolean } = {},
-): Promise<DatabaseStatus> {
-  const { backups } = await manager.listBackups();
-  const success = manager.catalog.lastRunWithStatus(['ok', 'partial']);
-  const failure = manager.catalog.lastRunWithStatus(['failed']);
-  const verified = manager.catalog.lastVerifications();
-  const newest = backups[0];
-  const now = Date.now();
-  const status: DatabaseStatus = {
-    database: manager.target.name,
-    backupDir: manager.backupDir,
-    count: backups.length,
-    totalBytes: backups.reduce((sum, b) => sum + b.bytes, 0),
-    newest: newest
-      ? {
-          name: newest.name,
-          time: newest.time.toISOString(),
-          bytes: newest.bytes,
-          ageMs: now - newest.time.getTime(),
-        }
-      : undefined,
-    lastSuccess: success ? { at: success.endedAt ?? success.startedAt, file: success.backupFile } : undefined,
-    lastFailure: failure ? { at: failure.startedAt, error: failure.error, stage: failure.stage } : undefined,
-    lastVerified: verified.map((v) => ({ destination: v.destination, file: v.backupFile, at: v.at! })),
-    maxAgeMs,
-    stale: false,
-  };
-  if (options.destinations) status.destinations = await destinationStatuses(manager.target, manager);
-  if (maxAgeMs !== undefined) {
-    if (!newest) {
-      status.stale = true;
-      status.staleReason = 'no backup found';
-    } else if (now - newest.time.getTime() > maxAgeMs) {
-      status.stale = true;
-      status.staleReason = `newest backup is ${humanDuration(now - newest.time.getTime())} old, more than ${humanDuration(maxAgeMs)}`;
-    }
-  }
-  manager.close();
-  return status;
 }
 
 function printStatus(s: DatabaseStatus, timeZone: string): void {

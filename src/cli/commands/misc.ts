@@ -13,7 +13,7 @@ import {
   selectTargets,
   type CommonOptions,
 } from '../context.js';
-import { print, printJson } from '../output.js';
+import { print, printJson, printPerDatabaseJson } from '../output.js';
 
 export function registerNotify(program: Command): void {
   const notify = program.command('notify').description('notification tools');
@@ -107,7 +107,7 @@ export function registerSync(program: Command): void {
         }
       }
     }
-    if (options.json) printJson(out.length === 1 ? out[0] : { databases: out });
+    if (options.json) printPerDatabaseJson(out);
     if (failed) process.exitCode = EXIT.partial;
   });
 }

@@ -11,7 +11,7 @@ import {
   selectTargets,
   type CommonOptions,
 } from '../context.js';
-import { print, printJson, table, warn } from '../output.js';
+import { print, printPerDatabaseJson, table, warn } from '../output.js';
 
 function pruneJson(database: string, r: PruneResult): Record<string, unknown> {
   return {
@@ -86,7 +86,7 @@ export function registerPrune(program: Command): void {
         manager.close();
       }
     }
-    if (options.json) printJson(out.length === 1 ? out[0] : { databases: out });
+    if (options.json) printPerDatabaseJson(out);
     if (failed) process.exitCode = EXIT.partial;
   });
 }

@@ -7,7 +7,7 @@ import { withDatabaseLock } from '../../backup/task.js';
 import { EXIT, LitekeepError } from '../../util/errors.js';
 import { systemTimeZone, zonedToDate } from '../../util/time.js';
 import { addTargetOptions, resolveConfig, selectTargets, type CommonOptions } from '../context.js';
-import { print, printJson } from '../output.js';
+import { print, printJson, printPerDatabaseJson } from '../output.js';
 
 interface RestoreFlags extends CommonOptions {
   from?: string;
@@ -159,7 +159,7 @@ export function registerVerify(program: Command): void {
       }
       out.push({ database: target.name, results });
     }
-    if (options.json) printJson(out.length === 1 ? out[0] : { databases: out });
+    if (options.json) printPerDatabaseJson(out);
     if (failed) process.exitCode = EXIT.failed;
   });
 }

@@ -1,0 +1,108 @@
+import type { DatabaseTarget } from '../config/index.js';
+import { openDestination } from '../destinations/factory.js';
+import { humanDuration } from '../util/fs.js';
+import { BackupManager } from './manager.js';
+import { destinationStatuses, remoteTime, type DestinationStatus } from './offsite.js';
+
+export interface DatabaseStatus {
+  database: string;
+  backupDir: string;
+  count: number;
+  totalBytes: number;
+  newest?: { name: string; time: string; bytes: number; ageMs: number };
+  lastSuccess?: { at: string; file?: string };
+  lastFailure?: { at: string; error?: string; stage?: string };
+  lastVerified: { destination: string; file: string; at: string }[];
+  /** Per off-site destination (only when asked for: listing them costs requests). */
+  destinations?: DestinationStatus[];
+  maxAgeMs?: number;
+  stale: boolean;
+  staleReason?: string;
+}
+
+/**
+ * What `litekeep status` reports for one database: backups on disk, last success and failure, newest verified
+ * copy per destination, and whether the newest backup is older than `maxAgeMs`. Closes the manager.
+ */
+export async function statusOf(
+  manager: BackupManager,
+  maxAgeMs?: number,
+  options: { destinations?: boolean } = {},
+): Promise<DatabaseStatus> {
+  const { backups } = await manager.listBackups();
+  const success = manager.catalog.lastRunWithStatus(['ok', 'partial']);
+  const failure = manager.catalog.lastRunWithStatus(['failed']);
+  const verified = manager.catalog.lastVerifications();
+  const newest = backups[0];
+  const now = Date.now();
+  const status: DatabaseStatus = {
+    database: manager.target.name,
+    backupDir: manager.backupDir,
+    count: backups.length,
+    totalBytes: backups.reduce((sum, b) => sum + b.bytes, 0),
+    newest: newest
+      ? {
+          name: newest.name,
+          time: newest.time.toISOString(),
+          bytes: newest.bytes,
+          ageMs: now - newest.time.getTime(),
+        }
+      : undefined,
+    lastSuccess: success ? { at: success.endedAt ?? success.startedAt, file: success.backupFile } : undefined,
+    lastFailure: failure ? { at: failure.startedAt, error: failure.error, stage: failure.stage } : undefined,
+    lastVerified: verified.map((v) => ({ destination: v.destination, file: v.backupFile, at: v.at! })),
+    maxAgeMs,
+    stale: false,
+  };
+  if (options.destinations) status.destinations = await destinationStatuses(manager.target, manager);
+  if (maxAgeMs !== undefined) {
+    if (!newest) {
+      status.stale = true;
+      status.staleReason = 'no backup found';
+    } else if (now - newest.time.getTime() > maxAgeMs) {
+      status.stale = true;
+      status.staleReason = `newest backup is ${humanDuration(now - newest.time.getTime())} old, more than ${humanDuration(maxAgeMs)}`;
+    }
+  }
+  manager.close();
+  return status;
+}
+
+// A type alias (not an interface) so it fits the Record<string, unknown> of the JSON output.
+export type RemoteListing = {
+  database: string;
+  from: string;
+  type: string;
+  backups: {
+    name: string;
+    id: string;
+    bytes: number;
+    time: string;
+    link?: string;
+    sha256?: string;
+    inCatalog: boolean;
+  }[];
+};
+
+/** A destination's backups of one database, newest first, with what the catalog knows. */
+export async function listRemote(target: DatabaseTarget, from: string): Promise<RemoteListing> {
+  const destination = await openDestination(target, from);
+  const manager = new BackupManager(target, { readOnly: true });
+  try {
+    const objects = await destination.list();
+    const backups = objects
+      .map((o) => ({
+        name: o.name,
+        id: o.id,
+        bytes: o.bytes,
+        time: remoteTime(o, manager.timeZone).toISOString(),
+        link: o.link,
+        sha256: o.metadata?.sha256,
+        inCatalog: manager.catalog.getBackup(o.name) !== undefined,
+      }))
+      .sort((a, b) => b.time.localeCompare(a.time) || b.name.localeCompare(a.name));
+    return { database: target.name, from: destination.name, type: destination.type, backups };
+  } finally {
+    manager.close();
+  }
+}
