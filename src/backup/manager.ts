@@ -26,10 +26,10 @@ import {
   type Decision,
   type RetentionPolicy,
 } from '../retention/index.js';
-import { isProcessAlive } from '../scheduler/index.js';
 import { takeSnapshot, type SnapshotMode } from '../snapshot/index.js';
 import { EXIT, LitekeepError, oneLine } from '../util/errors.js';
 import { ensurePrivateDir, publishNoClobber } from '../util/fs.js';
+import { removeTempsOfDeadProcesses } from '../util/process.js';
 import { systemTimeZone } from '../util/time.js';
 import { encryptionSettings } from './encryption.js';
 
@@ -255,18 +255,8 @@ export class BackupManager {
   }
 
   /** Removes temp files that a killed backup left in this folder (their pid is gone). */
-  private async removeDeadTemps(): Promise<void> {
-    let names: string[];
-    try {
-      names = await fsp.readdir(this.backupDir);
-    } catch {
-      return;
-    }
-    for (const name of names) {
-      const m = /^\.backup-.*\.(\d+)\.[0-9a-z]+\.tmp$/.exec(name);
-      if (!m || Number(m[1]) === process.pid || isProcessAlive(Number(m[1]))) continue;
-      await fsp.rm(path.join(this.backupDir, name), { force: true });
-    }
+  private removeDeadTemps(): Promise<void> {
+    return removeTempsOfDeadProcesses(this.backupDir, /^\.backup-.*\.(\d+)\.[0-9a-z]+\.tmp$/);
   }
 
   /** Makes sure the backup folder exists (0700 when created) and is writable. */

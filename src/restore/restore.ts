@@ -15,6 +15,7 @@ import { parseBackupName, timeFromBackupName } from '../naming.js';
 import { createSha256Counter, openArtifact } from '../pipeline/index.js';
 import { compareFingerprints, inspectDatabase } from '../snapshot/index.js';
 import { EXIT, LitekeepError, oneLine } from '../util/errors.js';
+import { removeTempsOfDeadProcesses } from '../util/process.js';
 import { fsyncDir, fsyncFile } from '../util/fs.js';
 import { compactStamp, systemTimeZone } from '../util/time.js';
 import { describeUsers, isLockedBySqlite, processesUsing } from './in-use.js';
@@ -382,29 +383,9 @@ export async function restoreBackup(
 }
 
 /** Removes temp files of earlier restores into this folder whose process is gone (killed mid-restore). */
-async function removeDeadTemps(dir: string, base: string): Promise<void> {
-  const prefix = `.${base}.restore-`;
-  let names: string[];
-  try {
-    names = await fsp.readdir(dir);
-  } catch {
-    return;
-  }
-  for (const name of names) {
-    if (!name.startsWith(prefix)) continue;
-    const m = /^(\d+)-[0-9a-z]+\.tmp$/.exec(name.slice(prefix.length));
-    if (!m || isAlive(Number(m[1]))) continue;
-    await fsp.rm(path.join(dir, name), { force: true });
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
+function removeDeadTemps(dir: string, base: string): Promise<void> {
+  const prefix = `.${base}.restore-`.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  return removeTempsOfDeadProcesses(dir, new RegExp(`^${prefix}(\\d+)-[0-9a-z]+\\.tmp$`));
 }
 
 /** The restored file takes the place of the old one: the application must be able to open it as before. */

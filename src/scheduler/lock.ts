@@ -6,6 +6,9 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { EXIT, LitekeepError } from '../util/errors.js';
 import { formatDuration } from '../util/duration.js';
+import { isProcessAlive } from '../util/process.js';
+
+export { isProcessAlive };
 
 /** What a lock file says about the run that holds it. */
 export interface LockHolder {
@@ -118,17 +121,6 @@ export async function readLockHolder(lockPath: string): Promise<LockHolder | und
     startedAt: new Date(state.mtimeMs).toISOString(),
     purpose: 'unknown (lock file being written, or left unreadable)',
   };
-}
-
-export function isProcessAlive(pid: number): boolean {
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    // EPERM: the process exists but belongs to someone else.
-    return (error as NodeJS.ErrnoException).code !== 'ESRCH';
-  }
 }
 
 function isStale(state: Exclude<LockState, { kind: 'free' }>): boolean {
