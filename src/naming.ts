@@ -91,5 +91,27 @@ export function tempNameFor(finalName: string): string {
 }
 
 export function isTempName(name: string): boolean {
-  return name.startsWith('.') && name.endsWith('.tmp');
+  return name.startsWith('.') && /\.tmp(?:-journal|-wal|-shm)?$/.test(name);
+}
+
+/**
+ * A temp file litekeep writes beside backups (tempNameFor), with SQLite's side files of one: group 1 is the pid
+ * of the process that writes it, so that the next run can sweep those of processes that are gone.
+ */
+export const TEMP_OF_PROCESS = /^\.backup-.*\.(\d+)\.[0-9a-z]+\.tmp(?:-journal|-wal|-shm)?$/;
+
+/**
+ * The folder (or key segment) of one host's copies on a shared destination: `<database>/<host>/<file>`, so
+ * that two machines that name a backup alike can never overwrite or remove each other's.
+ */
+export function hostSegment(host: string): string {
+  return encodeURIComponent(host);
+}
+
+export function hostFromSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return segment;
+  }
 }

@@ -9,11 +9,12 @@ import {
   looksLikeBackupName,
   parseBackupName,
   tempNameFor,
+  TEMP_OF_PROCESS,
   timeFromBackupName,
   type Compression,
   type Encryption,
 } from '../naming.js';
-import { sha256File, writeArtifact } from '../pipeline/index.js';
+import { decodedSha256, sha256File, writeArtifact, type ArtifactResult } from '../pipeline/index.js';
 import {
   applySafetyRails,
   assertUsablePolicy,
@@ -32,6 +33,7 @@ import { ensurePrivateDir, publishNoClobber } from '../util/fs.js';
 import { removeTempsOfDeadProcesses } from '../util/process.js';
 import { systemTimeZone } from '../util/time.js';
 import { encryptionSettings } from './encryption.js';
+import { standingOf } from './standing.js';
 
 export interface BackupResult {
   database: string;
@@ -53,7 +55,19 @@ export interface BackupResult {
   compression: Compression;
   encryption: Encryption;
   fingerprint: Fingerprint;
+  /** Journal mode of the live database when it was copied. */
+  journalMode: string;
+  /** `manual` or `scheduled`: retention keeps each as its own series. */
+  trigger: BackupTrigger;
+  /** The artifact on disk was decoded back to `plainSha256` before it was published. */
+  artifactChecked: boolean;
 }
+
+/**
+ * The two series retention keeps apart (restic's `--group-by`): backups a person asked for, and those a
+ * schedule (the daemon, a timer, an app's own scheduler) took.
+ */
+export type BackupTrigger = 'manual' | 'scheduled';
 
 export interface CreateBackupOptions {
   /** VACUUM INTO (default, from config `vacuum`) or the online backup API. */
@@ -64,6 +78,13 @@ export interface CreateBackupOptions {
   onProgress?: (stage: 'snapshot' | 'compress', bytes: number, total?: number) => void;
   /** For tests and callers that need a fixed clock. */
   now?: Date;
+  /** Default `scheduled`: a backup taken by code is assumed to run on a schedule. */
+  trigger?: BackupTrigger;
+  /**
+   * Called with the packed temp file before it is read back and decoded: where tests play a disk that damages
+   * what it stores.
+   */
+  onPacked?: (artifactPath: string) => void | Promise<void>;
 }
 
 export interface BackupEntry {
@@ -87,6 +108,8 @@ export interface PruneDecision {
   time: Date;
   action: 'keep' | 'remove';
   reasons: string[];
+  /** Why it is set aside: its newest verification failed. */
+  failedVerification?: string;
   /** Set after a deletion was attempted. */
   deleted?: boolean;
   error?: string;
@@ -96,8 +119,13 @@ export interface PruneResult {
   policy: RetentionPolicy;
   decisions: PruneDecision[];
   removed: string[];
+  /** Deletions that were attempted and failed. */
   failed: { name: string; error: string }[];
   unrecognized: string[];
+  /** Backups dated after now (a clock was wrong): kept, counted by no rule. */
+  future: string[];
+  /** Backups whose newest verification failed: kept aside, counted by no rule (`--remove-failed` removes them). */
+  setAside: { name: string; reason: string }[];
   dryRun: boolean;
 }
 
@@ -125,7 +153,7 @@ export function checkedRetentionPolicy(settings: DatabaseTarget['settings']['ret
     const flag = `--keep-${key}`;
     const value = (settings as Record<string, unknown>)[key];
     const form =
-      key === 'within'
+      key === 'within' || key === 'manual'
         ? 'a duration made of numbers with units y, m, w, d, h (e.g. 30d, 12h, 2w, 1y2m)'
         : 'a whole number of 0 or more (e.g. 7)';
     throw new LitekeepError(
@@ -143,41 +171,6 @@ export function checkedRetentionPolicy(settings: DatabaseTarget['settings']['ret
     );
   }
   return policy;
-}
-
-/**
- * Why each removed backup was not kept, in restic's terms: walking newest first, a rule passed over a backup
- * either because its count was used up or because a newer backup already holds the same bucket.
- */
-function removalReasons(
-  decisions: { action: 'keep' | 'remove'; reasons: string[]; time: Date }[],
-  policy: RetentionPolicy,
-  cutoffText: string | undefined,
-): Map<number, string[]> {
-  const counted = new Map<string, number>();
-  const lastBucket = new Map<string, string>();
-  const out = new Map<number, string[]>();
-  decisions.forEach((d, index) => {
-    if (d.action === 'keep') {
-      for (const reason of d.reasons) {
-        const space = reason.indexOf(' ');
-        const rule = space === -1 ? reason : reason.slice(0, space);
-        counted.set(rule, (counted.get(rule) ?? 0) + 1);
-        if (rule !== 'last') lastBucket.set(rule, reason.slice(space + 1));
-      }
-      return;
-    }
-    const why: string[] = [];
-    for (const rule of ['last', 'hourly', 'daily', 'weekly', 'monthly', 'yearly'] as const) {
-      const n = policy[rule] ?? 0;
-      if (n <= 0) continue;
-      if ((counted.get(rule) ?? 0) >= n) why.push(`${rule}: all ${n} kept by newer backups`);
-      else why.push(`${rule}: ${lastBucket.get(rule)} already kept by a newer backup`);
-    }
-    if (cutoffText) why.push(`older than within ${cutoffText}`);
-    out.set(index, why);
-  });
-  return out;
 }
 
 /**
@@ -256,7 +249,8 @@ export class BackupManager {
 
   /** Removes temp files that a killed backup left in this folder (their pid is gone). */
   private removeDeadTemps(): Promise<void> {
-    return removeTempsOfDeadProcesses(this.backupDir, /^\.backup-.*\.(\d+)\.[0-9a-z]+\.tmp$/);
+    // SQLite's side files of a killed snapshot (`….tmp-journal`) go with it.
+    return removeTempsOfDeadProcesses(this.backupDir, TEMP_OF_PROCESS);
   }
 
   /** Makes sure the backup folder exists (0700 when created) and is writable. */
@@ -295,8 +289,7 @@ export class BackupManager {
       const artifact = packed ? path.join(this.backupDir, tempNameFor(firstName)) : snapshotTemp;
       if (packed) temps.push(artifact);
       // Hashing (and compressing/encrypting) reads the finished copy while SQLite checks it: two cores at once.
-      let packing:
-        Promise<{ sha256: string; bytes: number; plainSha256: string; plainBytes: number }> | undefined;
+      let packing: Promise<ArtifactResult> | undefined;
       const startPacking = () => {
         packing = packed
           ? writeArtifact(
@@ -347,6 +340,32 @@ export class BackupManager {
       const plain = { sha256: packedResult.plainSha256, bytes: packedResult.plainBytes };
       if (options.signal?.aborted)
         throw new LitekeepError('backup aborted; temp files removed', { stage: 'store' });
+      await options.onPacked?.(artifact);
+      if (packed) {
+        // Invariant 2: the bytes on disk must give back the snapshot before they count as a backup (and so
+        // before retention may remove anything older). The file key stands in for the identity.
+        const decoded = await decodedSha256(
+          artifact,
+          {
+            compression,
+            encrypted: encryption.kind === 'age',
+            fileKey: packedResult.fileKey,
+          },
+          options.signal,
+        ).catch((error: unknown) => {
+          throw new LitekeepError(
+            `the new backup does not decode (${oneLine(error)}); it was not kept — check the disk under ${this.backupDir}`,
+            { stage: 'verify', cause: error },
+          );
+        });
+        if (decoded.sha256 !== plain.sha256 || decoded.bytes !== plain.bytes) {
+          throw new LitekeepError(
+            `the new backup decodes to other bytes than the snapshot (sha256 ${decoded.sha256.slice(0, 12)}…, ` +
+              `expected ${plain.sha256.slice(0, 12)}…); it was not kept — check the disk under ${this.backupDir}`,
+            { stage: 'verify' },
+          );
+        }
+      }
       const file = await this.publish(artifact, createdAt, compression, encryption.kind);
       await cleanup();
       const result: BackupResult = {
@@ -369,6 +388,10 @@ export class BackupManager {
         compression,
         encryption: encryption.kind,
         fingerprint: facts.fingerprint,
+        journalMode: facts.sourceJournalMode,
+        trigger: options.trigger ?? 'scheduled',
+        // Unpacked, the artifact is the copy that was hashed while SQLite checked it.
+        artifactChecked: true,
       };
       try {
         this.catalog.recordBackup({ ...result, runId: options.runId, integrity: facts.integrity });
@@ -388,6 +411,16 @@ export class BackupManager {
         );
       }
       throw new LitekeepError(`backup failed: ${oneLine(error)}`, { stage: 'store', cause: error });
+    }
+  }
+
+  /** The name the next backup would get now (the first free `-N` of that second). */
+  async nextBackupName(createdAt: Date): Promise<string> {
+    const compression = this.target.settings.compression.algorithm as Compression;
+    const encryption = (await encryptionSettings(this.target.settings.encryption)).kind;
+    for (let sequence = 0; ; sequence++) {
+      const name = backupFileName(createdAt, this.timeZone, { sequence, compression, encryption });
+      if (!fs.existsSync(path.join(this.backupDir, name))) return name;
     }
   }
 
@@ -482,6 +515,12 @@ export class BackupManager {
       runId?: number;
       /** Files never removed by this call: the backup the same run just made. */
       protect?: string[];
+      /** Remove the backups set aside because their newest verification failed. */
+      removeFailed?: boolean;
+      /** The present, for tests; backups after it are reported as dated in the future. */
+      now?: Date;
+      /** With dryRun: plan as if this backup existed too (what `backup --dry-run` would make). */
+      pretend?: { name: string; time: Date; trigger: BackupTrigger };
     } = {},
   ): Promise<PruneResult> {
     let policy: RetentionPolicy;
@@ -498,28 +537,47 @@ export class BackupManager {
     const foreign = listing.backups.filter((b) => !this.isOwnBackup(b));
     const backups = listing.backups.filter((b) => this.isOwnBackup(b));
     const unrecognized = [...listing.unrecognized, ...foreign.map((b) => b.name)].sort();
-    const items = backups.map((b) => ({ id: b.name, time: b.time, entry: b }));
-    const plan = applySafetyRails(planRetention(items, policy, { timeZone: this.timeZone }));
+    const verdicts = this.catalog.verdicts('local');
+    const items = backups.map((b) => ({
+      id: b.name,
+      time: b.time,
+      entry: b,
+      ...standingOf(b.record ?? {}, verdicts.get(b.name)),
+    }));
+    if (options.pretend && !options.dryRun) throw new Error('prune: pretend is only for a dry run');
+    if (options.pretend) {
+      // `backup --dry-run`: plan as if the backup it would make were already there.
+      const { name, time, trigger } = options.pretend;
+      const entry: BackupEntry = { name, time, bytes: 0, path: path.join(this.backupDir, name) };
+      items.push({ id: name, time, entry, group: trigger, good: true });
+    }
+    const protect = [...(options.protect ?? []), ...(options.pretend ? [options.pretend.name] : [])];
+    const now = options.now ?? new Date();
+    const plan = applySafetyRails(planRetention(items, policy, { timeZone: this.timeZone, now }));
     const toDecision = (d: Decision<(typeof items)[number]>, action: 'keep' | 'remove'): PruneDecision => ({
       name: d.backup.entry.name,
       path: d.backup.entry.path,
       time: d.backup.entry.time,
       action,
-      reasons: d.reasons,
+      reasons: action === 'keep' ? d.reasons : (d.notKept ?? []),
+      ...(d.backup.failed ? { failedVerification: d.backup.failed } : {}),
     });
     const decisions = [
       ...plan.keep.map((d) => toDecision(d, 'keep')),
       ...plan.remove.map((d) => toDecision(d, 'remove')),
     ].sort((a, b) => compareNewestFirst({ id: a.name, time: a.time }, { id: b.name, time: b.time }));
-    const why = removalReasons(decisions, policy, policy.within ? policy.within : undefined);
-    decisions.forEach((d, i) => {
-      if (d.action !== 'remove') return;
-      if (options.protect?.includes(d.name)) {
-        // A file named in the future (a clock that was wrong) would otherwise push out the backup just made.
+    for (const d of decisions) {
+      if (d.action === 'remove' && protect.includes(d.name)) {
         d.action = 'keep';
         d.reasons = ['made by this run'];
-      } else d.reasons = why.get(i) ?? [];
-    });
+      }
+      // Set aside, not counted: only removed when asked for by name of the flag.
+      if (d.failedVerification && options.removeFailed) {
+        d.action = 'remove';
+        d.reasons = [`--remove-failed: ${d.failedVerification}`];
+      }
+    }
+    // The newest good backup stays whatever --remove-failed says (it is good, so it is never one of those).
     const removed: string[] = [];
     const failed: { name: string; error: string }[] = [];
     if (!options.dryRun) {
@@ -554,7 +612,16 @@ export class BackupManager {
         });
       }
     }
-    return { policy, decisions, removed, failed, unrecognized, dryRun: options.dryRun === true };
+    return {
+      policy,
+      decisions,
+      removed,
+      failed,
+      unrecognized,
+      future: plan.future.map((b) => b.entry.name),
+      setAside: plan.failed.map((b) => ({ name: b.entry.name, reason: b.failed! })),
+      dryRun: options.dryRun === true,
+    };
   }
 
   /** The file is already gone; a catalog that cannot be written must not turn that into a failed deletion. */

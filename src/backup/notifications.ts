@@ -1,5 +1,5 @@
-import os from 'node:os';
 import type { Catalog } from '../catalog/index.js';
+import { hostOf } from '../destinations/factory.js';
 import type { DatabaseTarget, LitekeepConfig } from '../config/index.js';
 import {
   notify,
@@ -24,6 +24,15 @@ export interface NotificationOutcome {
 }
 
 /** The notify section of the configuration as options for the notifiers; channels without a target are off. */
+/** What a run removed, named: locally, and `name@destination` elsewhere. */
+function removedNames(result: RunBackupResult): string[] | undefined {
+  const names = [
+    ...(result.prune?.removed ?? []),
+    ...result.destinations.flatMap((d) => (d.removed ?? []).map((n) => `${n}@${d.destination}`)),
+  ];
+  return names.length ? names : undefined;
+}
+
 export function notifyOptionsFrom(settings: LitekeepConfig): NotifyOptions {
   const n = settings.notify;
   const options: NotifyOptions = {
@@ -82,13 +91,14 @@ function eventFor(target: DatabaseTarget, kind: RunEvent['kind'], result: RunBac
   return {
     kind,
     database: target.name,
-    host: os.hostname(),
+    host: hostOf(target),
     time: new Date(),
     file: result.backup?.file,
     bytes: result.backup?.bytes,
     path: result.backup?.path,
     link: drive?.link ?? result.destinations.find((d) => d.link)?.link,
     rotated: result.rotated,
+    removed: removedNames(result),
     durationMs: result.durationMs,
     sha256: result.backup?.sha256,
     error: result.error ?? (failed.length ? failed[0] : undefined),

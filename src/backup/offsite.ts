@@ -1,17 +1,28 @@
-import os from 'node:os';
 import type { DatabaseTarget } from '../config/index.js';
 import { GoogleDriveDestination } from '../destinations/google-drive.js';
-import { createDestination, destinationSpecs, type DestinationSpec } from '../destinations/factory.js';
-import type { ArtifactMetadata, Destination, RemoteObject } from '../destinations/types.js';
+import {
+  createDestination,
+  destinationSpecs,
+  hostOf,
+  type DestinationSpec,
+} from '../destinations/factory.js';
+import {
+  isOwnedBy,
+  type ArtifactMetadata,
+  type Destination,
+  type RemoteObject,
+} from '../destinations/types.js';
 import { parseBackupName, timeFromBackupName } from '../naming.js';
 import {
   applySafetyRails,
   assertUsablePolicy,
+  describePolicy,
   planRetention,
   type RetentionPolicy,
 } from '../retention/index.js';
 import { sha256File } from '../pipeline/index.js';
 import { oneLine } from '../util/errors.js';
+import { standingOf } from './standing.js';
 import { VERSION } from '../version.js';
 import type { BackupEntry, BackupManager, BackupResult } from './manager.js';
 
@@ -30,6 +41,8 @@ export interface DestinationOutcome {
   /** Older backups uploaded because they were missing there (catch-up after an outage). */
   caughtUp?: string[];
   rotated?: number;
+  /** The copies this run's retention removed there. */
+  removed?: string[];
   pruneErrors?: string[];
 }
 
@@ -60,7 +73,9 @@ async function metadataFor(
     compression: parsed.compression,
     encryption: parsed.encryption,
     litekeepVersion: VERSION,
-    host: os.hostname(),
+    host: hostOf(manager.target),
+    trigger: record?.trigger ?? 'scheduled',
+    journalMode: record?.journalMode,
   };
 }
 
@@ -166,9 +181,9 @@ async function syncOne(
   }
 
   // Catch up: backups the local folder still holds that this destination lacks (it was down last time).
-  const policy: RetentionPolicy = spec.retention ?? manager.retentionPolicy();
+  const policy = destinationPolicy(spec, manager);
   try {
-    const remote = await destination.list();
+    const remote = ownCopies(await destination.list(), hostOf(target));
     const present = new Set(remote.map((o) => o.name));
     // A listing taken right after an upload may not show it yet (Drive): never upload it twice.
     if (backup && outcome.status === 'ok') present.add(backup.file);
@@ -198,6 +213,7 @@ async function syncOne(
   if (options.prune !== false) {
     try {
       const removed = await pruneDestination(destination, policy, manager, options.runId);
+      outcome.removed = removed.removed;
       outcome.rotated = removed.removed.length;
       if (removed.failed.length) {
         outcome.pruneErrors = removed.failed;
@@ -212,23 +228,44 @@ async function syncOne(
   return outcome;
 }
 
+/** A destination's own policy, or the local one; manual backups are kept as locally unless it says otherwise. */
+export function destinationPolicy(spec: DestinationSpec, manager: BackupManager): RetentionPolicy {
+  const local = manager.retentionPolicy();
+  if (!spec.retention) return local;
+  return { ...(local.manual ? { manual: local.manual } : {}), ...spec.retention };
+}
+
+/** This host's copies among every host's, one per name (the newest, where Drive holds several). */
+export function ownCopies<T extends RemoteObject>(objects: T[], host: string): T[] {
+  return newestPer(
+    objects.filter((o) => isOwnedBy(o, host)),
+    (o) => o.name,
+  );
+}
+
 /** Of the backups missing on a destination, those its retention would keep, newest first. */
 function missingWorthUploading(
   missing: BackupEntry[],
-  remote: { name: string; metadata?: Partial<ArtifactMetadata> }[],
+  remote: Pick<RemoteObject, 'name' | 'metadata'>[],
   policy: RetentionPolicy,
   manager: BackupManager,
 ): BackupEntry[] {
   if (missing.length === 0) return [];
   const items = [
-    ...missing.map((b) => ({ id: b.name, time: b.time, entry: b as BackupEntry | undefined })),
+    ...missing.map((b) => ({
+      id: b.name,
+      time: b.time,
+      entry: b as BackupEntry | undefined,
+      ...standingOf(b.record ?? {}),
+    })),
     ...remote.map((o) => ({
       id: o.name,
       time: remoteTime(o, manager.timeZone),
       entry: undefined as BackupEntry | undefined,
+      ...standingOf({ trigger: o.metadata?.trigger }),
     })),
   ];
-  const plan = planRetention(items, policy, { timeZone: manager.timeZone });
+  const plan = planRetention(items, policy, { timeZone: manager.timeZone, now: new Date() });
   return plan.keep
     .map((d) => d.backup.entry)
     .filter((e): e is BackupEntry => e !== undefined)
@@ -236,19 +273,29 @@ function missingWorthUploading(
 }
 
 /**
- * One entry per file name. Drive allows several files with one name (a retried upload, two runs at once); the
- * planner must see each name once, or it would keep one copy and remove the other — and removing a name
- * removes every copy of it.
+ * One entry per host and file name. Drive allows several files with one name (a retried upload, two runs at
+ * once); the planner must see each name once, and removing one of them must not leave a twin behind unseen.
  */
-export function uniqueByName<T extends { name: string; modifiedTime?: string }>(objects: T[]): T[] {
-  const byName = new Map<string, T>();
-  for (const o of objects) {
-    const seen = byName.get(o.name);
-    if (!seen || (o.modifiedTime ?? '') > (seen.modifiedTime ?? '')) byName.set(o.name, o);
-  }
-  return [...byName.values()];
+export function uniqueByName<T extends { name: string; host?: string; modifiedTime?: string }>(
+  objects: T[],
+): T[] {
+  return newestPer(objects, (o) => `${o.host ?? ''}/${o.name}`);
 }
 
+function newestPer<T extends { modifiedTime?: string }>(objects: T[], key: (o: T) => string): T[] {
+  const chosen = new Map<string, T>();
+  for (const o of objects) {
+    const seen = chosen.get(key(o));
+    if (!seen || (o.modifiedTime ?? '') > (seen.modifiedTime ?? '')) chosen.set(key(o), o);
+  }
+  return [...chosen.values()];
+}
+
+/**
+ * Applies `policy` to this host's copies on a destination: copies whose newest verification there failed are
+ * set aside (not counted, not removed), the newest known-good copy is never removed, and every removal is
+ * by id and recorded.
+ */
 export async function pruneDestination(
   destination: Destination,
   policy: RetentionPolicy,
@@ -256,25 +303,48 @@ export async function pruneDestination(
   runId?: number,
 ): Promise<{ removed: string[]; failed: string[] }> {
   assertUsablePolicy(policy);
-  // Copies another host made (a shared bucket or Drive folder) are never this host's to prune.
-  const remote = uniqueByName(await destination.list()).filter(
-    (o) => o.metadata?.host === undefined || o.metadata.host === os.hostname(),
+  const host = hostOf(manager.target);
+  const all = await destination.list();
+  const remote = ownCopies(all, host);
+  const records = new Map(
+    manager.catalog.listBackups({ includeDeleted: true }).map((r) => [r.file, r] as const),
   );
-  const items = remote.map((o) => ({ id: o.name, time: remoteTime(o, manager.timeZone) }));
-  const plan = applySafetyRails(planRetention(items, policy, { timeZone: manager.timeZone }));
+  const verdicts = manager.catalog.verdicts(destination.name);
+  const items = remote.map((o) => {
+    const record = records.get(o.name);
+    return {
+      id: o.name,
+      time: remoteTime(o, manager.timeZone),
+      object: o,
+      ...standingOf(
+        {
+          trigger: o.metadata?.trigger ?? record?.trigger,
+          integrity: record?.integrity,
+          recovered: record?.recovered,
+        },
+        verdicts.get(o.name),
+      ),
+    };
+  });
+  const plan = applySafetyRails(
+    planRetention(items, policy, { timeZone: manager.timeZone, now: new Date() }),
+  );
   const removed: string[] = [];
   const failed: string[] = [];
+  const policyText = describePolicy(policy);
   for (const decision of plan.remove) {
     const name = decision.backup.id;
+    // Drive may hold twins of one name from this host: retention means all of them.
+    const twins = all.filter((o) => o.name === name && isOwnedBy(o, host));
     try {
-      await destination.remove(name);
+      for (const object of twins) await destination.remove(object);
       removed.push(name);
       manager.catalog.recordDeletion({
         runId,
         backupFile: name,
         destination: destination.name,
         status: 'ok',
-        reasons: 'not kept by the retention policy',
+        reasons: `policy ${policyText}: ${(decision.notKept ?? []).join('; ') || 'not kept'}`,
       });
     } catch (error) {
       failed.push(`${name}: ${oneLine(error)}`);
@@ -330,7 +400,7 @@ export async function destinationStatuses(
   const verifications = manager.catalog.lastVerifications();
   const out: DestinationStatus[] = [];
   for (const spec of specs) {
-    const policy = spec.retention ?? manager.retentionPolicy();
+    const policy = destinationPolicy(spec, manager);
     const uploads = manager.catalog.listUploads(spec.name);
     const lastOk = uploads.find((u) => u.status === 'ok');
     const latest = uploads[0];
@@ -348,7 +418,7 @@ export async function destinationStatuses(
     };
     let remote: Pick<RemoteObject, 'name' | 'metadata'>[];
     try {
-      const objects = await createDestination(spec, target).list();
+      const objects = ownCopies(await createDestination(spec, target).list(), hostOf(target));
       const sorted = objects
         .map((o) => ({ o, time: remoteTime(o, manager.timeZone) }))
         .sort((a, b) => b.time.getTime() - a.time.getTime());

@@ -1,5 +1,5 @@
 import type { DatabaseTarget } from '../config/index.js';
-import { openDestination } from '../destinations/factory.js';
+import { hostOf, openDestination } from '../destinations/factory.js';
 import { humanDuration } from '../util/fs.js';
 import { BackupManager } from './manager.js';
 import { destinationStatuses, remoteTime, type DestinationStatus } from './offsite.js';
@@ -80,6 +80,8 @@ export type RemoteListing = {
     time: string;
     link?: string;
     sha256?: string;
+    /** The machine that made it (several may share a destination). */
+    host?: string;
     inCatalog: boolean;
   }[];
 };
@@ -90,6 +92,7 @@ export async function listRemote(target: DatabaseTarget, from: string): Promise<
   const manager = new BackupManager(target, { readOnly: true });
   try {
     const objects = await destination.list();
+    const own = hostOf(target);
     const backups = objects
       .map((o) => ({
         name: o.name,
@@ -98,7 +101,8 @@ export async function listRemote(target: DatabaseTarget, from: string): Promise<
         time: remoteTime(o, manager.timeZone).toISOString(),
         link: o.link,
         sha256: o.metadata?.sha256,
-        inCatalog: manager.catalog.getBackup(o.name) !== undefined,
+        host: o.host ?? own,
+        inCatalog: (o.host ?? own) === own && manager.catalog.getBackup(o.name) !== undefined,
       }))
       .sort((a, b) => b.time.localeCompare(a.time) || b.name.localeCompare(a.name));
     return { database: target.name, from: destination.name, type: destination.type, backups };

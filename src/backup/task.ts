@@ -6,11 +6,16 @@ import { acquireLock, LockHeldError } from '../scheduler/index.js';
 import { assertSqliteFile } from '../snapshot/index.js';
 import { EXIT, LitekeepError, oneLine } from '../util/errors.js';
 import { encryptionSettings } from './encryption.js';
-import { BackupManager, type BackupResult, type PruneResult } from './manager.js';
-import { runDestinations, type DestinationOutcome } from './offsite.js';
+import { BackupManager, type BackupResult, type BackupTrigger, type PruneResult } from './manager.js';
+import { destinationsOf, runDestinations, type DestinationOutcome } from './offsite.js';
 import { notifyRun, type NotificationOutcome } from './notifications.js';
 
 export type RunTrigger = 'manual' | 'schedule' | 'catch-up' | 'api';
+
+/** The retention series a run's backup belongs to: only a person's `manual` run is not on a schedule. */
+export function backupTriggerOf(trigger: RunTrigger): BackupTrigger {
+  return trigger === 'manual' ? 'manual' : 'scheduled';
+}
 
 export interface RunBackupOptions {
   trigger?: RunTrigger;
@@ -127,6 +132,7 @@ export async function runBackupForTarget(
 
     result.stage = 'snapshot';
     const backup = await manager.createBackup({
+      trigger: backupTriggerOf(trigger),
       vacuum: options.vacuum,
       runId,
       signal: options.signal,
@@ -159,6 +165,13 @@ export async function runBackupForTarget(
         result.rotated = prune.removed.length;
         for (const failure of prune.failed)
           warnings.push(`could not delete ${failure.name}: ${failure.error}`);
+        if (prune.future.length) {
+          warnings.push(
+            `dated in the future, kept and not counted by retention (check the clock): ${prune.future.join(', ')}`,
+          );
+        }
+        for (const aside of prune.setAside)
+          warnings.push(`set aside, not counted: ${aside.name} (${aside.reason})`);
         if (prune.unrecognized.length) {
           warnings.push(`left alone (names litekeep does not recognise): ${prune.unrecognized.join(', ')}`);
         }
@@ -226,6 +239,55 @@ export async function runBackupForTarget(
   }
   manager.close();
   return result;
+}
+
+/** What `backup --dry-run` reports: the backup a run would make now, and what its retention would remove. */
+export interface BackupRunPlan {
+  database: string;
+  file: string;
+  path: string;
+  trigger: BackupTrigger;
+  /** Local backups the run's retention would remove, with why; empty when nothing would go or prune is off. */
+  removals: { name: string; reasons: string[] }[];
+  prune: boolean;
+  /** Destinations the backup would be uploaded to (each then applies its own retention). */
+  destinations: string[];
+}
+
+/** Plans a run without taking a snapshot or touching any file: the same checks a run starts with. */
+export async function planBackupRun(
+  target: DatabaseTarget,
+  options: Pick<RunBackupOptions, 'trigger' | 'prune' | 'drive' | 'upload'> = {},
+): Promise<BackupRunPlan> {
+  assertSqliteFile(target.path);
+  await encryptionSettings(target.settings.encryption);
+  const prune = options.prune ?? target.settings.prune;
+  const manager = new BackupManager(target, { readOnly: true });
+  try {
+    if (prune) manager.retentionPolicy();
+    const now = new Date();
+    const trigger = backupTriggerOf(options.trigger ?? 'api');
+    const file = await manager.nextBackupName(now);
+    const plan = prune
+      ? await manager.prune({ dryRun: true, pretend: { name: file, time: now, trigger } })
+      : undefined;
+    return {
+      database: target.name,
+      file,
+      path: path.join(target.backupDir, file),
+      trigger,
+      prune,
+      removals: (plan?.decisions ?? [])
+        .filter((d) => d.action === 'remove')
+        .map((d) => ({ name: d.name, reasons: d.reasons })),
+      destinations:
+        options.upload === false
+          ? []
+          : destinationsOf(target, { skipDrive: options.drive === false }).map((d) => d.name),
+    };
+  } finally {
+    manager.close();
+  }
 }
 
 export interface RunBackupTaskOptions extends RunBackupOptions, LoadConfigOptions {

@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import os from 'node:os';
+import { hostOf } from '../destinations/factory.js';
 import type { DatabaseTarget } from '../config/index.js';
 import { notify } from '../notify/index.js';
 import { readIdentityFile } from '../pipeline/index.js';
@@ -79,7 +79,7 @@ export async function verifyDue(
       {
         kind: 'failure',
         database: target.name,
-        host: os.hostname(),
+        host: hostOf(target),
         time: now,
         stage: 'verify',
         error: `verification failed: ${failed.map((f) => `${f.backup} on ${f.source}: ${f.error}`).join('; ')}`,

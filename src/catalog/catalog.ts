@@ -32,6 +32,12 @@ export interface BackupRecord {
   fingerprint?: Fingerprint;
   recovered?: boolean;
   deletedAt?: string;
+  /** What started the run that made it: retention keeps manual and scheduled backups as separate series. */
+  trigger?: string;
+  /** Journal mode of the source database (`wal`, `delete`, ...): a restore into a new file brings it back. */
+  journalMode?: string;
+  /** The artifact was decoded back to the recorded plain sha256 before it was published. */
+  artifactChecked?: boolean;
 }
 
 export interface RunRecord {
@@ -87,7 +93,11 @@ export interface NotificationRecord {
 export interface VerificationRecord {
   backupFile: string;
   destination: string;
-  status: 'ok' | 'failed';
+  /**
+   * `failed`: the backup itself is bad (checksum, decoding, integrity, fingerprint). `error`: it could not be
+   * read just now (network, permissions) — that says nothing about the backup.
+   */
+  status: 'ok' | 'failed' | 'error';
   error?: string;
   details?: unknown;
   at?: string;
@@ -239,10 +249,10 @@ export class Catalog {
       .prepare(
         `INSERT INTO backups (run_id, file, created_at, bytes, sha256, plain_bytes, plain_sha256, source_path,
            source_bytes, page_size, page_count, sqlite_version, mode, integrity, duration_ms, compression,
-           encryption, fingerprint, recovered, deleted_at)
+           encryption, fingerprint, recovered, deleted_at, trigger, journal_mode, artifact_checked)
          VALUES (@runId, @file, @createdAt, @bytes, @sha256, @plainBytes, @plainSha256, @sourcePath, @sourceBytes,
            @pageSize, @pageCount, @sqliteVersion, @mode, @integrity, @durationMs, @compression, @encryption,
-           @fingerprint, @recovered, NULL)
+           @fingerprint, @recovered, NULL, @trigger, @journalMode, @artifactChecked)
          ON CONFLICT(file) DO UPDATE SET run_id = excluded.run_id, created_at = excluded.created_at,
            bytes = excluded.bytes, sha256 = excluded.sha256, plain_bytes = excluded.plain_bytes,
            plain_sha256 = excluded.plain_sha256, source_path = excluded.source_path,
@@ -250,7 +260,8 @@ export class Catalog {
            sqlite_version = excluded.sqlite_version, mode = excluded.mode, integrity = excluded.integrity,
            duration_ms = excluded.duration_ms, compression = excluded.compression,
            encryption = excluded.encryption, fingerprint = excluded.fingerprint, recovered = excluded.recovered,
-           deleted_at = NULL`,
+           deleted_at = NULL, trigger = excluded.trigger, journal_mode = excluded.journal_mode,
+           artifact_checked = excluded.artifact_checked`,
       )
       .run({
         runId: orNull(record.runId),
@@ -272,15 +283,23 @@ export class Catalog {
         encryption: record.encryption,
         fingerprint: record.fingerprint ? JSON.stringify(record.fingerprint) : null,
         recovered: record.recovered ? 1 : 0,
+        trigger: orNull(record.trigger),
+        journalMode: orNull(record.journalMode),
+        artifactChecked: record.artifactChecked ? 1 : 0,
       });
   }
 
   private toBackup(row: Row): BackupRecord {
-    const r = camel(row) as unknown as BackupRecord & { fingerprint?: string; recovered?: number };
+    const r = camel(row) as unknown as BackupRecord & {
+      fingerprint?: string;
+      recovered?: number;
+      artifactChecked?: number;
+    };
     return {
       ...r,
       fingerprint: r.fingerprint ? (JSON.parse(r.fingerprint) as Fingerprint) : undefined,
       recovered: r.recovered === 1,
+      artifactChecked: r.artifactChecked === 1,
     } as BackupRecord;
   }
 
@@ -402,6 +421,26 @@ export class Catalog {
       )
       .all() as Row[];
     return rows.map((row) => camel(row) as unknown as VerificationRecord & { id: number });
+  }
+
+  /**
+   * The newest conclusive verification of each backup at one place (`local` or a destination name): `ok` or
+   * `failed`. An `error` (could not be read) is no verdict and leaves the one before it standing.
+   */
+  verdicts(destination: string): Map<string, VerificationRecord> {
+    const rows = this.db
+      .prepare(
+        `SELECT * FROM verifications WHERE id IN
+           (SELECT MAX(id) FROM verifications WHERE destination = ? AND status IN ('ok', 'failed')
+            GROUP BY backup_file)`,
+      )
+      .all(destination) as Row[];
+    return new Map(
+      rows.map((row) => {
+        const record = camel(row) as unknown as VerificationRecord;
+        return [record.backupFile, record];
+      }),
+    );
   }
 
   recordRestore(record: RestoreRecord): void {

@@ -105,4 +105,11 @@ export const MIGRATIONS: readonly string[] = [
     at TEXT NOT NULL
   );
   `,
+  // 2: what retention and restore need to know about each backup.
+  `
+  ALTER TABLE backups ADD COLUMN trigger TEXT;
+  ALTER TABLE backups ADD COLUMN journal_mode TEXT;
+  ALTER TABLE backups ADD COLUMN artifact_checked INTEGER NOT NULL DEFAULT 0;
+  CREATE INDEX verifications_file ON verifications(backup_file, destination, id);
+  `,
 ];

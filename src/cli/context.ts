@@ -32,6 +32,7 @@ const RETENTION_FLAGS: Record<string, string> = {
   keepMonthly: 'retention.monthly',
   keepYearly: 'retention.yearly',
   keepWithin: 'retention.within',
+  keepManual: 'retention.manual',
 };
 
 export function addRetentionOptions(command: Command): Command {
@@ -42,7 +43,8 @@ export function addRetentionOptions(command: Command): Command {
     .option('--keep-weekly <n>', 'keep the newest backup of each of the last n ISO weeks')
     .option('--keep-monthly <n>', 'keep the newest backup of each of the last n months')
     .option('--keep-yearly <n>', 'keep the newest backup of each of the last n years')
-    .option('--keep-within <duration>', 'keep every backup within this duration of the newest (30d, 1y2m)');
+    .option('--keep-within <duration>', 'keep every backup within this duration of the newest (30d, 1y2m)')
+    .option('--keep-manual <duration>', 'keep every manual backup within this duration (default 7d)');
 }
 
 /** Flags that set config keys, as loadConfig overrides. */

@@ -85,3 +85,25 @@ export function markRunsUntilSignalled(): void {
 export function isRunsUntilSignalled(): boolean {
   return runsUntilSignalled;
 }
+
+/**
+ * Ctrl-C or SIGTERM stops the command's work through the returned signal, so that it removes its temp files
+ * before exiting; a second signal exits at once.
+ */
+export function stopOnSignal(what: string): { signal: AbortSignal; dispose: () => void } {
+  const abort = new AbortController();
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (abort.signal.aborted) process.exit(signal === 'SIGINT' ? 130 : 143);
+    process.stderr.write(`litekeep: ${signal} received, stopping the ${what} and removing its temp files\n`);
+    abort.abort(new Error(`${what} stopped by ${signal}`));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return {
+    signal: abort.signal,
+    dispose: () => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    },
+  };
+}

@@ -1,3 +1,4 @@
+import os from 'node:os';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parse as parseDotenv } from 'dotenv';
@@ -311,6 +312,18 @@ export function loadConfig(options: LoadConfigOptions = {}): ResolvedConfig {
   if (values.get('timeZone') === undefined) {
     values.set('timeZone', timeZone);
     sources.timeZone = 'default (system zone)';
+  }
+
+  const host = (values.get('host') as string | undefined) ?? os.hostname();
+  if (host.trim() === '' || host.length > 128 || /[/\\\0]|^\.\.?$/.test(host)) {
+    throw new ConfigError(
+      `invalid host ${JSON.stringify(host)} from ${sources.host ?? 'the system host name'}: expected a name of ` +
+        `1-128 characters without '/' or '\\' that is unique among the machines sharing a destination`,
+    );
+  }
+  if (values.get('host') === undefined) {
+    values.set('host', host);
+    sources.host = 'default (system host name)';
   }
 
   const driveConfigured = Object.entries(sources).some(

@@ -74,6 +74,9 @@ export const configSchema = section({
   }),
   busyTimeout: duration({ default: '10s', doc: 'how long to wait for a database locked by another process' }),
   timeZone: string({ doc: 'IANA zone for backup names and retention calendars (default: the system zone)' }),
+  host: string({
+    doc: 'this machine in remote copies (default: the host name); machines sharing a destination need different ones',
+  }),
   prune: boolean({ default: true, doc: 'apply retention after each successful backup' }),
   retention: section({
     last: retentionCount('backups'),
@@ -83,6 +86,10 @@ export const configSchema = section({
     monthly: retentionCount('months', 12),
     yearly: retentionCount('years'),
     within: string({ doc: 'keep every backup this close to the newest one (30d, 12h, 2w, 1y2m)' }),
+    manual: string({
+      default: '7d',
+      doc: 'keep every manual backup this young; manual and scheduled backups are rotated as separate series',
+    }),
   }),
   compression: section({
     algorithm: oneOf(['zstd', 'gzip', 'none'], { default: 'zstd', doc: 'compression of backup files' }),

@@ -1,3 +1,4 @@
+import os from 'node:os';
 import path from 'node:path';
 import type { DatabaseTarget } from '../config/index.js';
 import { ConfigError } from '../config/index.js';
@@ -141,7 +142,9 @@ export function createDestination(
   const s = spec.settings;
   switch (spec.type) {
     case 'local':
-      return new LocalDestination(spec.name, path.resolve(cwd, String(s.path), target.name));
+      return new LocalDestination(spec.name, path.resolve(cwd, String(s.path), target.name), {
+        host: hostOf(target),
+      });
     case 'google-drive': {
       const credentialsPath = path.resolve(cwd, str(s.credentials) ?? DEFAULT_GOOGLE_CREDENTIALS);
       return new GoogleDriveDestination({
@@ -150,6 +153,7 @@ export function createDestination(
         folderName: str(s.folder) ?? 'litekeep-backups',
         folderId: str(s.folderId),
         sourceName: target.name,
+        host: hostOf(target),
         trash: bool(s.trash) ?? true,
         chunkSize: num(s.chunkSize),
         endpoints: { apiRootUrl: str(s.apiUrl), tokenUrl: str(s.tokenUrl), authUrl: str(s.authUrl) },
@@ -164,6 +168,7 @@ export function createDestination(
         bucket: String(s.bucket),
         prefix: str(s.prefix),
         databaseName: target.name,
+        host: hostOf(target),
         region: str(s.region),
         endpoint: str(s.endpoint),
         forcePathStyle: bool(s.forcePathStyle),
@@ -176,6 +181,11 @@ export function createDestination(
         maxAttempts: num(s.maxAttempts),
       });
   }
+}
+
+/** This machine's name in remote copies: the `host` setting, else the system host name. */
+export function hostOf(target: DatabaseTarget): string {
+  return target.settings.host ?? os.hostname();
 }
 
 /** A destination by name (`local` is the backup folder itself), for restore, verify and list --from. */

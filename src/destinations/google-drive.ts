@@ -1,5 +1,6 @@
 import { VERSION } from '../version.js';
 import { createHash } from 'node:crypto';
+import os from 'node:os';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { open, rename, stat as fsStat, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
@@ -7,7 +8,14 @@ import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { gaxios } from 'google-auth-library';
 import { parseBackupName } from '../naming.js';
-import type { ArtifactMetadata, Destination, PutOptions, PutResult, RemoteObject } from './types.js';
+import {
+  isOwnedBy,
+  type ArtifactMetadata,
+  type Destination,
+  type PutOptions,
+  type PutResult,
+  type RemoteObject,
+} from './types.js';
 import {
   DriveAuthRevokedError,
   DriveChecksumMismatchError,
@@ -38,6 +46,11 @@ export interface GoogleDriveOptions {
   folderId?: string;
   /** Only list/remove files whose appProperties.source equals this, when given. */
   sourceName?: string;
+  /**
+   * This machine (appProperties.host of its copies): only its files are ever removed, by id, and a file of the
+   * same name from it with other bytes is never joined by a second one. Default: the system host name.
+   */
+  host?: string;
   /** Retention moves files to the trash (default) instead of deleting them outright. */
   trash?: boolean;
   /** Bytes per resumable-upload request, a multiple of 256 KiB, default 8 MiB. */
@@ -158,6 +171,8 @@ export function buildAppProperties(metadata: ArtifactMetadata): Record<string, s
     ['encryption', metadata.encryption],
     ['version', metadata.litekeepVersion],
     ['host', metadata.host],
+    ['trigger', metadata.trigger],
+    ['journalMode', metadata.journalMode],
   ];
   const out: Record<string, string> = {};
   for (const [key, value] of entries)
@@ -179,6 +194,8 @@ export function parseAppProperties(props: Record<string, string> | undefined): P
     encryption: props.encryption as ArtifactMetadata['encryption'] | undefined,
     litekeepVersion: props.version,
     host: props.host,
+    trigger: props.trigger,
+    journalMode: props.journalMode,
   };
   for (const key of Object.keys(meta) as (keyof ArtifactMetadata)[])
     if (meta[key] === undefined) delete meta[key];
@@ -186,11 +203,13 @@ export function parseAppProperties(props: Record<string, string> | undefined): P
 }
 
 function toRemoteObject(file: DriveFile): RemoteObject {
+  const metadata = parseAppProperties(file.appProperties);
   return {
     name: file.name,
     id: file.id,
     bytes: Number(file.size ?? 0),
-    metadata: parseAppProperties(file.appProperties),
+    metadata,
+    host: metadata.host,
     ...(file.webViewLink ? { link: file.webViewLink } : {}),
     ...(file.modifiedTime ? { modifiedTime: file.modifiedTime } : {}),
   };
@@ -251,8 +270,11 @@ export class GoogleDriveDestination implements Destination {
   private folderPromise?: Promise<string | undefined>;
   private kind?: GoogleCredentialsKind;
 
+  readonly host: string;
+
   constructor(private readonly options: GoogleDriveOptions) {
     this.name = options.name ?? 'drive';
+    this.host = options.host ?? os.hostname();
     const root = options.endpoints?.apiRootUrl ?? DEFAULT_API_ROOT;
     this.apiRoot = root.endsWith('/') ? root : `${root}/`;
     this.chunkSize = options.chunkSize ?? DEFAULT_CHUNK;
@@ -493,6 +515,24 @@ export class GoogleDriveDestination implements Destination {
     const started = Date.now();
     const counter: Counter = { retries: 0 };
     const total = (await fsStat(localPath)).size;
+    // Drive takes any number of files with one name: a second copy from this host must be the same bytes.
+    const existing = await this.stat(name);
+    if (existing) {
+      if (existing.metadata?.sha256 === metadata.sha256 && existing.bytes === total) {
+        return {
+          id: existing.id,
+          ...(existing.link ? { link: existing.link } : {}),
+          bytes: total,
+          attempts: 1,
+          durationMs: Date.now() - started,
+        };
+      }
+      throw new DriveError(
+        `${this.name} already holds a different ${name} from host '${this.host}' (sha256 ` +
+          `${existing.metadata?.sha256?.slice(0, 12) ?? 'unknown'}…): another machine uses this host name — ` +
+          `give each machine its own 'host' setting.`,
+      );
+    }
     const appProperties = buildAppProperties(metadata);
     const { file, sha256, md5 } = await this.upload(localPath, name, total, appProperties, counter, options);
     await this.verifyUploaded(file, name, total, sha256, md5, metadata.sha256, options.signal);
@@ -776,22 +816,23 @@ export class GoogleDriveDestination implements Destination {
     return files.map(toRemoteObject).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
+  /** This host's newest copy of `name` (files without a host are from before litekeep recorded it: ours). */
   async stat(name: string): Promise<RemoteObject | undefined> {
-    const files = await this.ownFiles(name);
+    const files = (await this.ownFiles(name)).filter((f) => isOwnedBy(toRemoteObject(f), this.host));
     // Drive allows several files with one name; the newest is the one a restore should use.
     files.sort((a, b) => (b.modifiedTime ?? '').localeCompare(a.modifiedTime ?? ''));
     return files[0] ? toRemoteObject(files[0]) : undefined;
   }
 
-  async get(name: string): Promise<Readable> {
-    const found = await this.stat(name);
-    if (!found) throw new DriveFileNotFoundError(name);
+  async get(object: RemoteObject): Promise<Readable> {
+    const name = object.name;
     const res = await this.call({
-      url: this.filesUrl(found.id),
+      url: this.filesUrl(object.id),
       params: { alt: 'media', supportsAllDrives: true },
       stream: true,
       label: `download of ${name}`,
     });
+    if (res.status === 404) throw new DriveFileNotFoundError(name);
     if (res.status !== 200) throw this.failure(await this.drain(res), `download of ${name}`);
     const body = res.data;
     if (body instanceof Readable) return body;
@@ -800,29 +841,31 @@ export class GoogleDriveDestination implements Destination {
     return body as Readable;
   }
 
-  async remove(name: string): Promise<void> {
-    // Several same-named copies can exist (a re-run); retention means all of them.
-    for (const file of await this.ownFiles(name)) {
-      const res = await this.call(
-        this.options.trash === false
-          ? {
-              method: 'DELETE',
-              url: this.filesUrl(file.id),
-              params: { supportsAllDrives: true },
-              label: `delete of ${name}`,
-            }
-          : {
-              method: 'PATCH',
-              url: this.filesUrl(file.id),
-              params: { fields: 'id,trashed', supportsAllDrives: true },
-              data: { trashed: true },
-              label: `trashing ${name}`,
-            },
-      );
-      // Gone already (someone else pruned it) is what we wanted.
-      if (res.status !== 404 && (res.status < 200 || res.status >= 300))
-        throw this.failure(res, this.options.trash === false ? `delete of ${name}` : `trashing ${name}`);
-    }
+  /** Trashes (or deletes) one file by id; refuses another host's. */
+  async remove(object: RemoteObject): Promise<void> {
+    const name = object.name;
+    if (!parseBackupName(name)) throw new Error(`refusing to remove ${name}: not a litekeep backup name`);
+    if (!isOwnedBy(object, this.host))
+      throw new Error(`refusing to remove ${name} (${object.id}): it belongs to host '${object.host}'`);
+    const res = await this.call(
+      this.options.trash === false
+        ? {
+            method: 'DELETE',
+            url: this.filesUrl(object.id),
+            params: { supportsAllDrives: true },
+            label: `delete of ${name}`,
+          }
+        : {
+            method: 'PATCH',
+            url: this.filesUrl(object.id),
+            params: { fields: 'id,trashed', supportsAllDrives: true },
+            data: { trashed: true },
+            label: `trashing ${name}`,
+          },
+    );
+    // Gone already (someone else pruned it) is what we wanted.
+    if (res.status !== 404 && (res.status < 200 || res.status >= 300))
+      throw this.failure(res, this.options.trash === false ? `delete of ${name}` : `trashing ${name}`);
   }
 }
 
@@ -860,7 +903,7 @@ export async function downloadVerified(
   const hash = createHash('sha256');
   let bytes = 0;
   try {
-    const source = await dest.get(name);
+    const source = await dest.get(info);
     await pipeline(
       source,
       new Transform({

@@ -3,17 +3,42 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
-import { isTempName, parseBackupName, tempNameFor } from '../naming.js';
-import { createSha256Counter } from '../pipeline/index.js';
+import {
+  hostFromSegment,
+  hostSegment,
+  isTempName,
+  parseBackupName,
+  TEMP_OF_PROCESS,
+  tempNameFor,
+} from '../naming.js';
+import { createSha256Counter, sha256File } from '../pipeline/index.js';
 import { LitekeepError } from '../util/errors.js';
 import { ensurePrivateDir, fsyncDir, publishNoClobber, writeFileAtomic } from '../util/fs.js';
-import type { ArtifactMetadata, Destination, PutOptions, PutResult, RemoteObject } from './types.js';
+import { removeTempsOfDeadProcesses } from '../util/process.js';
+import {
+  isOwnedBy,
+  type ArtifactMetadata,
+  type Destination,
+  type PutOptions,
+  type PutResult,
+  type RemoteObject,
+} from './types.js';
 
 const SIDECAR_DIR = '.litekeep-meta';
 
+export interface LocalDestinationOptions {
+  /**
+   * This machine's name. When set, copies go to `<folder>/<host>/` (a folder several machines may share) and
+   * only those are ever removed; copies in `<folder>` itself (litekeep before host folders) stay readable and
+   * count as this host's when their metadata names it or nobody. Unset for the backup folder itself.
+   */
+  host?: string;
+}
+
 /**
  * A folder as a destination: the backup folder itself (`local`), or a second disk or mounted share. Metadata
- * lives in `<folder>/.litekeep-meta/<name>.json` so that a copy can be verified without the catalog.
+ * lives in `<dir>/.litekeep-meta/<name>.json` beside each copy, so that a copy can be verified without the
+ * catalog.
  */
 export class LocalDestination implements Destination {
   readonly type = 'local';
@@ -21,10 +46,18 @@ export class LocalDestination implements Destination {
   constructor(
     readonly name: string,
     readonly folder: string,
+    private readonly options: LocalDestinationOptions = {},
   ) {}
 
-  private metaPath(name: string): string {
-    return path.join(this.folder, SIDECAR_DIR, `${name}.json`);
+  /** Where this machine writes. */
+  private get ownDir(): string {
+    return this.options.host === undefined
+      ? this.folder
+      : path.join(this.folder, hostSegment(this.options.host));
+  }
+
+  private metaPath(dir: string, name: string): string {
+    return path.join(dir, SIDECAR_DIR, `${name}.json`);
   }
 
   async put(
@@ -34,14 +67,18 @@ export class LocalDestination implements Destination {
     options: PutOptions = {},
   ): Promise<PutResult> {
     const started = Date.now();
-    const target = path.join(this.folder, name);
+    const dir = this.ownDir;
+    const target = path.join(dir, name);
     if (path.resolve(localPath) === path.resolve(target)) {
-      await this.writeMeta(name, metadata);
+      await this.writeMeta(dir, name, metadata);
       return { id: target, bytes: metadata.bytes, attempts: 1, durationMs: 0 };
     }
     try {
-      ensurePrivateDir(this.folder);
-      const temp = path.join(this.folder, tempNameFor(name));
+      ensurePrivateDir(dir);
+      // A copy killed half-way left its temp file; only this host writes here, and never two runs at once.
+      await removeTempsOfDeadProcesses(dir, TEMP_OF_PROCESS);
+      await removeTempsOfDeadProcesses(path.join(dir, SIDECAR_DIR), TEMP_OF_PROCESS);
+      const temp = path.join(dir, tempNameFor(name));
       try {
         const hash = createSha256Counter();
         await pipeline(
@@ -59,18 +96,23 @@ export class LocalDestination implements Destination {
           );
         }
         if (!(await publishNoClobber(temp, target))) {
-          const existing = await fsp.stat(target);
-          if (existing.size !== metadata.bytes)
-            throw new Error(`a different file named ${name} is already there`);
+          // Already there: fine when it is this very backup (a retried run), never when the bytes differ.
+          const existing = await sha256File(target);
+          if (existing.sha256 !== hash.sha256) {
+            throw new Error(
+              `a different file named ${name} is already in ${dir} (sha256 ${existing.sha256.slice(0, 12)}…); ` +
+                `another machine may use the host name '${this.options.host ?? '?'}': give each its own 'host'`,
+            );
+          }
         }
         // Only now that the file is in place: the metadata must never describe bytes that are not there.
-        await this.writeMeta(name, metadata);
+        await this.writeMeta(dir, name, metadata);
       } finally {
         await fsp.rm(temp, { force: true });
       }
     } catch (error) {
       throw new LitekeepError(
-        `copy to ${this.name} (${this.folder}) failed: ${(error as Error).message}; check that the folder is mounted and writable`,
+        `copy to ${this.name} (${dir}) failed: ${(error as Error).message}; check that the folder is mounted and writable`,
         { stage: 'upload', cause: error },
       );
     }
@@ -78,46 +120,63 @@ export class LocalDestination implements Destination {
     return { id: target, bytes: metadata.bytes, attempts: 1, durationMs: Date.now() - started };
   }
 
-  private async writeMeta(name: string, metadata: ArtifactMetadata): Promise<void> {
-    ensurePrivateDir(path.join(this.folder, SIDECAR_DIR));
-    await writeFileAtomic(this.metaPath(name), JSON.stringify(metadata, null, 2));
+  private async writeMeta(dir: string, name: string, metadata: ArtifactMetadata): Promise<void> {
+    ensurePrivateDir(path.join(dir, SIDECAR_DIR));
+    await writeFileAtomic(this.metaPath(dir, name), JSON.stringify(metadata, null, 2));
   }
 
-  private async readMeta(name: string): Promise<Partial<ArtifactMetadata> | undefined> {
+  private async readMeta(dir: string, name: string): Promise<Partial<ArtifactMetadata> | undefined> {
     try {
-      return JSON.parse(await fsp.readFile(this.metaPath(name), 'utf8')) as Partial<ArtifactMetadata>;
+      return JSON.parse(await fsp.readFile(this.metaPath(dir, name), 'utf8')) as Partial<ArtifactMetadata>;
     } catch {
       return undefined;
     }
   }
 
+  /** Every copy here: this host's, other hosts' (in their folders) and the ones from before host folders. */
   async list(): Promise<RemoteObject[]> {
-    let names: string[];
+    const out: RemoteObject[] = [];
+    let entries: fs.Dirent[];
     try {
-      names = await fsp.readdir(this.folder);
+      entries = await fsp.readdir(this.folder, { withFileTypes: true });
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
       throw error;
     }
-    const out: RemoteObject[] = [];
-    for (const name of names) {
-      if (isTempName(name) || !parseBackupName(name)) continue;
-      const object = await this.stat(name);
-      if (object) out.push(object);
+    for (const entry of entries) {
+      if (entry.isDirectory() && this.options.host !== undefined && !entry.name.startsWith('.')) {
+        const dir = path.join(this.folder, entry.name);
+        for (const name of await fsp.readdir(dir).catch(() => [] as string[])) {
+          const object = await this.statIn(dir, name, hostFromSegment(entry.name), false);
+          if (object) out.push(object);
+        }
+      } else if (!entry.isDirectory()) {
+        const object = await this.statIn(this.folder, entry.name, undefined, this.options.host !== undefined);
+        if (object) out.push(object);
+      }
     }
     return out;
   }
 
-  async stat(name: string): Promise<RemoteObject | undefined> {
-    const file = path.join(this.folder, name);
+  private async statIn(
+    dir: string,
+    name: string,
+    host: string | undefined,
+    legacy: boolean,
+  ): Promise<RemoteObject | undefined> {
+    if (isTempName(name) || !parseBackupName(name)) return undefined;
+    const file = path.join(dir, name);
     try {
       const stat = await fsp.stat(file);
       if (!stat.isFile()) return undefined;
+      const metadata = await this.readMeta(dir, name);
       return {
         name,
         id: file,
         bytes: stat.size,
-        metadata: await this.readMeta(name),
+        metadata,
+        host: host ?? metadata?.host,
+        ...(legacy ? { legacy: true } : {}),
         modifiedTime: stat.mtime.toISOString(),
       };
     } catch {
@@ -125,16 +184,34 @@ export class LocalDestination implements Destination {
     }
   }
 
-  async get(name: string): Promise<Readable> {
-    const file = path.join(this.folder, name);
-    await fsp.access(file, fs.constants.R_OK);
-    return fs.createReadStream(file);
+  /** This host's copy of `name`, or one from before host folders that is this host's. */
+  async stat(name: string): Promise<RemoteObject | undefined> {
+    const own = await this.statIn(this.ownDir, name, this.options.host, false);
+    if (own || this.options.host === undefined) return own;
+    const legacy = await this.statIn(this.folder, name, undefined, true);
+    return legacy && isOwnedBy(legacy, this.options.host) ? legacy : undefined;
   }
 
-  async remove(name: string): Promise<void> {
-    if (!parseBackupName(name)) throw new Error(`refusing to remove ${name}: not a litekeep backup name`);
-    await fsp.unlink(path.join(this.folder, name));
-    await fsp.rm(this.metaPath(name), { force: true });
-    await fsyncDir(this.folder);
+  async get(object: RemoteObject): Promise<Readable> {
+    await fsp.access(object.id, fs.constants.R_OK);
+    return fs.createReadStream(object.id);
   }
+
+  async remove(object: RemoteObject): Promise<void> {
+    if (!parseBackupName(object.name) || path.basename(object.id) !== object.name)
+      throw new Error(`refusing to remove ${object.id}: not a litekeep backup name`);
+    if (this.options.host !== undefined && !isOwnedBy(object, this.options.host))
+      throw new Error(`refusing to remove ${object.id}: it belongs to host '${object.host}'`);
+    const dir = path.dirname(object.id);
+    if (!isInside(this.folder, dir))
+      throw new Error(`refusing to remove ${object.id}: outside ${this.folder}`);
+    await fsp.unlink(object.id);
+    await fsp.rm(this.metaPath(dir, object.name), { force: true });
+    await fsyncDir(dir);
+  }
+}
+
+function isInside(root: string, dir: string): boolean {
+  const relative = path.relative(path.resolve(root), path.resolve(dir));
+  return relative === '' || (!relative.startsWith('..') && !path.isAbsolute(relative));
 }

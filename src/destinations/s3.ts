@@ -1,5 +1,6 @@
 import { createHash, type Hash } from 'node:crypto';
 import fs from 'node:fs';
+import os from 'node:os';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
@@ -14,9 +15,16 @@ import {
   type StorageClass,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import { parseBackupName } from '../naming.js';
+import { hostFromSegment, hostSegment, parseBackupName } from '../naming.js';
 import { EXIT, LitekeepError } from '../util/errors.js';
-import type { ArtifactMetadata, Destination, PutOptions, PutResult, RemoteObject } from './types.js';
+import {
+  isOwnedBy,
+  type ArtifactMetadata,
+  type Destination,
+  type PutOptions,
+  type PutResult,
+  type RemoteObject,
+} from './types.js';
 
 export interface S3DestinationOptions {
   /** Destination name shown in logs and used by `--from`; default `s3`. */
@@ -26,6 +34,11 @@ export interface S3DestinationOptions {
   prefix?: string;
   /** Objects live under `<prefix>/<databaseName>/`, so several databases share one bucket without collision. */
   databaseName: string;
+  /**
+   * This machine: its copies are `<prefix>/<databaseName>/<host>/<file>`, and only those are ever written or
+   * removed. Default: the system host name.
+   */
+  host?: string;
   region?: string;
   /** For S3-compatible services (MinIO, R2, B2, Wasabi, ...), e.g. `https://s3.example.com`. */
   endpoint?: string;
@@ -77,6 +90,8 @@ export function buildS3Metadata(metadata: ArtifactMetadata): Record<string, stri
     ['encryption', metadata.encryption],
     ['version', metadata.litekeepVersion],
     ['host', metadata.host === undefined ? undefined : encodeURIComponent(metadata.host)],
+    ['trigger', metadata.trigger],
+    ['journal-mode', metadata.journalMode],
   ];
   const out: Record<string, string> = {};
   for (const [key, value] of entries)
@@ -113,6 +128,8 @@ export function parseS3Metadata(raw: Record<string, string> | undefined): Partia
     compression: get('compression') as ArtifactMetadata['compression'] | undefined,
     encryption: get('encryption') as ArtifactMetadata['encryption'] | undefined,
     litekeepVersion: get('version'),
+    trigger: get('trigger'),
+    journalMode: get('journal-mode'),
   };
   for (const key of Object.keys(meta) as (keyof ArtifactMetadata)[])
     if (meta[key] === undefined) delete meta[key];
@@ -283,11 +300,13 @@ export class S3Destination implements Destination {
   readonly client: S3Client;
   private readonly options: S3DestinationOptions;
   private readonly keyPrefix: string;
+  readonly host: string;
 
   constructor(options: S3DestinationOptions) {
     validateS3Options(options);
     this.options = options;
     this.name = options.name ?? 's3';
+    this.host = options.host ?? os.hostname();
     this.keyPrefix = objectKey(options.prefix, options.databaseName);
     const checksum = options.checksumMode === 'when-required' ? 'WHEN_REQUIRED' : 'WHEN_SUPPORTED';
     const config: S3ClientConfig = {
@@ -316,8 +335,19 @@ export class S3Destination implements Destination {
     return `s3://${this.options.bucket}/${this.keyPrefix}`;
   }
 
+  /** This host's key for a backup name. */
   keyFor(name: string): string {
-    return this.keyPrefix + name;
+    return `${this.keyPrefix}${hostSegment(this.host)}/${name}`;
+  }
+
+  /** Where a key stands: a backup of some host, one from before host folders, or not ours at all. */
+  private placeOf(key: string): { name: string; host?: string; legacy: boolean } | undefined {
+    if (!key.startsWith(this.keyPrefix)) return undefined;
+    const parts = key.slice(this.keyPrefix.length).split('/');
+    if (parts.length === 1 && parseBackupName(parts[0])) return { name: parts[0], legacy: true };
+    if (parts.length === 2 && parts[0] !== '' && parseBackupName(parts[1]))
+      return { name: parts[1], host: hostFromSegment(parts[0]), legacy: false };
+    return undefined;
   }
 
   private get endpointLabel(): string {
@@ -395,6 +425,10 @@ export class S3Destination implements Destination {
         { stage: 'upload', cause: error },
       );
     }
+    // Servers without conditional writes would silently overwrite: look first, and let If-None-Match catch a
+    // race on those that have them.
+    const existing = await this.head(key, `upload of ${name}`);
+    if (existing) return this.alreadyThere(name, key, existing, metadata, started);
     // A 10,000-part ceiling: grow the part size rather than fail on very large files.
     const partSize = Math.max(this.options.partSize ?? DEFAULT_PART_SIZE, Math.ceil(total / MAX_PARTS));
     const source = fs.createReadStream(localPath);
@@ -419,6 +453,8 @@ export class S3Destination implements Destination {
         Body: digesting,
         ContentLength: total,
         ContentType: 'application/octet-stream',
+        // Never replace an object: on PutObject and CompleteMultipartUpload alike (lib-storage passes it on).
+        IfNoneMatch: '*',
         Metadata: buildS3Metadata(metadata),
         ...(this.options.storageClass ? { StorageClass: this.options.storageClass as StorageClass } : {}),
         ...(this.options.serverSideEncryption
@@ -446,6 +482,10 @@ export class S3Destination implements Destination {
           )
           .catch(() => undefined);
       }
+      if (isPreconditionFailed(error)) {
+        const now = await this.head(key, `upload of ${name}`);
+        if (now) return this.alreadyThere(name, key, now, metadata, started);
+      }
       throw this.describeError(`upload of ${name}`, error);
     } finally {
       options.signal?.removeEventListener('abort', onAbort);
@@ -455,6 +495,26 @@ export class S3Destination implements Destination {
     await this.verifyUploaded(name, key, metadata, digests);
     options.onProgress?.(digests.bytes);
     return { id: key, bytes: digests.bytes, attempts: 1, durationMs: Date.now() - started };
+  }
+
+  /** A copy under this host's key exists: it is this backup (a retried run), or another machine's. */
+  private alreadyThere(
+    name: string,
+    key: string,
+    head: HeadObjectCommandOutput,
+    metadata: ArtifactMetadata,
+    started: number,
+  ): PutResult {
+    const sha256 = parseS3Metadata(head.Metadata).sha256;
+    if (sha256 === metadata.sha256 && head.ContentLength === metadata.bytes) {
+      return { id: key, bytes: metadata.bytes, attempts: 1, durationMs: Date.now() - started };
+    }
+    throw new LitekeepError(
+      `upload of ${name} to ${this.name} refused: s3://${this.options.bucket}/${key} already holds other bytes ` +
+        `(sha256 ${sha256?.slice(0, 12) ?? 'unknown'}…); another machine uses the host name '${this.host}' — ` +
+        `give each machine its own 'host' setting`,
+      { stage: 'upload' },
+    );
   }
 
   /** HEAD the new object; on any disagreement delete it (a bad copy must not count) and throw. */
@@ -504,8 +564,9 @@ export class S3Destination implements Destination {
     }
   }
 
+  /** Every host's copies of this database, and those from before host folders (`<prefix>/<db>/<file>`). */
   async list(): Promise<RemoteObject[]> {
-    const found: { name: string; key: string }[] = [];
+    const found: string[] = [];
     // ListObjects (v1) paged by Marker = last key: v2's continuation tokens crash s3rver on OpenSSL 3 (it
     // encrypts them with DES), and v1 is understood by every S3-compatible service.
     let marker: string | undefined;
@@ -524,12 +585,7 @@ export class S3Destination implements Destination {
         throw this.describeError(`listing ${this.location}`, error, 'list');
       }
       const contents = page.Contents ?? [];
-      for (const object of contents) {
-        if (!object.Key) continue;
-        // parseBackupName rejects any `/`, so deeper keys (`<prefix>/<db>/x/backup-...`) are left alone.
-        const name = object.Key.slice(this.keyPrefix.length);
-        if (parseBackupName(name)) found.push({ name, key: object.Key });
-      }
+      for (const object of contents) if (object.Key && this.placeOf(object.Key)) found.push(object.Key);
       const last = contents.at(-1)?.Key;
       if (!page.IsTruncated || !last) break;
       marker = last;
@@ -541,28 +597,40 @@ export class S3Destination implements Destination {
     const worker = async () => {
       while (next < found.length) {
         const index = next++;
-        out[index] = await this.stat(found[index].name);
+        out[index] = await this.statKey(found[index]);
       }
     };
     await Promise.all(Array.from({ length: Math.min(HEAD_CONCURRENCY, found.length) }, worker));
     return out.filter((o): o is RemoteObject => o !== undefined);
   }
 
-  async stat(name: string): Promise<RemoteObject | undefined> {
-    const key = this.keyFor(name);
-    const head = await this.head(key, `stat of ${name}`);
+  private async statKey(key: string): Promise<RemoteObject | undefined> {
+    const place = this.placeOf(key);
+    if (!place) return undefined;
+    const head = await this.head(key, `stat of ${place.name}`);
     if (!head) return undefined;
+    const metadata = parseS3Metadata(head.Metadata);
     return {
-      name,
+      name: place.name,
       id: key,
       bytes: head.ContentLength ?? 0,
-      metadata: parseS3Metadata(head.Metadata),
+      metadata,
+      host: place.host ?? metadata.host,
+      ...(place.legacy ? { legacy: true } : {}),
       ...(head.LastModified ? { modifiedTime: head.LastModified.toISOString() } : {}),
     };
   }
 
-  async get(name: string): Promise<Readable> {
-    const key = this.keyFor(name);
+  /** This host's copy of `name`, else one from before host folders that is this host's. */
+  async stat(name: string): Promise<RemoteObject | undefined> {
+    const own = await this.statKey(this.keyFor(name));
+    if (own) return own;
+    const legacy = await this.statKey(this.keyPrefix + name);
+    return legacy && isOwnedBy(legacy, this.host) ? legacy : undefined;
+  }
+
+  async get(object: RemoteObject): Promise<Readable> {
+    const key = object.id;
     try {
       const response = await this.client.send(
         new GetObjectCommand({ Bucket: this.options.bucket, Key: key }),
@@ -574,22 +642,25 @@ export class S3Destination implements Destination {
       const e = error as SdkError;
       if (e.name === 'NoSuchKey' || e.name === 'NotFound') {
         throw new LitekeepError(
-          `no backup named ${name} at s3://${this.options.bucket}/${key}; run 'litekeep list' to see the backups that exist`,
+          `no backup named ${object.name} at s3://${this.options.bucket}/${key}; run 'litekeep list' to see the backups that exist`,
           { stage: 'restore', cause: error },
         );
       }
-      throw this.describeError(`download of ${name}`, error, 'restore');
+      throw this.describeError(`download of ${object.name}`, error, 'restore');
     }
   }
 
-  async remove(name: string): Promise<void> {
-    if (!parseBackupName(name)) throw new Error(`refusing to remove ${name}: not a litekeep backup name`);
+  /** Removes one of this host's copies (or a pre-host-folder one that is this host's), by key. */
+  async remove(object: RemoteObject): Promise<void> {
+    const place = this.placeOf(object.id);
+    if (!place || place.name !== object.name)
+      throw new Error(`refusing to remove ${object.id}: not a litekeep backup key`);
+    if (!isOwnedBy({ host: place.host ?? object.host }, this.host))
+      throw new Error(`refusing to remove ${object.id}: it belongs to host '${place.host ?? object.host}'`);
     try {
-      await this.client.send(
-        new DeleteObjectCommand({ Bucket: this.options.bucket, Key: this.keyFor(name) }),
-      );
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.options.bucket, Key: object.id }));
     } catch (error) {
-      throw this.describeError(`removal of ${name}`, error, 'prune');
+      throw this.describeError(`removal of ${object.name}`, error, 'prune');
     }
   }
 
@@ -597,6 +668,12 @@ export class S3Destination implements Destination {
   destroy(): void {
     this.client.destroy();
   }
+}
+
+/** 412: a conditional write found the key taken (or, on a multipart upload, completed meanwhile). */
+function isPreconditionFailed(error: unknown): boolean {
+  const e = (error ?? {}) as SdkError;
+  return e.name === 'PreconditionFailed' || e.$metadata?.httpStatusCode === 412;
 }
 
 function firstLine(message: string | undefined): string {

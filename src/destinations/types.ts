@@ -19,13 +19,24 @@ export interface ArtifactMetadata {
   litekeepVersion: string;
   /** Host that made the backup: remote retention only ever removes this host's copies. */
   host?: string;
+  /** `manual` or `scheduled`: retention keeps the two as separate series. */
+  trigger?: string;
+  /** Journal mode of the source database, restored with it into a new file. */
+  journalMode?: string;
 }
 
 export interface RemoteObject {
   /** The backup's file name, e.g. `backup-2026-03-01-030000.db.zst.age`. */
   name: string;
-  /** Destination-specific id (Drive file id, S3 key, local path). */
+  /** Destination-specific id (Drive file id, S3 key, local path): what get and remove act on. */
   id: string;
+  /**
+   * The machine that made it: from the copy's place (`<database>/<host>/`) or, for copies written before host
+   * folders, from its metadata; undefined when nothing says (those count as this host's own).
+   */
+  host?: string;
+  /** Written before host folders existed (`<database>/<file>`): still listed, restored and pruned. */
+  legacy?: boolean;
   bytes: number;
   /** Parsed litekeep metadata when the remote holds it. */
   metadata?: Partial<ArtifactMetadata>;
@@ -49,16 +60,31 @@ export interface PutOptions {
 }
 
 /**
- * One place a backup can live. Every implementation stores files under the names litekeep gives them,
- * and only ever lists or removes files it can recognise as its own.
+ * One place a backup can live, shared by any number of machines. Every implementation keeps each host's copies
+ * apart (`<database>/<host>/<file>` or the host in the copy's metadata), writes only this host's, never
+ * overwrites an existing copy with other bytes, and only ever removes this host's copies, by id.
  */
 export interface Destination {
   readonly name: string;
   readonly type: string;
-  /** Upload a local artifact. `localPath` is given so that implementations may re-read it on retry. */
+  /**
+   * Upload a local artifact as this host's copy. `localPath` is given so that implementations may re-read it
+   * on retry. A copy of that name already there with the same sha256 is success; with other bytes, an error.
+   */
   put(localPath: string, name: string, metadata: ArtifactMetadata, options?: PutOptions): Promise<PutResult>;
+  /** Every host's copies of this database, each with its `host`. */
   list(): Promise<RemoteObject[]>;
+  /** This host's copy of `name` (or a pre-host-folder copy of it that is this host's). */
   stat(name: string): Promise<RemoteObject | undefined>;
-  get(name: string): Promise<Readable>;
-  remove(name: string): Promise<void>;
+  get(object: RemoteObject): Promise<Readable>;
+  /** Removes one copy by its id; refuses another host's. */
+  remove(object: RemoteObject): Promise<void>;
+}
+
+/**
+ * Whether a copy is `host`'s to remove: it says so, or nothing says whose it is (a copy from before litekeep
+ * recorded hosts can only be this installation's own).
+ */
+export function isOwnedBy(object: Pick<RemoteObject, 'host'>, host: string): boolean {
+  return object.host === undefined || object.host === host;
 }

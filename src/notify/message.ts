@@ -86,7 +86,8 @@ export function buildMessage(event: RunEvent, options: MessageOptions = {}): Mes
       add('Local', event.path, 'code');
       add('Drive', event.link, 'link');
       if (event.rotated !== undefined) {
-        add('Rotated', `${event.rotated} old backup${event.rotated === 1 ? '' : 's'} removed`);
+        const names = event.removed?.length ? `: ${event.removed.join(', ')}` : '';
+        add('Rotated', `${event.rotated} old backup${event.rotated === 1 ? '' : 's'} removed${names}`);
       }
       add('Duration', event.durationMs !== undefined ? formatDuration(event.durationMs) : undefined);
       if (status === 'partial') {

@@ -16,6 +16,8 @@ export interface RunEvent {
   link?: string;
   /** Number of old backups removed by rotation. */
   rotated?: number;
+  /** Names of the backups this run's retention removed (locally and on each destination). */
+  removed?: string[];
   durationMs?: number;
   sha256?: string;
   /** Failure: one line, no stack. */

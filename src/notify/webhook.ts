@@ -34,6 +34,7 @@ export function buildWebhookPayload(
     path: event.path,
     link: event.link,
     rotated: event.rotated,
+    removed: event.removed,
     durationMs: event.durationMs,
     sha256: event.sha256,
     error: event.error,

@@ -260,6 +260,24 @@ export class AgeEncryptStream extends Transform {
   }
 }
 
+/** Opens exactly the file whose key it was given; the header MAC still has to check out under that key. */
+class KnownFileKey implements Identity {
+  constructor(private readonly fileKey: Buffer) {}
+  unwrapFileKey(): Uint8Array {
+    return this.fileKey;
+  }
+}
+
+/**
+ * A decrypter for an artifact this process just wrote, from the file key it drew: the machine that backs up
+ * holds only recipients, yet can prove the new file decrypts before anything older is removed.
+ */
+export function decrypterForFileKey(fileKey: Buffer): Decrypter {
+  const decrypter = new Decrypter();
+  decrypter.addIdentity(new KnownFileKey(fileKey));
+  return decrypter;
+}
+
 export function makeDecrypter(identities: string[] | undefined, passphrase: string | undefined): Decrypter {
   const decrypter = new Decrypter();
   for (const identity of identities ?? []) {
@@ -405,6 +423,11 @@ export class AgeDecryptStream extends Transform {
     this.counter++;
     return body;
   }
+}
+
+/** Whether a decryption failure means "not our key" rather than "damaged data". */
+export function isWrongKey(error: unknown): boolean {
+  return error instanceof DecryptionError && error.message === CANNOT_DECRYPT;
 }
 
 function headerError(error: unknown): Error {

@@ -1,11 +1,17 @@
 import os from 'node:os';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import { PassThrough, type Readable, type Transform } from 'node:stream';
+import { PassThrough, Writable, type Readable, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { pipeline as pipelineCallback } from 'node:stream';
 import type { Compression } from '../naming.js';
-import { AgeDecryptStream, AgeEncryptStream, makeDecrypter, prepareEncryption } from './age.js';
+import {
+  AgeDecryptStream,
+  AgeEncryptStream,
+  decrypterForFileKey,
+  makeDecrypter,
+  prepareEncryption,
+} from './age.js';
 import {
   createCompressor,
   createDecompressor,
@@ -33,6 +39,11 @@ export interface ArtifactResult {
   /** sha256 (hex) and size of the plain database that went in. */
   plainSha256: string;
   plainBytes: number;
+  /**
+   * The age file key of an encrypted artifact, kept in memory only so that `checkArtifactDecodes` can prove
+   * the file opens without the identity. Never store or print it.
+   */
+  fileKey?: Buffer;
 }
 
 export interface OpenOptions {
@@ -41,6 +52,8 @@ export interface OpenOptions {
   /** `AGE-SECRET-KEY-1...` strings (see readIdentityFile). */
   identities?: string[];
   passphrase?: string;
+  /** The file key of an artifact this process wrote (ArtifactResult.fileKey), instead of an identity. */
+  fileKey?: Buffer;
 }
 
 // Bigger reads than fs's 64 KiB default cut per-chunk overhead; memory stays a few of these per stage.
@@ -104,7 +117,34 @@ export async function writeArtifact(
   } finally {
     if (!ok) await fsp.rm(destPath, { force: true });
   }
-  return { sha256: packed.sha256, bytes: packed.bytes, plainSha256: plain.sha256, plainBytes: plain.bytes };
+  return {
+    sha256: packed.sha256,
+    bytes: packed.bytes,
+    plainSha256: plain.sha256,
+    plainBytes: plain.bytes,
+    fileKey: encryption?.fileKey,
+  };
+}
+
+/**
+ * Reads an artifact back from disk and decodes it (decrypt, decompress) without writing anything, returning
+ * the sha256 of what comes out: the proof that the bytes on disk give back the snapshot.
+ */
+export async function decodedSha256(
+  artifactPath: string,
+  options: OpenOptions,
+  signal?: AbortSignal,
+): Promise<{ sha256: string; bytes: number }> {
+  const decoded = openArtifact(fs.createReadStream(artifactPath, { highWaterMark: READ_CHUNK }), options);
+  const counter = createSha256Counter();
+  try {
+    await pipeline(decoded, counter, new Writable({ write: (_chunk, _encoding, done) => done() }), {
+      signal,
+    });
+  } finally {
+    decoded.destroy();
+  }
+  return counter.digest();
 }
 
 /**
@@ -116,7 +156,13 @@ export function openArtifact(input: Readable, options: OpenOptions): Readable {
   validateCompression(options.compression);
   const stages: Transform[] = [];
   if (options.encrypted)
-    stages.push(new AgeDecryptStream(makeDecrypter(options.identities, options.passphrase)));
+    stages.push(
+      new AgeDecryptStream(
+        options.fileKey
+          ? decrypterForFileKey(options.fileKey)
+          : makeDecrypter(options.identities, options.passphrase),
+      ),
+    );
   stages.push(...createDecompressor(options.compression));
   const out = new PassThrough({ highWaterMark: READ_CHUNK });
   // pipeline() destroys every stream, `out` included, with the first error. Listeners added before it run

@@ -3,11 +3,12 @@ export {
   writeArtifact,
   openArtifact,
   restoreArtifactToFile,
+  decodedSha256,
   type ArtifactOptions,
   type ArtifactResult,
   type OpenOptions,
 } from './artifact.js';
-export { readIdentityFile, generateIdentity, validateRecipients } from './age.js';
+export { readIdentityFile, generateIdentity, validateRecipients, isWrongKey } from './age.js';
 export { createSha256Counter, sha256File, Sha256Counter } from './hash.js';
 export {
   DecryptionError,

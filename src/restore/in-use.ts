@@ -1,6 +1,5 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import Database from 'better-sqlite3';
 
 export interface ProcessUsingFile {
   pid: number;
@@ -32,7 +31,8 @@ function deviceKey(dev: bigint): string {
  * open descriptors in /proc/PID/fd, and POSIX/flock locks in /proc/locks. The second catches processes whose fd
  * folder we may not read (another user) and any SQLite connection in WAL mode, which keeps a read lock on the
  * -shm for as long as it is open. This process itself is left out: it opens the target only after this check.
- * Where /proc is not available this returns [] and `isLockedBySqlite` is the only check.
+ * It only describes: whether the database is in use is asked of SQLite itself (probeLiveDatabase), which also
+ * sees processes in other PID namespaces. Where /proc is not available this returns [].
  */
 export function processesUsing(dbPath: string): ProcessUsingFile[] {
   const resolved = path.resolve(dbPath);
@@ -104,25 +104,6 @@ export function processesUsing(dbPath: string): ProcessUsingFile[] {
     found.set(pid, { pid, command: pid > 0 ? commandOf(pid) : '?', file, how: 'lock' });
   }
   return [...found.values()].sort((a, b) => a.pid - b.pid);
-}
-
-/**
- * Whether another connection holds a lock on the database right now (a write or exclusive transaction). Only for
- * systems without /proc: it opens the database read-write, and closing the last connection of a WAL database
- * checkpoints it.
- */
-export function isLockedBySqlite(dbPath: string): boolean {
-  let db: Database.Database | undefined;
-  try {
-    db = new Database(dbPath, { fileMustExist: true, timeout: 0 });
-    db.exec('BEGIN IMMEDIATE');
-    db.exec('ROLLBACK');
-    return false;
-  } catch (error) {
-    return /BUSY|LOCKED/.test((error as { code?: string }).code ?? '');
-  } finally {
-    db?.close();
-  }
 }
 
 /** One line for a refusal: who holds the file, and where to look. */

@@ -11,4 +11,5 @@ export {
   type SelectOptions,
   type DecryptOptions,
 } from './restore.js';
-export { processesUsing, isLockedBySqlite, type ProcessUsingFile } from './in-use.js';
+export { processesUsing, type ProcessUsingFile } from './in-use.js';
+export { probeLiveDatabase, type LiveState } from './replace.js';

@@ -7,7 +7,15 @@ export type CountRule = (typeof COUNT_RULES)[number];
 export type RetentionPolicy = { [K in CountRule]?: number } & {
   /** Keep everything no older than this duration before the newest backup, e.g. `30d`, `1y2m`. */
   within?: string;
+  /**
+   * Keep every backup of the `manual` series no older than this, on top of the rules (a backup taken by hand
+   * before a risky change, and the one after it, both survive the day).
+   */
+  manual?: string;
 };
+
+/** The duration keys, which take `within`'s form. */
+const DURATION_RULES = ['within', 'manual'] as const;
 
 export const DEFAULT_RETENTION: Readonly<RetentionPolicy> = Object.freeze({
   daily: 7,
@@ -134,24 +142,22 @@ export function parseRetentionPolicy(raw: Record<string, unknown>, source: strin
     if (value === undefined || value === null || value === '') continue;
     if ((COUNT_RULES as readonly string[]).includes(key)) {
       policy[key as CountRule] = parseCount(key, value, source);
-    } else if (key === 'within') {
-      if (typeof value !== 'string') {
-        throw new RetentionPolicyError(
-          `Invalid retention within ${JSON.stringify(value)} in ${source}: use ${WITHIN_FORM}.`,
-          'within',
+    } else if ((DURATION_RULES as readonly string[]).includes(key)) {
+      const rule = key as (typeof DURATION_RULES)[number];
+      const invalid = () =>
+        new RetentionPolicyError(
+          `Invalid retention ${rule} ${JSON.stringify(value)} in ${source}: use ${WITHIN_FORM}.`,
+          rule,
         );
-      }
+      if (typeof value !== 'string') throw invalid();
       try {
-        policy.within = parseWithin(value).text;
+        policy[rule] = parseWithin(value).text;
       } catch {
-        throw new RetentionPolicyError(
-          `Invalid retention within ${JSON.stringify(value)} in ${source}: use ${WITHIN_FORM}.`,
-          'within',
-        );
+        throw invalid();
       }
     } else {
       throw new RetentionPolicyError(
-        `Unknown retention rule "${key}" in ${source}: use ${[...COUNT_RULES, 'within'].join(', ')}.`,
+        `Unknown retention rule "${key}" in ${source}: use ${[...COUNT_RULES, ...DURATION_RULES].join(', ')}.`,
         key,
       );
     }
@@ -203,5 +209,7 @@ export function describePolicy(policy: RetentionPolicy): string {
     if (n > 0) parts.push(rule === 'last' ? `last ${n}` : `${n} ${rule}`);
   }
   if (policy.within) parts.push(`within ${policy.within}`);
-  return parts.length ? parts.join(', ') : 'keep everything (no retention rule)';
+  if (!parts.length) return 'keep everything (no retention rule)';
+  if (policy.manual) parts.push(`manual backups within ${policy.manual}`);
+  return parts.join(', ');
 }

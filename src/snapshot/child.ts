@@ -5,6 +5,10 @@
  */
 import { snapshotInProcess, type SnapshotRequest } from './engine.js';
 
+// Every file SQLite creates here (the copy, its -journal) holds the database in plain text: owner only, from the
+// first byte, whatever the caller's umask.
+process.umask(0o077);
+
 // An orphan has nobody to report to: when the parent dies, stop as soon as SQLite lets us.
 process.once('disconnect', () => process.exit(1));
 

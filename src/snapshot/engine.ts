@@ -18,6 +18,8 @@ export interface SnapshotRequest {
 export interface SnapshotFacts extends DatabaseFacts {
   sourceBytes: number;
   bytes: number;
+  /** Journal mode of the live database (the copy itself is always in rollback mode). */
+  sourceJournalMode: string;
 }
 
 /** A failure with a SQLite or errno code, carried as plain data across the process boundary. */
@@ -68,8 +70,14 @@ export async function snapshotInProcess(
   onCopied?: () => void,
 ): Promise<SnapshotFacts> {
   const sourceBytes = sizeWithWal(request.source);
+  // Created empty and private before SQLite writes a byte: VACUUM INTO accepts an empty target, and SQLite gives
+  // the copy's -journal the copy's mode.
+  fs.closeSync(fs.openSync(request.target, 'wx', 0o600));
+  fs.chmodSync(request.target, 0o600);
   const db = openSource(request.source, request.busyTimeoutMs);
+  let sourceJournalMode: string;
   try {
+    sourceJournalMode = String(db.pragma('journal_mode', { simple: true }));
     if (request.mode === 'vacuum') {
       db.prepare('VACUUM INTO ?').run(request.target);
     } else {
@@ -93,7 +101,7 @@ export async function snapshotInProcess(
   const facts = inspectDatabase(request.target, request.integrity);
   // fsync last: the kernel has been writing the pages back during the check, so less is left to wait for.
   if (request.durable !== false) fsyncPath(request.target);
-  return { ...facts, sourceBytes, bytes: fs.statSync(request.target).size };
+  return { ...facts, sourceBytes, sourceJournalMode, bytes: fs.statSync(request.target).size };
 }
 
 export function removeSnapshotLeftovers(target: string): void {

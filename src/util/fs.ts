@@ -12,6 +12,29 @@ export async function fsyncFile(file: string): Promise<void> {
   }
 }
 
+export function fsyncFileSync(file: string): void {
+  const fd = fs.openSync(file, 'r');
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+const UNSYNCABLE_DIR = ['EISDIR', 'EINVAL', 'EPERM', 'EBADF'];
+
+export function fsyncDirSync(dir: string): void {
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(dir, 'r');
+    fs.fsyncSync(fd);
+  } catch (error) {
+    if (!UNSYNCABLE_DIR.includes((error as NodeJS.ErrnoException).code ?? '')) throw error;
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
+  }
+}
+
 /** Makes a rename inside `dir` durable. Some file systems refuse to fsync folders; that is not an error. */
 export async function fsyncDir(dir: string): Promise<void> {
   let handle: fsp.FileHandle | undefined;
@@ -19,8 +42,7 @@ export async function fsyncDir(dir: string): Promise<void> {
     handle = await fsp.open(dir, 'r');
     await handle.sync();
   } catch (error) {
-    if (!['EISDIR', 'EINVAL', 'EPERM', 'EBADF'].includes((error as NodeJS.ErrnoException).code ?? ''))
-      throw error;
+    if (!UNSYNCABLE_DIR.includes((error as NodeJS.ErrnoException).code ?? '')) throw error;
   } finally {
     await handle?.close();
   }

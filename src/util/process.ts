@@ -27,6 +27,6 @@ export async function removeTempsOfDeadProcesses(dir: string, pattern: RegExp): 
   for (const name of names) {
     const m = pattern.exec(name);
     if (!m || Number(m[1]) === process.pid || isProcessAlive(Number(m[1]))) continue;
-    await fsp.rm(path.join(dir, name), { force: true });
+    await fsp.rm(path.join(dir, name), { recursive: true, force: true });
   }
 }

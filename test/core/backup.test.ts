@@ -45,7 +45,8 @@ describe('litekeep backup', () => {
     const record = catalog.getBackup(out.file)!;
     expect(record).toMatchObject({ sha256: out.sha256, integrity: 'ok', mode: 'vacuum', pageSize: 4096 });
     expect(record.fingerprint?.tables).toEqual({ items: 300 });
-    expect(catalog.listRuns()[0]).toMatchObject({ status: 'ok', trigger: 'manual', backupFile: out.file });
+    // Run without a terminal (as cron would), the CLI records a scheduled run.
+    expect(catalog.listRuns()[0]).toMatchObject({ status: 'ok', trigger: 'schedule', backupFile: out.file });
     catalog.close();
   });
 

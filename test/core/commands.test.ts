@@ -1,3 +1,4 @@
+import os from 'node:os';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -70,7 +71,7 @@ describe('list, status, history', () => {
     expect(runs[0].error).toMatch(/is not a SQLite database/);
     expect(runs[0].stage).toBe('snapshot');
     const human = await runCli(['history'], { cwd: w.dir, env: w.env });
-    expect(human.stdout).toMatch(/run #2 manual: failed .* is not a SQLite database/);
+    expect(human.stdout).toMatch(/run #2 schedule: failed .* is not a SQLite database/);
   });
 });
 
@@ -153,6 +154,6 @@ describe('destinations in the config file', () => {
     const r = await runCli(['backup', '--config', cfg, '--json'], { cwd: w.dir, env: w.env });
     expect(r.code).toBe(0);
     const file = JSON.parse(r.stdout).file;
-    expect(fs.existsSync(path.join(w.dir, 'etc', 'usb', 'app', file))).toBe(true);
+    expect(fs.existsSync(path.join(w.dir, 'etc', 'usb', 'app', os.hostname(), file))).toBe(true);
   });
 });

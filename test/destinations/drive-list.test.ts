@@ -39,8 +39,15 @@ function destination(extra: Partial<GoogleDriveOptions> = {}): GoogleDriveDestin
     chunkSize: 256 * 1024,
     retryBaseMs: 1,
     endpoints: { apiRootUrl: server.url, tokenUrl: server.tokenUrl },
+    host: 'web1',
     ...extra,
   });
+}
+
+async function own(dest: GoogleDriveDestination, name: string) {
+  const object = await dest.stat(name);
+  if (!object) throw new Error(`${name} is not on Drive`);
+  return object;
 }
 
 async function upload(
@@ -48,8 +55,9 @@ async function upload(
   name: string,
   source = 'app',
   size = 5000,
+  fill: string = name,
 ): Promise<Buffer> {
-  const data = Buffer.alloc(size, name);
+  const data = Buffer.alloc(size, fill);
   const path = join(dir, `upload-${name}`);
   await writeFile(path, data);
   const meta: ArtifactMetadata = {
@@ -60,6 +68,7 @@ async function upload(
     compression: 'none',
     encryption: 'none',
     litekeepVersion: '0.1.0',
+    host: dest.host,
   };
   await dest.put(path, name, meta);
   return data;
@@ -113,17 +122,47 @@ describe('GoogleDriveDestination list/stat/remove', () => {
     const dest = destination();
     await upload(dest, 'backup-2026-03-01-030000.db');
     await upload(dest, 'backup-2026-03-02-030000.db');
-    await dest.remove('backup-2026-03-01-030000.db');
+    await dest.remove(await own(dest, 'backup-2026-03-01-030000.db'));
     const trashed = server.filesNamed('backup-2026-03-01-030000.db');
     expect(trashed).toHaveLength(1);
     expect(trashed[0].trashed).toBe(true);
     expect((await dest.list()).map((o) => o.name)).toEqual(['backup-2026-03-02-030000.db']);
 
-    await destination({ trash: false }).remove('backup-2026-03-02-030000.db');
+    const second = await own(dest, 'backup-2026-03-02-030000.db');
+    await destination({ trash: false }).remove(second);
     expect(server.filesNamed('backup-2026-03-02-030000.db')).toHaveLength(0);
     expect(await dest.list()).toEqual([]);
     // Removing what is already gone is not an error: another pruner may have been first.
-    await dest.remove('backup-2026-03-02-030000.db');
+    await dest.remove(second);
+  });
+
+  it("lists every host's copies with their host, and removes only its own, by id", async () => {
+    const mine = destination();
+    const theirs = destination({ host: 'web2' });
+    await upload(mine, 'backup-2026-03-01-030000.db');
+    await upload(theirs, 'backup-2026-03-01-030000.db', 'app', 5000, 'other bytes');
+    const listed = await mine.list();
+    expect(listed.map((o) => o.host).sort()).toEqual(['web1', 'web2']);
+    const other = listed.find((o) => o.host === 'web2')!;
+    await expect(mine.remove(other)).rejects.toThrow(/belongs to host 'web2'/);
+    expect(server.files.get(other.id)?.trashed).toBe(false);
+    // stat and remove by name are this host's copy only.
+    const ours = await own(mine, 'backup-2026-03-01-030000.db');
+    expect(ours.host).toBe('web1');
+    await mine.remove(ours);
+    expect(server.files.get(other.id)?.trashed).toBe(false);
+    expect(server.files.get(ours.id)?.trashed).toBe(true);
+  });
+
+  it('put() of a name this host already holds: the same bytes are that file, other bytes are refused', async () => {
+    const dest = destination();
+    await upload(dest, 'backup-2026-03-01-030000.db');
+    await upload(dest, 'backup-2026-03-01-030000.db');
+    expect(server.filesNamed('backup-2026-03-01-030000.db')).toHaveLength(1);
+    await expect(upload(dest, 'backup-2026-03-01-030000.db', 'app', 5000, 'different')).rejects.toThrow(
+      /already holds a different backup-2026-03-01-030000\.db from host 'web1'.*its own 'host'/,
+    );
+    expect(server.filesNamed('backup-2026-03-01-030000.db')).toHaveLength(1);
   });
 
   it('remove() never touches a foreign file with a backup-like name', async () => {
@@ -131,7 +170,9 @@ describe('GoogleDriveDestination list/stat/remove', () => {
     await upload(dest, 'backup-2026-03-01-030000.db');
     const folderId = server.filesNamed('litekeep-backups')[0].id;
     const foreign = server.addFile({ name: 'backup-2026-03-02-030000.db', parents: [folderId] });
-    await dest.remove('backup-2026-03-02-030000.db');
+    // Not litekeep's: it is not listed, so retention can never name it; stat does not find it either.
+    expect((await dest.list()).map((o) => o.name)).toEqual(['backup-2026-03-01-030000.db']);
+    expect(await dest.stat('backup-2026-03-02-030000.db')).toBeUndefined();
     expect(server.files.get(foreign.id)?.trashed).toBe(false);
   });
 });
@@ -141,7 +182,8 @@ describe('downloads', () => {
     const dest = destination();
     const data = await upload(dest, 'backup-2026-03-01-030000.db', 'app', 700 * 1024);
     const chunks: Buffer[] = [];
-    for await (const c of await dest.get('backup-2026-03-01-030000.db')) chunks.push(c as Buffer);
+    for await (const c of await dest.get(await own(dest, 'backup-2026-03-01-030000.db')))
+      chunks.push(c as Buffer);
     expect(Buffer.concat(chunks).equals(data)).toBe(true);
 
     const target = join(dir, 'restored.db');
@@ -170,8 +212,8 @@ describe('downloads', () => {
   });
 
   it('get() of a name that is not there is DriveFileNotFoundError', async () => {
-    await expect(destination().get('backup-2026-01-01-000000.db')).rejects.toBeInstanceOf(
-      DriveFileNotFoundError,
-    );
+    await expect(
+      destination().get({ name: 'backup-2026-01-01-000000.db', id: 'no-such-id', bytes: 0 }),
+    ).rejects.toBeInstanceOf(DriveFileNotFoundError);
   });
 });

@@ -55,6 +55,7 @@ function destination(overrides: Partial<S3DestinationOptions> = {}): S3Destinati
     checksumMode: 'when-required',
     partSize: 5 * MiB,
     maxAttempts: 1,
+    host: 'web1',
     ...overrides,
   });
   destinations.push(d);
@@ -199,11 +200,11 @@ describe('S3Destination against s3rver', () => {
     const result = await d.put(file, 'backup-2026-03-01-030000.db.zst.age', metadata, {
       onProgress: (n) => progress.push(n),
     });
-    expect(result.id).toBe('hosts/alpha/app/backup-2026-03-01-030000.db.zst.age');
+    expect(result.id).toBe('hosts/alpha/app/web1/backup-2026-03-01-030000.db.zst.age');
     expect(result.bytes).toBe(data.length);
     expect(progress.at(-1)).toBe(data.length);
     expect(sha256(storedBytes(result.id))).toBe(metadata.sha256);
-    const downloaded = await readAll(await d.get('backup-2026-03-01-030000.db.zst.age'));
+    const downloaded = await readAll(await d.get((await d.stat('backup-2026-03-01-030000.db.zst.age'))!));
     expect(sha256(downloaded)).toBe(metadata.sha256);
   });
 
@@ -214,7 +215,9 @@ describe('S3Destination against s3rver', () => {
       const { file, data, metadata } = artifact(`small-${checksumMode}.bin`, 1000);
       const result = await d.put(file, 'backup-2026-03-01-030000.db', metadata);
       expect(storedBytes(result.id).equals(data)).toBe(true);
-      expect((await readAll(await d.get('backup-2026-03-01-030000.db'))).equals(data)).toBe(true);
+      expect((await readAll(await d.get((await d.stat('backup-2026-03-01-030000.db'))!))).equals(data)).toBe(
+        true,
+      );
     },
   );
 
@@ -227,14 +230,14 @@ describe('S3Destination against s3rver', () => {
     const head = await raw.send(
       new HeadObjectCommand({
         Bucket: server.bucket,
-        Key: 'hosts/alpha/meta/backup-2026-03-02-030000.db.zst.age',
+        Key: 'hosts/alpha/meta/web1/backup-2026-03-02-030000.db.zst.age',
       }),
     );
     expect(head.Metadata?.['litekeep-sha256']).toBe(metadata.sha256);
     expect(head.Metadata?.['litekeep-backup-time']).toBe(metadata.backupTime);
   });
 
-  it('lists only its own backups under <prefix>/<database>/, across pages, with metadata', async () => {
+  it("lists every host's copies under <prefix>/<database>/<host>/ and the older flat ones, across pages", async () => {
     const d = destination({ databaseName: 'listed', listPageSize: 2 });
     const { file, metadata } = artifact('listed.bin', 300);
     const ours = [
@@ -242,11 +245,24 @@ describe('S3Destination against s3rver', () => {
       'backup-2026-03-02-030000-2.db.gz',
       'backup-2026-03-03-030000.db.zst',
     ];
-    for (const name of ours) await d.put(file, name, metadata);
+    for (const name of ours) await d.put(file, name, { ...metadata, host: 'web1' });
+    // Another machine sharing the prefix, and a copy from before host folders (its host in the metadata).
+    await destination({ databaseName: 'listed', host: 'web 2' }).put(file, ours[0], {
+      ...metadata,
+      host: 'web 2',
+    });
+    await raw.send(
+      new PutObjectCommand({
+        Bucket: server.bucket,
+        Key: 'hosts/alpha/listed/backup-2026-02-28-030000.db',
+        Body: 'x',
+        Metadata: { 'litekeep-host': 'web1', 'litekeep-sha256': 'cd'.repeat(32) },
+      }),
+    );
     const foreign = [
       'hosts/alpha/listed/notes.txt',
       'hosts/alpha/listed/backup-garbage.db',
-      'hosts/alpha/listed/sub/backup-2026-03-04-030000.db',
+      'hosts/alpha/listed/web1/sub/backup-2026-03-04-030000.db',
       'hosts/alpha/listedx/backup-2026-03-05-030000.db',
       'hosts/alpha/other/backup-2026-03-06-030000.db',
       'hosts/beta/listed/backup-2026-03-07-030000.db',
@@ -255,12 +271,63 @@ describe('S3Destination against s3rver', () => {
     for (const Key of foreign)
       await raw.send(new PutObjectCommand({ Bucket: server.bucket, Key, Body: 'x' }));
     const listed = await d.list();
-    expect(listed.map((o) => o.name).sort()).toEqual([...ours].sort());
-    for (const o of listed) {
+    const seen = listed.map((o) => `${o.host}:${o.id}${o.legacy ? ' (legacy)' : ''}`).sort();
+    expect(seen).toEqual(
+      [
+        ...ours.map((n) => `web1:hosts/alpha/listed/web1/${n}`),
+        `web 2:hosts/alpha/listed/web%202/${ours[0]}`,
+        'web1:hosts/alpha/listed/backup-2026-02-28-030000.db (legacy)',
+      ].sort(),
+    );
+    for (const o of listed.filter((o) => !o.legacy)) {
       expect(o.bytes).toBe(300);
       expect(o.metadata?.sha256).toBe(metadata.sha256);
-      expect(o.id).toBe(`hosts/alpha/listed/${o.name}`);
     }
+    // stat finds this host's copy, or the old flat one when it is this host's.
+    expect((await d.stat(ours[0]))?.id).toBe(`hosts/alpha/listed/web1/${ours[0]}`);
+    expect((await d.stat('backup-2026-02-28-030000.db'))?.legacy).toBe(true);
+    expect(
+      await destination({ databaseName: 'listed', host: 'web 2' }).stat('backup-2026-02-28-030000.db'),
+    ).toBeUndefined();
+  });
+
+  it("never overwrites: the same bytes again are a success, other bytes under this host's name are refused", async () => {
+    const d = destination({ databaseName: 'clash' });
+    const { file, data, metadata } = artifact('clash.bin', 400);
+    const first = await d.put(file, 'backup-2026-03-01-030000.db', metadata);
+    const again = await d.put(file, 'backup-2026-03-01-030000.db', metadata);
+    expect(again.id).toBe(first.id);
+    // A second machine with the same host name and another database state.
+    const other = artifact('clash-other.bin', 400);
+    await expect(d.put(other.file, 'backup-2026-03-01-030000.db', other.metadata)).rejects.toThrow(
+      /refused: s3:\/\/litekeep-test\/hosts\/alpha\/clash\/web1\/backup-2026-03-01-030000\.db already holds other bytes .*give each machine its own 'host'/,
+    );
+    expect(storedBytes(first.id).equals(data)).toBe(true);
+    // Under another host name they live side by side.
+    const second = await destination({ databaseName: 'clash', host: 'web2' }).put(
+      other.file,
+      'backup-2026-03-01-030000.db',
+      other.metadata,
+    );
+    expect(second.id).toBe('hosts/alpha/clash/web2/backup-2026-03-01-030000.db');
+    expect(storedBytes(first.id).equals(data)).toBe(true);
+  });
+
+  it("removes only this host's copies, by key", async () => {
+    const d = destination({ databaseName: 'owners' });
+    const { file, metadata } = artifact('owners.bin', 100);
+    await d.put(file, 'backup-2026-03-01-030000.db', metadata);
+    await destination({ databaseName: 'owners', host: 'web2' }).put(file, 'backup-2026-03-01-030000.db', {
+      ...metadata,
+      host: 'web2',
+    });
+    const theirs = (await d.list()).find((o) => o.host === 'web2')!;
+    await expect(d.remove(theirs)).rejects.toThrow(/belongs to host 'web2'/);
+    expect(storedExists(theirs.id)).toBe(true);
+    const mine = (await d.list()).find((o) => o.host === 'web1')!;
+    await d.remove(mine);
+    expect(storedExists(mine.id)).toBe(false);
+    expect((await d.list()).map((o) => o.host)).toEqual(['web2']);
   });
 
   it('lists an empty prefix as nothing, and keys without a prefix have no leading slash', async () => {
@@ -268,8 +335,8 @@ describe('S3Destination against s3rver', () => {
     expect(await d.list()).toEqual([]);
     const { file, metadata } = artifact('bare.bin', 10);
     const result = await d.put(file, 'backup-2026-03-01-030000.db', metadata);
-    expect(result.id).toBe('bare/backup-2026-03-01-030000.db');
-    expect(storedExists('bare/backup-2026-03-01-030000.db')).toBe(true);
+    expect(result.id).toBe('bare/web1/backup-2026-03-01-030000.db');
+    expect(storedExists('bare/web1/backup-2026-03-01-030000.db')).toBe(true);
     expect((await d.list()).map((o) => o.name)).toEqual(['backup-2026-03-01-030000.db']);
   });
 
@@ -278,17 +345,21 @@ describe('S3Destination against s3rver', () => {
     const { file, metadata } = artifact('removal.bin', 500);
     const { id } = await d.put(file, 'backup-2026-03-01-030000.db', metadata);
     expect(storedExists(id)).toBe(true);
-    await d.remove('backup-2026-03-01-030000.db');
+    await d.remove((await d.stat('backup-2026-03-01-030000.db'))!);
     expect(storedExists(id)).toBe(false);
     expect(await d.stat('backup-2026-03-01-030000.db')).toBeUndefined();
-    await expect(d.remove('notes.txt')).rejects.toThrow(/not a litekeep backup name/);
+    await expect(
+      d.remove({ name: 'notes.txt', id: 'hosts/alpha/removal/web1/notes.txt', bytes: 1 }),
+    ).rejects.toThrow(/not a litekeep backup key/);
   });
 
   it('stat of a missing object is undefined; get of one names the key', async () => {
     const d = destination({ databaseName: 'missing' });
     expect(await d.stat('backup-2026-01-01-000000.db')).toBeUndefined();
-    await expect(d.get('backup-2026-01-01-000000.db')).rejects.toThrow(
-      /no backup named backup-2026-01-01-000000\.db at s3:\/\/litekeep-test\/hosts\/alpha\/missing\//,
+    await expect(
+      d.get({ name: 'backup-2026-01-01-000000.db', id: d.keyFor('backup-2026-01-01-000000.db'), bytes: 0 }),
+    ).rejects.toThrow(
+      /no backup named backup-2026-01-01-000000\.db at s3:\/\/litekeep-test\/hosts\/alpha\/missing\/web1\//,
     );
   });
 
@@ -298,7 +369,7 @@ describe('S3Destination against s3rver', () => {
     await expect(
       d.put(file, 'backup-2026-03-01-030000.db', { ...metadata, sha256: '00'.repeat(32) }),
     ).rejects.toThrow(/failed verification: .*sha256.*remote copy was removed/);
-    expect(storedExists('hosts/alpha/mismatch/backup-2026-03-01-030000.db')).toBe(false);
+    expect(storedExists('hosts/alpha/mismatch/web1/backup-2026-03-01-030000.db')).toBe(false);
   });
 
   it('retries a part the server answers 503 to and one whose connection drops, and stores exact bytes', async () => {
@@ -345,7 +416,7 @@ describe('S3Destination against s3rver', () => {
         /^upload of backup-2026-03-01-030000\.db on s3 failed: SlowDown \(HTTP 500\) from http:\/\/127\.0\.0\.1:\d+ after retries: .*try again later/,
       );
       expect((error as Error).message.split('\n')).toHaveLength(1);
-      expect(storedExists('hosts/alpha/down/backup-2026-03-01-030000.db')).toBe(false);
+      expect(storedExists('hosts/alpha/down/web1/backup-2026-03-01-030000.db')).toBe(false);
       expect(await destination({ databaseName: 'down' }).list()).toEqual([]);
     } finally {
       await proxy.close();
@@ -360,7 +431,7 @@ describe('S3Destination against s3rver', () => {
     await expect(
       d.put(file, 'backup-2026-03-01-030000.db', metadata, { signal: controller.signal }),
     ).rejects.toThrow(/was cancelled/);
-    expect(storedExists('hosts/alpha/aborted/backup-2026-03-01-030000.db')).toBe(false);
+    expect(storedExists('hosts/alpha/aborted/web1/backup-2026-03-01-030000.db')).toBe(false);
   });
 
   it('names the missing bucket', async () => {

@@ -1,3 +1,4 @@
+import os from 'node:os';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -8,6 +9,9 @@ import { runCli } from '../helpers/cli.js';
 import { countRows, filesIn, makeDatabase, tempDir } from '../helpers/db.js';
 import { startDriveServer, writeAuthorizedUser, type DriveServer } from '../servers/drive-server.js';
 import { startRecorder, type Recorder } from '../servers/http-recorder.js';
+
+/** This machine's folder on shared destinations: copies are `<database>/<host>/<file>`. */
+const HOST = encodeURIComponent(os.hostname());
 import { startS3Server, type S3TestServer } from '../servers/s3-server.js';
 
 /** JSON read back from the CLI; the expectations below check its shape. */
@@ -126,7 +130,7 @@ async function workspace(
   }
   // JSON is YAML: the file is read exactly as a hand-written litekeep.yml would be.
   fs.writeFileSync(path.join(dir, 'litekeep.yml'), JSON.stringify(config, null, 2));
-  return { dir, db, backups: path.join(dir, 'backups'), usb: path.join(dir, 'usb', 'app'), prefix };
+  return { dir, db, backups: path.join(dir, 'backups'), usb: path.join(dir, 'usb', 'app', HOST), prefix };
 }
 
 const backupNames = (dir: string) => filesIn(dir).filter((f) => f.startsWith('backup-'));
@@ -169,8 +173,8 @@ describe('backup to several destinations', () => {
     expect(backupNames(w.backups)).toEqual([...files].sort());
     // Each destination keeps exactly what its own policy says, and the bytes are the local ones.
     const objects = s3Objects(w.prefix);
-    expect([...objects.keys()].sort()).toEqual(files.slice(2).map((f) => `${w.prefix}/app/${f}`));
-    expect(sha256(objects.get(`${w.prefix}/app/${newest}`)!)).toBe(sha256(newestBytes));
+    expect([...objects.keys()].sort()).toEqual(files.slice(2).map((f) => `${w.prefix}/app/${HOST}/${f}`));
+    expect(sha256(objects.get(`${w.prefix}/app/${HOST}/${newest}`)!)).toBe(sha256(newestBytes));
     expect(backupNames(w.usb)).toEqual(files.slice(1).sort());
     expect(sha256(fs.readFileSync(path.join(w.usb, newest)))).toBe(sha256(newestBytes));
     const onDrive = driveBackups();
@@ -259,7 +263,7 @@ describe('backup to several destinations', () => {
     expect(r.code).toBe(0);
     expect(r.out.bytes).toBeGreaterThan(11 * MiB);
     const local = fs.readFileSync(r.out.path);
-    const remote = s3Objects(w.prefix).get(`${w.prefix}/app/${r.out.file}`);
+    const remote = s3Objects(w.prefix).get(`${w.prefix}/app/${HOST}/${r.out.file}`);
     expect(remote?.length).toBe(local.length);
     expect(sha256(remote!)).toBe(sha256(local));
   }, 60_000);
@@ -300,9 +304,9 @@ describe('one destination down', () => {
     // Newest first: the most recent state of the database is safe soonest.
     expect(synced.caughtUp).toEqual([down2.out.file, down1.out.file]);
     expect([...s3Objects(w.prefix).keys()].sort()).toEqual(
-      [down1.out.file, down2.out.file].map((f) => `${w.prefix}/app/${f}`).sort(),
+      [down1.out.file, down2.out.file].map((f) => `${w.prefix}/app/${HOST}/${f}`).sort(),
     );
-    expect(sha256(s3Objects(w.prefix).get(`${w.prefix}/app/${down1.out.file}`)!)).toBe(
+    expect(sha256(s3Objects(w.prefix).get(`${w.prefix}/app/${HOST}/${down1.out.file}`)!)).toBe(
       sha256(fs.readFileSync(down1.out.path)),
     );
 
@@ -316,7 +320,7 @@ describe('one destination down', () => {
     const bucket = next.out.destinations.find((d: Json) => d.destination === 'bucket');
     expect(bucket).toMatchObject({ status: 'ok', caughtUp: [down3.out.file] });
     expect([...s3Objects(w.prefix).keys()].sort()).toEqual(
-      [down1, down2, down3, next].map((r) => `${w.prefix}/app/${r.out.file}`).sort(),
+      [down1, down2, down3, next].map((r) => `${w.prefix}/app/${HOST}/${r.out.file}`).sort(),
     );
     const healthy = JSON.parse((await runCli(['status', '--json'], { cwd: w.dir })).stdout);
     expect(healthy.destinations.find((d: Json) => d.destination === 'bucket')).toMatchObject({

@@ -46,7 +46,7 @@ describe('litekeep prune', () => {
     expect(r.code).toBe(0);
     const out = JSON.parse(r.stdout);
     expect(out.dryRun).toBe(true);
-    expect(out.policy).toEqual({ daily: 7, weekly: 4, monthly: 12 });
+    expect(out.policy).toEqual({ daily: 7, weekly: 4, monthly: 12, manual: '7d' });
     expect(out.decisions).toHaveLength(DAYS.length);
     const kept = out.decisions.filter((d: { action: string }) => d.action === 'keep');
     expect(kept.map((d: { name: string }) => d.name).sort()).toEqual([...KEPT_BY_DEFAULT].sort());
@@ -70,7 +70,7 @@ describe('litekeep prune', () => {
 
     const text = await prune(w, '--dry-run');
     expect(text.code).toBe(0);
-    expect(text.stdout).toContain('policy 7 daily, 4 weekly, 12 monthly (UTC)');
+    expect(text.stdout).toContain('policy 7 daily, 4 weekly, 12 monthly, manual backups within 7d (UTC)');
     expect(text.stdout).toMatch(
       /keep\s+backup-2020-12-27-030000\.db\s+2020-12-27 03:00:00\s+weekly 2020-W52/,
     );
@@ -99,7 +99,7 @@ describe('litekeep prune', () => {
     const nov1 = deletions.find((d) => d.backupFile === nameOf('2020-11-01'))!;
     expect(nov1).toMatchObject({ status: 'ok', destination: 'local' });
     expect(nov1.reasons).toBe(
-      'policy 7 daily, 4 weekly, 12 monthly: daily: all 7 kept by newer backups; ' +
+      'policy 7 daily, 4 weekly, 12 monthly, manual backups within 7d: daily: all 7 kept by newer backups; ' +
         'weekly: all 4 kept by newer backups; monthly: 2020-11 already kept by a newer backup',
     );
 
@@ -115,19 +115,25 @@ describe('litekeep prune', () => {
     const w = workspace(daysBetween('2021-03-01', '2021-03-10'));
     fs.writeFileSync(path.join(w.dir, 'litekeep.yml'), 'retention:\n  daily: 5\n  weekly: 0\n  monthly: 0\n');
     let r = await prune(w, '--dry-run', '--json');
-    expect(JSON.parse(r.stdout).policy).toEqual({ daily: 5, weekly: 0, monthly: 0 });
+    expect(JSON.parse(r.stdout).policy).toEqual({ daily: 5, weekly: 0, monthly: 0, manual: '7d' });
     r = await runCli(['prune', '--db', w.db, '--dir', w.backups, '--dry-run', '--json'], {
       cwd: w.dir,
       env: { ...env, LITEKEEP_RETENTION_DAILY: '3' },
     });
-    expect(JSON.parse(r.stdout).policy).toEqual({ daily: 3, weekly: 0, monthly: 0 });
+    expect(JSON.parse(r.stdout).policy).toEqual({ daily: 3, weekly: 0, monthly: 0, manual: '7d' });
     // Flags win over env and file, key by key: the rules they do not name keep their configured values.
     r = await runCli(
       ['prune', '--db', w.db, '--dir', w.backups, '--keep-daily', '2', '--keep-within', '5d', '--json'],
       { cwd: w.dir, env: { ...env, LITEKEEP_RETENTION_DAILY: '3' } },
     );
     expect(r.code).toBe(0);
-    expect(JSON.parse(r.stdout).policy).toEqual({ daily: 2, weekly: 0, monthly: 0, within: '5d' });
+    expect(JSON.parse(r.stdout).policy).toEqual({
+      daily: 2,
+      weekly: 0,
+      monthly: 0,
+      within: '5d',
+      manual: '7d',
+    });
     expect(backupFiles(w.backups)).toEqual(daysBetween('2021-03-05', '2021-03-10').map(nameOf));
 
     // Names are wall-clock times of the configured zone: in New York (EST) 03:00 is 08:00 UTC.

@@ -5,7 +5,7 @@ import { Catalog } from '../../src/catalog/index.js';
 import { runCli } from '../helpers/cli.js';
 import { filesIn, makeDatabase, tempDir } from '../helpers/db.js';
 import { startDriveServer, writeAuthorizedUser, type DriveServer } from '../servers/drive-server.js';
-import { contents, sha256 } from './helpers.js';
+import { backupPageDigest, contents, pageImageDigest, sha256 } from './helpers.js';
 
 let server: DriveServer;
 beforeAll(async () => {
@@ -51,10 +51,10 @@ describe('disaster recovery from Google Drive alone', () => {
     expect(r.stdout).toMatch(/sha256 matches the record/);
     expect(r.stdout).toContain(`restored ${b.file} from drive (taken `);
     const db = path.join(fresh, 'app.db');
-    expect(sha256(db)).toBe(b.plainSha256);
-    expect(contents(db)).toMatchObject({ integrity: 'ok', rows: 250 });
+    expect(pageImageDigest(db)).toBe(await backupPageDigest(path.join(old, 'backups', b.file)));
     // Only the restored database (no temp, no stale files); the restore is in the new catalog.
     expect(filesIn(fresh)).toEqual(['app.db', 'backups', 'creds.json']);
+    expect(contents(db, { asApplication: true })).toMatchObject({ integrity: 'ok', rows: 250 });
     const catalog = Catalog.open(path.join(fresh, 'backups'));
     expect(catalog.history().find((e) => e.kind === 'restore')).toMatchObject({
       backupFile: b.file,

@@ -1,8 +1,10 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
+import { parseBackupName } from '../../src/naming.js';
+import { restoreArtifactToFile } from '../../src/pipeline/index.js';
 import { runCli, type CliResult } from '../helpers/cli.js';
 import { makeDatabase, tempDir } from '../helpers/db.js';
 
@@ -100,3 +102,92 @@ export function release(child: ChildProcess): Promise<void> {
 }
 
 export { makeDatabase, tempDir };
+
+export const APP = path.resolve(__dirname, 'fixtures', 'app.mjs');
+
+/** An application process with its database open, driven line by line. */
+export interface App {
+  child: ChildProcess;
+  /** Sends one command and resolves with the app's one-line answer. */
+  ask(command: string): Promise<string>;
+  quit(): Promise<void>;
+}
+
+/**
+ * Starts the app fixture with `db` open; `wrap` puts a command in front of node (e.g. `unshare -pf
+ * --mount-proc`, so that the app lives in a PID namespace of its own).
+ */
+export function startApp(db: string, options: { journalMode?: string; wrap?: string[] } = {}): Promise<App> {
+  const argv = [...(options.wrap ?? []), process.execPath, APP, db, options.journalMode ?? 'wal'];
+  const child = spawn(argv[0], argv.slice(1), { stdio: ['pipe', 'pipe', 'inherit'] });
+  const waiting: ((line: string) => void)[] = [];
+  let buffer = '';
+  child.stdout!.on('data', (d: Buffer) => {
+    buffer += d.toString();
+    for (let i = buffer.indexOf('\n'); i >= 0; i = buffer.indexOf('\n')) {
+      const line = buffer.slice(0, i);
+      buffer = buffer.slice(i + 1);
+      waiting.shift()?.(line);
+    }
+  });
+  const next = () => new Promise<string>((resolve) => waiting.push(resolve));
+  const app: App = {
+    child,
+    ask: (command) => {
+      const answer = next();
+      child.stdin!.write(`${command}\n`);
+      return answer;
+    },
+    quit: () =>
+      new Promise((resolve) => {
+        if (child.exitCode !== null) return resolve();
+        child.on('close', () => resolve());
+        child.stdin!.end();
+      }),
+  };
+  return new Promise((resolve, reject) => {
+    child.on('error', reject);
+    void next().then((line) =>
+      line === 'ready' ? resolve(app) : reject(new Error(`app said ${line} instead of ready`)),
+    );
+  });
+}
+
+/**
+ * sha256 of a database's pages with the header fields SQLite itself rewrites when it copies pages into another
+ * file (journal-mode bytes, change counter, schema cookie, version-valid-for and SQLite version): equal for two
+ * files that hold the same pages.
+ */
+export function pageImageDigest(file: string): string {
+  const bytes = fs.readFileSync(file);
+  for (const [from, to] of [
+    [18, 20],
+    [24, 28],
+    [40, 44],
+    [92, 100],
+  ])
+    bytes.fill(0, from, to);
+  return crypto.createHash('sha256').update(bytes).digest('hex');
+}
+
+/** Whether this machine lets the tests make PID namespaces (root with util-linux's unshare). */
+export function canUnshare(): boolean {
+  if (process.getuid?.() !== 0) return false;
+  return spawnSync('unshare', ['-pf', '--mount-proc', 'true']).status === 0;
+}
+
+/** pageImageDigest of the database inside a backup file (decoded with litekeep's own reader). */
+export async function backupPageDigest(artifact: string, identities?: string[]): Promise<string> {
+  const parsed = parseBackupName(path.basename(artifact))!;
+  const plain = path.join(path.dirname(artifact), `.digest-${process.pid}-${Date.now()}.db`);
+  try {
+    await restoreArtifactToFile(artifact, plain, {
+      compression: parsed.compression,
+      encrypted: parsed.encryption === 'age',
+      identities,
+    });
+    return pageImageDigest(plain);
+  } finally {
+    fs.rmSync(plain, { force: true });
+  }
+}

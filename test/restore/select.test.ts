@@ -6,7 +6,17 @@ import { loadConfig } from '../../src/config/index.js';
 import { restoreBackup } from '../../src/restore/index.js';
 import { runCli } from '../helpers/cli.js';
 import { countRows, filesIn, makeDatabase } from '../helpers/db.js';
-import { backup, contents, leaveStaleWal, restore, sha256, snapshotFiles, workspace } from './helpers.js';
+import {
+  backup,
+  backupPageDigest,
+  contents,
+  leaveStaleWal,
+  pageImageDigest,
+  restore,
+  snapshotFiles,
+  workspace,
+} from './helpers.js';
+import { readIdentityFile } from '../../src/pipeline/index.js';
 
 describe('restore --at', () => {
   it('picks the newest backup taken at or before the time, in the configured time zone, across midnight', async () => {
@@ -101,13 +111,15 @@ describe('encrypted backups', () => {
     const ok = await restore(w, ['latest', '--identity', path.join(w.dir, 'key.txt')]);
     expect(ok.stderr).toBe('');
     expect(ok.code).toBe(0);
-    expect(sha256(w.db)).toBe(b.plainSha256);
+    expect(pageImageDigest(w.db)).toBe(
+      await backupPageDigest(b.path, await readIdentityFile(path.join(w.dir, 'key.txt'))),
+    );
     expect(countRows(w.db)).toBe(150);
   });
 });
 
 describe('restoreBackup (library)', () => {
-  it('a crash right before the final rename leaves the old database whole, WAL content included', async () => {
+  it('replaces a live WAL database through SQLite, keeping a whole safety copy, and says how', async () => {
     const w = workspace(100);
     const b = await backup(w, ['--compression', 'none']);
     await leaveStaleWal(w.db, 40);
@@ -116,20 +128,27 @@ describe('restoreBackup (library)', () => {
       env: { DATABASE_URL: `sqlite:///${w.db}`, BACKUP_DIR: w.backups },
     }).databases[0];
     const steps: string[] = [];
-    await expect(
-      restoreBackup(target, { crashBeforeRename: true, onStep: (s) => steps.push(s) }),
-    ).rejects.toThrow(/simulated crash/);
-    // The WAL's committed rows were folded into the main file before the side files went: nothing lost.
-    expect(fs.existsSync(`${w.db}-wal`)).toBe(false);
-    expect(contents(w.db)).toMatchObject({ integrity: 'ok', rows: 140 });
-
     const result = await restoreBackup(target, { name: b.file, onStep: (s) => steps.push(s) });
-    expect(result).toMatchObject({ backup: b.file, source: 'local', target: w.db, dryRun: false });
-    expect(sha256(w.db)).toBe(b.plainSha256);
-    expect(steps.filter((s) => s.startsWith('kept the current database'))).toHaveLength(2);
-    // Both safety copies open as the database that was there before each attempt.
-    for (const copy of filesIn(w.dir).filter((f) => /before-restore-[\d-]+$/.test(f))) {
-      expect(contents(path.join(w.dir, copy)).rows).toBe(140);
-    }
+    expect(result).toMatchObject({
+      backup: b.file,
+      source: 'local',
+      target: w.db,
+      dryRun: false,
+      method: 'sqlite-backup-api',
+      journalMode: 'wal',
+      warnings: [],
+    });
+    expect(pageImageDigest(w.db)).toBe(pageImageDigest(b.path));
+    expect(steps.filter((s) => s.startsWith('kept the current database'))).toHaveLength(1);
+    // The WAL's committed rows are in the safety copy, folded into one file.
+    expect(fs.existsSync(`${result.safetyCopy}-wal`)).toBe(false);
+    expect(contents(result.safetyCopy!)).toMatchObject({ integrity: 'ok', rows: 140 });
+
+    // Into a path where nothing is yet: a new file, in the journal mode the source had.
+    const fresh = path.join(w.dir, 'fresh.db');
+    const copy = await restoreBackup(target, { name: b.file, to: fresh });
+    expect(copy).toMatchObject({ method: 'new-file', journalMode: 'wal' });
+    expect(copy.safetyCopy).toBeUndefined();
+    expect(pageImageDigest(fresh)).toBe(pageImageDigest(b.path));
   });
 });

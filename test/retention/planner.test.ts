@@ -405,6 +405,8 @@ describe('empty policy, empty input and safety rails', () => {
     expect(planRetention([], { daily: 7, within: '3d' }, { timeZone: BERLIN })).toEqual({
       keep: [],
       remove: [],
+      future: [],
+      failed: [],
     });
   });
 
@@ -419,6 +421,8 @@ describe('empty policy, empty input and safety rails', () => {
   it('applySafetyRails moves the newest backup back to keep, and leaves a sound plan alone', () => {
     const [newest, second, third] = dailyBackups('2026-03-01', 3, BERLIN);
     const broken: RetentionPlan<B> = {
+      future: [],
+      failed: [],
       keep: [{ backup: second, reasons: ['daily 2026-02-28'] }],
       remove: [
         { backup: newest, reasons: [] },
@@ -437,5 +441,100 @@ describe('empty policy, empty input and safety rails', () => {
     const railed = applySafetyRails(sound);
     expect(ids(railed.keep)).toEqual(ids(sound.keep));
     expect(ids(railed.remove)).toEqual(ids(sound.remove));
+  });
+});
+
+describe('series, verification and the clock', () => {
+  type G = B & { group?: string; good?: boolean; failed?: string };
+  const local = (day: string, time: string) =>
+    zonedToDate(
+      {
+        year: Number(day.slice(0, 4)),
+        month: Number(day.slice(5, 7)),
+        day: Number(day.slice(8, 10)),
+        hour: Number(time.slice(0, 2)),
+        minute: Number(time.slice(3, 5)),
+        second: 0,
+      },
+      BERLIN,
+    );
+
+  it('manual backups are a series of their own: the nightly one and both manual ones survive the day', () => {
+    const nightly: G[] = dailyBackups('2026-03-10', 10, BERLIN).map((b) => ({ ...b, group: 'scheduled' }));
+    const before: G = { id: 'manual-1400', time: local('2026-03-10', '14:00'), group: 'manual' };
+    const after: G = { id: 'manual-1500', time: local('2026-03-10', '15:00'), group: 'manual' };
+    const policy = { daily: 7, weekly: 4, monthly: 12, manual: '7d' };
+    const plan = planRetention([...nightly, before, after], policy, { timeZone: BERLIN });
+    const kept = ids(plan.keep);
+    expect(kept).toContain(before.id);
+    expect(kept).toContain(after.id);
+    expect(kept).toContain(nightly[0].id);
+    // The scheduled series is exactly what it would be without any manual backup.
+    const alone = planRetention(nightly, policy, { timeZone: BERLIN });
+    expect(kept.filter((id) => !id.startsWith('manual'))).toEqual(ids(alone.keep));
+    expect(plan.keep.find((d) => d.backup.id === before.id)!.reasons).toEqual(['manual within 7d']);
+    // Without grouping (one series), the manual 15:00 backup takes that day's daily slot: the 03:00 one goes.
+    const flat = planRetention(
+      [...nightly, before, after].map(({ id, time }) => ({ id, time })),
+      { daily: 7, weekly: 4, monthly: 12 },
+      { timeZone: BERLIN },
+    );
+    expect(ids(flat.remove)).toContain(nightly[0].id);
+  });
+
+  it('manual backups older than the manual span are thinned by the rules like any series', () => {
+    const manual: G[] = [0, 1, 2].map((i) => ({
+      id: `m${i}`,
+      time: local('2026-02-01', `1${i}:00`),
+      group: 'manual',
+    }));
+    const nightly: G = { id: 'nightly', time: local('2026-03-01', '03:00'), group: 'scheduled' };
+    const now = local('2026-03-01', '12:00');
+    const plan = planRetention([nightly, ...manual], { daily: 7, manual: '7d' }, { timeZone: BERLIN, now });
+    expect(ids(plan.keep)).toEqual(['nightly', 'm2']);
+    expect(plan.remove.map((d) => d.notKept)).toEqual([
+      ['daily: 2026-02-01 already kept by a newer backup', 'manual: older than 7d'],
+      ['daily: 2026-02-01 already kept by a newer backup', 'manual: older than 7d'],
+    ]);
+    // While no backup at all is taken, manual backups do not age out.
+    const idle = planRetention(manual, { daily: 7, manual: '7d' }, { timeZone: BERLIN, now });
+    expect(ids(idle.keep)).toEqual(['m2', 'm1', 'm0']);
+  });
+
+  it('backups whose newest verification failed count toward no rule and are kept aside', () => {
+    const backups: G[] = dailyBackups('2026-03-03', 3, BERLIN);
+    // The two newest failed verification: with them not counted, daily 2 keeps the two good ones.
+    backups[0].failed = 'failed verification: sha256 differs';
+    backups[1].failed = 'failed verification: integrity';
+    const extra = dailyBackups('2026-02-28', 1, BERLIN)[0];
+    const plan = planRetention([...backups, extra], { daily: 2 }, { timeZone: BERLIN });
+    expect(plan.failed.map((b) => b.id)).toEqual([backups[0].id, backups[1].id]);
+    expect(ids(plan.remove)).toEqual([]);
+    expect(plan.keep.find((d) => d.backup.id === backups[2].id)!.reasons).toEqual(['daily 2026-03-01']);
+    expect(plan.keep.find((d) => d.backup.id === extra.id)!.reasons).toEqual(['daily 2026-02-28']);
+    expect(plan.keep.find((d) => d.backup.id === backups[0].id)!.reasons).toEqual([
+      'not counted: failed verification: sha256 differs',
+    ]);
+  });
+
+  it('a backup dated in the future is reported and cannot push the history out through within', () => {
+    const now = local('2026-03-10', '12:00');
+    const past: G[] = dailyBackups('2026-03-10', 20, BERLIN);
+    const future: G = { id: 'future', time: local('2027-03-10', '03:00') };
+    const plan = planRetention([future, ...past], { within: '30d' }, { timeZone: BERLIN, now });
+    expect(plan.future.map((b) => b.id)).toEqual(['future']);
+    expect(ids(plan.remove)).toEqual([]);
+    expect(plan.keep).toHaveLength(21);
+    // Without `now` the planner trusts the times, as restic does: the future backup is the reference.
+    const naive = planRetention([future, ...past], { within: '30d' }, { timeZone: BERLIN });
+    expect(naive.remove).toHaveLength(20);
+  });
+
+  it('the newest known-good backup is never removed, however many newer ones the rules prefer', () => {
+    const backups: G[] = dailyBackups('2026-03-05', 5, BERLIN);
+    backups[4].good = true;
+    const plan = applySafetyRails(planRetention(backups, { last: 2 }, { timeZone: BERLIN }));
+    expect(ids(plan.keep)).toEqual([backups[0].id, backups[1].id, backups[4].id]);
+    expect(plan.keep.at(-1)!.reasons).toEqual(['newest good backup']);
   });
 });

@@ -42,7 +42,7 @@ describe('deployment files', () => {
     expect(timer.get('Unit')).toEqual(['litekeep-backup.service']);
     const service = unit('litekeep-backup.service');
     expect(service.get('Type')).toEqual(['oneshot']);
-    expect(service.get('ExecStart')?.[0]).toMatch(/litekeep backup$/);
+    expect(service.get('ExecStart')?.[0]).toMatch(/litekeep backup --trigger scheduled$/);
   });
 
   it('the pm2 file runs one daemon and waits longer than the stop timeout', () => {

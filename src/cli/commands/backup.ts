@@ -1,6 +1,14 @@
 import path from 'node:path';
 import type { Command } from 'commander';
-import { runBackupForTarget, worstExitCode, type RunBackupResult } from '../../backup/task.js';
+import {
+  planBackupRun,
+  runBackupForTarget,
+  worstExitCode,
+  type BackupRunPlan,
+  type RunBackupResult,
+  type RunTrigger,
+} from '../../backup/task.js';
+import { EXIT, LitekeepError } from '../../util/errors.js';
 import { humanBytes, humanDuration } from '../../util/fs.js';
 import {
   addRetentionOptions,
@@ -30,6 +38,7 @@ export function backupJson(r: RunBackupResult): Record<string, unknown> {
     createdAt: r.backup?.createdAt,
     sourcePath: r.backup?.sourcePath,
     rotated: r.rotated,
+    trigger: r.backup?.trigger,
     removed: r.prune?.removed ?? [],
     destinations: r.destinations,
     notifications: r.notifications,
@@ -62,13 +71,42 @@ export function printBackupSummary(r: RunBackupResult): void {
     if (d.status === 'ok') print(`  uploaded to ${d.destination}${d.link ? `: ${d.link}` : ''}`);
     else if (d.status === 'failed') print(`  upload to ${d.destination} FAILED: ${d.error}`);
   }
-  if (r.prune) print(`  rotated ${r.rotated} old backup${r.rotated === 1 ? '' : 's'}`);
+  if (r.prune) {
+    const names = r.prune.removed.length ? `: ${r.prune.removed.join(', ')}` : '';
+    print(`  rotated ${r.rotated} old backup${r.rotated === 1 ? '' : 's'}${names}`);
+  }
+  for (const d of r.destinations) {
+    if (d.removed?.length) print(`  removed from ${d.destination}: ${d.removed.join(', ')}`);
+  }
   for (const n of r.notifications.filter((n) => n.status === 'failed')) {
     print(`  notification ${n.channel} (${n.event}) FAILED: ${n.error}`);
   }
   for (const w of r.warnings) warn(w);
   if (r.status === 'partial') print(`  the local backup is safe, but not everything succeeded (exit 3)`);
   print(`  restore with: litekeep restore ${b.file} --db ${b.sourcePath} --dir ${path.dirname(b.path)}`);
+}
+
+/**
+ * A backup typed by a person is `manual`; one started by cron, a timer or a script without a terminal is on a
+ * schedule. `--trigger` says it outright.
+ */
+function runTriggerFrom(flag: string | undefined): RunTrigger {
+  if (flag === undefined) return process.stdin.isTTY ? 'manual' : 'schedule';
+  if (flag === 'manual') return 'manual';
+  if (flag === 'scheduled' || flag === 'schedule') return 'schedule';
+  throw new LitekeepError(`--trigger '${flag}' is not manual or scheduled`, { exitCode: EXIT.usage });
+}
+
+function printBackupPlan(plan: BackupRunPlan): void {
+  print(`dry run: ${plan.database} would be backed up as ${plan.path} (${plan.trigger})`);
+  if (!plan.prune) print('  retention is off for this run: nothing would be removed');
+  else if (plan.removals.length === 0) print('  retention would remove nothing');
+  else {
+    print(`  retention would remove ${plan.removals.length}:`);
+    for (const r of plan.removals) print(`    ${r.name} (${r.reasons.join('; ')})`);
+  }
+  if (plan.destinations.length) print(`  it would be uploaded to ${plan.destinations.join(', ')}`);
+  print('  nothing was changed');
 }
 
 export function registerBackup(program: Command): void {
@@ -82,6 +120,11 @@ export function registerBackup(program: Command): void {
     .option('--no-upload', 'do not upload to any off-site destination this time')
     .option('--no-notify', 'send no notifications for this run')
     .option('--compression <algorithm>', 'zstd, gzip or none')
+    .option(
+      '--trigger <kind>',
+      'manual or scheduled (default: manual on a terminal, scheduled otherwise); retention keeps them apart',
+    )
+    .option('--dry-run', 'say what would be made and removed, change nothing')
     .option('--json', 'print one JSON object (or {results: [...]} for several databases)');
   addTargetOptions(command);
   addRetentionOptions(command);
@@ -92,6 +135,23 @@ export function registerBackup(program: Command): void {
     if (options.compression !== undefined) extra['compression.algorithm'] = options.compression;
     const resolved = resolveConfig(options, extra);
     const targets = selectTargets(resolved, options);
+    const trigger = runTriggerFrom(options.trigger as string | undefined);
+    if (options.dryRun) {
+      const plans: BackupRunPlan[] = [];
+      for (const target of targets) {
+        plans.push(
+          await planBackupRun(target, {
+            trigger,
+            prune: options.prune === false ? false : undefined,
+            drive: options.drive === false ? false : undefined,
+            upload: options.upload === false ? false : undefined,
+          }),
+        );
+      }
+      if (options.json) printJson(plans.length === 1 ? plans[0] : { results: plans });
+      else for (const plan of plans) printBackupPlan(plan);
+      return;
+    }
     const results: RunBackupResult[] = [];
     // Ctrl-C or a cron timeout stops the run cleanly: temp files are removed, no half-written backup is left.
     const abort = new AbortController();
@@ -106,7 +166,7 @@ export function registerBackup(program: Command): void {
       if (abort.signal.aborted) break;
       const progress = new Progress(!options.json);
       const result = await runBackupForTarget(target, {
-        trigger: 'manual',
+        trigger,
         signal: abort.signal,
         vacuum: options.vacuum === false ? false : undefined,
         prune: options.prune === false ? false : undefined,

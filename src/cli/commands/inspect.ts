@@ -85,9 +85,15 @@ function printRemoteListing(l: RemoteListing): void {
     print('  no backups there');
     return;
   }
-  const rows = l.backups.map((b) => [b.name, humanBytes(b.bytes), age(new Date(b.time)), b.link ?? '']);
+  const rows = l.backups.map((b) => [
+    b.name,
+    b.host ?? '',
+    humanBytes(b.bytes),
+    age(new Date(b.time)),
+    b.link ?? '',
+  ]);
   print(
-    table(['name', 'size', 'age', 'link'], rows)
+    table(['name', 'host', 'size', 'age', 'link'], rows)
       .split('\n')
       .map((line) => '  ' + line)
       .join('\n'),

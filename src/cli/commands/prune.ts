@@ -29,6 +29,8 @@ function pruneJson(database: string, r: PruneResult): Record<string, unknown> {
     removed: r.removed,
     failed: r.failed,
     unrecognized: r.unrecognized,
+    future: r.future,
+    setAside: r.setAside,
   };
 }
 
@@ -37,19 +39,21 @@ export function registerPrune(program: Command): void {
     .command('prune')
     .description('apply the retention policy: show every backup with keep/remove and why, then delete')
     .option('--dry-run', 'show the plan, delete nothing')
+    .option('--remove-failed', 'also remove the backups set aside because their newest verification failed')
     .option('--json', 'print JSON');
   addTargetOptions(command);
   addRetentionOptions(command);
-  command.action(async (options: CommonOptions & { dryRun?: boolean }) => {
+  command.action(async (options: CommonOptions & { dryRun?: boolean; removeFailed?: boolean }) => {
     const resolved = resolveConfig(options);
     const out: Record<string, unknown>[] = [];
     let failed = false;
     for (const target of selectTargets(resolved, options)) {
       const manager = new BackupManager(target);
       try {
+        const removeFailed = options.removeFailed === true;
         const result = options.dryRun
-          ? await manager.prune({ dryRun: true })
-          : await withDatabaseLock(target, 'prune', () => manager.prune());
+          ? await manager.prune({ dryRun: true, removeFailed })
+          : await withDatabaseLock(target, 'prune', () => manager.prune({ removeFailed }));
         if (result.failed.length) failed = true;
         if (options.json) {
           out.push(pruneJson(target.name, result));
@@ -80,6 +84,14 @@ export function registerPrune(program: Command): void {
                 (result.failed.length ? `, ${result.failed.length} could not be deleted` : ''),
         );
         for (const f of result.failed) warn(`could not delete ${f.name}: ${f.error}`);
+        for (const name of result.future)
+          warn(`${name} is dated in the future (check the clock): kept, and counted by no rule`);
+        if (result.setAside.length && !options.removeFailed) {
+          warn(
+            `set aside and counted by no rule, because their newest verification failed: ` +
+              `${result.setAside.map((a) => a.name).join(', ')} (prune --remove-failed removes them)`,
+          );
+        }
         for (const name of result.unrecognized) warn(`unrecognised file left alone: ${name}`);
       } finally {
         if (manager.catalogWarning) warn(manager.catalogWarning);

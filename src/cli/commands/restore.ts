@@ -7,10 +7,11 @@ import { withDatabaseLock } from '../../backup/task.js';
 import { EXIT, LitekeepError } from '../../util/errors.js';
 import { systemTimeZone, zonedToDate } from '../../util/time.js';
 import { addTargetOptions, resolveConfig, selectTargets, type CommonOptions } from '../context.js';
-import { print, printJson, printPerDatabaseJson } from '../output.js';
+import { print, printJson, printPerDatabaseJson, stopOnSignal, warn } from '../output.js';
 
 interface RestoreFlags extends CommonOptions {
   from?: string;
+  host?: string;
   at?: string;
   to?: string;
   force?: boolean;
@@ -86,9 +87,13 @@ export function registerRestore(program: Command): void {
     .command('restore [name]')
     .description('restore a backup (a file name, or latest) over the database, keeping the current one aside')
     .option('--from <source>', 'local (default), drive, or a destination name')
+    .option('--host <name>', "whose copies, on a destination several machines share (default: this host's)")
     .option('--at <time>', 'the newest backup taken at or before this time')
     .option('--to <path>', 'restore into this file instead of the configured database')
-    .option('--force', 'restore even when another process has the database open')
+    .option(
+      '--force',
+      'restore even while another process has the database open (through SQLite; restart that app after)',
+    )
     .option('--dry-run', 'fetch and verify, change nothing')
     .option('--identity <file>', 'age identity file for encrypted backups (or LITEKEEP_AGE_IDENTITY)')
     .option('--json', 'print JSON');
@@ -98,19 +103,25 @@ export function registerRestore(program: Command): void {
     const at = parseAt(options.at, target.settings.timeZone ?? systemTimeZone());
     if (name && at) throw new LitekeepError('give a backup name or --at, not both', { exitCode: EXIT.usage });
     const decrypt = await decryptOptionsFor(target, options.identity);
+    const abort = stopOnSignal('restore');
     const restore = () =>
       restoreBackup(target, {
         name,
         at,
         from: options.from,
+        host: options.host,
         to: options.to,
         force: options.force,
         dryRun: options.dryRun,
+        signal: abort.signal,
         ...decrypt,
         onStep: options.json ? undefined : (message) => print(`- ${message}`),
       });
     // No backup or prune of this database may run while it is being replaced.
-    const result = options.dryRun ? await restore() : await withDatabaseLock(target, 'restore', restore);
+    const result = await (options.dryRun ? restore() : withDatabaseLock(target, 'restore', restore)).finally(
+      () => abort.dispose(),
+    );
+    for (const w of result.warnings) warn(w);
     if (options.json) printJson(result);
     else {
       const tables = Object.entries(result.tables)
@@ -123,6 +134,11 @@ export function registerRestore(program: Command): void {
       );
       if (tables) print(`  rows: ${tables}`);
       if (result.safetyCopy) print(`  previous database kept as ${result.safetyCopy}`);
+      if (result.appMustRestart) {
+        print(
+          '  the application had the database open: restart it now, so that it does not keep working from what it read before the restore',
+        );
+      }
     }
   });
 }
@@ -132,6 +148,7 @@ export function registerVerify(program: Command): void {
     .command('verify [name]')
     .description('prove that backups restore: sha256, integrity_check and the recorded fingerprint')
     .option('--from <source>', 'local (default), drive, or a destination name')
+    .option('--host <name>', "whose copies, on a destination several machines share (default: this host's)")
     .option('--identity <file>', 'age identity file for encrypted backups (or LITEKEEP_AGE_IDENTITY)')
     .option('--json', 'print JSON');
   addTargetOptions(command);
@@ -139,25 +156,32 @@ export function registerVerify(program: Command): void {
     const targets = selectTargets(resolveConfig(options), options);
     const out: unknown[] = [];
     let failed = false;
-    for (const target of targets) {
-      const decrypt = await decryptOptionsFor(target, options.identity);
-      const results = await verifyBackup(target, {
-        name: name === 'all' ? undefined : name,
-        all: name === 'all',
-        from: options.from,
-        ...decrypt,
-      });
-      for (const r of results) {
-        if (r.status !== 'ok') failed = true;
-        if (!options.json) {
-          print(
-            r.status === 'ok'
-              ? `ok      ${target.name}/${r.backup} from ${r.source}: sha256 ${r.sha256?.slice(0, 12)}…, integrity ok, fingerprint ${r.fingerprint}`
-              : `FAILED  ${target.name}/${r.backup} from ${r.source}: ${r.error}`,
-          );
+    const abort = stopOnSignal('verify');
+    try {
+      for (const target of targets) {
+        const decrypt = await decryptOptionsFor(target, options.identity);
+        const results = await verifyBackup(target, {
+          name: name === 'all' ? undefined : name,
+          all: name === 'all',
+          from: options.from,
+          host: options.host,
+          signal: abort.signal,
+          ...decrypt,
+        });
+        for (const r of results) {
+          if (r.status !== 'ok') failed = true;
+          if (!options.json) {
+            print(
+              r.status === 'ok'
+                ? `ok      ${target.name}/${r.backup} from ${r.source}: sha256 ${r.sha256?.slice(0, 12)}…, integrity ok, fingerprint ${r.fingerprint}`
+                : `${r.status === 'failed' ? 'FAILED' : 'ERROR '}  ${target.name}/${r.backup} from ${r.source}: ${r.error}`,
+            );
+          }
         }
+        out.push({ database: target.name, results });
       }
-      out.push({ database: target.name, results });
+    } finally {
+      abort.dispose();
     }
     if (options.json) printPerDatabaseJson(out);
     if (failed) process.exitCode = EXIT.failed;
