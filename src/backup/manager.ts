@@ -24,6 +24,7 @@ import {
   planRetention,
   RetentionPolicyError,
   RotationPolicy,
+  holdAfterTimeGap,
   type Decision,
   type RetentionPolicy,
 } from '../retention/index.js';
@@ -126,6 +127,8 @@ export interface PruneResult {
   future: string[];
   /** Backups whose newest verification failed: kept aside, counted by no rule (`--remove-failed` removes them). */
   setAside: { name: string; reason: string }[];
+  /** Why a run held every removal back (holdAfterTimeGap). */
+  held?: string;
   dryRun: boolean;
 }
 
@@ -200,9 +203,7 @@ export class BackupManager {
 
   /** The catalog of this folder; a broken one is replaced, an unwritable one replaced by a memory-only one. */
   get catalog(): Catalog {
-    if (!this.catalogInstance && this.readOnly && !fs.existsSync(this.backupDir)) {
-      this.catalogInstance = Catalog.inMemory();
-    }
+    if (!this.catalogInstance && this.readOnly) this.catalogInstance = Catalog.openReadOnly(this.backupDir);
     if (!this.catalogInstance) {
       try {
         this.catalogInstance = Catalog.open(this.backupDir);
@@ -521,6 +522,11 @@ export class BackupManager {
       now?: Date;
       /** With dryRun: plan as if this backup existed too (what `backup --dry-run` would make). */
       pretend?: { name: string; time: Date; trigger: BackupTrigger };
+      /**
+       * The backup the calling run just made: removals are held back when it is dated long after the newest one
+       * before it and the plan would remove most of them (holdAfterTimeGap).
+       */
+      madeByRun?: string;
     } = {},
   ): Promise<PruneResult> {
     let policy: RetentionPolicy;
@@ -571,13 +577,30 @@ export class BackupManager {
         d.action = 'keep';
         d.reasons = ['made by this run'];
       }
-      // Set aside, not counted: only removed when asked for by name of the flag.
-      if (d.failedVerification && options.removeFailed) {
+      // Set aside, not counted: only removed when asked for, and never the newest backup there is.
+      if (d.failedVerification && options.removeFailed && d !== decisions[0]) {
         d.action = 'remove';
         d.reasons = [`--remove-failed: ${d.failedVerification}`];
       }
     }
     // The newest good backup stays whatever --remove-failed says (it is good, so it is never one of those).
+    let held: string | undefined;
+    const made = decisions.find((d) => d.name === options.madeByRun);
+    if (made) {
+      const others = decisions.filter((d) => d !== made);
+      held = holdAfterTimeGap({
+        made: made.time,
+        previousNewest: others.find((d) => !plan.future.some((f) => f.entry.name === d.name))?.time,
+        before: others.length,
+        removing: decisions.filter((d) => d.action === 'remove').length,
+      });
+      if (held) {
+        for (const d of decisions.filter((x) => x.action === 'remove')) {
+          d.action = 'keep';
+          d.reasons = [`held back: ${d.reasons.join('; ')}`];
+        }
+      }
+    }
     const removed: string[] = [];
     const failed: { name: string; error: string }[] = [];
     if (!options.dryRun) {
@@ -620,6 +643,7 @@ export class BackupManager {
       unrecognized,
       future: plan.future.map((b) => b.entry.name),
       setAside: plan.failed.map((b) => ({ name: b.entry.name, reason: b.failed! })),
+      held,
       dryRun: options.dryRun === true,
     };
   }

@@ -17,6 +17,7 @@ import {
   applySafetyRails,
   assertUsablePolicy,
   describePolicy,
+  holdAfterTimeGap,
   planRetention,
   type RetentionPolicy,
 } from '../retention/index.js';
@@ -212,8 +213,14 @@ async function syncOne(
 
   if (options.prune !== false) {
     try {
-      const removed = await pruneDestination(destination, policy, manager, options.runId);
+      const removed = await pruneDestination(destination, policy, manager, options.runId, backup?.file);
       outcome.removed = removed.removed;
+      if (removed.notes.length)
+        outcome.warning = [outcome.warning, ...removed.notes].filter(Boolean).join('; ');
+      if (removed.held) {
+        outcome.status = 'failed';
+        outcome.error = `retention held back: ${removed.held}`;
+      }
       outcome.rotated = removed.removed.length;
       if (removed.failed.length) {
         outcome.pruneErrors = removed.failed;
@@ -291,17 +298,13 @@ function newestPer<T extends { modifiedTime?: string }>(objects: T[], key: (o: T
   return [...chosen.values()];
 }
 
-/**
- * Applies `policy` to this host's copies on a destination: copies whose newest verification there failed are
- * set aside (not counted, not removed), the newest known-good copy is never removed, and every removal is
- * by id and recorded.
- */
-export async function pruneDestination(
+/** What retention would do to this host's copies on a destination; `pretend` adds a copy not there yet. */
+export async function planDestination(
   destination: Destination,
   policy: RetentionPolicy,
   manager: BackupManager,
-  runId?: number,
-): Promise<{ removed: string[]; failed: string[] }> {
+  options: { madeByRun?: string; pretend?: { name: string; time: Date; trigger: string } } = {},
+) {
   assertUsablePolicy(policy);
   const host = hostOf(manager.target);
   const all = await destination.list();
@@ -310,7 +313,14 @@ export async function pruneDestination(
     manager.catalog.listBackups({ includeDeleted: true }).map((r) => [r.file, r] as const),
   );
   const verdicts = manager.catalog.verdicts(destination.name);
-  const items = remote.map((o) => {
+  const items: {
+    id: string;
+    time: Date;
+    object?: RemoteObject;
+    group: string;
+    good: boolean;
+    failed?: string;
+  }[] = remote.map((o) => {
     const record = records.get(o.name);
     return {
       id: o.name,
@@ -326,9 +336,49 @@ export async function pruneDestination(
       ),
     };
   });
+  if (options.pretend) {
+    const { name, time, trigger } = options.pretend;
+    items.push({ id: name, time, group: trigger, good: true });
+  }
   const plan = applySafetyRails(
     planRetention(items, policy, { timeZone: manager.timeZone, now: new Date() }),
   );
+  const protect = options.pretend?.name;
+  if (protect) plan.remove = plan.remove.filter((d) => d.backup.id !== protect);
+  const notes: string[] = [];
+  if (plan.future.length)
+    notes.push(`dated in the future, kept and not counted: ${plan.future.map((b) => b.id).join(', ')}`);
+  if (plan.failed.length)
+    notes.push(`set aside, their last verification failed: ${plan.failed.map((b) => b.id).join(', ')}`);
+  let held: string | undefined;
+  const made = items.find((i) => i.id === (options.madeByRun ?? protect));
+  if (made) {
+    const others = items.filter((i) => i !== made && !plan.future.includes(i));
+    held = holdAfterTimeGap({
+      made: made.time,
+      previousNewest: others.sort((a, b) => b.time.getTime() - a.time.getTime())[0]?.time,
+      before: items.length - 1,
+      removing: plan.remove.length,
+    });
+  }
+  return { plan, all, host, notes, held };
+}
+
+/**
+ * Applies `policy` to this host's copies on a destination: copies whose newest verification there failed are
+ * set aside (not counted, not removed), the newest known-good copy is never removed, and every removal is
+ * by id and recorded.
+ */
+export async function pruneDestination(
+  destination: Destination,
+  policy: RetentionPolicy,
+  manager: BackupManager,
+  runId?: number,
+  /** The backup the calling run just uploaded: see holdAfterTimeGap. */
+  madeByRun?: string,
+): Promise<{ removed: string[]; failed: string[]; notes: string[]; held?: string }> {
+  const { plan, all, host, notes, held } = await planDestination(destination, policy, manager, { madeByRun });
+  if (held) return { removed: [], failed: [], notes, held };
   const removed: string[] = [];
   const failed: string[] = [];
   const policyText = describePolicy(policy);
@@ -361,7 +411,7 @@ export async function pruneDestination(
       }
     }
   }
-  return { removed, failed };
+  return { removed, failed, notes };
 }
 
 /** What `litekeep status` shows for one destination. */

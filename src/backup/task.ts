@@ -1,13 +1,21 @@
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { CATALOG_DIR } from '../catalog/index.js';
 import { loadConfig, type DatabaseTarget, type LoadConfigOptions } from '../config/index.js';
 import { acquireLock, LockHeldError } from '../scheduler/index.js';
 import { assertSqliteFile } from '../snapshot/index.js';
+import { createDestination, hostRecordPath } from '../destinations/factory.js';
 import { EXIT, LitekeepError, oneLine } from '../util/errors.js';
 import { encryptionSettings } from './encryption.js';
 import { BackupManager, type BackupResult, type BackupTrigger, type PruneResult } from './manager.js';
-import { destinationsOf, runDestinations, type DestinationOutcome } from './offsite.js';
+import {
+  destinationPolicy,
+  destinationsOf,
+  planDestination,
+  runDestinations,
+  type DestinationOutcome,
+} from './offsite.js';
 import { notifyRun, type NotificationOutcome } from './notifications.js';
 
 export type RunTrigger = 'manual' | 'schedule' | 'catch-up' | 'api';
@@ -49,6 +57,20 @@ export interface RunBackupResult {
   stage?: string;
   warnings: string[];
   durationMs: number;
+}
+
+/**
+ * The first backup into a folder records the name this host goes by on shared destinations, unless `host`
+ * is set: later runs keep that name even when the system's host name changes (a recreated container).
+ */
+function recordHostName(target: DatabaseTarget): void {
+  const file = hostRecordPath(target);
+  if (target.settings.host || fs.existsSync(file)) return;
+  try {
+    fs.writeFileSync(file, `${os.hostname()}\n`, { mode: 0o600, flag: 'wx' });
+  } catch {
+    // Another run wrote it first, or the folder is read-only: hostOf falls back to the host name.
+  }
 }
 
 export function lockPathFor(target: DatabaseTarget): string {
@@ -113,6 +135,7 @@ export async function runBackupForTarget(
     await encryptionSettings(target.settings.encryption);
     manager.prepareFolder();
     manager.assertFolderHoldsOnlyThisDatabase();
+    recordHostName(target);
     const lock = await acquireLock(lockPathFor(target), {
       waitMs: target.settings.lockWait ?? 0,
       purpose: `${trigger} backup of ${target.name}`,
@@ -160,7 +183,11 @@ export async function runBackupForTarget(
     if (options.prune ?? target.settings.prune) {
       result.stage = 'prune';
       try {
-        const prune = await manager.prune({ runId, protect: [backup.file] });
+        const prune = await manager.prune({ runId, protect: [backup.file], madeByRun: backup.file });
+        if (prune.held) {
+          warnings.push(`retention held back: ${prune.held}`);
+          offsiteFailed = true;
+        }
         result.prune = prune;
         result.rotated = prune.removed.length;
         for (const failure of prune.failed)
@@ -252,6 +279,12 @@ export interface BackupRunPlan {
   prune: boolean;
   /** Destinations the backup would be uploaded to (each then applies its own retention). */
   destinations: string[];
+  /** What each destination's retention would remove of this host's copies there, or why it could not tell. */
+  destinationRemovals: {
+    destination: string;
+    removals?: { name: string; reasons: string[] }[];
+    error?: string;
+  }[];
 }
 
 /** Plans a run without taking a snapshot or touching any file: the same checks a run starts with. */
@@ -271,6 +304,26 @@ export async function planBackupRun(
     const plan = prune
       ? await manager.prune({ dryRun: true, pretend: { name: file, time: now, trigger } })
       : undefined;
+    const specs =
+      options.upload === false ? [] : destinationsOf(target, { skipDrive: options.drive === false });
+    const destinationRemovals: BackupRunPlan['destinationRemovals'] = [];
+    for (const spec of prune ? specs : []) {
+      try {
+        const { plan: remote, held } = await planDestination(
+          createDestination(spec, target),
+          destinationPolicy(spec, manager),
+          manager,
+          { pretend: { name: file, time: now, trigger } },
+        );
+        destinationRemovals.push({
+          destination: spec.name,
+          removals: held ? [] : remote.remove.map((d) => ({ name: d.backup.id, reasons: d.notKept ?? [] })),
+          ...(held ? { error: `retention would be held back: ${held}` } : {}),
+        });
+      } catch (error) {
+        destinationRemovals.push({ destination: spec.name, error: `could not plan: ${oneLine(error)}` });
+      }
+    }
     return {
       database: target.name,
       file,
@@ -280,10 +333,8 @@ export async function planBackupRun(
       removals: (plan?.decisions ?? [])
         .filter((d) => d.action === 'remove')
         .map((d) => ({ name: d.name, reasons: d.reasons })),
-      destinations:
-        options.upload === false
-          ? []
-          : destinationsOf(target, { skipDrive: options.drive === false }).map((d) => d.name),
+      destinations: specs.map((d) => d.name),
+      destinationRemovals,
     };
   } finally {
     manager.close();

@@ -58,7 +58,8 @@ export async function verifyDue(
   }
   async function verifySources(): Promise<void> {
     for (const source of sources) {
-      const candidates = (await listCandidates(target, source)).filter(
+      // Only this machine's copies: another host's are theirs to verify.
+      const candidates = (await listCandidates(target, source, { ownOnly: true })).filter(
         (c) => decrypt || !c.name.endsWith('.age'),
       );
       if (candidates.length === 0) continue;
@@ -67,7 +68,14 @@ export async function verifyDue(
         chosen.push(candidates[1 + Math.floor(Math.random() * (candidates.length - 1))]);
       }
       for (const candidate of chosen) {
-        results.push(...(await verifyBackup(target, { name: candidate.name, from: source, ...decrypt })));
+        results.push(
+          ...(await verifyBackup(target, {
+            name: candidate.name,
+            from: source,
+            host: hostOf(target),
+            ...decrypt,
+          })),
+        );
       }
     }
   }

@@ -1,4 +1,3 @@
-import os from 'node:os';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parse as parseDotenv } from 'dotenv';
@@ -20,6 +19,11 @@ export interface LoadConfigOptions {
   env?: NodeJS.ProcessEnv;
   /** Values from flags, keyed by schema path (`retention.daily`), highest precedence. */
   overrides?: Record<string, unknown>;
+}
+
+/** A name a host may go by in remote copies (it becomes a folder or key segment). */
+export function isValidHostName(host: string): boolean {
+  return host.trim() !== '' && host.length <= 128 && !/[/\\\0]|^\.\.?$/.test(host);
 }
 
 export interface DatabaseTarget {
@@ -314,16 +318,12 @@ export function loadConfig(options: LoadConfigOptions = {}): ResolvedConfig {
     sources.timeZone = 'default (system zone)';
   }
 
-  const host = (values.get('host') as string | undefined) ?? os.hostname();
-  if (host.trim() === '' || host.length > 128 || /[/\\\0]|^\.\.?$/.test(host)) {
+  const host = values.get('host') as string | undefined;
+  if (host !== undefined && !isValidHostName(host)) {
     throw new ConfigError(
-      `invalid host ${JSON.stringify(host)} from ${sources.host ?? 'the system host name'}: expected a name of ` +
-        `1-128 characters without '/' or '\\' that is unique among the machines sharing a destination`,
+      `invalid host ${JSON.stringify(host)} from ${sources.host}: expected a name of 1-128 characters without ` +
+        `'/' or '\\' that is unique among the machines sharing a destination`,
     );
-  }
-  if (values.get('host') === undefined) {
-    values.set('host', host);
-    sources.host = 'default (system host name)';
   }
 
   const driveConfigured = Object.entries(sources).some(

@@ -1,7 +1,8 @@
 import os from 'node:os';
+import fs from 'node:fs';
 import path from 'node:path';
 import type { DatabaseTarget } from '../config/index.js';
-import { ConfigError } from '../config/index.js';
+import { ConfigError, isValidHostName } from '../config/index.js';
 import { parseRetentionPolicy, type RetentionPolicy } from '../retention/index.js';
 import { EXIT, LitekeepError } from '../util/errors.js';
 import { GoogleDriveDestination } from './google-drive.js';
@@ -141,10 +142,21 @@ export function createDestination(
 ): Destination {
   const s = spec.settings;
   switch (spec.type) {
-    case 'local':
-      return new LocalDestination(spec.name, path.resolve(cwd, String(s.path), target.name), {
-        host: hostOf(target),
-      });
+    case 'local': {
+      const folder = path.resolve(cwd, String(s.path), target.name);
+      // A copy into the backup folder itself would be pruned by two policies, and the folder's own backups
+      // would look like another host's copies.
+      const inside = (a: string, b: string) => {
+        const relative = path.relative(a, b);
+        return relative === '' || (!relative.startsWith('..') && !path.isAbsolute(relative));
+      };
+      if (inside(folder, target.backupDir) || inside(target.backupDir, folder)) {
+        throw new ConfigError(
+          `destination '${spec.name}' (${folder}) overlaps the backup folder ${target.backupDir}; point its path at another disk or folder`,
+        );
+      }
+      return new LocalDestination(spec.name, folder, { host: hostOf(target) });
+    }
     case 'google-drive': {
       const credentialsPath = path.resolve(cwd, str(s.credentials) ?? DEFAULT_GOOGLE_CREDENTIALS);
       return new GoogleDriveDestination({
@@ -183,9 +195,25 @@ export function createDestination(
   }
 }
 
-/** This machine's name in remote copies: the `host` setting, else the system host name. */
+/** Where a backup folder records the host name it first backed up as. */
+export function hostRecordPath(target: DatabaseTarget): string {
+  return path.join(target.backupDir, '.litekeep', 'host');
+}
+
+/**
+ * This machine's name in remote copies: the `host` setting; else the name this backup folder recorded at its
+ * first backup (so a container recreated with a new host name, or a machine restored from this folder, goes on
+ * as the same host); else the system host name.
+ */
 export function hostOf(target: DatabaseTarget): string {
-  return target.settings.host ?? os.hostname();
+  if (target.settings.host) return target.settings.host;
+  try {
+    const recorded = fs.readFileSync(hostRecordPath(target), 'utf8').trim();
+    if (isValidHostName(recorded)) return recorded;
+  } catch {
+    // not recorded yet
+  }
+  return os.hostname();
 }
 
 /** A destination by name (`local` is the backup folder itself), for restore, verify and list --from. */

@@ -15,6 +15,7 @@ export {
 export {
   applySafetyRails,
   compareNewestFirst,
+  holdAfterTimeGap,
   isoWeek,
   planRetention,
   type Dated,

@@ -106,6 +106,12 @@ function printBackupPlan(plan: BackupRunPlan): void {
     for (const r of plan.removals) print(`    ${r.name} (${r.reasons.join('; ')})`);
   }
   if (plan.destinations.length) print(`  it would be uploaded to ${plan.destinations.join(', ')}`);
+  for (const d of plan.destinationRemovals) {
+    if (d.error) print(`  ${d.destination}: ${d.error}`);
+    else if (d.removals?.length)
+      print(`  ${d.destination} would remove: ${d.removals.map((r) => r.name).join(', ')}`);
+    else print(`  ${d.destination} would remove nothing`);
+  }
   print('  nothing was changed');
 }
 

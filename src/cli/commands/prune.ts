@@ -48,7 +48,8 @@ export function registerPrune(program: Command): void {
     const out: Record<string, unknown>[] = [];
     let failed = false;
     for (const target of selectTargets(resolved, options)) {
-      const manager = new BackupManager(target);
+      // A dry run only looks: its catalog is opened read-only (never created or migrated).
+      const manager = new BackupManager(target, { readOnly: options.dryRun === true });
       try {
         const removeFailed = options.removeFailed === true;
         const result = options.dryRun

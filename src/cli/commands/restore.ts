@@ -173,8 +173,8 @@ export function registerVerify(program: Command): void {
           if (!options.json) {
             print(
               r.status === 'ok'
-                ? `ok      ${target.name}/${r.backup} from ${r.source}: sha256 ${r.sha256?.slice(0, 12)}…, integrity ok, fingerprint ${r.fingerprint}`
-                : `${r.status === 'failed' ? 'FAILED' : 'ERROR '}  ${target.name}/${r.backup} from ${r.source}: ${r.error}`,
+                ? `ok      ${target.name}/${r.backup} from ${r.source}${r.host ? ` (host ${r.host})` : ''}: sha256 ${r.sha256?.slice(0, 12)}…, integrity ok, fingerprint ${r.fingerprint}`
+                : `${r.status === 'failed' ? 'FAILED' : 'ERROR '}  ${target.name}/${r.backup} from ${r.source}${r.host ? ` (host ${r.host})` : ''}: ${r.error}`,
             );
           }
         }
