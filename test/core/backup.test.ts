@@ -244,11 +244,13 @@ describe('live writes during the backup', () => {
         });
         let out = '';
         writer.stdout.on('data', (d: Buffer) => (out += d.toString()));
+        // Rows are committed and the writer goes on writing while the backup runs.
         await new Promise<void>((resolve) => writer.stdout.once('data', () => resolve()));
-        await new Promise((r) => setTimeout(r, 300));
         const args = ['backup', '--db', db, '--dir', path.join(dir, 'b'), '--json', '--compression', 'none'];
         if (!vacuum) args.push('--no-vacuum');
-        const r = await runCli(args);
+        // A rollback-journal database under a writer that never pauses can keep a reader waiting for a long
+        // while on a busy machine: a generous bound on that wait, so that only a torn copy fails this test.
+        const r = await runCli(args, { env: { LITEKEEP_BUSY_TIMEOUT: '60s' }, timeoutMs: 100_000 });
         writer.kill('SIGTERM');
         const exit = await new Promise<number>((resolve) => writer.on('close', (c) => resolve(c ?? 1)));
         const final = JSON.parse(out.trim().split('\n').pop()!);
@@ -270,7 +272,7 @@ describe('live writes during the backup', () => {
         expect(max).toBe(n); // no gaps: a prefix
         expect(n % 5).toBe(0); // whole transactions only
         expect(n).toBeLessThanOrEqual(final.committed);
-      });
+      }, 120_000);
     }
   }
 });
