@@ -108,11 +108,14 @@ export async function newestSuccessOf(targets: DatabaseTarget[]): Promise<Date |
   return oldest;
 }
 
+const SILENT: LogSink = { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} };
+
 export interface ScheduleBackupTaskOptions extends LoadConfigOptions {
   /** Already resolved configuration (otherwise loaded from `LoadConfigOptions`). */
   resolved?: ResolvedConfig;
   /** Override of the cron expression. */
   schedule?: string;
+  /** Where the schedule logs (a pino logger, `console`, ...); silent when not given. */
   logger?: LogSink;
   /** Called after each run of each database. */
   onRun?: (result: RunBackupResult) => void;
@@ -136,7 +139,8 @@ export interface BackupSchedule {
 export function scheduleBackupTask(options: ScheduleBackupTaskOptions = {}): BackupSchedule {
   const resolved = options.resolved ?? loadConfig(options);
   const targets = resolved.databases;
-  const log = options.logger ?? createLogger({ level: resolved.config.log.level });
+  // Inside a host app the app owns stdout: nothing is logged unless it passes a logger (the daemon passes one).
+  const log = options.logger ?? SILENT;
   // The daemon handle reports no next run once it is stopping; a stopping daemon finishes the backup in hand
   // and starts nothing more (no further database, no verification).
   const stopping = () => daemon.nextRun() === null;

@@ -81,6 +81,22 @@ export function resolveConfig(options: CommonOptions, extra: Record<string, unkn
   return resolved;
 }
 
+/** "No database configured", saying where litekeep looked, so that a wrong folder or file name shows at once. */
+export function noDatabaseError(resolved: ResolvedConfig, forFolder = false): LitekeepError {
+  const config = resolved.configFile
+    ? `config file ${resolved.configFile} (no database: or databases:)`
+    : `no config file (litekeep.yml, litekeep.yaml or litekeep.json in ${resolved.cwd})`;
+  const env = resolved.envFile
+    ? `env file ${resolved.envFile} (no DATABASE_URL)`
+    : `no .env file in ${resolved.cwd}`;
+  return new LitekeepError(
+    `no database configured: looked at ${config}, ${env} and the environment (no DATABASE_URL); ` +
+      `set DATABASE_URL=sqlite:///path/to/app.db, add database: to litekeep.yml, or pass --db PATH` +
+      (forFolder ? ' (or --dir to read a backup folder alone)' : ''),
+    { exitCode: EXIT.usage },
+  );
+}
+
 /**
  * The databases a command acts on: `--db` names a configured database or gives a path/URL; otherwise every
  * configured database. `--dir` replaces the backup folder.
@@ -95,12 +111,7 @@ export function selectTargets(resolved: ResolvedConfig, options: CommonOptions):
     }
     return [targetForPath(resolved, options.db, options.dir)];
   }
-  if (resolved.databases.length === 0) {
-    throw new LitekeepError(
-      'no database configured: set DATABASE_URL (sqlite:///path/to/app.db), add database: to litekeep.yml, or pass --db',
-      { exitCode: EXIT.usage },
-    );
-  }
+  if (resolved.databases.length === 0) throw noDatabaseError(resolved);
   if (options.dir) {
     if (resolved.databases.length > 1) {
       throw new LitekeepError('--dir needs --db when several databases are configured', {

@@ -1,4 +1,6 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --
+// `node --` ends Node's own option parsing: Node 20 reads a `--env-file` anywhere on its command line, even after
+// the script, and would answer `litekeep list --env-file missing.env` itself (exit 9) instead of litekeep.
 import { Command, CommanderError } from 'commander';
 import { VERSION } from '../version.js';
 import { EXIT, oneLine } from '../util/errors.js';
@@ -59,6 +61,8 @@ export async function main(argv = process.argv): Promise<number> {
       process.exit(typeof process.exitCode === 'number' ? process.exitCode : 0);
     }
   });
+  // `npx litekeep -- list --env-file X`: the `--` was for npx's Node (see the shebang), not an end of options.
+  if (argv[2] === '--') argv = [...argv.slice(0, 2), ...argv.slice(3)];
   const program = buildProgram();
   // A command whose work never settles (a stream that never ends) would otherwise let Node exit with 0.
   process.on('exit', (code) => {

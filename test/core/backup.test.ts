@@ -147,11 +147,24 @@ describe('bad input gets one clear line, a non-zero exit, and loses nothing', ()
     await expectFailure(['backup', '--frobnicate'], 2, /unknown option '--frobnicate'/);
   });
 
-  it('no database configured at all', async () => {
+  it('no database configured at all: says which folder and files were looked at', async () => {
     const dir = tempDir();
     const r = await runCli(['backup'], { cwd: dir });
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/no database configured: set DATABASE_URL/);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toContain(
+      `no database configured: looked at no config file (litekeep.yml, litekeep.yaml or litekeep.json in ${dir}), ` +
+        `no .env file in ${dir} and the environment (no DATABASE_URL); set DATABASE_URL=sqlite:///path/to/app.db`,
+    );
+    // A .env that is there but names no database, and a config file without one, are named as such.
+    fs.writeFileSync(path.join(dir, '.env'), 'DATABSE_URL=sqlite:///app.db\n');
+    fs.writeFileSync(path.join(dir, 'litekeep.yml'), 'timeZone: UTC\n');
+    const named = await runCli(['list'], { cwd: dir });
+    expect(named.code).toBe(2);
+    expect(named.stderr).toContain(
+      `looked at config file ${path.join(dir, 'litekeep.yml')} (no database: or databases:), ` +
+        `env file ${path.join(dir, '.env')} (no DATABASE_URL)`,
+    );
   });
 
   it('a database held under an exclusive lock by another process: waits, then a clear error', async () => {

@@ -6,7 +6,7 @@ import { destinationsOf } from '../../backup/offsite.js';
 import { nextRuns, validateSchedule } from '../../scheduler/index.js';
 import { EXIT, LitekeepError } from '../../util/errors.js';
 import { formatZoned } from '../../util/time.js';
-import { addConfigOptions, resolveConfig, type CommonOptions } from '../context.js';
+import { addConfigOptions, noDatabaseError, resolveConfig, type CommonOptions } from '../context.js';
 import { markRunsUntilSignalled, print, printJson } from '../output.js';
 
 export function registerDaemon(program: Command): void {
@@ -24,12 +24,7 @@ export function registerDaemon(program: Command): void {
     ) => {
       const resolved = resolveConfig(options, options.schedule ? { schedule: options.schedule } : {});
       validateSchedule(resolved.config.schedule, resolved.timeZone);
-      if (resolved.databases.length === 0) {
-        throw new LitekeepError(
-          'no database configured: set DATABASE_URL, add database: or databases: to litekeep.yml',
-          { exitCode: EXIT.usage },
-        );
-      }
+      if (resolved.databases.length === 0) throw noDatabaseError(resolved);
       // Whatever would fail at 03:00 fails now, with exit 2: policies, recipients, destinations.
       for (const target of resolved.databases) {
         const manager = new BackupManager(target);
