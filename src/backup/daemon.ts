@@ -121,6 +121,10 @@ export interface ScheduleBackupTaskOptions extends LoadConfigOptions {
   onRun?: (result: RunBackupResult) => void;
   /** Upload to Drive (default true). */
   drive?: boolean;
+  /** Upload to the off-site destinations (default true). */
+  upload?: boolean;
+  /** Send notifications (default true). */
+  notify?: boolean;
 }
 
 export interface BackupSchedule {
@@ -150,7 +154,13 @@ export function scheduleBackupTask(options: ScheduleBackupTaskOptions = {}): Bac
     for (const target of targets) {
       if (signal.aborted || (attempted > 0 && stopping())) break;
       attempted++;
-      const result = await runBackupForTarget(target, { trigger, signal, drive: options.drive });
+      const result = await runBackupForTarget(target, {
+        trigger,
+        signal,
+        drive: options.drive,
+        upload: options.upload,
+        notify: options.notify,
+      });
       options.onRun?.(result);
       const fields = {
         database: result.database,
@@ -223,7 +233,14 @@ export interface DaemonProcess {
 /** `litekeep daemon`: the schedule, signal handling and the optional health/metrics server. */
 export async function runDaemon(
   resolved: ResolvedConfig,
-  options: { schedule?: string; http?: string; allowRemote?: boolean; drive?: boolean },
+  options: {
+    schedule?: string;
+    http?: string;
+    allowRemote?: boolean;
+    drive?: boolean;
+    upload?: boolean;
+    notify?: boolean;
+  },
 ): Promise<DaemonProcess> {
   const logger = createLogger({ level: resolved.config.log.level });
   const listen = options.http ?? resolved.config.http;
@@ -241,20 +258,19 @@ export async function runDaemon(
   }
   let schedule: BackupSchedule;
   try {
-    schedule = scheduleBackupTask({ resolved, schedule: options.schedule, logger, drive: options.drive });
+    schedule = scheduleBackupTask({
+      resolved,
+      schedule: options.schedule,
+      logger,
+      drive: options.drive,
+      upload: options.upload,
+      notify: options.notify,
+    });
   } catch (error) {
     await http?.close();
     throw error;
   }
   installSignalHandlers(schedule.daemon, { stopTimeoutMs: resolved.config.stopTimeout ?? 600_000, logger });
-  logger.info(
-    {
-      schedule: options.schedule ?? resolved.config.schedule,
-      timeZone: resolved.timeZone,
-      databases: resolved.databases.map((d) => d.name),
-      nextRun: schedule.nextRun()?.toISOString(),
-    },
-    `litekeep daemon started; next run ${schedule.nextRun()?.toISOString() ?? 'never'}`,
-  );
+  // The schedule itself logged "daemon started" with its next run: one start-up line, not two.
   return { schedule, http };
 }

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { Catalog, type BackupRecord, type Fingerprint } from '../catalog/index.js';
+import { Catalog, CATALOG_DIR, type BackupRecord, type Fingerprint } from '../catalog/index.js';
 import type { DatabaseTarget } from '../config/index.js';
 import {
   backupFileName,
@@ -101,6 +101,16 @@ export interface PruneResult {
   dryRun: boolean;
 }
 
+/** The size of a database with its -wal file: about what a snapshot of it copies. */
+function sizeWithWal(file: string): number | undefined {
+  try {
+    const wal = fs.statSync(`${file}-wal`, { throwIfNoEntry: false })?.size ?? 0;
+    return fs.statSync(file).size + wal;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Reads the retention settings of a target as a validated policy. */
 export function retentionPolicyOf(
   settings: DatabaseTarget['settings']['retention'],
@@ -189,7 +199,7 @@ export class BackupManager {
   /** Why the catalog is not the one on disk, when it could not be used. */
   catalogWarning?: string;
 
-  /** When set, looking never creates: a missing backup folder reads as an empty one (list, status, history). */
+  /** When set, looking never creates: a folder without an activity log reads with an empty one (list, status, history). */
   private readonly readOnly: boolean;
 
   constructor(target: DatabaseTarget, options: { readOnly?: boolean } = {}) {
@@ -207,7 +217,7 @@ export class BackupManager {
 
   /** The catalog of this folder; a broken one is replaced, an unwritable one replaced by a memory-only one. */
   get catalog(): Catalog {
-    if (!this.catalogInstance && this.readOnly && !fs.existsSync(this.backupDir)) {
+    if (!this.catalogInstance && this.readOnly && !fs.existsSync(path.join(this.backupDir, CATALOG_DIR))) {
       this.catalogInstance = Catalog.inMemory();
     }
     if (!this.catalogInstance) {
@@ -297,7 +307,11 @@ export class BackupManager {
       // Hashing (and compressing/encrypting) reads the finished copy while SQLite checks it: two cores at once.
       let packing:
         Promise<{ sha256: string; bytes: number; plainSha256: string; plainBytes: number }> | undefined;
+      // Sizes for progress: the source as it is now (a VACUUM INTO copy may come out smaller), then the copy.
+      const sourceBytes = options.onProgress ? sizeWithWal(this.target.path) : undefined;
+      let plainBytes: number | undefined;
       const startPacking = () => {
+        if (options.onProgress) plainBytes = fs.statSync(snapshotTemp).size;
         packing = packed
           ? writeArtifact(
               snapshotTemp,
@@ -308,7 +322,7 @@ export class BackupManager {
                 recipients: encryption.recipients,
                 passphrase: encryption.passphrase,
               },
-              (done: number) => options.onProgress?.('compress', done),
+              (done: number) => options.onProgress?.('compress', done, plainBytes),
               options.signal,
             )
           : sha256File(snapshotTemp).then((h) => ({ ...h, plainSha256: h.sha256, plainBytes: h.bytes }));
@@ -326,7 +340,7 @@ export class BackupManager {
         },
         {
           signal: options.signal,
-          onProgress: (bytes) => options.onProgress?.('snapshot', bytes),
+          onProgress: (bytes) => options.onProgress?.('snapshot', bytes, sourceBytes),
           onCopied: startPacking,
         },
       ).catch(async (error: unknown) => {

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { loadConfig, targetForPath, type DatabaseTarget, type ResolvedConfig } from '../config/index.js';
+import { targetForBackupFolder } from '../backup/folder.js';
 import { destinationSpecs } from '../destinations/factory.js';
 import { EXIT, LitekeepError } from '../util/errors.js';
 
@@ -101,7 +102,12 @@ export function noDatabaseError(resolved: ResolvedConfig, forFolder = false): Li
  * The databases a command acts on: `--db` names a configured database or gives a path/URL; otherwise every
  * configured database. `--dir` replaces the backup folder.
  */
-export function selectTargets(resolved: ResolvedConfig, options: CommonOptions): DatabaseTarget[] {
+export function selectTargets(
+  resolved: ResolvedConfig,
+  options: CommonOptions,
+  /** Commands that only read a backup folder (list, status, history) take `--dir` alone, without a database. */
+  { folderAlone = false }: { folderAlone?: boolean } = {},
+): DatabaseTarget[] {
   if (options.db) {
     const byName = resolved.databases.find((t) => t.name === options.db);
     if (byName) {
@@ -111,7 +117,10 @@ export function selectTargets(resolved: ResolvedConfig, options: CommonOptions):
     }
     return [targetForPath(resolved, options.db, options.dir)];
   }
-  if (resolved.databases.length === 0) throw noDatabaseError(resolved);
+  if (resolved.databases.length === 0) {
+    if (folderAlone && options.dir) return [targetForBackupFolder(resolved, options.dir)];
+    throw noDatabaseError(resolved, folderAlone);
+  }
   if (options.dir) {
     if (resolved.databases.length > 1) {
       throw new LitekeepError('--dir needs --db when several databases are configured', {

@@ -8,11 +8,37 @@ import { registerBackup } from './commands/backup.js';
 import { registerDemo } from './commands/demo.js';
 import { registerConfig, registerHistory, registerList, registerStatus } from './commands/inspect.js';
 import { registerPrune } from './commands/prune.js';
-import { isRunsUntilSignalled } from './output.js';
+import { isRunsUntilSignalled, PREFIX, printError, setQuiet } from './output.js';
 import { registerAuth } from './commands/auth.js';
 import { registerDaemon, registerSchedule } from './commands/daemon.js';
 import { registerKeygen, registerNotify, registerSync } from './commands/misc.js';
 import { registerRestore, registerVerify } from './commands/restore.js';
+
+/** Every command below `command`, nested ones too (`notify test`, `auth google`). */
+function allCommands(command: Command): Command[] {
+  return command.commands.flatMap((c) => [c, ...allCommands(c)]);
+}
+
+function commandPath(command: Command): string {
+  const names: string[] = [];
+  for (let c: Command | null = command; c; c = c.parent) names.unshift(c.name());
+  return names.join(' ');
+}
+
+/** Usage errors in the one form of every litekeep error, pointing at the help of the command that was used. */
+function configureErrors(command: Command): void {
+  command.configureOutput({
+    writeErr: (text) => process.stderr.write(text),
+    outputError: (text, write) => {
+      const message = text
+        .trim()
+        .replace(/^error: /, '')
+        .replace(/\s*\(Did you mean (.*?)\?\)/, ' (did you mean $1?)')
+        .replace(/\s*\n\s*/g, ' ');
+      write(`${PREFIX}${message} (see ${commandPath(command)} --help)\n`);
+    },
+  });
+}
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -21,12 +47,7 @@ export function buildProgram(): Command {
     .description('Consistent, verified, rotated, off-site backups of live SQLite databases')
     .version(VERSION)
     .showSuggestionAfterError()
-    .exitOverride()
-    .configureOutput({
-      writeErr: (text) => process.stderr.write(text),
-      // Usage errors stay one line, and say where the fix is.
-      outputError: (text, write) => write(`${text.trimEnd()} (see litekeep --help)\n`),
-    });
+    .exitOverride();
   registerBackup(program);
   registerList(program);
   registerStatus(program);
@@ -42,7 +63,14 @@ export function buildProgram(): Command {
   registerAuth(program);
   registerDaemon(program);
   registerSchedule(program);
-  for (const command of program.commands) command.exitOverride();
+  configureErrors(program);
+  for (const command of allCommands(program)) {
+    command.exitOverride();
+    configureErrors(command);
+    // Commands that only group others (`notify`, `auth`) take no options of their own.
+    if (command.commands.length === 0) command.option('-q, --quiet', 'print only errors (for cron)');
+  }
+  program.hook('preAction', (_program, action) => setQuiet(action.opts().quiet === true));
   return program;
 }
 
@@ -84,7 +112,7 @@ export async function main(argv = process.argv): Promise<number> {
       if (error.code === 'commander.executeSubCommandAsync') return EXIT.failed;
       return EXIT.usage;
     }
-    process.stderr.write(`litekeep: ${oneLine(error)}\n`);
+    printError(oneLine(error));
     if (process.env.LITEKEEP_DEBUG) process.stderr.write(`${(error as Error).stack}\n`);
     return exitCodeOf(error);
   }

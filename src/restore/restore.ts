@@ -17,7 +17,9 @@ import { compareFingerprints, inspectDatabase } from '../snapshot/index.js';
 import { EXIT, LitekeepError, oneLine } from '../util/errors.js';
 import { removeTempsOfDeadProcesses } from '../util/process.js';
 import { fsyncDir, fsyncFile } from '../util/fs.js';
-import { compactStamp, systemTimeZone } from '../util/time.js';
+import { compactStamp, formatTime, systemTimeZone } from '../util/time.js';
+import { didYouMean } from '../util/suggest.js';
+import { candidateFromFile, withProgress } from './file.js';
 import { describeUsers, isLockedBySqlite, processesUsing } from './in-use.js';
 
 const SIDE_FILES = ['-wal', '-shm', '-journal'];
@@ -110,7 +112,9 @@ export function pickCandidate(candidates: Candidate[], options: SelectOptions): 
       candidates.find((c) => c.name.startsWith(`${options.name}.`));
     if (!found) {
       throw new LitekeepError(
-        `backup ${options.name} not found in ${from}; run 'litekeep list' to see the names`,
+        `backup ${options.name} not found in ${from}` +
+          `${didYouMean(options.name, ['latest', ...candidates.map((c) => c.name)])}` +
+          `; run 'litekeep list${from === 'local' ? '' : ` --from ${from}`}' to see the names`,
         {
           exitCode: EXIT.usage,
           stage: 'restore',
@@ -247,6 +251,10 @@ export interface RestoreOptions extends SelectOptions, DecryptOptions {
   onStep?: (message: string) => void;
   /** For tests: stop right before the final rename, as a crash would. */
   crashBeforeRename?: boolean;
+  /** Restore this backup file (a path) instead of choosing one from `from`. */
+  file?: string;
+  /** Bytes of the backup read so far, with its size (`restore <name>`, or `download <name> from <source>`). */
+  onProgress?: (stage: string, bytes: number, total?: number) => void;
 }
 
 export interface RestoreResult {
@@ -276,8 +284,15 @@ export async function restoreBackup(
   const step = options.onStep ?? (() => {});
   const from = options.from ?? 'local';
   const destinationPath = path.resolve(options.to ?? target.path);
-  const candidate = pickCandidate(await listCandidates(target, from), options);
-  step(`selected ${candidate.name} from ${candidate.source}, taken ${candidate.time.toISOString()}`);
+  const picked = options.file
+    ? candidateFromFile(target, options.file)
+    : pickCandidate(await listCandidates(target, from), options);
+  const remote = !options.file && from !== 'local';
+  const label = remote ? `download ${picked.name} from ${picked.source}` : `restore ${picked.name}`;
+  const candidate = withProgress(picked, label, options.onProgress);
+  step(
+    `selected ${candidate.name} from ${candidate.source}, taken ${formatTime(candidate.time, target.settings.timeZone ?? systemTimeZone())}`,
+  );
 
   const dir = path.dirname(destinationPath);
   if (!fs.existsSync(dir)) fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -487,7 +502,14 @@ export interface VerifyResult {
  */
 export async function verifyBackup(
   target: DatabaseTarget,
-  options: SelectOptions & DecryptOptions & { all?: boolean } = {},
+  options: SelectOptions &
+    DecryptOptions & {
+      all?: boolean;
+      /** Each result as soon as it is known (`verify all` takes a while). */
+      onResult?: (result: VerifyResult) => void;
+      /** Bytes of the backup being verified read so far, with its size (`stage` is `verify <name>`). */
+      onProgress?: (stage: string, bytes: number, total?: number) => void;
+    } = {},
 ): Promise<VerifyResult[]> {
   const from = options.from ?? 'local';
   const candidates = await listCandidates(target, from);
@@ -501,7 +523,9 @@ export async function verifyBackup(
   const results: VerifyResult[] = [];
   try {
     for (const candidate of chosen) {
-      results.push(await verifyOne(candidate, workDir, options, manager.catalog));
+      const checked = withProgress(candidate, `verify ${candidate.name}`, options.onProgress);
+      results.push(await verifyOne(checked, workDir, options, manager.catalog));
+      options.onResult?.(results[results.length - 1]);
     }
   } finally {
     await fsp.rm(workDir, { recursive: true, force: true });

@@ -8,6 +8,7 @@ const PACKAGE_OF: Record<string, string> = {
   zstd: 'zstd',
   sqlite3: 'sqlite3',
   python3: 'python3',
+  script: 'bsdutils',
 };
 
 const found = new Map<string, boolean>();

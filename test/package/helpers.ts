@@ -26,7 +26,8 @@ export function copyCheckout(to: string): void {
     .filter(Boolean);
   for (const file of files) {
     const from = path.join(ROOT, file);
-    if (!fs.existsSync(from)) continue; // deleted in the working tree, not yet committed
+    // Deleted in the working tree (not yet committed), or not a file (a link to a node_modules somewhere).
+    if (!fs.lstatSync(from, { throwIfNoEntry: false })?.isFile()) continue;
     const target = path.join(to, file);
     fs.mkdirSync(path.dirname(target), { recursive: true });
     fs.copyFileSync(from, target);

@@ -79,7 +79,7 @@ describe('disaster recovery from Google Drive alone', () => {
     const bad = await runCli(['verify', '--from', 'drive'], { cwd: fresh, env: freshEnv });
     expect(bad.code).toBe(1);
     expect(bad.stdout).toMatch(/^FAILED {2}app\/\S+ from drive: /);
-    const refused = await runCli(['restore', '--from', 'drive'], { cwd: fresh, env: freshEnv });
+    const refused = await runCli(['restore', 'latest', '--from', 'drive'], { cwd: fresh, env: freshEnv });
     expect(refused.code).toBe(1);
     expect(refused.stderr.trim().split('\n')).toHaveLength(1);
     expect(refused.stderr).toMatch(/corrupt|damaged/);
