@@ -80,8 +80,8 @@ export function readmeBlock(heading: string, language: string): string {
 
 /**
  * Makes `project` a package that depends on the packed tarball, with a lockfile holding exactly the versions this
- * checkout's lockfile resolved for litekeep's own dependencies: `npm ci --offline` then installs it from npm's
- * cache alone (the tests use no network), as `npm install litekeep` would lay it out.
+ * checkout's lockfile resolved for litekeep's own dependencies: `npm ci --prefer-offline` then installs it from
+ * npm's cache (filled by this checkout's own `npm ci`), as `npm install litekeep` would lay it out.
  */
 export function writeDependentProject(project: string, tarball: string, integrity: string): void {
   const own = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as {
