@@ -41,14 +41,15 @@ function firstLines(): string[] {
     .filter(Boolean);
 }
 
-const inside = process.env.LITEKEEP_FRESH_CHECKOUT_INSIDE === '1';
-const wanted = process.env.CI === 'true' || process.env.LITEKEEP_FRESH_CHECKOUT === '1';
+// Not LITEKEEP_ names: litekeep refuses LITEKEEP_ variables it does not know, and the replay runs litekeep.
+const inside = process.env.TEST_FRESH_CHECKOUT_REPLAY === '1';
+const wanted = process.env.CI === 'true' || process.env.TEST_FRESH_CHECKOUT === '1';
 
 /**
  * "Done when" of issue 19: the README's first lines pass on a clean checkout of this tree, on a machine without
  * the age, zstd and sqlite3 programs. It installs from npm's cache where it can, builds the native modules
  * again and runs the whole suite once more, so it takes minutes: it runs in CI (`.ci/run` sets CI=true) and with
- * LITEKEEP_FRESH_CHECKOUT=1, and never inside its own replay.
+ * TEST_FRESH_CHECKOUT=1, and never inside its own replay.
  */
 describe('a fresh machine', () => {
   it(
@@ -57,7 +58,7 @@ describe('a fresh machine', () => {
       if (inside) ctx.skip('this is the replay itself');
       if (!wanted) {
         ctx.skip(
-          'replays the README in a clean copy (npm ci, demo, the whole suite: minutes); set LITEKEEP_FRESH_CHECKOUT=1, or CI=true as .ci/run does',
+          'replays the README in a clean copy (npm ci, demo, the whole suite: minutes); set TEST_FRESH_CHECKOUT=1, or CI=true as .ci/run does',
         );
       }
       if (!isGitCheckout()) ctx.skip('needs a git checkout (the copy is made from what git would commit)');
@@ -78,7 +79,7 @@ describe('a fresh machine', () => {
         PATH,
         // npm's cache first (the outer `npm ci` filled it): the registry only for what is missing there.
         npm_config_prefer_offline: 'true',
-        LITEKEEP_FRESH_CHECKOUT_INSIDE: '1',
+        TEST_FRESH_CHECKOUT_REPLAY: '1',
         CI: '',
       });
       expect(
