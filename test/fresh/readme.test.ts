@@ -80,8 +80,12 @@ describe('a fresh machine', () => {
         // npm's cache first (the outer `npm ci` filled it): the registry only for what is missing there.
         npm_config_prefer_offline: 'true',
         TEST_FRESH_CHECKOUT_REPLAY: '1',
-        CI: '',
+        // Plain text to read back (the test runner colours its output whenever CI is set at all).
+        NO_COLOR: '1',
       });
+      // A fresh machine as a person has it, not a CI job.
+      delete env.CI;
+      delete env.FORCE_COLOR;
       expect(
         run('sh', ['-c', 'command -v age || command -v zstd || command -v sqlite3'], { cwd: checkout, env })
           .status,
@@ -92,7 +96,8 @@ describe('a fresh machine', () => {
       const outputs: string[] = [];
       for (const line of lines) {
         const r = run('bash', ['-c', line], { cwd: checkout, env, timeoutMs: 40 * 60_000 });
-        const output = `${r.stdout}\n${r.stderr}`;
+        // eslint-disable-next-line no-control-regex
+        const output = `${r.stdout}\n${r.stderr}`.replace(/\x1b\[[0-9;]*m/g, '');
         outputs.push(output);
         expect(r.status, `${line}:\n${output.slice(-6000)}`).toBe(0);
       }
