@@ -16,6 +16,8 @@ export type {
   LitekeepConfig,
   ConfigEntry,
 } from './config/index.js';
+/** The seed's name for the loaded configuration: what `loadConfig()` returns. */
+export type { ResolvedConfig as BackupConfig } from './config/index.js';
 
 export { BackupManager, retentionPolicyOf } from './backup/manager.js';
 export type {
@@ -44,7 +46,7 @@ export {
   RetentionPolicyError,
   DEFAULT_RETENTION,
 } from './retention/index.js';
-export type { RetentionPolicy, RetentionPlan, Decision } from './retention/index.js';
+export type { RetentionPolicy, RetentionPlan, Decision, NamedBackup } from './retention/index.js';
 
 export { restoreBackup, verifyBackup, listCandidates } from './restore/index.js';
 export type { RestoreOptions, RestoreResult, VerifyResult } from './restore/index.js';

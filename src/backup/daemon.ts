@@ -108,16 +108,23 @@ export async function newestSuccessOf(targets: DatabaseTarget[]): Promise<Date |
   return oldest;
 }
 
+const SILENT: LogSink = { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} };
+
 export interface ScheduleBackupTaskOptions extends LoadConfigOptions {
   /** Already resolved configuration (otherwise loaded from `LoadConfigOptions`). */
   resolved?: ResolvedConfig;
   /** Override of the cron expression. */
   schedule?: string;
+  /** Where the schedule logs (a pino logger, `console`, ...); silent when not given. */
   logger?: LogSink;
   /** Called after each run of each database. */
   onRun?: (result: RunBackupResult) => void;
   /** Upload to Drive (default true). */
   drive?: boolean;
+  /** Upload to the off-site destinations (default true). */
+  upload?: boolean;
+  /** Send notifications (default true). */
+  notify?: boolean;
 }
 
 export interface BackupSchedule {
@@ -136,7 +143,8 @@ export interface BackupSchedule {
 export function scheduleBackupTask(options: ScheduleBackupTaskOptions = {}): BackupSchedule {
   const resolved = options.resolved ?? loadConfig(options);
   const targets = resolved.databases;
-  const log = options.logger ?? createLogger({ level: resolved.config.log.level });
+  // Inside a host app the app owns stdout: nothing is logged unless it passes a logger (the daemon passes one).
+  const log = options.logger ?? SILENT;
   // The daemon handle reports no next run once it is stopping; a stopping daemon finishes the backup in hand
   // and starts nothing more (no further database, no verification).
   const stopping = () => daemon.nextRun() === null;
@@ -146,7 +154,13 @@ export function scheduleBackupTask(options: ScheduleBackupTaskOptions = {}): Bac
     for (const target of targets) {
       if (signal.aborted || (attempted > 0 && stopping())) break;
       attempted++;
-      const result = await runBackupForTarget(target, { trigger, signal, drive: options.drive });
+      const result = await runBackupForTarget(target, {
+        trigger,
+        signal,
+        drive: options.drive,
+        upload: options.upload,
+        notify: options.notify,
+      });
       options.onRun?.(result);
       const fields = {
         database: result.database,
@@ -219,7 +233,14 @@ export interface DaemonProcess {
 /** `litekeep daemon`: the schedule, signal handling and the optional health/metrics server. */
 export async function runDaemon(
   resolved: ResolvedConfig,
-  options: { schedule?: string; http?: string; allowRemote?: boolean; drive?: boolean },
+  options: {
+    schedule?: string;
+    http?: string;
+    allowRemote?: boolean;
+    drive?: boolean;
+    upload?: boolean;
+    notify?: boolean;
+  },
 ): Promise<DaemonProcess> {
   const logger = createLogger({ level: resolved.config.log.level });
   const listen = options.http ?? resolved.config.http;
@@ -237,20 +258,19 @@ export async function runDaemon(
   }
   let schedule: BackupSchedule;
   try {
-    schedule = scheduleBackupTask({ resolved, schedule: options.schedule, logger, drive: options.drive });
+    schedule = scheduleBackupTask({
+      resolved,
+      schedule: options.schedule,
+      logger,
+      drive: options.drive,
+      upload: options.upload,
+      notify: options.notify,
+    });
   } catch (error) {
     await http?.close();
     throw error;
   }
   installSignalHandlers(schedule.daemon, { stopTimeoutMs: resolved.config.stopTimeout ?? 600_000, logger });
-  logger.info(
-    {
-      schedule: options.schedule ?? resolved.config.schedule,
-      timeZone: resolved.timeZone,
-      databases: resolved.databases.map((d) => d.name),
-      nextRun: schedule.nextRun()?.toISOString(),
-    },
-    `litekeep daemon started; next run ${schedule.nextRun()?.toISOString() ?? 'never'}`,
-  );
+  // The schedule itself logged "daemon started" with its next run: one start-up line, not two.
   return { schedule, http };
 }

@@ -132,6 +132,16 @@ export interface PruneResult {
   dryRun: boolean;
 }
 
+/** The size of a database with its -wal file: about what a snapshot of it copies. */
+function sizeWithWal(file: string): number | undefined {
+  try {
+    const wal = fs.statSync(`${file}-wal`, { throwIfNoEntry: false })?.size ?? 0;
+    return fs.statSync(file).size + wal;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Reads the retention settings of a target as a validated policy. */
 export function retentionPolicyOf(
   settings: DatabaseTarget['settings']['retention'],
@@ -185,7 +195,7 @@ export class BackupManager {
   /** Why the catalog is not the one on disk, when it could not be used. */
   catalogWarning?: string;
 
-  /** When set, looking never creates: a missing backup folder reads as an empty one (list, status, history). */
+  /** When set, looking never creates: a folder without an activity log reads with an empty one (list, status, history). */
   private readonly readOnly: boolean;
 
   constructor(target: DatabaseTarget, options: { readOnly?: boolean } = {}) {
@@ -291,7 +301,11 @@ export class BackupManager {
       if (packed) temps.push(artifact);
       // Hashing (and compressing/encrypting) reads the finished copy while SQLite checks it: two cores at once.
       let packing: Promise<ArtifactResult> | undefined;
+      // Sizes for progress: the source as it is now (a VACUUM INTO copy may come out smaller), then the copy.
+      const sourceBytes = options.onProgress ? sizeWithWal(this.target.path) : undefined;
+      let plainBytes: number | undefined;
       const startPacking = () => {
+        if (options.onProgress) plainBytes = fs.statSync(snapshotTemp).size;
         packing = packed
           ? writeArtifact(
               snapshotTemp,
@@ -302,7 +316,7 @@ export class BackupManager {
                 recipients: encryption.recipients,
                 passphrase: encryption.passphrase,
               },
-              (done: number) => options.onProgress?.('compress', done),
+              (done: number) => options.onProgress?.('compress', done, plainBytes),
               options.signal,
             )
           : sha256File(snapshotTemp).then((h) => ({ ...h, plainSha256: h.sha256, plainBytes: h.bytes }));
@@ -320,7 +334,7 @@ export class BackupManager {
         },
         {
           signal: options.signal,
-          onProgress: (bytes) => options.onProgress?.('snapshot', bytes),
+          onProgress: (bytes) => options.onProgress?.('snapshot', bytes, sourceBytes),
           onCopied: startPacking,
         },
       ).catch(async (error: unknown) => {

@@ -56,6 +56,10 @@ export interface OffsiteOptions {
   syncOnly?: boolean;
   /** Apply each destination's retention after a successful upload (default true). */
   prune?: boolean;
+  /** Only this destination (by name), e.g. `litekeep sync --to offsite`. */
+  only?: string;
+  /** Bytes sent of each upload, with its size: `stage` is `upload to <destination>`. */
+  onProgress?: (stage: string, bytes: number, total?: number) => void;
 }
 
 async function metadataFor(
@@ -82,11 +86,19 @@ async function metadataFor(
 
 export function destinationsOf(
   target: DatabaseTarget,
-  options: { skipDrive?: boolean } = {},
+  options: { skipDrive?: boolean; only?: string } = {},
 ): DestinationSpec[] {
   return destinationSpecs(target, target.driveConfigured).filter(
-    (spec) => !(options.skipDrive && spec.type === 'google-drive'),
+    (spec) =>
+      !(options.skipDrive && spec.type === 'google-drive') &&
+      (options.only === undefined || spec.name === options.only),
   );
+}
+
+/** Reports an upload's bytes to `onProgress` as `upload to <destination>`, when a caller asked for progress. */
+function uploadProgress(options: OffsiteOptions, destination: string, total: number) {
+  const report = options.onProgress;
+  return report ? (bytes: number) => report(`upload to ${destination}`, bytes, total) : undefined;
 }
 
 /**
@@ -161,7 +173,7 @@ async function syncOne(
           time: new Date(backup.createdAt),
           path: backup.path,
         }),
-        { signal: options.signal },
+        { signal: options.signal, onProgress: uploadProgress(options, spec.name, backup.bytes) },
       );
       Object.assign(outcome, {
         status: 'ok',
@@ -196,6 +208,7 @@ async function syncOne(
       try {
         const put = await destination.put(entry.path, entry.name, await metadataFor(manager, entry), {
           signal: options.signal,
+          onProgress: uploadProgress(options, spec.name, entry.bytes),
         });
         record(entry.name, 'ok', { id: put.id, link: put.link, bytes: put.bytes, attempts: put.attempts });
         outcome.caughtUp.push(entry.name);

@@ -175,6 +175,7 @@ export async function runBackupForTarget(
         runId,
         signal: options.signal,
         onStep: step,
+        onProgress: options.onProgress,
       });
       offsiteFailed = result.destinations.some((d) => d.status === 'failed');
       for (const d of result.destinations) if (d.warning) warnings.push(`${d.destination}: ${d.warning}`);

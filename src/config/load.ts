@@ -3,6 +3,7 @@ import path from 'node:path';
 import { parse as parseDotenv } from 'dotenv';
 import YAML from 'yaml';
 import { parseWithin } from '../retention/index.js';
+import { didYouMean } from '../util/suggest.js';
 import { isValidTimeZone, systemTimeZone } from '../util/time.js';
 import { resolveDatabaseLocation } from './database-url.js';
 import { configSchema, DATABASE_OVERRIDE_KEYS, type LitekeepConfig } from './schema.js';
@@ -146,9 +147,9 @@ function flattenAgainstSchema(
     const p = prefix ? `${prefix}.${key}` : key;
     const child = node.fields[key];
     if (!child) {
-      const known = Object.keys(node.fields).join(', ');
+      const known = Object.keys(node.fields);
       throw new ConfigError(
-        `unknown key '${p}' in ${source}; known keys${prefix ? ` of ${prefix}` : ''}: ${known}`,
+        `unknown key '${p}' in ${source}${didYouMean(key, known)}; known keys${prefix ? ` of ${prefix}` : ''}: ${known.join(', ')}`,
       );
     }
     if (isSetting(child)) {
@@ -242,8 +243,9 @@ export function loadConfig(options: LoadConfigOptions = {}): ResolvedConfig {
       if (!leaf) {
         if (name.startsWith('LITEKEEP_') && !META_ENV.has(name)) {
           throw new ConfigError(
-            `unknown setting ${name} in ${source}; litekeep reads LITEKEEP_ plus a config key in upper snake ` +
-              `case (for example LITEKEEP_RETENTION_DAILY); run 'litekeep config --keys' for the list`,
+            `unknown setting ${name} in ${source}${didYouMean(name, [...LEAF_BY_ENV.keys(), ...META_ENV])}; ` +
+              `litekeep reads LITEKEEP_ plus a config key in upper snake case (for example ` +
+              `LITEKEEP_RETENTION_DAILY); run 'litekeep config --keys' for the list`,
           );
         }
         continue;

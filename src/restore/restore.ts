@@ -23,7 +23,9 @@ import { compareFingerprints, fingerprintOf, inspectDatabase } from '../snapshot
 import { EXIT, LitekeepError, oneLine } from '../util/errors.js';
 import { removeTempsOfDeadProcesses } from '../util/process.js';
 import { fsyncDir, fsyncDirSync, fsyncFile, publishNoClobber } from '../util/fs.js';
-import { compactStamp, systemTimeZone } from '../util/time.js';
+import { compactStamp, formatTime, systemTimeZone } from '../util/time.js';
+import { didYouMean } from '../util/suggest.js';
+import { candidateFromFile, withProgress } from './file.js';
 import { describeUsers, processesUsing } from './in-use.js';
 import { copyOutside, fsyncOutside } from './outside.js';
 import {
@@ -210,7 +212,9 @@ export function pickCandidate(candidates: Candidate[], options: SelectOptions): 
       candidates.find((c) => c.name.startsWith(`${options.name}.`));
     if (!found) {
       throw new LitekeepError(
-        `backup ${options.name} not found in ${from}; run 'litekeep list' to see the names`,
+        `backup ${options.name} not found in ${from}` +
+          `${didYouMean(options.name, ['latest', ...candidates.map((c) => c.name)])}` +
+          `; run 'litekeep list${from === 'local' ? '' : ` --from ${from}`}' to see the names`,
         {
           exitCode: EXIT.usage,
           stage: 'restore',
@@ -382,6 +386,10 @@ export interface RestoreOptions extends SelectOptions, DecryptOptions {
   /** Stops the restore before the target is touched; temp files are removed. */
   signal?: AbortSignal;
   onStep?: (message: string) => void;
+  /** Restore this backup file (a path) instead of choosing one from `from`. */
+  file?: string;
+  /** Bytes of the backup read so far, with its size (`restore <name>`, or `download <name> from <source>`). */
+  onProgress?: (stage: string, bytes: number, total?: number) => void;
 }
 
 export interface RestoreResult {
@@ -422,14 +430,19 @@ export async function restoreBackup(
   const step = options.onStep ?? (() => {});
   const from = options.from ?? 'local';
   const destinationPath = path.resolve(options.to ?? target.path);
-  const candidates = await listCandidates(target, from, options);
-  const candidate = pickCandidate(candidates, options);
+  const candidates = options.file ? [] : await listCandidates(target, from, options);
+  const picked = options.file ? candidateFromFile(target, options.file) : pickCandidate(candidates, options);
+  const remote = !options.file && from !== 'local';
+  const label = remote ? `download ${picked.name} from ${picked.source}` : `restore ${picked.name}`;
+  const candidate = withProgress(picked, label, options.onProgress);
   const whose = candidate.host && candidate.host !== hostOf(target) ? ` (host ${candidate.host})` : '';
-  if (!options.name || options.name === 'latest') {
+  if (!options.file && (!options.name || options.name === 'latest')) {
     const newer = candidates.filter((c) => c.time.getTime() > candidate.time.getTime());
     for (const reason of describeSkipped(newer, options.now)) step(`passed over: ${reason}`);
   }
-  step(`selected ${candidate.name} from ${candidate.source}${whose}, taken ${candidate.time.toISOString()}`);
+  step(
+    `selected ${candidate.name} from ${candidate.source}${whose}, taken ${formatTime(candidate.time, target.settings.timeZone ?? systemTimeZone())}`,
+  );
 
   const dir = path.dirname(destinationPath);
   // A dry run creates nothing where the target would go: it fetches into the temp folder when that is missing.
@@ -731,7 +744,15 @@ export interface VerifyResult {
  */
 export async function verifyBackup(
   target: DatabaseTarget,
-  options: SelectOptions & DecryptOptions & { all?: boolean; signal?: AbortSignal } = {},
+  options: SelectOptions &
+    DecryptOptions & {
+      all?: boolean;
+      signal?: AbortSignal;
+      /** Each result as soon as it is known (`verify all` takes a while). */
+      onResult?: (result: VerifyResult) => void;
+      /** Bytes of the backup being verified read so far, with its size (`stage` is `verify <name>`). */
+      onProgress?: (stage: string, bytes: number, total?: number) => void;
+    } = {},
 ): Promise<VerifyResult[]> {
   const from = options.from ?? 'local';
   const candidates = await listCandidates(target, from, options);
@@ -750,11 +771,13 @@ export async function verifyBackup(
   try {
     for (const candidate of chosen) {
       options.signal?.throwIfAborted();
-      results.push(await verifyOne(candidate, workDir, options, manager.catalog, options.signal));
+      const checked = withProgress(candidate, `verify ${candidate.name}`, options.onProgress);
+      results.push(await verifyOne(checked, workDir, options, manager.catalog, options.signal));
       // A stop that came while the last check ran still stops: the caller asked for it.
       if (options.signal?.aborted) {
         throw new LitekeepError('verify stopped; its temp files were removed', { stage: 'verify' });
       }
+      options.onResult?.(results[results.length - 1]);
     }
   } finally {
     await fsp.rm(workDir, { recursive: true, force: true });

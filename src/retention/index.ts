@@ -23,4 +23,4 @@ export {
   type PlanOptions,
   type RetentionPlan,
 } from './planner.js';
-export { RotationPolicy } from './rotation.js';
+export { RotationPolicy, type NamedBackup } from './rotation.js';

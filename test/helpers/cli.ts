@@ -54,3 +54,34 @@ export function cleanEnv(): NodeJS.ProcessEnv {
   env.TZ = env.TZ ?? 'UTC';
   return env;
 }
+
+const shellQuote = (arg: string) => `'${arg.replace(/'/g, `'\\''`)}'`;
+
+/**
+ * Runs the real CLI on a terminal: util-linux `script` gives it a pty (80 columns, 24 rows) for stdin, stdout and
+ * stderr, so what a person at a terminal sees is what comes back (output of both streams, escape codes
+ * included). `input` is typed into it. Tests call needPrograms(ctx, 'script') first.
+ */
+export function runOnTerminal(
+  args: string[],
+  options: { cwd?: string; env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number } = {},
+): Promise<{ code: number; output: string }> {
+  const command = [process.execPath, '--import', TSX_LOADER, CLI_SOURCE, ...args].map(shellQuote).join(' ');
+  return new Promise((resolve, reject) => {
+    const child = spawn('script', ['-q', '-e', '-c', `stty rows 24 cols 80; exec ${command}`, '/dev/null'], {
+      cwd: options.cwd ?? root,
+      env: { ...cleanEnv(), ...options.env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let output = '';
+    child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 60_000);
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? (signal ? 128 : 1), output });
+    });
+    child.stdin.end(options.input ?? '');
+  });
+}

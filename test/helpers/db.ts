@@ -1,11 +1,7 @@
 import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import Database from 'better-sqlite3';
 
-export function tempDir(prefix = 'litekeep-test-'): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
-}
+export { tempDir } from './temp.js';
 
 /** A small real database with `rows` rows in table `items`. */
 export function makeDatabase(file: string, rows = 200, journalMode: 'wal' | 'delete' = 'wal'): void {

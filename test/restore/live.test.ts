@@ -245,7 +245,7 @@ describe('restore while an application keeps writing', () => {
       const report = JSON.parse(out.trim().split('\n').pop()!) as { committed: number };
       // The app wrote right after the copy: litekeep may say so, and nothing else.
       expect(r.stderr).toMatch(
-        /^(warning: (the database changed right after the restore|could not re-read \S+ after the restore: database is locked)[^\n]*\n)?$/,
+        /^((litekeep: )?warning: (the database changed right after the restore|could not re-read \S+ after the restore: database is locked)[^\n]*\n)?$/,
       );
       expect(r.code).toBe(0);
       expect(contents(w.db, { asApplication: true }).integrity).toBe('ok');

@@ -17,7 +17,8 @@ import {
   selectTargets,
   type CommonOptions,
 } from '../context.js';
-import { print, printJson, Progress, warn } from '../output.js';
+import type { LitekeepConfig } from '../../config/index.js';
+import { print, printError, printFailure, printJson, startProgress, warn } from '../output.js';
 
 export function backupJson(r: RunBackupResult): Record<string, unknown> {
   return {
@@ -48,9 +49,20 @@ export function backupJson(r: RunBackupResult): Record<string, unknown> {
   };
 }
 
-export function printBackupSummary(r: RunBackupResult): void {
+/** How to restore this backup, as a command to copy: with `--identity` when it needs an age identity to read. */
+export function restoreHint(r: RunBackupResult, settings: LitekeepConfig): string {
+  const b = r.backup!;
+  let hint = `litekeep restore ${b.file} --db ${b.sourcePath} --dir ${path.dirname(b.path)}`;
+  if (b.encryption !== 'none' && settings.encryption.recipients?.length) {
+    hint += ` --identity ${settings.encryption.identity ?? 'KEY_FILE'}`;
+    if (!settings.encryption.identity) hint += '  (KEY_FILE: the age identity of encryption.recipients)';
+  }
+  return hint;
+}
+
+export function printBackupSummary(r: RunBackupResult, settings: LitekeepConfig): void {
   if (!r.backup) {
-    process.stderr.write(`litekeep: ${r.database}: ${r.error}\n`);
+    printError(`${r.database}: ${r.error}`);
     return;
   }
   const b = r.backup;
@@ -69,7 +81,11 @@ export function printBackupSummary(r: RunBackupResult): void {
   print(`  sha256 ${b.sha256}`);
   for (const d of r.destinations) {
     if (d.status === 'ok') print(`  uploaded to ${d.destination}${d.link ? `: ${d.link}` : ''}`);
-    else if (d.status === 'failed') print(`  upload to ${d.destination} FAILED: ${d.error}`);
+    else if (d.status === 'failed')
+      printFailure(
+        `  upload to ${d.destination} FAILED: ${d.error}`,
+        `${r.database}: upload to ${d.destination} failed: ${d.error}`,
+      );
   }
   if (r.prune) {
     const names = r.prune.removed.length ? `: ${r.prune.removed.join(', ')}` : '';
@@ -79,11 +95,14 @@ export function printBackupSummary(r: RunBackupResult): void {
     if (d.removed?.length) print(`  removed from ${d.destination}: ${d.removed.join(', ')}`);
   }
   for (const n of r.notifications.filter((n) => n.status === 'failed')) {
-    print(`  notification ${n.channel} (${n.event}) FAILED: ${n.error}`);
+    printFailure(
+      `  notification ${n.channel} (${n.event}) FAILED: ${n.error}`,
+      `${r.database}: notification ${n.channel} (${n.event}) failed: ${n.error}`,
+    );
   }
   for (const w of r.warnings) warn(w);
   if (r.status === 'partial') print(`  the local backup is safe, but not everything succeeded (exit 3)`);
-  print(`  restore with: litekeep restore ${b.file} --db ${b.sourcePath} --dir ${path.dirname(b.path)}`);
+  print(`  restore with: ${restoreHint(r, settings)}`);
 }
 
 /**
@@ -163,14 +182,14 @@ export function registerBackup(program: Command): void {
     const abort = new AbortController();
     const onSignal = (signal: NodeJS.Signals) => {
       if (abort.signal.aborted) process.exit(signal === 'SIGINT' ? 130 : 143);
-      process.stderr.write(`litekeep: ${signal} received, stopping the backup and removing its temp files\n`);
+      printError(`${signal} received, stopping the backup and removing its temp files`);
       abort.abort();
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
     for (const target of targets) {
       if (abort.signal.aborted) break;
-      const progress = new Progress(!options.json);
+      const progress = startProgress(options);
       const result = await runBackupForTarget(target, {
         trigger,
         signal: abort.signal,
@@ -183,7 +202,7 @@ export function registerBackup(program: Command): void {
       });
       progress.done();
       results.push(result);
-      if (!options.json) printBackupSummary(result);
+      if (!options.json) printBackupSummary(result, target.settings);
     }
     if (options.json)
       printJson(results.length === 1 ? backupJson(results[0]) : { results: results.map(backupJson) });

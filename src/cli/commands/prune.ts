@@ -3,7 +3,7 @@ import { BackupManager, type PruneResult } from '../../backup/manager.js';
 import { withDatabaseLock } from '../../backup/task.js';
 import { describePolicy } from '../../retention/index.js';
 import { EXIT } from '../../util/errors.js';
-import { formatZoned } from '../../util/time.js';
+import { formatTime } from '../../util/time.js';
 import {
   addRetentionOptions,
   addTargetOptions,
@@ -66,7 +66,7 @@ export function registerPrune(program: Command): void {
         const rows = result.decisions.map((d) => [
           d.action === 'keep' ? 'keep' : options.dryRun ? 'remove' : d.deleted ? 'removed' : 'FAILED',
           d.name,
-          formatZoned(d.time, manager.timeZone),
+          formatTime(d.time, manager.timeZone),
           [d.reasons.join(', '), d.error ? `error: ${d.error}` : ''].filter(Boolean).join(' — '),
         ]);
         if (rows.length) {
