@@ -2,7 +2,7 @@ import os from 'node:os';
 import type { DatabaseTarget } from '../config/index.js';
 import { GoogleDriveDestination } from '../destinations/google-drive.js';
 import { createDestination, destinationSpecs, type DestinationSpec } from '../destinations/factory.js';
-import type { ArtifactMetadata, Destination, RemoteObject } from '../destinations/types.js';
+import type { ArtifactMetadata, Destination, IncompleteUpload, RemoteObject } from '../destinations/types.js';
 import { parseBackupName, timeFromBackupName } from '../naming.js';
 import {
   applySafetyRails,
@@ -31,6 +31,8 @@ export interface DestinationOutcome {
   caughtUp?: string[];
   rotated?: number;
   pruneErrors?: string[];
+  /** Incomplete uploads of earlier, interrupted runs that were aborted at the start of this one. */
+  abortedUploads?: string[];
 }
 
 export interface OffsiteOptions {
@@ -130,10 +132,11 @@ async function syncOne(
     outcome.error = oneLine(error);
     return outcome;
   }
+  await abortAbandonedUploads(destination, manager, outcome, options);
   try {
     if (destination instanceof GoogleDriveDestination) {
       // A service account has no storage quota of its own: say so on every run, not only at `auth google`.
-      outcome.warning = (await destination.credentials()).warning;
+      addWarning(outcome, (await destination.credentials()).warning);
     }
     if (backup) {
       const put = await destination.put(
@@ -210,6 +213,63 @@ async function syncOne(
     }
   }
   return outcome;
+}
+
+function addWarning(outcome: DestinationOutcome, warning: string | undefined): void {
+  if (warning) outcome.warning = outcome.warning ? `${outcome.warning}; ${warning}` : warning;
+}
+
+/**
+ * Whether nobody can still be sending an incomplete upload. Every run of this database on this host holds its
+ * lock (as the caller does now), so an upload of one of this host's own backups is left over from a run that
+ * was killed or lost its server; and no run anywhere outlives `runTimeoutMs`.
+ */
+export function isAbandonedUpload(
+  upload: IncompleteUpload,
+  ownBackups: ReadonlySet<string>,
+  now: Date,
+  runTimeoutMs: number,
+): boolean {
+  if (ownBackups.has(upload.name)) return true;
+  return upload.startedAt !== undefined && now.getTime() - upload.startedAt.getTime() > runTimeoutMs;
+}
+
+/** The start of each run: abort what interrupted runs left incomplete there (S3 parts cost until then). */
+async function abortAbandonedUploads(
+  destination: Destination,
+  manager: BackupManager,
+  outcome: DestinationOutcome,
+  options: OffsiteOptions,
+): Promise<void> {
+  if (!destination.abortIncompleteUploads) return;
+  const own = new Set<string>();
+  try {
+    for (const record of manager.catalog.listBackups({ includeDeleted: true })) own.add(record.file);
+    for (const entry of (await manager.listBackups()).backups) own.add(entry.name);
+  } catch {
+    // Without the names, only age decides.
+  }
+  const now = new Date();
+  const runTimeoutMs = manager.target.settings.runTimeout ?? 3 * 3_600_000;
+  try {
+    const sweep = await destination.abortIncompleteUploads((u) =>
+      isAbandonedUpload(u, own, now, runTimeoutMs),
+    );
+    if (sweep.aborted.length) {
+      outcome.abortedUploads = sweep.aborted;
+      options.onStep?.(`aborted incomplete uploads on ${destination.name}: ${sweep.aborted.join(', ')}`);
+    }
+    if (sweep.failed.length)
+      addWarning(
+        outcome,
+        `incomplete uploads not aborted (the next run tries again): ${sweep.failed.join('; ')}`,
+      );
+  } catch (error) {
+    addWarning(
+      outcome,
+      `could not look for incomplete uploads (${oneLine(error)}); an AbortIncompleteMultipartUpload lifecycle rule on the bucket cleans them up instead`,
+    );
+  }
 }
 
 /** Of the backups missing on a destination, those its retention would keep, newest first. */

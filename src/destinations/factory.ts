@@ -174,6 +174,7 @@ export function createDestination(
         partSize: num(s.partSize),
         checksumMode: str(s.checksumMode) as 'when-required' | 'when-supported' | undefined,
         maxAttempts: num(s.maxAttempts),
+        idleTimeoutMs: target.settings.idleTimeout,
       });
   }
 }

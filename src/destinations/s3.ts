@@ -6,6 +6,7 @@ import {
   DeleteObjectCommand,
   GetObjectCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectsCommand,
   S3Client,
   type HeadObjectCommandOutput,
@@ -16,7 +17,15 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import { parseBackupName } from '../naming.js';
 import { EXIT, LitekeepError } from '../util/errors.js';
-import type { ArtifactMetadata, Destination, PutOptions, PutResult, RemoteObject } from './types.js';
+import type {
+  ArtifactMetadata,
+  Destination,
+  IncompleteUpload,
+  IncompleteUploadSweep,
+  PutOptions,
+  PutResult,
+  RemoteObject,
+} from './types.js';
 
 export interface S3DestinationOptions {
   /** Destination name shown in logs and used by `--from`; default `s3`. */
@@ -46,6 +55,8 @@ export interface S3DestinationOptions {
   maxAttempts?: number;
   /** Keys per ListObjects page (S3's maximum and default is 1000); smaller only to exercise paging. */
   listPageSize?: number;
+  /** A request with no byte sent or received for this long fails (and is retried); default 30 s. */
+  idleTimeoutMs?: number;
 }
 
 const MiB = 1024 * 1024;
@@ -53,6 +64,9 @@ export const DEFAULT_PART_SIZE = 16 * MiB;
 export const MIN_PART_SIZE = 5 * MiB;
 const MAX_PARTS = 10_000;
 const HEAD_CONCURRENCY = 8;
+export const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
+/** Tries of one AbortMultipartUpload; the server that just failed an upload is often still recovering. */
+const ABORT_ATTEMPTS = 3;
 const META_PREFIX = 'litekeep-';
 
 /** `<prefix>/<databaseName>/<name>` with no leading slash and no empty segments. */
@@ -302,8 +316,12 @@ export class S3Destination implements Destination {
       maxAttempts: options.maxAttempts ?? 3,
       requestChecksumCalculation: checksum,
       responseChecksumValidation: checksum,
-      // Without these a blackholed endpoint or a stalled server would hang a nightly run forever.
-      requestHandler: { connectionTimeout: 10_000, socketTimeout: 120_000 },
+      // Without these a blackholed endpoint or a stalled server would hang a nightly run forever. The socket
+      // timeout is an idle timeout: it fires only when no byte moves either way, so large parts are not cut.
+      requestHandler: {
+        connectionTimeout: Math.min(10_000, options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS),
+        socketTimeout: options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
+      },
     };
     if (options.accessKeyId && options.secretAccessKey) {
       config.credentials = { accessKeyId: options.accessKeyId, secretAccessKey: options.secretAccessKey };
@@ -436,17 +454,16 @@ export class S3Destination implements Destination {
       if (options.signal?.aborted) abort.abort();
       await upload.done();
     } catch (error) {
+      const failure = this.describeError(`upload of ${name}`, error);
+      const left = await this.abandonUpload(key, upload);
       source.destroy();
       digesting.destroy();
-      const uploadId = (upload as unknown as { uploadId?: string }).uploadId;
-      if (uploadId) {
-        await this.client
-          .send(
-            new AbortMultipartUploadCommand({ Bucket: this.options.bucket, Key: key, UploadId: uploadId }),
-          )
-          .catch(() => undefined);
-      }
-      throw this.describeError(`upload of ${name}`, error);
+      if (!left) throw failure;
+      throw new LitekeepError(
+        `${failure.message}; its incomplete multipart upload could not be aborted (${left}): the next run ` +
+          `aborts it, and an AbortIncompleteMultipartUpload lifecycle rule on the bucket is the safety net`,
+        { stage: failure.stage, cause: error },
+      );
     } finally {
       options.signal?.removeEventListener('abort', onAbort);
     }
@@ -455,6 +472,106 @@ export class S3Destination implements Destination {
     await this.verifyUploaded(name, key, metadata, digests);
     options.onProgress?.(digests.bytes);
     return { id: key, bytes: digests.bytes, attempts: 1, durationMs: Date.now() - started };
+  }
+
+  /**
+   * After a failed or cancelled upload: waits for the requests still in flight (CreateMultipartUpload, parts)
+   * to settle, then aborts the multipart upload, retrying, so that no part stays stored and billed. An abort
+   * sent while a part is on its way leaves that part behind on S3. Returns why the abort failed, or undefined.
+   */
+  private async abandonUpload(key: string, upload: Upload): Promise<string | undefined> {
+    const state = upload as unknown as {
+      concurrentUploaders?: Promise<unknown>[];
+      createMultiPartPromise?: Promise<{ UploadId?: string }>;
+      uploadId?: string;
+    };
+    await Promise.allSettled(state.concurrentUploaders ?? []);
+    if (!state.createMultiPartPromise) return undefined;
+    const created = await state.createMultiPartPromise.catch(() => undefined);
+    const uploadId = state.uploadId ?? created?.UploadId;
+    if (uploadId) return this.abortMultipartUpload(key, uploadId);
+    // The answer to CreateMultipartUpload was lost (cancelled, or the connection dropped): the server may
+    // still have made one. This run holds the database's lock and the key names its own new backup.
+    try {
+      const found = (await this.listMultipartUploads(key)).filter((u) => u.key === key);
+      for (const u of found) {
+        const problem = await this.abortMultipartUpload(key, u.uploadId);
+        if (problem) return problem;
+      }
+      return undefined;
+    } catch (error) {
+      return firstLine((error as Error).message);
+    }
+  }
+
+  /** AbortMultipartUpload with retries; an upload the server no longer knows counts as aborted. */
+  private async abortMultipartUpload(key: string, uploadId: string): Promise<string | undefined> {
+    let problem = '';
+    for (let attempt = 1; attempt <= ABORT_ATTEMPTS; attempt++) {
+      try {
+        await this.client.send(
+          new AbortMultipartUploadCommand({ Bucket: this.options.bucket, Key: key, UploadId: uploadId }),
+        );
+        return undefined;
+      } catch (error) {
+        const e = error as SdkError;
+        if (e.name === 'NoSuchUpload' || e.$metadata?.httpStatusCode === 404) return undefined;
+        problem = this.describeError(`abort of upload ${uploadId}`, error).message;
+      }
+      if (attempt < ABORT_ATTEMPTS) await new Promise((resolve) => setTimeout(resolve, 250 * 2 ** attempt));
+    }
+    return problem;
+  }
+
+  /** Open multipart uploads whose key starts with `prefix`, across pages. */
+  private async listMultipartUploads(
+    prefix: string,
+  ): Promise<{ key: string; uploadId: string; initiated?: Date }[]> {
+    const out: { key: string; uploadId: string; initiated?: Date }[] = [];
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    for (;;) {
+      const page = await this.client.send(
+        new ListMultipartUploadsCommand({
+          Bucket: this.options.bucket,
+          Prefix: prefix,
+          KeyMarker: keyMarker,
+          UploadIdMarker: uploadIdMarker,
+        }),
+      );
+      for (const u of page.Uploads ?? []) {
+        if (u.Key && u.UploadId) out.push({ key: u.Key, uploadId: u.UploadId, initiated: u.Initiated });
+      }
+      if (!page.IsTruncated || !page.NextKeyMarker) return out;
+      keyMarker = page.NextKeyMarker;
+      uploadIdMarker = page.NextUploadIdMarker;
+    }
+  }
+
+  /**
+   * Aborts the incomplete multipart uploads of backups under this destination's key prefix that `isAbandoned`
+   * says nobody is still sending (a run killed mid-upload, a server that died before the abort got through):
+   * S3 keeps their parts, and bills them, until someone does.
+   */
+  async abortIncompleteUploads(
+    isAbandoned: (upload: IncompleteUpload) => boolean,
+  ): Promise<IncompleteUploadSweep> {
+    let open;
+    try {
+      open = await this.listMultipartUploads(this.keyPrefix);
+    } catch (error) {
+      throw this.describeError(`listing the incomplete uploads under ${this.location}`, error, 'upload');
+    }
+    const sweep: IncompleteUploadSweep = { aborted: [], failed: [] };
+    for (const u of open) {
+      const name = u.key.slice(this.keyPrefix.length);
+      if (!parseBackupName(name)) continue;
+      if (!isAbandoned({ name, id: u.uploadId, startedAt: u.initiated })) continue;
+      const problem = await this.abortMultipartUpload(u.key, u.uploadId);
+      if (problem) sweep.failed.push(`${name}: ${problem}`);
+      else sweep.aborted.push(name);
+    }
+    return sweep;
   }
 
   /** HEAD the new object; on any disagreement delete it (a bad copy must not count) and throw. */

@@ -48,6 +48,22 @@ export interface PutOptions {
   onProgress?: (bytesDone: number) => void;
 }
 
+/** An upload that was started and never completed (an S3 multipart upload). */
+export interface IncompleteUpload {
+  /** The backup's file name. */
+  name: string;
+  /** Destination-specific id (the S3 UploadId). */
+  id: string;
+  /** When the server says it began, when it says. */
+  startedAt?: Date;
+}
+
+export interface IncompleteUploadSweep {
+  aborted: string[];
+  /** `name: why`, for each that could not be aborted. */
+  failed: string[];
+}
+
 /**
  * One place a backup can live. Every implementation stores files under the names litekeep gives them,
  * and only ever lists or removes files it can recognise as its own.
@@ -61,4 +77,9 @@ export interface Destination {
   stat(name: string): Promise<RemoteObject | undefined>;
   get(name: string): Promise<Readable>;
   remove(name: string): Promise<void>;
+  /**
+   * Destinations whose interrupted uploads keep costing (S3 multipart parts): aborts those `isAbandoned`
+   * accepts. Called at the start of each run, under the database's lock.
+   */
+  abortIncompleteUploads?(isAbandoned: (upload: IncompleteUpload) => boolean): Promise<IncompleteUploadSweep>;
 }

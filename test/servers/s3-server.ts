@@ -64,6 +64,25 @@ interface TrackedUpload {
 
 const XML = 'application/xml';
 
+/** The S3 operation a request asks for, by method, path and query (path-style addressing). */
+export function s3Operation(method: string, url: string, headers: http.IncomingHttpHeaders = {}): string {
+  const parsed = new URL(url, 'http://127.0.0.1');
+  const key = parsed.pathname.split('/').slice(2).join('/');
+  const query = parsed.searchParams;
+  const uploadId = query.get('uploadId');
+  if (method === 'POST' && query.has('uploads') && key) return 'CreateMultipartUpload';
+  if (method === 'PUT' && uploadId && query.has('partNumber')) return 'UploadPart';
+  if (method === 'POST' && uploadId) return 'CompleteMultipartUpload';
+  if (method === 'DELETE' && uploadId) return 'AbortMultipartUpload';
+  if (method === 'GET' && query.has('uploads') && !key) return 'ListMultipartUploads';
+  if (method === 'PUT' && key && !headers['x-amz-copy-source']) return 'PutObject';
+  if (method === 'GET' && key) return 'GetObject';
+  if (method === 'HEAD' && key) return 'HeadObject';
+  if (method === 'DELETE' && key) return 'DeleteObject';
+  if (method === 'GET' && !key) return 'ListObjects';
+  return 'Other';
+}
+
 function xmlEscape(value: string): string {
   return value.replace(/[<>&'"]/g, (c) => `&#${c.charCodeAt(0)};`);
 }
@@ -128,15 +147,7 @@ export async function startS3Server(options: { bucket?: string; port?: number } 
     const query = url.searchParams;
     const method = req.method ?? 'GET';
     const uploadId = query.get('uploadId');
-    const operation = ((): string => {
-      if (method === 'POST' && query.has('uploads') && key) return 'CreateMultipartUpload';
-      if (method === 'PUT' && uploadId && query.has('partNumber')) return 'UploadPart';
-      if (method === 'POST' && uploadId) return 'CompleteMultipartUpload';
-      if (method === 'DELETE' && uploadId) return 'AbortMultipartUpload';
-      if (method === 'GET' && query.has('uploads') && !key) return 'ListMultipartUploads';
-      if (method === 'PUT' && key && !req.headers['x-amz-copy-source']) return 'PutObject';
-      return 'Other';
-    })();
+    const operation = s3Operation(method, req.url ?? '/', req.headers);
     const log = (status: number) => requests.push({ method, url: req.url ?? '/', status, operation });
 
     const answer = (status: number, body = '', headers: Record<string, string> = {}) => {
