@@ -4,6 +4,7 @@ import { CATALOG_DIR } from '../catalog/index.js';
 import { loadConfig, type DatabaseTarget, type LoadConfigOptions } from '../config/index.js';
 import { acquireLock, LockHeldError } from '../scheduler/index.js';
 import { assertSqliteFile } from '../snapshot/index.js';
+import { formatDuration } from '../util/duration.js';
 import { EXIT, LitekeepError, oneLine } from '../util/errors.js';
 import { encryptionSettings } from './encryption.js';
 import { BackupManager, type BackupResult, type PruneResult } from './manager.js';
@@ -50,6 +51,24 @@ export function lockPathFor(target: DatabaseTarget): string {
   return path.join(target.backupDir, CATALOG_DIR, 'lock');
 }
 
+export const DEFAULT_RUN_TIMEOUT_MS = 3 * 3_600_000;
+
+/**
+ * A lock held for longer than any run may last (`runTimeout`) is held by a run that hangs: every later run is
+ * blocked by it, so that is a failure to report, not a collision to skip. Returns the error to report then.
+ */
+export function stuckLockError(error: LockHeldError, target: DatabaseTarget): LitekeepError | undefined {
+  const runTimeoutMs = target.settings.runTimeout ?? DEFAULT_RUN_TIMEOUT_MS;
+  if (error.heldForMs === undefined || error.heldForMs <= runTimeoutMs) return undefined;
+  const { holder } = error;
+  return new LitekeepError(
+    `a run seems stuck: pid ${holder.pid} on host ${holder.host} ("${holder.purpose}") has held ${error.lockPath} ` +
+      `since ${holder.startedAt}, ${formatDuration(error.heldForMs)}, longer than runTimeout ${formatDuration(runTimeoutMs)}; ` +
+      `no run of ${target.name} can start until it ends — stop that process, or find what it waits for`,
+    { exitCode: EXIT.failed, stage: 'lock', cause: error },
+  );
+}
+
 /**
  * Runs `work` while holding the database's lock, the one backups and the daemon take, so that prune, sync and
  * restore never race a backup of the same database. Fails with a message naming the holder.
@@ -60,11 +79,16 @@ export async function withDatabaseLock<T>(
   work: () => Promise<T>,
   signal?: AbortSignal,
 ): Promise<T> {
-  const lock = await acquireLock(lockPathFor(target), {
-    waitMs: target.settings.lockWait ?? 0,
-    purpose: `${purpose} of ${target.name}`,
-    signal,
-  });
+  let lock;
+  try {
+    lock = await acquireLock(lockPathFor(target), {
+      waitMs: target.settings.lockWait ?? 0,
+      purpose: `${purpose} of ${target.name}`,
+      signal,
+    });
+  } catch (error) {
+    throw (error instanceof LockHeldError && stuckLockError(error, target)) || error;
+  }
   try {
     return await work();
   } finally {
@@ -173,8 +197,13 @@ export async function runBackupForTarget(
   } catch (error) {
     result.status = 'failed';
     result.error = oneLine(error);
-    // Another run of the same database is doing the job right now: not news for the monitors.
-    if (error instanceof LockHeldError) lockedOut = true;
+    // Another run of the same database is doing the job right now: not news for the monitors. Unless it has
+    // been at it for longer than any run may take: then it hangs, and backups have stopped.
+    if (error instanceof LockHeldError) {
+      const stuck = stuckLockError(error, target);
+      if (stuck) result.error = oneLine(stuck);
+      else lockedOut = true;
+    }
     if (error instanceof LitekeepError && error.stage) result.stage = error.stage;
     result.exitCode = error instanceof LitekeepError ? error.exitCode : EXIT.failed;
   }
