@@ -21,7 +21,7 @@ import {
 import { CATALOG_DIR } from '../catalog/index.js';
 import { oneLine } from '../util/errors.js';
 import { BackupManager } from './manager.js';
-import { runBackupForTarget, type RunBackupResult, type RunTrigger } from './task.js';
+import { partialProblems, runBackupForTarget, type RunBackupResult, type RunTrigger } from './task.js';
 import { verifyDue } from './verify-schedule.js';
 
 /** A run that did not start because another process holds this database's lock (not an I/O error on it). */
@@ -169,15 +169,16 @@ export function scheduleBackupTask(options: ScheduleBackupTaskOptions = {}): Bac
       if (result.status === 'failed') {
         failures++;
         log.error(fields, `backup of ${result.database} failed: ${result.error}`);
-      } else if (result.status === 'partial') log.warn(fields, `backup of ${result.database} partly done`);
-      else log.info(fields, `backup of ${result.database} done: ${result.backup?.file}`);
+      } else if (result.status === 'partial') {
+        log.warn(fields, `backup of ${result.database} partly done: ${partialProblems(result).join('; ')}`);
+      } else log.info(fields, `backup of ${result.database} done: ${result.backup?.file}`);
       for (const w of result.warnings) log.warn({ database: result.database }, w);
       const mode = resolved.config.verify;
       if (signal.aborted || stopping()) continue;
       // "after-backup" proves the new backup; when there is none, the next successful run does it.
       if (mode === 'after-backup' && result.status === 'failed') continue;
       try {
-        const verification = await verifyDue(target, mode, trigger);
+        const verification = await verifyDue(target, mode, trigger, new Date(), signal);
         for (const v of verification) {
           if (v.status === 'ok')
             log.info({ database: target.name, ...v }, `verified ${v.backup} on ${v.source}`);

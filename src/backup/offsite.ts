@@ -127,7 +127,7 @@ async function syncOne(
   };
   let destination: Destination;
   try {
-    destination = createDestination(spec, target);
+    destination = createDestination(spec, target, undefined, options.signal);
   } catch (error) {
     outcome.error = oneLine(error);
     return outcome;

@@ -5,6 +5,7 @@ import { loadConfig, type DatabaseTarget, type LoadConfigOptions } from '../conf
 import { acquireLock, LockHeldError } from '../scheduler/index.js';
 import { assertSqliteFile } from '../snapshot/index.js';
 import { formatDuration } from '../util/duration.js';
+import { runCeiling } from '../util/timeouts.js';
 import { EXIT, LitekeepError, oneLine } from '../util/errors.js';
 import { encryptionSettings } from './encryption.js';
 import { BackupManager, type BackupResult, type PruneResult } from './manager.js';
@@ -120,6 +121,13 @@ export async function runBackupForTarget(
     durationMs: 0,
   };
   const step = (message: string) => options.onStep?.(message);
+  // The run's ceiling: whatever hangs, the run ends by runTimeout, and is then reported like any failure.
+  const ceiling = runCeiling(
+    `the backup run of ${target.name}`,
+    target.settings.runTimeout ?? DEFAULT_RUN_TIMEOUT_MS,
+    options.signal,
+  );
+  const signal = ceiling.signal;
   let release: (() => Promise<void>) | undefined;
   let runId: number | undefined;
   let lockedOut = false;
@@ -135,7 +143,7 @@ export async function runBackupForTarget(
     const lock = await acquireLock(lockPathFor(target), {
       waitMs: target.settings.lockWait ?? 0,
       purpose: `${trigger} backup of ${target.name}`,
-      signal: options.signal,
+      signal,
     });
     release = () => lock.release();
     try {
@@ -153,7 +161,7 @@ export async function runBackupForTarget(
     const backup = await manager.createBackup({
       vacuum: options.vacuum,
       runId,
-      signal: options.signal,
+      signal,
       onProgress: options.onProgress,
     });
     result.backup = backup;
@@ -168,12 +176,14 @@ export async function runBackupForTarget(
       result.destinations = await runDestinations(target, manager, backup, {
         skipDrive: options.drive === false,
         runId,
-        signal: options.signal,
+        signal,
         onStep: step,
       });
       offsiteFailed = result.destinations.some((d) => d.status === 'failed');
       for (const d of result.destinations) if (d.warning) warnings.push(`${d.destination}: ${d.warning}`);
     }
+    // Stopped (Ctrl-C, the daemon told to stop, runTimeout): the stages after this one do not run.
+    signal.throwIfAborted();
 
     if (options.prune ?? target.settings.prune) {
       result.stage = 'prune';
@@ -195,8 +205,9 @@ export async function runBackupForTarget(
     result.stage = undefined;
     result.status = offsiteFailed || (result.prune?.failed.length ?? 0) > 0 ? 'partial' : 'ok';
   } catch (error) {
-    result.status = 'failed';
-    result.error = oneLine(error);
+    // A run stopped after its backup was made leaves that backup safe: partly done, not failed.
+    result.status = signal.aborted && result.backup ? 'partial' : 'failed';
+    result.error = oneLine(ceiling.expired ?? error);
     // Another run of the same database is doing the job right now: not news for the monitors. Unless it has
     // been at it for longer than any run may take: then it hangs, and backups have stopped.
     if (error instanceof LockHeldError) {
@@ -208,6 +219,7 @@ export async function runBackupForTarget(
     result.exitCode = error instanceof LitekeepError ? error.exitCode : EXIT.failed;
   }
 
+  ceiling.dispose();
   result.durationMs = Date.now() - started;
   if (result.status !== 'failed') result.exitCode = result.status === 'ok' ? EXIT.ok : EXIT.partial;
 
@@ -255,6 +267,21 @@ export async function runBackupForTarget(
   }
   manager.close();
   return result;
+}
+
+/** What did not work in a run that was partly done, one phrase each: for logs and messages. */
+export function partialProblems(result: RunBackupResult): string[] {
+  const problems: string[] = [];
+  for (const d of result.destinations)
+    if (d.status === 'failed')
+      problems.push(`upload to ${d.destination} failed: ${d.error ?? 'unknown error'}`);
+  for (const failure of result.prune?.failed ?? [])
+    problems.push(`could not delete ${failure.name}: ${failure.error}`);
+  for (const n of result.notifications)
+    if (n.status === 'failed') problems.push(`notification ${n.channel} (${n.event}) failed: ${n.error}`);
+  if (result.error) problems.push(result.error);
+  for (const w of result.warnings) if (/^retention not applied/.test(w)) problems.push(w);
+  return problems.length ? problems : ['see the warnings'];
 }
 
 export interface RunBackupTaskOptions extends RunBackupOptions, LoadConfigOptions {

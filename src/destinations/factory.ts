@@ -137,6 +137,8 @@ export function createDestination(
   spec: DestinationSpec,
   target: DatabaseTarget,
   cwd = process.cwd(),
+  /** The run's signal: every request of the destination stops with it. */
+  signal?: AbortSignal,
 ): Destination {
   const s = spec.settings;
   switch (spec.type) {
@@ -153,6 +155,8 @@ export function createDestination(
         trash: bool(s.trash) ?? true,
         chunkSize: num(s.chunkSize),
         endpoints: { apiRootUrl: str(s.apiUrl), tokenUrl: str(s.tokenUrl), authUrl: str(s.authUrl) },
+        idleTimeoutMs: target.settings.idleTimeout,
+        signal,
       });
     }
     case 's3':
@@ -175,6 +179,7 @@ export function createDestination(
         checksumMode: str(s.checksumMode) as 'when-required' | 'when-supported' | undefined,
         maxAttempts: num(s.maxAttempts),
         idleTimeoutMs: target.settings.idleTimeout,
+        signal,
       });
   }
 }

@@ -1,6 +1,6 @@
 import { createHash, type Hash } from 'node:crypto';
 import fs from 'node:fs';
-import { Readable, Transform, type TransformCallback } from 'node:stream';
+import { PassThrough, Readable, Transform, type TransformCallback } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
   DeleteObjectCommand,
@@ -16,6 +16,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { parseBackupName } from '../naming.js';
+import { formatDuration } from '../util/duration.js';
 import { EXIT, LitekeepError } from '../util/errors.js';
 import type {
   ArtifactMetadata,
@@ -57,6 +58,11 @@ export interface S3DestinationOptions {
   listPageSize?: number;
   /** A request with no byte sent or received for this long fails (and is retried); default 30 s. */
   idleTimeoutMs?: number;
+  /**
+   * The run's signal: every request stops when it fires, except the parts of an upload in progress, which
+   * get one idle timeout to settle first (see put).
+   */
+  signal?: AbortSignal;
 }
 
 const MiB = 1024 * 1024;
@@ -297,6 +303,8 @@ export class S3Destination implements Destination {
   readonly client: S3Client;
   private readonly options: S3DestinationOptions;
   private readonly keyPrefix: string;
+  /** Without the run's signal: cleaning up after a cancelled upload must still get through (bounded by retries). */
+  private readonly cleanupClient: S3Client;
 
   constructor(options: S3DestinationOptions) {
     validateS3Options(options);
@@ -326,7 +334,8 @@ export class S3Destination implements Destination {
     if (options.accessKeyId && options.secretAccessKey) {
       config.credentials = { accessKeyId: options.accessKeyId, secretAccessKey: options.secretAccessKey };
     }
-    this.client = new S3Client(config);
+    this.cleanupClient = new S3Client(config);
+    this.client = withDefaultAbortSignal(this.cleanupClient, options.signal);
   }
 
   /** `s3://bucket/<prefix>/<db>/`, for messages. */
@@ -354,6 +363,11 @@ export class S3Destination implements Destination {
     let message: string;
     if (e.name === 'AbortError') {
       message = `${action} on ${this.name} was cancelled`;
+    } else if (net === 'timeout') {
+      message =
+        `${action} on ${this.name} failed: no answer from S3 endpoint ${this.endpointLabel} for ` +
+        `${formatDuration(this.options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS)} (idleTimeout); ` +
+        `check 'endpoint' and that the service is healthy, or raise idleTimeout for a very slow link`;
     } else if (net) {
       message =
         `${action} on ${this.name} failed: cannot reach S3 endpoint ${this.endpointLabel} (${net}); ` +
@@ -423,8 +437,10 @@ export class S3Destination implements Destination {
     const abort = new AbortController();
     const onAbort = () => abort.abort();
     options.signal?.addEventListener('abort', onAbort, { once: true });
+    // The upload's own requests stop only when abandonUpload says so, not the moment the run is cancelled.
+    const hardStop = new AbortController();
     const upload = new Upload({
-      client: this.client,
+      client: withDefaultAbortSignal(this.client, hardStop.signal),
       partSize,
       queueSize: this.options.queueSize ?? 4,
       // lib-storage's own abort masks the real error when AbortMultipartUpload fails (s3rver answers 405),
@@ -455,7 +471,7 @@ export class S3Destination implements Destination {
       await upload.done();
     } catch (error) {
       const failure = this.describeError(`upload of ${name}`, error);
-      const left = await this.abandonUpload(key, upload);
+      const left = await this.abandonUpload(key, upload, hardStop);
       source.destroy();
       digesting.destroy();
       if (!left) throw failure;
@@ -479,13 +495,31 @@ export class S3Destination implements Destination {
    * to settle, then aborts the multipart upload, retrying, so that no part stays stored and billed. An abort
    * sent while a part is on its way leaves that part behind on S3. Returns why the abort failed, or undefined.
    */
-  private async abandonUpload(key: string, upload: Upload): Promise<string | undefined> {
+  private async abandonUpload(
+    key: string,
+    upload: Upload,
+    hardStop: AbortController,
+  ): Promise<string | undefined> {
     const state = upload as unknown as {
       concurrentUploaders?: Promise<unknown>[];
       createMultiPartPromise?: Promise<{ UploadId?: string }>;
       uploadId?: string;
     };
-    await Promise.allSettled(state.concurrentUploaders ?? []);
+    const inFlight = Promise.allSettled(state.concurrentUploaders ?? []);
+    // A request still going after one more idle timeout (a server trickling bytes) is cut: a part whose body
+    // is cut off is not stored.
+    let grace: NodeJS.Timeout | undefined;
+    const settled = await Promise.race([
+      inFlight.then(() => true),
+      new Promise<boolean>((resolve) => {
+        grace = setTimeout(() => resolve(false), this.options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS);
+      }),
+    ]);
+    clearTimeout(grace);
+    if (!settled) {
+      hardStop.abort();
+      await inFlight;
+    }
     if (!state.createMultiPartPromise) return undefined;
     const created = await state.createMultiPartPromise.catch(() => undefined);
     const uploadId = state.uploadId ?? created?.UploadId;
@@ -493,7 +527,7 @@ export class S3Destination implements Destination {
     // The answer to CreateMultipartUpload was lost (cancelled, or the connection dropped): the server may
     // still have made one. This run holds the database's lock and the key names its own new backup.
     try {
-      const found = (await this.listMultipartUploads(key)).filter((u) => u.key === key);
+      const found = (await this.listMultipartUploads(key, this.cleanupClient)).filter((u) => u.key === key);
       for (const u of found) {
         const problem = await this.abortMultipartUpload(key, u.uploadId);
         if (problem) return problem;
@@ -509,7 +543,7 @@ export class S3Destination implements Destination {
     let problem = '';
     for (let attempt = 1; attempt <= ABORT_ATTEMPTS; attempt++) {
       try {
-        await this.client.send(
+        await this.cleanupClient.send(
           new AbortMultipartUploadCommand({ Bucket: this.options.bucket, Key: key, UploadId: uploadId }),
         );
         return undefined;
@@ -526,12 +560,13 @@ export class S3Destination implements Destination {
   /** Open multipart uploads whose key starts with `prefix`, across pages. */
   private async listMultipartUploads(
     prefix: string,
+    client = this.client,
   ): Promise<{ key: string; uploadId: string; initiated?: Date }[]> {
     const out: { key: string; uploadId: string; initiated?: Date }[] = [];
     let keyMarker: string | undefined;
     let uploadIdMarker: string | undefined;
     for (;;) {
-      const page = await this.client.send(
+      const page = await client.send(
         new ListMultipartUploadsCommand({
           Bucket: this.options.bucket,
           Prefix: prefix,
@@ -601,7 +636,7 @@ export class S3Destination implements Destination {
       }
     }
     if (!problem) return;
-    await this.client
+    await this.cleanupClient
       .send(new DeleteObjectCommand({ Bucket: this.options.bucket, Key: key }))
       .catch(() => undefined);
     throw new LitekeepError(
@@ -678,15 +713,34 @@ export class S3Destination implements Destination {
     };
   }
 
-  async get(name: string): Promise<Readable> {
+  async get(name: string, options: { signal?: AbortSignal } = {}): Promise<Readable> {
     const key = this.keyFor(name);
     try {
       const response = await this.client.send(
         new GetObjectCommand({ Bucket: this.options.bucket, Key: key }),
+        {
+          abortSignal: options.signal,
+        },
       );
       if (!(response.Body instanceof Readable))
         throw new Error('the SDK returned no Node stream for the body');
-      return response.Body;
+      const body = response.Body;
+      // The SDK's idle timeout also ends a download that stalls mid-body; say so in litekeep's words.
+      const out = new PassThrough();
+      body.on('error', (error: SdkError) =>
+        out.destroy(
+          networkCode(error) === 'timeout'
+            ? new LitekeepError(
+                `download of ${name} from ${this.name} stalled: no data for ` +
+                  `${formatDuration(this.options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS)} (idleTimeout); ` +
+                  `try again, or raise idleTimeout for a very slow link`,
+                { stage: 'restore', cause: error },
+              )
+            : (error as Error),
+        ),
+      );
+      out.on('close', () => body.destroy());
+      return body.pipe(out);
     } catch (error) {
       const e = error as SdkError;
       if (e.name === 'NoSuchKey' || e.name === 'NotFound') {
@@ -714,6 +768,21 @@ export class S3Destination implements Destination {
   destroy(): void {
     this.client.destroy();
   }
+}
+
+/**
+ * The client with `signal` as the abort signal of every request that does not bring its own: one place that
+ * makes all of a destination's requests stop with the run (or with an upload's own stop).
+ */
+function withDefaultAbortSignal(client: S3Client, signal: AbortSignal | undefined): S3Client {
+  if (!signal) return client;
+  return new Proxy(client, {
+    get(target, property, receiver) {
+      if (property !== 'send') return Reflect.get(target, property, receiver);
+      return (command: Parameters<S3Client['send']>[0], options?: { abortSignal?: AbortSignal }) =>
+        target.send(command, { ...options, abortSignal: options?.abortSignal ?? signal });
+    },
+  });
 }
 
 function firstLine(message: string | undefined): string {

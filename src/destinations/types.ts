@@ -75,7 +75,8 @@ export interface Destination {
   put(localPath: string, name: string, metadata: ArtifactMetadata, options?: PutOptions): Promise<PutResult>;
   list(): Promise<RemoteObject[]>;
   stat(name: string): Promise<RemoteObject | undefined>;
-  get(name: string): Promise<Readable>;
+  /** A stream of the stored bytes; `signal` stops the download (the stream then errors). */
+  get(name: string, options?: { signal?: AbortSignal }): Promise<Readable>;
   remove(name: string): Promise<void>;
   /**
    * Destinations whose interrupted uploads keep costing (S3 multipart parts): aborts those `isAbandoned`

@@ -32,7 +32,8 @@ export interface Candidate {
   fingerprint?: Fingerprint;
   /** Where it is read from: `local` or a destination name. */
   source: string;
-  open: () => Promise<Readable>;
+  /** The stored bytes; `signal` stops the transfer. */
+  open: (signal?: AbortSignal) => Promise<Readable>;
 }
 
 export interface SelectOptions {
@@ -86,7 +87,7 @@ export async function listCandidates(target: DatabaseTarget, from = 'local'): Pr
           plainSha256: o.metadata?.plainSha256 ?? record?.plainSha256,
           fingerprint: record?.fingerprint,
           source: destination.name,
-          open: () => destination.get(o.name),
+          open: (signal?: AbortSignal) => destination.get(o.name, { signal }),
         };
       })
       .sort((a, b) => b.time.getTime() - a.time.getTime() || (a.name < b.name ? 1 : -1));
@@ -149,6 +150,7 @@ export async function fetchAndCheck(
   plainPath: string,
   decrypt: DecryptOptions,
   integrityMode: 'full' | 'quick' = 'full',
+  signal?: AbortSignal,
 ): Promise<FetchedBackup> {
   const parsed = parseBackupName(candidate.name)!;
   const artifactHash = createSha256Counter();
@@ -166,7 +168,8 @@ export async function fetchAndCheck(
     // Opened before any data flows so that a failure can close it: a stream that is destroyed before its
     // own open() finished would create the file after the cleanup below removed it.
     sink = await fsp.open(plainPath, 'wx', 0o600);
-    const source = await candidate.open();
+    signal?.throwIfAborted();
+    const source = await candidate.open(signal);
     input = source;
     // The artifact's bytes are hashed as they pass, before any decoding.
     source.on('error', (error) => artifactHash.destroy(error));
@@ -182,7 +185,7 @@ export async function fetchAndCheck(
     const out = sink.createWriteStream();
     // The stream owns the handle from here and closes it, on success and on error alike.
     sink = undefined;
-    await pipeline(decoded, plainHash, out);
+    await pipeline(decoded, plainHash, out, { signal });
     await fsyncFile(plainPath);
     const artifact = { sha256: artifactHash.sha256, bytes: artifactHash.bytes };
     const plain = { sha256: plainHash.sha256, bytes: plainHash.bytes };
@@ -247,6 +250,8 @@ export interface RestoreOptions extends SelectOptions, DecryptOptions {
   onStep?: (message: string) => void;
   /** For tests: stop right before the final rename, as a crash would. */
   crashBeforeRename?: boolean;
+  /** Stops the restore (before the rename: the target stays as it was). */
+  signal?: AbortSignal;
 }
 
 export interface RestoreResult {
@@ -303,7 +308,8 @@ export async function restoreBackup(
   };
   let safetyCopy: string | undefined;
   try {
-    const fetched = await fetchAndCheck(candidate, temp, options, 'full');
+    const fetched = await fetchAndCheck(candidate, temp, options, 'full', options.signal);
+    options.signal?.throwIfAborted();
     step(
       `fetched into ${path.basename(temp)} and verified: sha256 ${candidate.sha256 ? 'matches the record' : 'not recorded, computed'} ${fetched.sha256.slice(0, 12)}…, integrity ${fetched.integrity}`,
     );
@@ -365,6 +371,7 @@ export async function restoreBackup(
       await moveSideFilesAside(destinationPath, `${destinationPath}.stale-${Date.now()}`);
     }
     await fsyncDir(dir);
+    options.signal?.throwIfAborted();
     if (options.crashBeforeRename) throw new LitekeepError('simulated crash before rename');
     await fsp.rename(temp, destinationPath);
     await fsyncDir(dir);
@@ -487,7 +494,7 @@ export interface VerifyResult {
  */
 export async function verifyBackup(
   target: DatabaseTarget,
-  options: SelectOptions & DecryptOptions & { all?: boolean } = {},
+  options: SelectOptions & DecryptOptions & { all?: boolean; signal?: AbortSignal } = {},
 ): Promise<VerifyResult[]> {
   const from = options.from ?? 'local';
   const candidates = await listCandidates(target, from);
@@ -501,7 +508,8 @@ export async function verifyBackup(
   const results: VerifyResult[] = [];
   try {
     for (const candidate of chosen) {
-      results.push(await verifyOne(candidate, workDir, options, manager.catalog));
+      options.signal?.throwIfAborted();
+      results.push(await verifyOne(candidate, workDir, options, manager.catalog, options.signal));
     }
   } finally {
     await fsp.rm(workDir, { recursive: true, force: true });
@@ -515,11 +523,12 @@ async function verifyOne(
   workDir: string,
   decrypt: DecryptOptions,
   catalog: Catalog,
+  signal?: AbortSignal,
 ): Promise<VerifyResult> {
   const plain = path.join(workDir, `${candidate.name}.db`);
   const result: VerifyResult = { backup: candidate.name, source: candidate.source, status: 'failed' };
   try {
-    const fetched = await fetchAndCheck(candidate, plain, decrypt, 'full');
+    const fetched = await fetchAndCheck(candidate, plain, decrypt, 'full', signal);
     result.sha256 = fetched.sha256;
     result.integrity = fetched.integrity;
     const expected = candidate.fingerprint ?? catalog.getBackup(candidate.name)?.fingerprint;
@@ -532,6 +541,8 @@ async function verifyOne(
   } catch (error) {
     // A missing or unusable identity says nothing about the backup: it is not recorded as a failed verification.
     if (error instanceof LitekeepError && error.exitCode === EXIT.usage) throw error;
+    // Nor does being stopped.
+    if (signal?.aborted) throw signal.reason;
     result.error = oneLine(error);
   } finally {
     await fsp.rm(plain, { force: true });

@@ -1,5 +1,6 @@
 import path from 'node:path';
 import type { Command } from 'commander';
+import { abortOnSignals } from '../signals.js';
 import { runBackupForTarget, worstExitCode, type RunBackupResult } from '../../backup/task.js';
 import { humanBytes, humanDuration } from '../../util/fs.js';
 import {
@@ -94,14 +95,7 @@ export function registerBackup(program: Command): void {
     const targets = selectTargets(resolved, options);
     const results: RunBackupResult[] = [];
     // Ctrl-C or a cron timeout stops the run cleanly: temp files are removed, no half-written backup is left.
-    const abort = new AbortController();
-    const onSignal = (signal: NodeJS.Signals) => {
-      if (abort.signal.aborted) process.exit(signal === 'SIGINT' ? 130 : 143);
-      process.stderr.write(`litekeep: ${signal} received, stopping the backup and removing its temp files\n`);
-      abort.abort();
-    };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
+    const abort = abortOnSignals('backup');
     for (const target of targets) {
       if (abort.signal.aborted) break;
       const progress = new Progress(!options.json);

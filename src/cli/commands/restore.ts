@@ -8,6 +8,7 @@ import { EXIT, LitekeepError } from '../../util/errors.js';
 import { systemTimeZone, zonedToDate } from '../../util/time.js';
 import { addTargetOptions, resolveConfig, selectTargets, type CommonOptions } from '../context.js';
 import { print, printJson, printPerDatabaseJson } from '../output.js';
+import { abortOnSignals } from '../signals.js';
 
 interface RestoreFlags extends CommonOptions {
   from?: string;
@@ -98,8 +99,10 @@ export function registerRestore(program: Command): void {
     const at = parseAt(options.at, target.settings.timeZone ?? systemTimeZone());
     if (name && at) throw new LitekeepError('give a backup name or --at, not both', { exitCode: EXIT.usage });
     const decrypt = await decryptOptionsFor(target, options.identity);
+    const stop = abortOnSignals('restore');
     const restore = () =>
       restoreBackup(target, {
+        signal: stop.signal,
         name,
         at,
         from: options.from,
@@ -110,7 +113,9 @@ export function registerRestore(program: Command): void {
         onStep: options.json ? undefined : (message) => print(`- ${message}`),
       });
     // No backup or prune of this database may run while it is being replaced.
-    const result = options.dryRun ? await restore() : await withDatabaseLock(target, 'restore', restore);
+    const result = await (
+      options.dryRun ? restore() : withDatabaseLock(target, 'restore', restore, stop.signal)
+    ).finally(() => stop.dispose());
     if (options.json) printJson(result);
     else {
       const tables = Object.entries(result.tables)
@@ -139,13 +144,18 @@ export function registerVerify(program: Command): void {
     const targets = selectTargets(resolveConfig(options), options);
     const out: unknown[] = [];
     let failed = false;
+    const stop = abortOnSignals('verification');
     for (const target of targets) {
       const decrypt = await decryptOptionsFor(target, options.identity);
       const results = await verifyBackup(target, {
         name: name === 'all' ? undefined : name,
         all: name === 'all',
         from: options.from,
+        signal: stop.signal,
         ...decrypt,
+      }).catch((error: unknown) => {
+        stop.dispose();
+        throw error;
       });
       for (const r of results) {
         if (r.status !== 'ok') failed = true;
@@ -159,6 +169,7 @@ export function registerVerify(program: Command): void {
       }
       out.push({ database: target.name, results });
     }
+    stop.dispose();
     if (options.json) printPerDatabaseJson(out);
     if (failed) process.exitCode = EXIT.failed;
   });
