@@ -22,7 +22,8 @@ export interface DatabaseStatus {
 
 /**
  * What `litekeep status` reports for one database: backups on disk, last success and failure, newest verified
- * copy per destination, and whether the newest backup is older than `maxAgeMs`. Closes the manager.
+ * copy per destination, and whether the newest backup, or any destination's newest copy, is older than
+ * `maxAgeMs` (or a destination's last upload failed). Closes the manager.
  */
 export async function statusOf(
   manager: BackupManager,
@@ -54,14 +55,22 @@ export async function statusOf(
     maxAgeMs,
     stale: false,
   };
-  if (options.destinations) status.destinations = await destinationStatuses(manager.target, manager);
+  if (options.destinations)
+    status.destinations = await destinationStatuses(manager.target, manager, maxAgeMs);
   if (maxAgeMs !== undefined) {
-    if (!newest) {
+    const reasons: string[] = [];
+    if (!newest) reasons.push('no backup found');
+    else if (now - newest.time.getTime() > maxAgeMs) {
+      reasons.push(
+        `newest backup is ${humanDuration(now - newest.time.getTime())} old, more than ${humanDuration(maxAgeMs)}`,
+      );
+    }
+    // An off-site copy that stopped arriving is as stale as a local one: the point of it is to be there.
+    for (const d of status.destinations ?? [])
+      if (d.stale) reasons.push(`${d.destination}: ${d.staleReason}`);
+    if (reasons.length) {
       status.stale = true;
-      status.staleReason = 'no backup found';
-    } else if (now - newest.time.getTime() > maxAgeMs) {
-      status.stale = true;
-      status.staleReason = `newest backup is ${humanDuration(now - newest.time.getTime())} old, more than ${humanDuration(maxAgeMs)}`;
+      status.staleReason = reasons.join('; ');
     }
   }
   manager.close();

@@ -360,6 +360,16 @@ export class Catalog {
       );
   }
 
+  /** Deletions from one destination (or all), newest first. */
+  listDeletions(destination?: string): (DeletionRecord & { id: number })[] {
+    const rows = (
+      destination
+        ? this.db.prepare(`SELECT * FROM deletions WHERE destination = ? ORDER BY id DESC`).all(destination)
+        : this.db.prepare(`SELECT * FROM deletions ORDER BY id DESC`).all()
+    ) as Row[];
+    return rows.map((row) => camel(row) as unknown as DeletionRecord & { id: number });
+  }
+
   recordNotification(record: NotificationRecord): void {
     this.db
       .prepare(
