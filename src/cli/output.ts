@@ -1,7 +1,13 @@
 import { humanBytes } from '../util/fs.js';
+import { redactUrlsInText } from '../util/redact.js';
+
+/*
+ * Everything the CLI prints goes through here, and no URL leaves with its credentials (an endpoint written as
+ * http://user:secret@host, an error quoting a presigned URL, an old error in the activity log).
+ */
 
 export function printJson(value: unknown): void {
-  process.stdout.write(JSON.stringify(value, null, 2) + '\n');
+  process.stdout.write(redactUrlsInText(JSON.stringify(value, null, 2)) + '\n');
 }
 
 /** JSON for commands that run per database: the object itself for one database, `{ databases }` for several. */
@@ -10,11 +16,11 @@ export function printPerDatabaseJson(out: unknown[]): void {
 }
 
 export function print(line = ''): void {
-  process.stdout.write(line + '\n');
+  process.stdout.write(redactUrlsInText(line) + '\n');
 }
 
 export function warn(line: string): void {
-  process.stderr.write(`warning: ${line}\n`);
+  process.stderr.write(`warning: ${redactUrlsInText(line)}\n`);
 }
 
 /** Renders rows as aligned columns. */

@@ -15,9 +15,11 @@ import {
   type StorageClass,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
+import { s3BucketNameProblem } from '../config/destinations.js';
 import { parseBackupName } from '../naming.js';
 import { formatDuration } from '../util/duration.js';
 import { EXIT, LitekeepError } from '../util/errors.js';
+import { redactUrl } from '../util/redact.js';
 import type {
   ArtifactMetadata,
   Destination,
@@ -253,22 +255,28 @@ function networkCode(error: unknown): string | undefined {
   return undefined;
 }
 
+/** The host name a failed lookup or TLS check was about, when the error says. */
+function failedHost(error: unknown): string | undefined {
+  for (
+    let e = error as (SdkError & { hostname?: string; host?: string }) | undefined, depth = 0;
+    e && depth < 5;
+    depth++
+  ) {
+    if (e.hostname) return e.hostname;
+    if (e.code === 'ERR_TLS_CERT_ALTNAME_INVALID' && e.host) return e.host;
+    e = e.cause as typeof e;
+  }
+  return undefined;
+}
+
 /** Throws on options that cannot work, before any request is made. */
 export function validateS3Options(options: S3DestinationOptions): void {
   const fail = (message: string) => {
     throw new LitekeepError(message, { exitCode: EXIT.usage, stage: 'config' });
   };
   const where = `s3 destination '${options.name ?? 's3'}'`;
-  if (
-    !options.bucket ||
-    options.bucket.length < 3 ||
-    options.bucket.length > 63 ||
-    /[\s/]/.test(options.bucket)
-  ) {
-    fail(
-      `${where}: invalid bucket name '${options.bucket}'; use the bare bucket name (3-63 characters, no slashes)`,
-    );
-  }
+  const bucketProblem = s3BucketNameProblem(options.bucket ?? '');
+  if (bucketProblem) fail(`${where}: invalid bucket name '${options.bucket}'; ${bucketProblem}`);
   if (!options.databaseName)
     fail(`${where}: no database name to place objects under; set the database's name`);
   if (Boolean(options.accessKeyId) !== Boolean(options.secretAccessKey)) {
@@ -338,6 +346,11 @@ export class S3Destination implements Destination {
     this.client = withDefaultAbortSignal(this.cleanupClient, options.signal);
   }
 
+  /** Whether the bucket goes into the host name (virtual-hosted addressing) rather than the path. */
+  private get virtualHosted(): boolean {
+    return !(this.options.forcePathStyle ?? Boolean(this.options.endpoint));
+  }
+
   /** `s3://bucket/<prefix>/<db>/`, for messages. */
   get location(): string {
     return `s3://${this.options.bucket}/${this.keyPrefix}`;
@@ -348,9 +361,10 @@ export class S3Destination implements Destination {
   }
 
   private get endpointLabel(): string {
-    return (
-      this.options.endpoint ?? `AWS S3 (${this.options.region ?? process.env.AWS_REGION ?? 'default region'})`
-    );
+    // An endpoint may carry credentials (http://user:secret@host): never in a message.
+    return this.options.endpoint
+      ? redactUrl(this.options.endpoint)
+      : `AWS S3 (${this.options.region ?? process.env.AWS_REGION ?? 'default region'})`;
   }
 
   /** One line naming the cause and the fix, for any failure of the SDK. */
@@ -368,6 +382,13 @@ export class S3Destination implements Destination {
         `${action} on ${this.name} failed: no answer from S3 endpoint ${this.endpointLabel} for ` +
         `${formatDuration(this.options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS)} (idleTimeout); ` +
         `check 'endpoint' and that the service is healthy, or raise idleTimeout for a very slow link`;
+    } else if (this.virtualHosted && failedHost(error)?.startsWith(`${bucket}.`)) {
+      // Virtual-hosted addressing puts the bucket in the host name, which many S3-compatible services (and
+      // a bucket name with dots under TLS) cannot serve.
+      message =
+        `${action} on ${this.name} failed: the virtual-hosted name ${failedHost(error)} (the bucket as a ` +
+        `subdomain of the endpoint) ${/TLS|CERT/i.test(e.code ?? '') ? 'has no matching certificate' : 'does not resolve'}; ` +
+        `set forcePathStyle: true (most S3-compatible services need it), or fix 'endpoint'`;
     } else if (net) {
       message =
         `${action} on ${this.name} failed: cannot reach S3 endpoint ${this.endpointLabel} (${net}); ` +
@@ -397,7 +418,13 @@ export class S3Destination implements Destination {
       message = `${action} on ${this.name} failed: the object is archived (${this.options.storageClass ?? 'Glacier'}); restore it in S3 first, or use a storage class that can be read directly`;
     } else if (code === 'InvalidStorageClass' || code === 'InvalidArgument') {
       message = `${action} on ${this.name} failed: ${code}: ${firstLine(e.message)}; check 'storageClass' and 'serverSideEncryption'`;
-    } else if (code === 'EntityTooLarge' || code === 'QuotaExceeded' || status === 507) {
+    } else if (status === 413 || code === 'EntityTooLarge' || code === 'RequestEntityTooLarge') {
+      const partSize = this.options.partSize ?? DEFAULT_PART_SIZE;
+      message =
+        `${action} on ${this.name} failed: ${code} (HTTP ${status ?? 413}): the service (or a proxy before it) ` +
+        `refused a request as too large; lower 'partSize' (now ${Math.round(partSize / MiB)} MiB, at least 5 MiB) ` +
+        `so that each request is smaller`;
+    } else if (code === 'QuotaExceeded' || status === 507) {
       message = `${action} on ${this.name} failed: ${code}: the service refused the size; free space or raise the quota`;
     } else if ((status !== undefined && status >= 500) || code === 'SlowDown' || status === 429) {
       message =
