@@ -135,7 +135,15 @@ async function currentHolder(lockPath: string): Promise<LockHolder> {
     const holder = describedHolder(lockPath);
     const plausible =
       holder && (holder.host !== os.hostname() || holder.pid === process.pid || isProcessAlive(holder.pid));
-    if (plausible) return holder;
+    if (plausible) {
+      // A holder describes itself within milliseconds of taking the lock: a description that still reads the
+      // same a moment later is the holder's own (and not a dead holder's whose pid was reused meanwhile).
+      await sleep(50);
+      const again = describedHolder(lockPath);
+      if (again && again.pid === holder.pid && again.startedAt === holder.startedAt) return holder;
+      if (tries >= 20) return again ?? holderUnknown();
+      continue;
+    }
     if (tries >= 20) return holderUnknown();
     await sleep(25);
   }

@@ -6,7 +6,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../helpers/cli.js';
 import { makeDatabase, tempDir } from '../helpers/db.js';
-import { startS3Server, type S3TestServer } from '../servers/s3-server.js';
+import { s3DestinationEntry, startS3Server, type S3TestServer } from '../servers/s3-server.js';
 
 /** JSON read back from the CLI; the expectations below check its shape. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -34,19 +34,7 @@ function workspace(s3Settings: Record<string, unknown>, extra: Record<string, un
     database: 'app.db',
     backupDir: 'backups',
     compression: { algorithm: 'none' },
-    destinations: [
-      {
-        name: 'bucket',
-        type: 's3',
-        bucket: s3.bucket,
-        region: 'us-east-1',
-        accessKeyId: s3.accessKeyId,
-        secretAccessKey: s3.secretAccessKey,
-        checksumMode: 'when-required',
-        maxAttempts: 1,
-        ...s3Settings,
-      },
-    ],
+    destinations: [s3DestinationEntry(s3, s3Settings)],
     ...extra,
   };
   const file = path.join(dir, 'litekeep.yml');

@@ -1,10 +1,9 @@
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import Database from 'better-sqlite3';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { runCli, spawnCli } from '../helpers/cli.js';
-import { tempDir } from '../helpers/db.js';
+import { makeRandomDatabase, tempDir } from '../helpers/db.js';
 import { daemonTempDir, killDaemons, msg, removeDaemonDirs, spawnDaemon } from './daemon-helpers.js';
 import { startDriveServer, writeAuthorizedUser, type DriveServer } from '../servers/drive-server.js';
 
@@ -43,11 +42,7 @@ interface Workspace {
 /** A ~1.2 MB database of random pages (five 256 KiB chunks on Drive), Drive configured in litekeep.yml. */
 async function workspace(dir = tempDir('litekeep-drive-faults-'), extra: Record<string, unknown> = {}) {
   cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const db = new Database(path.join(dir, 'app.db'));
-  db.exec(`CREATE TABLE blobs (id INTEGER PRIMARY KEY, data BLOB NOT NULL);
-    WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 150)
-    INSERT INTO blobs (data) SELECT randomblob(8000) FROM n`);
-  db.close();
+  makeRandomDatabase(path.join(dir, 'app.db'), 150);
   await writeAuthorizedUser(drive, dir);
   const folder = `litekeep-${path.basename(dir)}`;
   const config = {
@@ -203,7 +198,6 @@ describe('nothing waits forever', () => {
         daemon.records.indexOf(rec) > daemon.records.indexOf(failed),
       30_000,
     );
-    expect(daemon.records.some((rec) => String(rec.msg).includes('still in progress'))).toBe(false);
     daemon.process.kill('SIGTERM');
     expect((await daemon.exited).code, daemon.stderr()).toBe(0);
   });

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../helpers/cli.js';
 import { makeDatabase } from '../helpers/db.js';
-import { startS3Server, type S3TestServer } from '../servers/s3-server.js';
+import { s3DestinationEntry, startS3Server, type S3TestServer } from '../servers/s3-server.js';
 import {
   daemonTempDir,
   getJson,
@@ -54,19 +54,11 @@ function workspace() {
     compression: { algorithm: 'none' },
     retention: { last: 10 },
     destinations: [
-      {
-        name: 'bucket',
-        type: 's3',
-        bucket: s3.bucket,
+      s3DestinationEntry(s3, {
         prefix: `hosts/${path.basename(dir)}`,
         endpoint: CLOSED,
-        region: 'us-east-1',
-        accessKeyId: s3.accessKeyId,
-        secretAccessKey: s3.secretAccessKey,
-        checksumMode: 'when-required',
-        maxAttempts: 1,
         retention: { last: 2 },
-      },
+      }),
       { name: 'usb', type: 'local', path: 'usb' },
     ],
   };

@@ -2,13 +2,12 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { AbortMultipartUploadCommand, CreateMultipartUploadCommand, S3Client } from '@aws-sdk/client-s3';
-import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isAbandonedUpload } from '../../src/backup/offsite.js';
 import { runCli, spawnCli } from '../helpers/cli.js';
-import { tempDir } from '../helpers/db.js';
-import { startGate, type Gate, type GateRequest } from '../servers/gate.js';
-import { startS3Server, type S3TestServer } from '../servers/s3-server.js';
+import { makeRandomDatabase, tempDir } from '../helpers/db.js';
+import { startGate, type Gate, type GateMatch, type GateRequest } from '../servers/gate.js';
+import { s3DestinationEntry, startS3Server, type S3TestServer } from '../servers/s3-server.js';
 
 /** JSON read back from the CLI; the expectations below check its shape. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -41,11 +40,7 @@ interface Workspace {
 async function workspace(): Promise<Workspace> {
   const dir = tempDir('litekeep-mpu-');
   cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const db = new Database(path.join(dir, 'app.db'));
-  db.exec(`CREATE TABLE blobs (id INTEGER PRIMARY KEY, data BLOB NOT NULL);
-    WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1500)
-    INSERT INTO blobs (data) SELECT randomblob(8000) FROM n`);
-  db.close();
+  makeRandomDatabase(path.join(dir, 'app.db'), 1500);
   const gate = await startGate(s3.endpoint);
   cleanups.push(() => gate.close());
   const prefix = `hosts/${path.basename(dir)}`;
@@ -54,21 +49,7 @@ async function workspace(): Promise<Workspace> {
     backupDir: 'backups',
     compression: { algorithm: 'none' },
     retention: { last: 10 },
-    destinations: [
-      {
-        name: 'bucket',
-        type: 's3',
-        bucket: s3.bucket,
-        prefix,
-        endpoint: gate.endpoint,
-        region: 'us-east-1',
-        accessKeyId: s3.accessKeyId,
-        secretAccessKey: s3.secretAccessKey,
-        partSize: 5 * MiB,
-        checksumMode: 'when-required',
-        maxAttempts: 1,
-      },
-    ],
+    destinations: [s3DestinationEntry(s3, { prefix, endpoint: gate.endpoint, partSize: 5 * MiB })],
   };
   fs.writeFileSync(path.join(dir, 'litekeep.yml'), JSON.stringify(config, null, 2));
   return { dir, prefix, gate };
@@ -78,6 +59,20 @@ const ours = (w: Workspace) => s3.openUploads().filter((u) => u.key.startsWith(`
 const isPart = (n: number) => (r: GateRequest) =>
   r.operation === 'UploadPart' && r.url.includes(`partNumber=${n}&`);
 const storedObject = (key: string) => path.join(s3.dir, s3.bucket, `${key}._S3rver_object`);
+
+/**
+ * `litekeep backup` interrupted (SIGINT) while the answer to a request `match` picks is held back; the answer
+ * goes out once the backup has heard the signal. Resolves when the process has exited.
+ */
+async function interruptWhileHeld(w: Workspace, match: GateMatch) {
+  const held = w.gate.holdAnswer(match);
+  const child = spawnCli(['backup', '--json'], { cwd: w.dir });
+  await held.arrived;
+  child.process.kill('SIGINT');
+  await child.waitForStderr(/SIGINT received/);
+  held.release();
+  return child.exited;
+}
 
 async function backup(w: Workspace) {
   const r = await runCli(['backup', '--json'], { cwd: w.dir });
@@ -180,13 +175,7 @@ describe('no orphaned multipart uploads', () => {
 
   it('Ctrl-C while CreateMultipartUpload is in flight: its upload is aborted once it exists', async () => {
     const w = await workspace();
-    const held = w.gate.holdAnswer((r) => r.operation === 'CreateMultipartUpload');
-    const child = spawnCli(['backup', '--json'], { cwd: w.dir });
-    await held.arrived;
-    child.process.kill('SIGINT');
-    await child.waitForStderr(/SIGINT received/);
-    held.release();
-    const result = await child.exited;
+    const result = await interruptWhileHeld(w, (r) => r.operation === 'CreateMultipartUpload');
     expect(result.code, result.stderr).not.toBe(0);
     expect(ours(w)).toEqual([]);
     const create = w.gate.requests.find((r) => r.operation === 'CreateMultipartUpload')!;
@@ -197,13 +186,7 @@ describe('no orphaned multipart uploads', () => {
 
   it('Ctrl-C while parts are in flight: the abort waits for them, so no part is stored after it', async () => {
     const w = await workspace();
-    const held = w.gate.holdAnswer(isPart(2));
-    const child = spawnCli(['backup', '--json'], { cwd: w.dir });
-    await held.arrived;
-    child.process.kill('SIGINT');
-    await child.waitForStderr(/SIGINT received/);
-    held.release();
-    const result = await child.exited;
+    const result = await interruptWhileHeld(w, isPart(2));
     expect(result.code, result.stderr).not.toBe(0);
     // No upload left open, and no zombie: nothing stored and billed under an upload nobody knows.
     expect(ours(w)).toEqual([]);

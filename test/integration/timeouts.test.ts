@@ -7,7 +7,7 @@ import { Catalog } from '../../src/catalog/index.js';
 import { runCli } from '../helpers/cli.js';
 import { makeDatabase, tempDir } from '../helpers/db.js';
 import { startRecorder, type Recorder } from '../servers/http-recorder.js';
-import { s3Operation, startS3Server } from '../servers/s3-server.js';
+import { s3DestinationEntry, s3Operation, startS3Server } from '../servers/s3-server.js';
 
 /** JSON read back from the CLI; the expectations below check its shape. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -118,17 +118,12 @@ function workspace(endpoint: string): { dir: string; topic: string } {
     backupDir: 'backups',
     compression: { algorithm: 'none' },
     destinations: [
-      {
-        name: 'bucket',
-        type: 's3',
-        bucket: 'litekeep-test',
+      s3DestinationEntry({
         endpoint,
-        region: 'us-east-1',
+        bucket: 'litekeep-test',
         accessKeyId: 'S3RVER',
         secretAccessKey: 'S3RVER',
-        checksumMode: 'when-required',
-        maxAttempts: 1,
-      },
+      }),
     ],
     notify: { ntfy: { server: ntfy.url, topic }, attempts: 1 },
   };
@@ -172,22 +167,22 @@ describe('nothing waits forever', () => {
 
   it('a run still going after runTimeout is aborted, recorded and notified; the lock is free again', async () => {
     const w = workspace(await tricklingServer());
-    const env = { LITEKEEP_IDLE_TIMEOUT: '1s', LITEKEEP_RUN_TIMEOUT: '3s' };
+    const env = { LITEKEEP_IDLE_TIMEOUT: '1s', LITEKEEP_RUN_TIMEOUT: '6s' };
     const r = await runCli(['backup', '--json'], { cwd: w.dir, env });
     // The local backup was made before the upload hung: partly done.
     expect(r.code, r.stderr).toBe(3);
     const out = JSON.parse(r.stdout) as Json;
     expect(out.status).toBe('partial');
-    expect(out.error).toMatch(/^the backup run of app was still going after runTimeout 3s and was aborted/);
+    expect(out.error).toMatch(/^the backup run of app was still going after runTimeout 6s and was aborted/);
     expect(out.destinations.find((d: Json) => d.destination === 'bucket').status).toBe('failed');
 
     const catalog = Catalog.open(path.join(w.dir, 'backups'));
     const [run] = catalog.listRuns(1);
     catalog.close();
     expect(run).toMatchObject({ status: 'partial', exitCode: 3 });
-    expect(run.error).toContain('runTimeout 3s');
+    expect(run.error).toContain('runTimeout 6s');
     const alert = ntfy.requests.filter((q) => q.path === `/${w.topic}`).at(-1)!;
-    expect(alert.body).toContain('runTimeout 3s');
+    expect(alert.body).toContain('runTimeout 6s');
     // Temp files are gone, and the next run can take the lock at once.
     const left = fs.readdirSync(path.join(w.dir, 'backups')).filter((f) => f.endsWith('.tmp'));
     expect(left).toEqual([]);

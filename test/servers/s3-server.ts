@@ -361,3 +361,25 @@ export async function startS3Server(options: { bucket?: string; port?: number } 
 function pick(u: TrackedUpload): Pick<OpenUpload, 'key' | 'uploadId' | 'initiated'> {
   return { key: u.key, uploadId: u.uploadId, initiated: u.initiated };
 }
+
+/**
+ * A `destinations:` entry of a litekeep config for this server: path-style, its key pair, checksums only when
+ * required (s3rver would store aws-chunked framing), one attempt per request; `overrides` win.
+ */
+export function s3DestinationEntry(
+  server: Pick<S3TestServer, 'endpoint' | 'bucket' | 'accessKeyId' | 'secretAccessKey'>,
+  overrides: Record<string, unknown> = {},
+): Record<string, unknown> {
+  return {
+    name: 'bucket',
+    type: 's3',
+    bucket: server.bucket,
+    endpoint: server.endpoint,
+    region: 'us-east-1',
+    accessKeyId: server.accessKeyId,
+    secretAccessKey: server.secretAccessKey,
+    checksumMode: 'when-required',
+    maxAttempts: 1,
+    ...overrides,
+  };
+}

@@ -5,7 +5,8 @@ import { sendTestNotifications } from '../../backup/notifications.js';
 import { runDestinations } from '../../backup/offsite.js';
 import { withDatabaseLock } from '../../backup/task.js';
 import { generateIdentity } from '../../pipeline/index.js';
-import { EXIT } from '../../util/errors.js';
+import { EXIT, oneLine } from '../../util/errors.js';
+import { runCeiling } from '../../util/timeouts.js';
 import {
   addConfigOptions,
   addTargetOptions,
@@ -14,6 +15,7 @@ import {
   type CommonOptions,
 } from '../context.js';
 import { print, printJson, printPerDatabaseJson } from '../output.js';
+import { abortOnSignals } from '../signals.js';
 
 export function registerNotify(program: Command): void {
   const notify = program.command('notify').description('notification tools');
@@ -84,15 +86,29 @@ export function registerSync(program: Command): void {
     const resolved = resolveConfig(options);
     const out: unknown[] = [];
     let failed = false;
+    const stop = abortOnSignals('sync');
     for (const target of selectTargets(resolved, options)) {
       const manager = new BackupManager(target);
-      const outcomes = await withDatabaseLock(target, 'sync', () =>
-        runDestinations(target, manager, undefined, {
-          skipDrive: options.drive === false,
-          onStep: options.json ? undefined : (m) => print(`- ${m}`),
-        }),
-      );
-      manager.close();
+      // It holds the database's lock like a backup run, so it has the same ceiling.
+      const ceiling = runCeiling(`sync of ${target.name}`, target.settings.runTimeout, stop.signal);
+      const outcomes = await withDatabaseLock(
+        target,
+        'sync',
+        () =>
+          runDestinations(target, manager, undefined, {
+            skipDrive: options.drive === false,
+            signal: ceiling.signal,
+            onStep: options.json ? undefined : (m) => print(`- ${m}`),
+          }),
+        ceiling.signal,
+      ).finally(() => {
+        ceiling.dispose();
+        manager.close();
+      });
+      if (ceiling.expired) {
+        for (const o of outcomes)
+          if (o.status === 'failed') o.error = `${o.error} (${oneLine(ceiling.expired)})`;
+      }
       if (outcomes.some((o) => o.status === 'failed')) failed = true;
       out.push({ database: target.name, destinations: outcomes });
       if (!options.json) {
@@ -107,6 +123,7 @@ export function registerSync(program: Command): void {
         }
       }
     }
+    stop.dispose();
     if (options.json) printPerDatabaseJson(out);
     if (failed) process.exitCode = EXIT.partial;
   });
