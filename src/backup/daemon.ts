@@ -210,8 +210,9 @@ export function scheduleBackupTask(options: ScheduleBackupTaskOptions = {}): Bac
             log.error({ database: target.name, ...v }, `verification of ${v.backup} on ${v.source} failed`);
         }
       } catch (error) {
-        // A run holding the lock only postpones verification to a later run: not an alarm.
-        const level = error instanceof LockHeldError ? 'warn' : 'error';
+        // A run holding the lock only postpones verification to a later run, and a stopping daemon cuts it
+        // short on purpose: neither is an alarm.
+        const level = error instanceof LockHeldError || signal.aborted ? 'warn' : 'error';
         log[level]({ database: target.name }, `verification could not run: ${oneLine(error)}`);
       }
     }
