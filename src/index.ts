@@ -34,7 +34,9 @@ export { scheduleBackupTask, runDaemon, statusFromCatalog } from './backup/daemo
 export type { BackupSchedule, ScheduleBackupTaskOptions } from './backup/daemon.js';
 export { runDestinations, pruneDestination } from './backup/offsite.js';
 export { statusOf, listRemote, type DatabaseStatus } from './backup/status.js';
-export type { DestinationOutcome } from './backup/offsite.js';
+export type { DestinationOutcome, DestinationStatus, DestinationState } from './backup/offsite.js';
+export { evaluateHealth, renderMetrics } from './scheduler/index.js';
+export type { DaemonStatus, HealthReport } from './scheduler/index.js';
 
 export {
   planRetention,

@@ -15,13 +15,15 @@ import {
   type DaemonHandle,
   type DaemonStatus,
   type DatabaseStatus,
+  type DestinationHealthInput,
   type HttpServerHandle,
   type LogSink,
 } from '../scheduler/index.js';
 import { CATALOG_DIR } from '../catalog/index.js';
 import { oneLine } from '../util/errors.js';
 import { BackupManager } from './manager.js';
-import { runBackupForTarget, type RunBackupResult, type RunTrigger } from './task.js';
+import { destinationStatesFromCatalog } from './offsite.js';
+import { partialProblems, runBackupForTarget, type RunBackupResult, type RunTrigger } from './task.js';
 import { verifyDue } from './verify-schedule.js';
 
 /** A run that did not start because another process holds this database's lock (not an I/O error on it). */
@@ -43,7 +45,11 @@ const later = (a: Date | undefined, b: Date | undefined): Date | undefined =>
   !a ? b : !b ? a : a.getTime() >= b.getTime() ? a : b;
 
 /** What the daemon reads from each database's catalog for catch-up, /healthz and /metrics. */
-export async function statusFromCatalog(targets: DatabaseTarget[], maxAgeMs: number): Promise<DaemonStatus> {
+export async function statusFromCatalog(
+  targets: DatabaseTarget[],
+  maxAgeMs: number,
+  options: { skipDrive?: boolean } = {},
+): Promise<DaemonStatus> {
   const databases: DatabaseStatus[] = [];
   for (const target of targets) {
     if (!hasCatalog(target)) {
@@ -65,6 +71,23 @@ export async function statusFromCatalog(targets: DatabaseTarget[], maxAgeMs: num
       const newestRun = manager.catalog.lastRunWithStatus(['ok', 'partial', 'failed']);
       const lastBackup = success?.backupFile ? manager.catalog.getBackup(success.backupFile) : undefined;
       const successTime = success ? new Date(success.startedAt) : undefined;
+      let destinations: DestinationHealthInput[];
+      try {
+        destinations = (await destinationStatesFromCatalog(target, manager, options)).map((d) => ({
+          name: d.destination,
+          type: d.type,
+          newestCopyTime: d.newestCopy?.time,
+          lastSuccess: d.lastSuccess?.at,
+          lastFailure: d.lastFailure?.at,
+          lastFailureError: d.lastFailure?.error,
+          lastAttemptFailed: d.lastAttemptFailed,
+          missing: d.missing.length,
+          uploadsByStatus: d.uploadsByStatus,
+        }));
+      } catch {
+        // A destination setting that no longer parses was refused at start; nothing to judge by here.
+        destinations = [];
+      }
       databases.push({
         name: target.name,
         lastSuccess: success ? new Date(success.endedAt ?? success.startedAt) : undefined,
@@ -77,6 +100,7 @@ export async function statusFromCatalog(targets: DatabaseTarget[], maxAgeMs: num
         runsByStatus: manager.catalog.runsByStatus(),
         newestBackupTime: later(backups[0]?.time, successTime),
         newestBackupOk: newestRun ? newestRun.status !== 'failed' : backups.length > 0,
+        destinations,
       });
     } finally {
       manager.close();
@@ -183,15 +207,16 @@ export function scheduleBackupTask(options: ScheduleBackupTaskOptions = {}): Bac
       if (result.status === 'failed') {
         failures++;
         log.error(fields, `backup of ${result.database} failed: ${result.error}`);
-      } else if (result.status === 'partial') log.warn(fields, `backup of ${result.database} partly done`);
-      else log.info(fields, `backup of ${result.database} done: ${result.backup?.file}`);
+      } else if (result.status === 'partial') {
+        log.warn(fields, `backup of ${result.database} partly done: ${partialProblems(result).join('; ')}`);
+      } else log.info(fields, `backup of ${result.database} done: ${result.backup?.file}`);
       for (const w of result.warnings) log.warn({ database: result.database }, w);
       const mode = resolved.config.verify;
       if (signal.aborted || stopping()) continue;
       // "after-backup" proves the new backup; when there is none, the next successful run does it.
       if (mode === 'after-backup' && result.status === 'failed') continue;
       try {
-        const verification = await verifyDue(target, mode, trigger);
+        const verification = await verifyDue(target, mode, trigger, new Date(), signal);
         for (const v of verification) {
           if (v.status === 'ok')
             log.info({ database: target.name, ...v }, `verified ${v.backup} on ${v.source}`);
@@ -199,8 +224,9 @@ export function scheduleBackupTask(options: ScheduleBackupTaskOptions = {}): Bac
             log.error({ database: target.name, ...v }, `verification of ${v.backup} on ${v.source} failed`);
         }
       } catch (error) {
-        // A run holding the lock only postpones verification to a later run: not an alarm.
-        const level = error instanceof LockHeldError ? 'warn' : 'error';
+        // A run holding the lock only postpones verification to a later run, and a stopping daemon cuts it
+        // short on purpose: neither is an alarm.
+        const level = error instanceof LockHeldError || signal.aborted ? 'warn' : 'error';
         log[level]({ database: target.name }, `verification could not run: ${oneLine(error)}`);
       }
     }
@@ -252,7 +278,10 @@ export async function runDaemon(
       listen,
       allowRemote: options.allowRemote,
       logger,
-      getStatus: () => statusFromCatalog(resolved.databases, resolved.config.maxAge ?? 26 * 3_600_000),
+      getStatus: () =>
+        statusFromCatalog(resolved.databases, resolved.config.maxAge ?? 26 * 3_600_000, {
+          skipDrive: options.drive === false,
+        }),
     });
     logger.info({ url: http.url }, `health and metrics on ${http.url}/healthz and ${http.url}/metrics`);
   }

@@ -10,6 +10,7 @@ import {
   isOwnedBy,
   type ArtifactMetadata,
   type Destination,
+  type IncompleteUpload,
   type RemoteObject,
 } from '../destinations/types.js';
 import { parseBackupName, timeFromBackupName } from '../naming.js';
@@ -22,6 +23,7 @@ import {
   type RetentionPolicy,
 } from '../retention/index.js';
 import { sha256File } from '../pipeline/index.js';
+import { destinationProblem } from '../scheduler/index.js';
 import { oneLine } from '../util/errors.js';
 import { standingOf } from './standing.js';
 import { VERSION } from '../version.js';
@@ -45,6 +47,8 @@ export interface DestinationOutcome {
   /** The copies this run's retention removed there. */
   removed?: string[];
   pruneErrors?: string[];
+  /** Incomplete uploads of earlier, interrupted runs that were aborted at the start of this one. */
+  abortedUploads?: string[];
 }
 
 export interface OffsiteOptions {
@@ -153,15 +157,16 @@ async function syncOne(
   };
   let destination: Destination;
   try {
-    destination = createDestination(spec, target);
+    destination = createDestination(spec, target, undefined, options.signal);
   } catch (error) {
     outcome.error = oneLine(error);
     return outcome;
   }
+  await abortAbandonedUploads(destination, manager, outcome, options);
   try {
     if (destination instanceof GoogleDriveDestination) {
       // A service account has no storage quota of its own: say so on every run, not only at `auth google`.
-      outcome.warning = (await destination.credentials()).warning;
+      addWarning(outcome, (await destination.credentials()).warning);
     }
     if (backup) {
       const put = await destination.put(
@@ -196,13 +201,16 @@ async function syncOne(
   // Catch up: backups the local folder still holds that this destination lacks (it was down last time).
   const policy = destinationPolicy(spec, manager);
   try {
-    const remote = ownCopies(await destination.list(), hostOf(target));
-    const present = new Set(remote.map((o) => o.name));
+    const remote: Pick<RemoteObject, 'name' | 'metadata'>[] = ownCopies(
+      await destination.list(),
+      hostOf(target),
+    );
     // A listing taken right after an upload may not show it yet (Drive): never upload it twice.
-    if (backup && outcome.status === 'ok') present.add(backup.file);
+    if (backup && outcome.status === 'ok' && !remote.some((o) => o.name === backup.file)) {
+      remote.push({ name: backup.file, metadata: { backupTime: backup.createdAt, trigger: backup.trigger } });
+    }
     const { backups } = await manager.listBackups();
-    const missing = backups.filter((b) => !present.has(b.name));
-    const wanted = missingWorthUploading(missing, remote, policy, manager);
+    const wanted = missingOn(spec, manager, backups, remote);
     outcome.caughtUp = [];
     for (const entry of wanted) {
       try {
@@ -228,8 +236,7 @@ async function syncOne(
     try {
       const removed = await pruneDestination(destination, policy, manager, options.runId, backup?.file);
       outcome.removed = removed.removed;
-      if (removed.notes.length)
-        outcome.warning = [outcome.warning, ...removed.notes].filter(Boolean).join('; ');
+      for (const note of removed.notes) addWarning(outcome, note);
       if (removed.held) {
         outcome.status = 'failed';
         outcome.error = `retention held back: ${removed.held}`;
@@ -261,6 +268,63 @@ export function ownCopies<T extends RemoteObject>(objects: T[], host: string): T
     objects.filter((o) => isOwnedBy(o, host)),
     (o) => o.name,
   );
+}
+
+function addWarning(outcome: DestinationOutcome, warning: string | undefined): void {
+  if (warning) outcome.warning = outcome.warning ? `${outcome.warning}; ${warning}` : warning;
+}
+
+/**
+ * Whether nobody can still be sending an incomplete upload. Every run of this database on this host holds its
+ * lock (as the caller does now), so an upload of one of this host's own backups is left over from a run that
+ * was killed or lost its server; and no run anywhere outlives `runTimeoutMs`.
+ */
+export function isAbandonedUpload(
+  upload: IncompleteUpload,
+  ownBackups: ReadonlySet<string>,
+  now: Date,
+  runTimeoutMs: number,
+): boolean {
+  if (ownBackups.has(upload.name)) return true;
+  return upload.startedAt !== undefined && now.getTime() - upload.startedAt.getTime() > runTimeoutMs;
+}
+
+/** The start of each run: abort what interrupted runs left incomplete there (S3 parts cost until then). */
+async function abortAbandonedUploads(
+  destination: Destination,
+  manager: BackupManager,
+  outcome: DestinationOutcome,
+  options: OffsiteOptions,
+): Promise<void> {
+  if (!destination.abortIncompleteUploads) return;
+  const own = new Set<string>();
+  try {
+    for (const record of manager.catalog.listBackups({ includeDeleted: true })) own.add(record.file);
+    for (const entry of (await manager.listBackups()).backups) own.add(entry.name);
+  } catch {
+    // Without the names, only age decides.
+  }
+  const now = new Date();
+  const runTimeoutMs = manager.target.settings.runTimeout ?? 3 * 3_600_000;
+  try {
+    const sweep = await destination.abortIncompleteUploads((u) =>
+      isAbandonedUpload(u, own, now, runTimeoutMs),
+    );
+    if (sweep.aborted.length) {
+      outcome.abortedUploads = sweep.aborted;
+      options.onStep?.(`aborted incomplete uploads on ${destination.name}: ${sweep.aborted.join(', ')}`);
+    }
+    if (sweep.failed.length)
+      addWarning(
+        outcome,
+        `incomplete uploads not aborted (the next run tries again): ${sweep.failed.join('; ')}`,
+      );
+  } catch (error) {
+    addWarning(
+      outcome,
+      `could not look for incomplete uploads (${oneLine(error)}); an AbortIncompleteMultipartUpload lifecycle rule on the bucket cleans them up instead`,
+    );
+  }
 }
 
 /** Of the backups missing on a destination, those its retention would keep, newest first. */
@@ -427,26 +491,124 @@ export async function pruneDestination(
   return { removed, failed, notes };
 }
 
+/** What the activity log says about one destination: enough for /healthz and /metrics, without a request. */
+export interface DestinationState {
+  destination: string;
+  type: string;
+  /** The newest backup held there, as far as the log knows (uploaded, and not pruned there since). */
+  newestCopy?: { file: string; time: Date };
+  /** The newest successful upload there. */
+  lastSuccess?: { file: string; at: Date };
+  /** The newest failed upload there. */
+  lastFailure?: { file: string; at: Date; error: string };
+  /** Whether the newest upload attempt there failed (it has not worked since). */
+  lastAttemptFailed: boolean;
+  /** Local backups it lacks that its retention would keep, newest first: what the next run or `sync` uploads. */
+  missing: string[];
+  /** Upload attempts recorded there, by status. */
+  uploadsByStatus: Record<string, number>;
+}
+
+/** When a backup was taken: from the catalog, else from its name read in the configured zone. */
+function backupTime(manager: BackupManager, file: string): Date | undefined {
+  const record = manager.catalog.getBackup(file);
+  if (record) return new Date(record.createdAt);
+  const parsed = parseBackupName(file);
+  return parsed ? timeFromBackupName(parsed, manager.timeZone) : undefined;
+}
+
+/**
+ * The local backups a destination lacks and its retention would keep, newest first. The one rule `status`,
+ * `sync`, each run's catch-up and the health checks share: they always agree on what is missing.
+ */
+export function missingOn(
+  spec: DestinationSpec,
+  manager: BackupManager,
+  local: BackupEntry[],
+  remote: Pick<RemoteObject, 'name' | 'metadata'>[],
+): BackupEntry[] {
+  const present = new Set(remote.map((o) => o.name));
+  const policy = destinationPolicy(spec, manager);
+  return missingWorthUploading(
+    local.filter((b) => !present.has(b.name)),
+    remote,
+    policy,
+    manager,
+  );
+}
+
+/** One destination's state from the activity log alone. */
+export function destinationState(
+  spec: DestinationSpec,
+  manager: BackupManager,
+  local: BackupEntry[],
+): DestinationState {
+  const uploads = manager.catalog.listUploads(spec.name);
+  const deletions = manager.catalog.listDeletions(spec.name);
+  // Held there: uploaded, and not deleted there since (replayed in the order it happened).
+  const events = [
+    ...uploads
+      .filter((u) => u.status === 'ok')
+      .map((u) => ({ at: u.at ?? '', file: u.backupFile, held: true })),
+    ...deletions
+      .filter((d) => d.status === 'ok')
+      .map((d) => ({ at: d.at ?? '', file: d.backupFile, held: false })),
+  ].sort((x, y) => x.at.localeCompare(y.at));
+  const held = new Set<string>();
+  for (const e of events) {
+    if (e.held) held.add(e.file);
+    else held.delete(e.file);
+  }
+  let newestCopy: DestinationState['newestCopy'];
+  for (const file of held) {
+    const time = backupTime(manager, file);
+    if (time && (!newestCopy || time > newestCopy.time)) newestCopy = { file, time };
+  }
+  const lastOk = uploads.find((u) => u.status === 'ok');
+  const lastFailed = uploads.find((u) => u.status === 'failed');
+  const uploadsByStatus: Record<string, number> = {};
+  for (const u of uploads) uploadsByStatus[u.status] = (uploadsByStatus[u.status] ?? 0) + 1;
+  const remote = [...held].map((name) => ({ name }));
+  return {
+    destination: spec.name,
+    type: spec.type,
+    newestCopy,
+    lastSuccess: lastOk ? { file: lastOk.backupFile, at: new Date(lastOk.at!) } : undefined,
+    lastFailure: lastFailed
+      ? { file: lastFailed.backupFile, at: new Date(lastFailed.at!), error: lastFailed.error ?? 'failed' }
+      : undefined,
+    lastAttemptFailed: uploads[0]?.status === 'failed',
+    missing: missingOn(spec, manager, local, remote).map((b) => b.name),
+    uploadsByStatus,
+  };
+}
+
 /** What `litekeep status` shows for one destination. */
 export interface DestinationStatus {
   destination: string;
   type: string;
   /** Backups held there (undefined when it could not be listed). */
   copies?: number;
+  /** The newest copy there, and when it was taken (from a listing, else from the activity log). */
   newest?: string;
   newestTime?: string;
   bytes?: number;
   /** Local backups this destination lacks and its retention would keep, newest first: the next sync uploads them. */
   missing: string[];
-  lastUpload?: { file: string; at: string };
-  /** The newest upload attempt there, when it failed. */
+  missingCount: number;
+  lastSuccess?: { file: string; at: string };
+  /** The newest failed upload there. */
   lastError?: { file: string; at: string; error: string };
+  /** Whether the newest upload attempt there failed. */
+  lastAttemptFailed: boolean;
   lastVerified?: { file: string; at: string };
   /** Why the destination could not be listed just now. */
   error?: string;
+  /** With a maxAge: its newest copy is older, there is none, or its last upload failed (`staleReason` says). */
+  stale: boolean;
+  staleReason?: string;
 }
 
-/** Time of a remote copy: the metadata stored with it, else its name (which has second precision only). */
 /** When a remote copy was taken: from its metadata, else from its name read in `timeZone`. */
 export function remoteTime(o: Pick<RemoteObject, 'name' | 'metadata'>, timeZone: string): Date {
   return o.metadata?.backupTime
@@ -454,32 +616,51 @@ export function remoteTime(o: Pick<RemoteObject, 'name' | 'metadata'>, timeZone:
     : timeFromBackupName(parseBackupName(o.name)!, timeZone);
 }
 
+/** Every destination of a database as the activity log knows it: the daemon's /healthz and /metrics. */
+export async function destinationStatesFromCatalog(
+  target: DatabaseTarget,
+  manager: BackupManager,
+  options: { skipDrive?: boolean } = {},
+): Promise<DestinationState[]> {
+  const { backups } = await manager.listBackups();
+  return destinationsOf(target, options).map((spec) => destinationState(spec, manager, backups));
+}
+
+/** `litekeep status` per destination: a listing of each (the catalog where it cannot be listed). */
 export async function destinationStatuses(
   target: DatabaseTarget,
   manager: BackupManager,
+  maxAgeMs?: number,
 ): Promise<DestinationStatus[]> {
   const specs = destinationsOf(target);
   const { backups } = await manager.listBackups();
   const verifications = manager.catalog.lastVerifications();
   const out: DestinationStatus[] = [];
   for (const spec of specs) {
-    const policy = destinationPolicy(spec, manager);
-    const uploads = manager.catalog.listUploads(spec.name);
-    const lastOk = uploads.find((u) => u.status === 'ok');
-    const latest = uploads[0];
+    const known = destinationState(spec, manager, backups);
     const verified = verifications.find((v) => v.destination === spec.name);
     const status: DestinationStatus = {
       destination: spec.name,
       type: spec.type,
-      missing: [],
-      lastUpload: lastOk ? { file: lastOk.backupFile, at: lastOk.at! } : undefined,
-      lastError:
-        latest && latest.status === 'failed'
-          ? { file: latest.backupFile, at: latest.at!, error: latest.error ?? 'failed' }
-          : undefined,
+      newest: known.newestCopy?.file,
+      newestTime: known.newestCopy?.time.toISOString(),
+      missing: known.missing,
+      missingCount: known.missing.length,
+      lastSuccess: known.lastSuccess
+        ? { file: known.lastSuccess.file, at: known.lastSuccess.at.toISOString() }
+        : undefined,
+      lastError: known.lastFailure
+        ? {
+            file: known.lastFailure.file,
+            at: known.lastFailure.at.toISOString(),
+            error: known.lastFailure.error,
+          }
+        : undefined,
+      lastAttemptFailed: known.lastAttemptFailed,
       lastVerified: verified ? { file: verified.backupFile, at: verified.at! } : undefined,
+      stale: false,
     };
-    let remote: Pick<RemoteObject, 'name' | 'metadata'>[];
+    let newestCopy = known.newestCopy;
     try {
       const objects = ownCopies(await createDestination(spec, target).list(), hostOf(target));
       const sorted = objects
@@ -487,21 +668,28 @@ export async function destinationStatuses(
         .sort((a, b) => b.time.getTime() - a.time.getTime());
       status.copies = objects.length;
       status.bytes = objects.reduce((sum, o) => sum + o.bytes, 0);
-      status.newest = sorted[0]?.o.name;
-      status.newestTime = sorted[0]?.time.toISOString();
-      remote = objects;
+      newestCopy = sorted[0] ? { file: sorted[0].o.name, time: sorted[0].time } : undefined;
+      status.newest = newestCopy?.file;
+      status.newestTime = newestCopy?.time.toISOString();
+      status.missing = missingOn(spec, manager, backups, objects).map((b) => b.name);
+      status.missingCount = status.missing.length;
     } catch (error) {
-      status.error = oneLine(error);
       // Unreachable now: the activity log says what reached it.
-      remote = backups.filter((b) => manager.catalog.lastUpload(b.name, spec.name));
+      status.error = oneLine(error);
     }
-    const present = new Set(remote.map((o) => o.name));
-    status.missing = missingWorthUploading(
-      backups.filter((b) => !present.has(b.name)),
-      remote,
-      policy,
-      manager,
-    ).map((b) => b.name);
+    const problem = destinationProblem(
+      {
+        newestCopyTime: newestCopy?.time,
+        lastAttemptFailed: known.lastAttemptFailed,
+        lastFailureError: known.lastFailure?.error,
+      },
+      maxAgeMs,
+      backups.length > 0,
+    );
+    if (maxAgeMs !== undefined && problem) {
+      status.stale = true;
+      status.staleReason = problem;
+    }
     out.push(status);
   }
   return out;

@@ -22,7 +22,8 @@ export interface DatabaseStatus {
 
 /**
  * What `litekeep status` reports for one database: backups on disk, last success and failure, newest verified
- * copy per destination, and whether the newest backup is older than `maxAgeMs`. Closes the manager.
+ * copy per destination, and whether the newest backup, or any destination's newest copy, is older than
+ * `maxAgeMs` (or a destination's last upload failed). Closes the manager.
  */
 export async function statusOf(
   manager: BackupManager,
@@ -54,8 +55,17 @@ export async function statusOf(
     maxAgeMs,
     stale: false,
   };
-  if (options.destinations) status.destinations = await destinationStatuses(manager.target, manager);
+  if (options.destinations)
+    status.destinations = await destinationStatuses(manager.target, manager, maxAgeMs);
   Object.assign(status, staleness(newest?.time, maxAgeMs, now));
+  // An off-site copy that stopped arriving is as stale as a local one: the point of it is to be there.
+  const offsite = (status.destinations ?? []).filter((d) => d.stale);
+  if (maxAgeMs !== undefined && offsite.length) {
+    status.stale = true;
+    status.staleReason = [status.staleReason, ...offsite.map((d) => `${d.destination}: ${d.staleReason}`)]
+      .filter(Boolean)
+      .join('; ');
+  }
   manager.close();
   return status;
 }

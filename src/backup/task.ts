@@ -2,10 +2,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { CATALOG_DIR } from '../catalog/index.js';
-import { loadConfig, type DatabaseTarget, type LoadConfigOptions } from '../config/index.js';
+import { ConfigError, loadConfig, type DatabaseTarget, type LoadConfigOptions } from '../config/index.js';
 import { acquireLock, LockHeldError } from '../scheduler/index.js';
 import { assertSqliteFile } from '../snapshot/index.js';
 import { createDestination, hostRecordPath } from '../destinations/factory.js';
+import { formatDuration } from '../util/duration.js';
+import { runCeiling } from '../util/timeouts.js';
 import { EXIT, LitekeepError, oneLine } from '../util/errors.js';
 import { encryptionSettings } from './encryption.js';
 import { BackupManager, type BackupResult, type BackupTrigger, type PruneResult } from './manager.js';
@@ -77,6 +79,24 @@ export function lockPathFor(target: DatabaseTarget): string {
   return path.join(target.backupDir, CATALOG_DIR, 'lock');
 }
 
+export const DEFAULT_RUN_TIMEOUT_MS = 3 * 3_600_000;
+
+/**
+ * A lock held for longer than any run may last (`runTimeout`) is held by a run that hangs: every later run is
+ * blocked by it, so that is a failure to report, not a collision to skip. Returns the error to report then.
+ */
+export function stuckLockError(error: LockHeldError, target: DatabaseTarget): LitekeepError | undefined {
+  const runTimeoutMs = target.settings.runTimeout ?? DEFAULT_RUN_TIMEOUT_MS;
+  if (error.heldForMs === undefined || error.heldForMs <= runTimeoutMs) return undefined;
+  const { holder } = error;
+  return new LitekeepError(
+    `a run seems stuck: pid ${holder.pid} on host ${holder.host} ("${holder.purpose}") has held ${error.lockPath} ` +
+      `since ${holder.startedAt}, ${formatDuration(error.heldForMs)}, longer than runTimeout ${formatDuration(runTimeoutMs)}; ` +
+      `no run of ${target.name} can start until it ends — stop that process, or find what it waits for`,
+    { exitCode: EXIT.failed, stage: 'lock', cause: error },
+  );
+}
+
 /**
  * Runs `work` while holding the database's lock, the one backups and the daemon take, so that prune, sync and
  * restore never race a backup of the same database. Fails with a message naming the holder.
@@ -87,11 +107,16 @@ export async function withDatabaseLock<T>(
   work: () => Promise<T>,
   signal?: AbortSignal,
 ): Promise<T> {
-  const lock = await acquireLock(lockPathFor(target), {
-    waitMs: target.settings.lockWait ?? 0,
-    purpose: `${purpose} of ${target.name}`,
-    signal,
-  });
+  let lock;
+  try {
+    lock = await acquireLock(lockPathFor(target), {
+      waitMs: target.settings.lockWait ?? 0,
+      purpose: `${purpose} of ${target.name}`,
+      signal,
+    });
+  } catch (error) {
+    throw (error instanceof LockHeldError && stuckLockError(error, target)) || error;
+  }
   try {
     return await work();
   } finally {
@@ -123,6 +148,13 @@ export async function runBackupForTarget(
     durationMs: 0,
   };
   const step = (message: string) => options.onStep?.(message);
+  // The run's ceiling: whatever hangs, the run ends by runTimeout, and is then reported like any failure.
+  const ceiling = runCeiling(
+    `the backup run of ${target.name}`,
+    target.settings.runTimeout ?? DEFAULT_RUN_TIMEOUT_MS,
+    options.signal,
+  );
+  const signal = ceiling.signal;
   let release: (() => Promise<void>) | undefined;
   let runId: number | undefined;
   let lockedOut = false;
@@ -133,13 +165,20 @@ export async function runBackupForTarget(
     assertSqliteFile(target.path);
     if (options.prune ?? target.settings.prune) manager.retentionPolicy();
     await encryptionSettings(target.settings.encryption);
+    // Destinations that cannot work as configured (a folder overlapping the backup folder) stop the run here.
+    if (options.upload !== false) {
+      for (const spec of destinationsOf(target, { skipDrive: options.drive === false })) {
+        const destination = createDestination(spec, target);
+        (destination as { destroy?: () => void }).destroy?.();
+      }
+    }
     manager.prepareFolder();
     manager.assertFolderHoldsOnlyThisDatabase();
     recordHostName(target);
     const lock = await acquireLock(lockPathFor(target), {
       waitMs: target.settings.lockWait ?? 0,
       purpose: `${trigger} backup of ${target.name}`,
-      signal: options.signal,
+      signal,
     });
     release = () => lock.release();
     try {
@@ -158,7 +197,7 @@ export async function runBackupForTarget(
       trigger: backupTriggerOf(trigger),
       vacuum: options.vacuum,
       runId,
-      signal: options.signal,
+      signal,
       onProgress: options.onProgress,
     });
     result.backup = backup;
@@ -173,13 +212,15 @@ export async function runBackupForTarget(
       result.destinations = await runDestinations(target, manager, backup, {
         skipDrive: options.drive === false,
         runId,
-        signal: options.signal,
+        signal,
         onStep: step,
         onProgress: options.onProgress,
       });
       offsiteFailed = result.destinations.some((d) => d.status === 'failed');
       for (const d of result.destinations) if (d.warning) warnings.push(`${d.destination}: ${d.warning}`);
     }
+    // Stopped (Ctrl-C, the daemon told to stop, runTimeout): the stages after this one do not run.
+    signal.throwIfAborted();
 
     if (options.prune ?? target.settings.prune) {
       result.stage = 'prune';
@@ -212,14 +253,22 @@ export async function runBackupForTarget(
     result.stage = undefined;
     result.status = offsiteFailed || (result.prune?.failed.length ?? 0) > 0 ? 'partial' : 'ok';
   } catch (error) {
-    result.status = 'failed';
-    result.error = oneLine(error);
-    // Another run of the same database is doing the job right now: not news for the monitors.
-    if (error instanceof LockHeldError) lockedOut = true;
+    // A run stopped after its backup was made leaves that backup safe: partly done, not failed.
+    result.status = signal.aborted && result.backup ? 'partial' : 'failed';
+    result.error = oneLine(ceiling.expired ?? error);
+    // Another run of the same database is doing the job right now: not news for the monitors. Unless it has
+    // been at it for longer than any run may take: then it hangs, and backups have stopped.
+    if (error instanceof LockHeldError) {
+      const stuck = stuckLockError(error, target);
+      if (stuck) result.error = oneLine(stuck);
+      else lockedOut = true;
+    }
     if (error instanceof LitekeepError && error.stage) result.stage = error.stage;
-    result.exitCode = error instanceof LitekeepError ? error.exitCode : EXIT.failed;
+    result.exitCode =
+      error instanceof LitekeepError || error instanceof ConfigError ? error.exitCode : EXIT.failed;
   }
 
+  ceiling.dispose();
   result.durationMs = Date.now() - started;
   if (result.status !== 'failed') result.exitCode = result.status === 'ok' ? EXIT.ok : EXIT.partial;
 
@@ -340,6 +389,21 @@ export async function planBackupRun(
   } finally {
     manager.close();
   }
+}
+
+/** What did not work in a run that was partly done, one phrase each: for logs and messages. */
+export function partialProblems(result: RunBackupResult): string[] {
+  const problems: string[] = [];
+  for (const d of result.destinations)
+    if (d.status === 'failed')
+      problems.push(`upload to ${d.destination} failed: ${d.error ?? 'unknown error'}`);
+  for (const failure of result.prune?.failed ?? [])
+    problems.push(`could not delete ${failure.name}: ${failure.error}`);
+  for (const n of result.notifications)
+    if (n.status === 'failed') problems.push(`notification ${n.channel} (${n.event}) failed: ${n.error}`);
+  if (result.error) problems.push(result.error);
+  for (const w of result.warnings) if (/^retention (not applied|held back)/.test(w)) problems.push(w);
+  return problems.length ? problems : ['see the warnings'];
 }
 
 export interface RunBackupTaskOptions extends RunBackupOptions, LoadConfigOptions {

@@ -378,12 +378,17 @@ export class Catalog {
   }
 
   listUploads(destination?: string): (UploadRecord & { id: number })[] {
+    return this.rowsOf<UploadRecord>('uploads', destination);
+  }
+
+  /** Rows of a per-destination table (of one destination, or all), newest first. */
+  private rowsOf<T>(table: 'uploads' | 'deletions', destination?: string): (T & { id: number })[] {
     const rows = (
       destination
-        ? this.db.prepare(`SELECT * FROM uploads WHERE destination = ? ORDER BY id DESC`).all(destination)
-        : this.db.prepare(`SELECT * FROM uploads ORDER BY id DESC`).all()
+        ? this.db.prepare(`SELECT * FROM ${table} WHERE destination = ? ORDER BY id DESC`).all(destination)
+        : this.db.prepare(`SELECT * FROM ${table} ORDER BY id DESC`).all()
     ) as Row[];
-    return rows.map((row) => camel(row) as unknown as UploadRecord & { id: number });
+    return rows.map((row) => camel(row) as unknown as T & { id: number });
   }
 
   recordDeletion(record: DeletionRecord): void {
@@ -401,6 +406,11 @@ export class Catalog {
         orNull(record.error),
         record.at ?? now(),
       );
+  }
+
+  /** Deletions from one destination (or all), newest first. */
+  listDeletions(destination?: string): (DeletionRecord & { id: number })[] {
+    return this.rowsOf<DeletionRecord>('deletions', destination);
   }
 
   recordNotification(record: NotificationRecord): void {

@@ -4,6 +4,7 @@
 import { Command, CommanderError } from 'commander';
 import { VERSION } from '../version.js';
 import { EXIT, oneLine } from '../util/errors.js';
+import { redactUrlsInText } from '../util/redact.js';
 import { registerBackup } from './commands/backup.js';
 import { registerDemo } from './commands/demo.js';
 import { registerConfig, registerHistory, registerList, registerStatus } from './commands/inspect.js';
@@ -113,7 +114,8 @@ export async function main(argv = process.argv): Promise<number> {
       return EXIT.usage;
     }
     printError(oneLine(error));
-    if (process.env.LITEKEEP_DEBUG) process.stderr.write(`${(error as Error).stack}\n`);
+    if (process.env.LITEKEEP_DEBUG)
+      process.stderr.write(`${redactUrlsInText(String((error as Error).stack))}\n`);
     return exitCodeOf(error);
   }
 }

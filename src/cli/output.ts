@@ -1,7 +1,13 @@
 import { ProgressLine } from './progress.js';
+import { redactUrlsInText } from '../util/redact.js';
+
+/*
+ * Everything the CLI prints goes through here, and no URL leaves with its credentials (an endpoint written as
+ * http://user:secret@host, an error quoting a presigned URL, an old error in the activity log).
+ */
 
 export function printJson(value: unknown): void {
-  process.stdout.write(JSON.stringify(value, null, 2) + '\n');
+  process.stdout.write(redactUrlsInText(JSON.stringify(value, null, 2)) + '\n');
 }
 
 /** JSON for commands that run per database: the object itself for one database, `{ databases }` for several. */
@@ -34,7 +40,7 @@ export function startProgress(options: { json?: boolean }): ProgressLine {
 export function print(line = ''): void {
   if (quiet) return;
   progress?.clear();
-  process.stdout.write(line + '\n');
+  process.stdout.write(redactUrlsInText(line) + '\n');
 }
 
 /** The one prefix of everything litekeep says on stderr. */
@@ -43,13 +49,13 @@ export const PREFIX = 'litekeep: ';
 export function warn(line: string): void {
   if (quiet) return;
   progress?.clear();
-  process.stderr.write(`${PREFIX}warning: ${line}\n`);
+  process.stderr.write(`${PREFIX}warning: ${redactUrlsInText(line)}\n`);
 }
 
 /** An error, on stderr, also under `--quiet`. */
 export function printError(line: string): void {
   progress?.clear();
-  process.stderr.write(`${PREFIX}${line}\n`);
+  process.stderr.write(`${PREFIX}${redactUrlsInText(line)}\n`);
 }
 
 /**
@@ -92,26 +98,4 @@ export function markRunsUntilSignalled(): void {
 
 export function isRunsUntilSignalled(): boolean {
   return runsUntilSignalled;
-}
-
-/**
- * Ctrl-C or SIGTERM stops the command's work through the returned signal, so that it removes its temp files
- * before exiting; a second signal exits at once.
- */
-export function stopOnSignal(what: string): { signal: AbortSignal; dispose: () => void } {
-  const abort = new AbortController();
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (abort.signal.aborted) process.exit(signal === 'SIGINT' ? 130 : 143);
-    process.stderr.write(`litekeep: ${signal} received, stopping the ${what} and removing its temp files\n`);
-    abort.abort(new Error(`${what} stopped by ${signal}`));
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  return {
-    signal: abort.signal,
-    dispose: () => {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-    },
-  };
 }

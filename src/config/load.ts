@@ -5,7 +5,9 @@ import YAML from 'yaml';
 import { parseWithin } from '../retention/index.js';
 import { didYouMean } from '../util/suggest.js';
 import { isValidTimeZone, systemTimeZone } from '../util/time.js';
+import { redactUrl } from '../util/redact.js';
 import { resolveDatabaseLocation } from './database-url.js';
+import { DRIVE_CHUNK_QUANTUM, httpUrlProblem, validateDestinations } from './destinations.js';
 import { configSchema, DATABASE_OVERRIDE_KEYS, type LitekeepConfig } from './schema.js';
 import { ConfigError, envNameFor, InvalidValue, isSetting, type Section, type Setting } from './settings.js';
 
@@ -290,6 +292,33 @@ export function loadConfig(options: LoadConfigOptions = {}): ResolvedConfig {
       }),
     );
   }
+  // Impossible settings stop litekeep here, before any work: not at 03:00 after a local backup was made.
+  const checkedDestinations = values.get('destinations') as Record<string, unknown>[] | undefined;
+  if (checkedDestinations) validateDestinations(checkedDestinations, sources.destinations ?? 'configuration');
+  for (const key of [
+    'notify.ntfy.server',
+    'notify.webhook.url',
+    'notify.ping.url',
+    'drive.apiUrl',
+    'drive.tokenUrl',
+    'drive.authUrl',
+  ]) {
+    const url = values.get(key);
+    const problem = typeof url === 'string' ? httpUrlProblem(url) : undefined;
+    if (problem) {
+      const shown = isSecretKey(key) ? '(secret)' : `'${redactUrl(String(url))}'`;
+      throw new ConfigError(
+        `invalid ${key} ${shown} from ${sources[key]}: expected an http(s) URL such as https://example.com/path (${problem})`,
+      );
+    }
+  }
+  const chunkSize = values.get('drive.chunkSize');
+  if (typeof chunkSize === 'number' && chunkSize % DRIVE_CHUNK_QUANTUM !== 0) {
+    throw new ConfigError(
+      `invalid drive.chunkSize ${chunkSize} from ${sources['drive.chunkSize']}: expected a multiple of 262144 (256 KiB), such as 8388608 (8 MiB)`,
+    );
+  }
+
   const database = values.get('database');
   if (typeof database === 'string') {
     values.set(

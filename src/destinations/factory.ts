@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { DatabaseTarget } from '../config/index.js';
 import { ConfigError, isValidHostName } from '../config/index.js';
+import { validateDestinations, type DestinationType } from '../config/destinations.js';
 import { parseRetentionPolicy, type RetentionPolicy } from '../retention/index.js';
 import { EXIT, LitekeepError } from '../util/errors.js';
 import { GoogleDriveDestination } from './google-drive.js';
@@ -10,7 +11,7 @@ import { LocalDestination } from './local.js';
 import { S3Destination } from './s3.js';
 import type { Destination } from './types.js';
 
-export type DestinationType = 'local' | 'google-drive' | 's3';
+export type { DestinationType };
 
 export interface DestinationSpec {
   name: string;
@@ -20,75 +21,16 @@ export interface DestinationSpec {
   settings: Record<string, unknown>;
 }
 
-const COMMON_KEYS = ['name', 'type', 'retention', 'enabled'];
-const KEYS_BY_TYPE: Record<DestinationType, string[]> = {
-  local: ['path'],
-  'google-drive': [
-    'credentials',
-    'folder',
-    'folderId',
-    'trash',
-    'chunkSize',
-    'apiUrl',
-    'tokenUrl',
-    'authUrl',
-  ],
-  s3: [
-    'bucket',
-    'prefix',
-    'region',
-    'endpoint',
-    'forcePathStyle',
-    'storageClass',
-    'serverSideEncryption',
-    'accessKeyId',
-    'secretAccessKey',
-    'partSize',
-    'checksumMode',
-    'maxAttempts',
-  ],
-};
-
 /** The seed's default location of the Drive credentials, relative to the working folder. */
 export const DEFAULT_GOOGLE_CREDENTIALS = 'google_user_credentials.json';
 
 function specFromEntry(entry: Record<string, unknown>, index: number): DestinationSpec {
   const where = `destinations[${index}]`;
-  const type = entry.type as DestinationType;
-  if (!(type in KEYS_BY_TYPE)) {
-    throw new ConfigError(
-      `invalid ${where}.type '${String(entry.type)}': expected local, google-drive or s3`,
-    );
-  }
-  const allowed = new Set([...COMMON_KEYS, ...KEYS_BY_TYPE[type]]);
-  for (const key of Object.keys(entry)) {
-    if (!allowed.has(key)) {
-      throw new ConfigError(
-        `unknown key '${where}.${key}' for a ${type} destination; known: ${[...allowed].join(', ')}`,
-      );
-    }
-  }
-  if (type === 'local' && typeof entry.path !== 'string') {
-    throw new ConfigError(`${where} (local) needs 'path': the folder to copy backups into`);
-  }
-  if (type === 's3' && typeof entry.bucket !== 'string') {
-    throw new ConfigError(`${where} (s3) needs 'bucket'`);
-  }
-  let retention: RetentionPolicy | undefined;
-  if (entry.retention !== undefined) {
-    if (typeof entry.retention !== 'object' || entry.retention === null) {
-      throw new ConfigError(`invalid ${where}.retention: expected a map such as {daily: 7, weekly: 4}`);
-    }
-    try {
-      retention = parseRetentionPolicy(entry.retention as Record<string, unknown>, `${where}.retention`);
-    } catch (error) {
-      throw new ConfigError((error as Error).message);
-    }
-  }
-  const name = String(entry.name);
-  if (name === 'local')
-    throw new ConfigError(`${where}.name 'local' is reserved for the backup folder itself`);
-  return { name, type, retention, settings: entry };
+  const retention =
+    entry.retention === undefined
+      ? undefined
+      : parseRetentionPolicy(entry.retention as Record<string, unknown>, `${where}.retention`);
+  return { name: String(entry.name), type: entry.type as DestinationType, retention, settings: entry };
 }
 
 /**
@@ -98,12 +40,9 @@ function specFromEntry(entry: Record<string, unknown>, index: number): Destinati
  */
 export function destinationSpecs(target: DatabaseTarget, driveConfigured: boolean): DestinationSpec[] {
   const settings = target.settings;
+  // Checked when the configuration loaded, naming its source; again here for targets built by hand.
+  validateDestinations(settings.destinations ?? [], 'configuration');
   const specs = (settings.destinations ?? []).map(specFromEntry);
-  const names = new Set<string>();
-  for (const spec of specs) {
-    if (names.has(spec.name)) throw new ConfigError(`duplicate destination name '${spec.name}'`);
-    names.add(spec.name);
-  }
   if (driveConfigured && settings.drive.enabled && !specs.some((s) => s.type === 'google-drive')) {
     const drivePolicy = Object.fromEntries(
       Object.entries(settings.drive.retention).filter(([, v]) => v !== undefined),
@@ -139,6 +78,8 @@ export function createDestination(
   spec: DestinationSpec,
   target: DatabaseTarget,
   cwd = process.cwd(),
+  /** The run's signal: every request of the destination stops with it. */
+  signal?: AbortSignal,
 ): Destination {
   const s = spec.settings;
   switch (spec.type) {
@@ -169,6 +110,8 @@ export function createDestination(
         trash: bool(s.trash) ?? true,
         chunkSize: num(s.chunkSize),
         endpoints: { apiRootUrl: str(s.apiUrl), tokenUrl: str(s.tokenUrl), authUrl: str(s.authUrl) },
+        idleTimeoutMs: target.settings.idleTimeout,
+        signal,
       });
     }
     case 's3':
@@ -191,6 +134,8 @@ export function createDestination(
         partSize: num(s.partSize),
         checksumMode: str(s.checksumMode) as 'when-required' | 'when-supported' | undefined,
         maxAttempts: num(s.maxAttempts),
+        idleTimeoutMs: target.settings.idleTimeout,
+        signal,
       });
   }
 }

@@ -70,8 +70,8 @@ export function withProgress(
   if (!onProgress) return candidate;
   return {
     ...candidate,
-    open: async () => {
-      const source: Readable = await candidate.open();
+    open: async (signal?: AbortSignal) => {
+      const source: Readable = await candidate.open(signal);
       let bytes = 0;
       // Counted on the way through (a 'data' listener would start the stream before its reader is attached).
       const counted = new Transform({

@@ -73,7 +73,8 @@ export interface Candidate {
   foreignHost?: boolean;
   /** Why `latest` passes it over: its last verification failed. */
   setAside?: string;
-  open: () => Promise<Readable>;
+  /** The stored bytes; `signal` stops the transfer. */
+  open: (signal?: AbortSignal) => Promise<Readable>;
 }
 
 export interface SelectOptions {
@@ -151,7 +152,7 @@ export async function listCandidates(
           host,
           ...(host === own ? {} : { foreignHost: true }),
           ...setAsideOf(verdicts.get(o.name)),
-          open: () => destination.get(o),
+          open: (signal?: AbortSignal) => destination.get(o, { signal }),
         };
       })
       .sort((a, b) => b.time.getTime() - a.time.getTime() || (a.name < b.name ? 1 : -1));
@@ -295,7 +296,8 @@ export async function fetchAndCheck(
     // Opened before any data flows so that a failure can close it: a stream that is destroyed before its
     // own open() finished would create the file after the cleanup below removed it.
     sink = await fsp.open(plainPath, 'wx', 0o600);
-    const source = await candidate.open();
+    signal?.throwIfAborted();
+    const source = await candidate.open(signal);
     input = source;
     // The artifact's bytes are hashed as they pass, before any decoding.
     source.on('error', (error) => artifactHash.destroy(error));
@@ -476,6 +478,7 @@ export async function restoreBackup(
   let safetyCopy: string | undefined;
   try {
     const fetched = await fetchAndCheck(candidate, temp, options, 'full', options.signal);
+    options.signal?.throwIfAborted();
     step(
       `fetched into ${path.basename(temp)} and verified: sha256 ${candidate.sha256 ? 'matches the record' : 'not recorded, computed'} ${fetched.sha256.slice(0, 12)}…, integrity ${fetched.integrity}`,
     );
@@ -815,7 +818,8 @@ async function verifyOne(
   } catch (error) {
     // A missing or unusable identity says nothing about the backup: it is not recorded as a failed verification.
     if (error instanceof LitekeepError && error.exitCode === EXIT.usage) throw error;
-    if (signal?.aborted) throw error;
+    // Nor does being stopped.
+    if (signal?.aborted) throw signal.reason;
     result.status = verdictOf(error);
     result.error = oneLine(error);
   } finally {

@@ -73,7 +73,10 @@ describe('a backup folder on its own', () => {
     const w = workspace();
     for (let i = 0; i < 3; i++)
       expect((await runCli(['backup', '--no-prune'], { cwd: w.dir, env: w.env })).code).toBe(0);
-    const all = backupNames(w.backups).sort().reverse();
+    // Newest first, as litekeep orders them (two backups in one second: by the time recorded, not the name).
+    const listed = await runCli(['list', '--json'], { cwd: w.dir, env: w.env });
+    const all = (JSON.parse(listed.stdout).backups as Json[]).map((b) => b.name as string);
+    expect([...all].sort()).toEqual(backupNames(w.backups).sort());
     expect(all).toHaveLength(3);
     const json = JSON.parse(
       (await runCli(['list', '--limit', '2', '--json'], { cwd: w.dir, env: w.env })).stdout,

@@ -78,10 +78,10 @@ describe('progress on a terminal', () => {
         0,
       );
     }
-    const names = filesIn(w.backups)
-      .filter((f) => f.startsWith('backup-'))
-      .sort()
-      .reverse();
+    // Newest first, as litekeep orders them (two backups in one second: by the time recorded, not the name).
+    const listed = await runCli(['list', '--json'], { cwd: w.dir, env: w.env });
+    const names = (JSON.parse(listed.stdout).backups as { name: string }[]).map((b) => b.name);
+    expect(names).toHaveLength(3);
     const r = await runOnTerminal(['verify', 'all'], { cwd: w.dir, env: w.env });
     expect(r.code, r.output).toBe(0);
     const at = (text: string) => {

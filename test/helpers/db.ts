@@ -15,6 +15,17 @@ export function makeDatabase(file: string, rows = 200, journalMode: 'wal' | 'del
   db.close();
 }
 
+/** A database of `rows` rows of `bytesPerRow` random (incompressible) bytes in table `blobs`. */
+export function makeRandomDatabase(file: string, rows: number, bytesPerRow = 8000): void {
+  const db = new Database(file);
+  db.exec('CREATE TABLE blobs (id INTEGER PRIMARY KEY, data BLOB NOT NULL)');
+  db.prepare(
+    'WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) ' +
+      'INSERT INTO blobs (data) SELECT randomblob(?) FROM n',
+  ).run(rows, bytesPerRow);
+  db.close();
+}
+
 export function countRows(file: string, table = 'items'): number {
   const db = new Database(file, { readonly: true });
   try {

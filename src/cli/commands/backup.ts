@@ -9,6 +9,7 @@ import {
   type RunTrigger,
 } from '../../backup/task.js';
 import { EXIT, LitekeepError } from '../../util/errors.js';
+import { abortOnSignals } from '../signals.js';
 import { humanBytes, humanDuration } from '../../util/fs.js';
 import {
   addRetentionOptions,
@@ -179,14 +180,7 @@ export function registerBackup(program: Command): void {
     }
     const results: RunBackupResult[] = [];
     // Ctrl-C or a cron timeout stops the run cleanly: temp files are removed, no half-written backup is left.
-    const abort = new AbortController();
-    const onSignal = (signal: NodeJS.Signals) => {
-      if (abort.signal.aborted) process.exit(signal === 'SIGINT' ? 130 : 143);
-      printError(`${signal} received, stopping the backup and removing its temp files`);
-      abort.abort();
-    };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
+    const abort = abortOnSignals('backup');
     for (const target of targets) {
       if (abort.signal.aborted) break;
       const progress = startProgress(options);

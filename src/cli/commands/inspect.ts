@@ -237,12 +237,21 @@ function printStatus(s: DatabaseStatus, timeZone: string): void {
         : `${d.copies} cop${d.copies === 1 ? 'y' : 'ies'}, ${humanBytes(d.bytes ?? 0)}` +
           `, newest ${d.newest && d.newestTime ? `${d.newest} (${age(new Date(d.newestTime))})` : 'none'}`;
     print(`  ${d.destination} (${d.type}): ${held}`);
+    if (d.copies === undefined && d.newest && d.newestTime)
+      print(`    newest copy known: ${d.newest} (${age(new Date(d.newestTime))})`);
+    print(
+      `    last success: ${d.lastSuccess ? `${formatTime(new Date(d.lastSuccess.at), timeZone)} (${d.lastSuccess.file})` : 'never'}`,
+    );
     if (d.missing.length)
       print(`    missing ${d.missing.length}: ${d.missing.join(', ')} (litekeep sync uploads them)`);
+    else print('    missing: none');
     if (d.lastError)
-      print(`    last error: ${formatTime(new Date(d.lastError.at), timeZone)} — ${d.lastError.error}`);
+      print(
+        `    last error${d.lastAttemptFailed ? '' : ' (since succeeded)'}: ${formatTime(new Date(d.lastError.at), timeZone)} — ${d.lastError.error}`,
+      );
     if (d.lastVerified)
       print(`    last verified: ${d.lastVerified.file} (${age(new Date(d.lastVerified.at))})`);
+    if (d.stale) print(`    STALE: ${d.staleReason}`);
   }
   if (s.stale) print(`  STALE: ${s.staleReason}`);
 }

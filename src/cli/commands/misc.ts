@@ -5,8 +5,9 @@ import { sendTestNotifications } from '../../backup/notifications.js';
 import { destinationsOf, runDestinations } from '../../backup/offsite.js';
 import { withDatabaseLock } from '../../backup/task.js';
 import { generateIdentity } from '../../pipeline/index.js';
-import { errorCode, EXIT, LitekeepError } from '../../util/errors.js';
+import { errorCode, EXIT, LitekeepError, oneLine } from '../../util/errors.js';
 import { didYouMean } from '../../util/suggest.js';
+import { runCeiling } from '../../util/timeouts.js';
 import {
   addConfigOptions,
   addTargetOptions,
@@ -15,6 +16,7 @@ import {
   type CommonOptions,
 } from '../context.js';
 import { print, printJson, printPerDatabaseJson, startProgress } from '../output.js';
+import { abortOnSignals } from '../signals.js';
 
 export function registerNotify(program: Command): void {
   const notify = program.command('notify').description('notification tools');
@@ -103,6 +105,7 @@ export function registerSync(program: Command): void {
     const out: unknown[] = [];
     let failed = false;
     const progress = startProgress(options);
+    const stop = abortOnSignals('sync');
     for (const target of selectTargets(resolved, options)) {
       if (options.to !== undefined) {
         const names = destinationsOf(target).map((d) => d.name);
@@ -117,16 +120,29 @@ export function registerSync(program: Command): void {
         }
       }
       const manager = new BackupManager(target);
-      const outcomes = await withDatabaseLock(target, 'sync', () =>
-        runDestinations(target, manager, undefined, {
-          skipDrive: options.drive === false,
-          only: options.to,
-          onStep: options.json ? undefined : (m) => print(`- ${m}`),
-          onProgress: (stage, bytes, total) => progress.update(stage, bytes, total),
-        }),
-      );
-      progress.done();
-      manager.close();
+      // It holds the database's lock like a backup run, so it has the same ceiling.
+      const ceiling = runCeiling(`sync of ${target.name}`, target.settings.runTimeout, stop.signal);
+      const outcomes = await withDatabaseLock(
+        target,
+        'sync',
+        () =>
+          runDestinations(target, manager, undefined, {
+            skipDrive: options.drive === false,
+            only: options.to,
+            signal: ceiling.signal,
+            onStep: options.json ? undefined : (m) => print(`- ${m}`),
+            onProgress: (stage, bytes, total) => progress.update(stage, bytes, total),
+          }),
+        ceiling.signal,
+      ).finally(() => {
+        progress.done();
+        ceiling.dispose();
+        manager.close();
+      });
+      if (ceiling.expired) {
+        for (const o of outcomes)
+          if (o.status === 'failed') o.error = `${o.error} (${oneLine(ceiling.expired)})`;
+      }
       if (outcomes.some((o) => o.status === 'failed')) failed = true;
       out.push({ database: target.name, destinations: outcomes });
       if (!options.json) {
@@ -141,6 +157,7 @@ export function registerSync(program: Command): void {
         }
       }
     }
+    stop.dispose();
     if (options.json) printPerDatabaseJson(out);
     if (failed) process.exitCode = EXIT.partial;
   });

@@ -18,15 +18,8 @@ import { EXIT, LitekeepError } from '../../util/errors.js';
 import { humanBytes } from '../../util/fs.js';
 import { formatTime, systemTimeZone, zonedToDate } from '../../util/time.js';
 import { addTargetOptions, resolveConfig, selectTargets, type CommonOptions } from '../context.js';
-import {
-  print,
-  printFailure,
-  printJson,
-  printPerDatabaseJson,
-  startProgress,
-  stopOnSignal,
-  warn,
-} from '../output.js';
+import { print, printFailure, printJson, printPerDatabaseJson, startProgress, warn } from '../output.js';
+import { abortOnSignals } from '../signals.js';
 
 interface RestoreFlags extends CommonOptions {
   from?: string;
@@ -186,7 +179,7 @@ export function registerRestore(program: Command): void {
       }
     }
     const decrypt = await decryptOptionsFor(target, options.identity);
-    const abort = stopOnSignal('restore');
+    const stop = abortOnSignals('restore');
     const progress = startProgress(options);
     const restore = () =>
       restoreBackup(target, {
@@ -198,15 +191,15 @@ export function registerRestore(program: Command): void {
         to: options.to,
         force: options.force,
         dryRun: options.dryRun,
-        signal: abort.signal,
+        signal: stop.signal,
         ...decrypt,
         onStep: options.json ? undefined : (message) => print(`- ${message}`),
         onProgress: (stage, bytes, total) => progress.update(stage, bytes, total),
       });
     // No backup or prune of this database may run while it is being replaced.
-    const result = await (options.dryRun ? restore() : withDatabaseLock(target, 'restore', restore)).finally(
-      () => abort.dispose(),
-    );
+    const result = await (
+      options.dryRun ? restore() : withDatabaseLock(target, 'restore', restore, stop.signal)
+    ).finally(() => stop.dispose());
     progress.done();
     for (const w of result.warnings) warn(w);
     if (options.json) printJson(result);
@@ -245,7 +238,7 @@ export function registerVerify(program: Command): void {
     const out: unknown[] = [];
     let failed = false;
     const progress = startProgress(options);
-    const abort = stopOnSignal('verify');
+    const stop = abortOnSignals('verification');
     try {
       for (const target of targets) {
         const decrypt = await decryptOptionsFor(target, options.identity);
@@ -255,7 +248,7 @@ export function registerVerify(program: Command): void {
           all: name === 'all',
           from: options.from,
           host: options.host,
-          signal: abort.signal,
+          signal: stop.signal,
           ...decrypt,
           onProgress: (stage, bytes, total) => progress.update(stage, bytes, total),
           onResult: (r) => {
@@ -276,7 +269,7 @@ export function registerVerify(program: Command): void {
         out.push({ database: target.name, results });
       }
     } finally {
-      abort.dispose();
+      stop.dispose();
     }
     progress.done();
     if (options.json) printPerDatabaseJson(out);
