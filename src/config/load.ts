@@ -8,6 +8,7 @@ import { isValidTimeZone, systemTimeZone } from '../util/time.js';
 import { resolveDatabaseLocation } from './database-url.js';
 import { configSchema, DATABASE_OVERRIDE_KEYS, type LitekeepConfig } from './schema.js';
 import { ConfigError, envNameFor, InvalidValue, isSetting, type Section, type Setting } from './settings.js';
+import { resolveDestinationPaths } from '../destinations/local-paths.js';
 
 export interface LoadConfigOptions {
   /** Working folder: where `litekeep.yml` and `.env` are looked for (default `process.cwd()`). */
@@ -275,13 +276,7 @@ export function loadConfig(options: LoadConfigOptions = {}): ResolvedConfig {
     const base = baseDirs.get('destinations') ?? cwd;
     values.set(
       'destinations',
-      destinations.map((d) => {
-        const out = { ...d };
-        for (const key of ['path', 'credentials']) {
-          if (typeof out[key] === 'string') out[key] = path.resolve(base, out[key] as string);
-        }
-        return out;
-      }),
+      destinations.map((d) => resolveDestinationPaths(d, base)),
     );
   }
   const database = values.get('database');

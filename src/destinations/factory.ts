@@ -6,10 +6,12 @@ import { parseRetentionPolicy, type RetentionPolicy } from '../retention/index.j
 import { EXIT, LitekeepError } from '../util/errors.js';
 import { GoogleDriveDestination } from './google-drive.js';
 import { LocalDestination } from './local.js';
+import { checkRcloneSettings, RcloneDestination } from './rclone.js';
 import { S3Destination } from './s3.js';
+import { checkSftpSettings, SftpDestination } from './sftp.js';
 import type { Destination } from './types.js';
 
-export type DestinationType = 'local' | 'google-drive' | 's3';
+export type DestinationType = 'local' | 'google-drive' | 's3' | 'rclone' | 'sftp';
 
 export interface DestinationSpec {
   name: string;
@@ -46,6 +48,8 @@ const KEYS_BY_TYPE: Record<DestinationType, string[]> = {
     'checksumMode',
     'maxAttempts',
   ],
+  rclone: ['remote', 'rclone', 'rcloneConfig', 'flags'],
+  sftp: ['host', 'port', 'user', 'path', 'keyFile', 'passphrase', 'password', 'agent', 'knownHosts'],
 };
 
 /** The seed's default location of the Drive credentials, relative to the working folder. */
@@ -56,7 +60,7 @@ function specFromEntry(entry: Record<string, unknown>, index: number): Destinati
   const type = entry.type as DestinationType;
   if (!(type in KEYS_BY_TYPE)) {
     throw new ConfigError(
-      `invalid ${where}.type '${String(entry.type)}': expected local, google-drive or s3`,
+      `invalid ${where}.type '${String(entry.type)}': expected local, google-drive, s3, rclone or sftp`,
     );
   }
   const allowed = new Set([...COMMON_KEYS, ...KEYS_BY_TYPE[type]]);
@@ -73,6 +77,8 @@ function specFromEntry(entry: Record<string, unknown>, index: number): Destinati
   if (type === 's3' && typeof entry.bucket !== 'string') {
     throw new ConfigError(`${where} (s3) needs 'bucket'`);
   }
+  if (type === 'rclone') checkRcloneSettings(entry, `${where} '${String(entry.name)}'`);
+  if (type === 'sftp') checkSftpSettings(entry, `${where} '${String(entry.name)}'`);
   let retention: RetentionPolicy | undefined;
   if (entry.retention !== undefined) {
     if (typeof entry.retention !== 'object' || entry.retention === null) {
@@ -179,6 +185,32 @@ export function createDestination(
         partSize: num(s.partSize),
         checksumMode: str(s.checksumMode) as 'when-required' | 'when-supported' | undefined,
         maxAttempts: num(s.maxAttempts),
+      });
+    case 'rclone':
+      return new RcloneDestination({
+        name: spec.name,
+        remote: String(s.remote),
+        databaseName: target.name,
+        host: hostOf(target),
+        binary: str(s.rclone),
+        configPath: str(s.rcloneConfig),
+        flags: s.flags as string[] | undefined,
+      });
+    case 'sftp':
+      return new SftpDestination({
+        name: spec.name,
+        host: String(s.host),
+        port: num(s.port),
+        user: str(s.user),
+        path: String(s.path),
+        databaseName: target.name,
+        machine: hostOf(target),
+        keyFile: str(s.keyFile),
+        passphrase: str(s.passphrase),
+        password: str(s.password),
+        agent:
+          typeof s.agent === 'string' && s.agent !== 'true' && s.agent !== 'false' ? s.agent : bool(s.agent),
+        knownHosts: str(s.knownHosts),
       });
   }
 }
