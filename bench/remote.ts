@@ -110,7 +110,7 @@ interface Target {
   remote: string;
   /** Where uploads land on this machine's disk, to check them and clean up. */
   disk: string;
-  destination: (run: number) => Destination;
+  destination: (folder: string) => Destination;
 }
 
 const targets: Target[] = [
@@ -118,9 +118,9 @@ const targets: Target[] = [
     label: 'rclone destination, local backend',
     remote: `disk:${path.join(work, 'disk')}`,
     disk: path.join(work, 'disk'),
-    destination: (run) =>
+    destination: (folder) =>
       new RcloneDestination({
-        remote: `disk:${path.join(work, 'disk', `lk${run}`)}`,
+        remote: `disk:${path.join(work, 'disk', folder)}`,
         databaseName: 'b',
         host: 'h',
         configPath: config,
@@ -131,9 +131,9 @@ const targets: Target[] = [
     label: 'rclone destination, rclone serve webdav',
     remote: 'web:',
     disk: webdav.dir,
-    destination: (run) =>
+    destination: (folder) =>
       new RcloneDestination({
-        remote: `web:lk${run}`,
+        remote: `web:${folder}`,
         databaseName: 'b',
         host: 'h',
         configPath: config,
@@ -144,9 +144,9 @@ const targets: Target[] = [
     label: 'rclone destination, rclone serve sftp',
     remote: 'box:',
     disk: rcloneSftp.dir,
-    destination: (run) =>
+    destination: (folder) =>
       new RcloneDestination({
-        remote: `box:lk${run}`,
+        remote: `box:${folder}`,
         databaseName: 'b',
         host: 'h',
         configPath: config,
@@ -157,13 +157,13 @@ const targets: Target[] = [
     label: 'sftp destination, rclone serve sftp',
     remote: 'box:',
     disk: rcloneSftp.dir,
-    destination: (run) =>
+    destination: (folder) =>
       new SftpDestination({
         host: '127.0.0.1',
         port: rcloneSftp.port,
         user: rcloneSftp.user,
         password: rcloneSftp.pass,
-        path: `lk${run}`,
+        path: folder,
         databaseName: 'b',
         machine: 'h',
         knownHosts,
@@ -178,9 +178,9 @@ if (openssh) {
       label: 'rclone destination, OpenSSH',
       remote: `openssh:${server.dir}`,
       disk: server.dir,
-      destination: (run) =>
+      destination: (folder) =>
         new RcloneDestination({
-          remote: `openssh:${server.dir}/lk${run}`,
+          remote: `openssh:${server.dir}/${folder}`,
           databaseName: 'b',
           host: 'h',
           configPath: config,
@@ -191,13 +191,13 @@ if (openssh) {
       label: 'sftp destination, OpenSSH',
       remote: `openssh:${server.dir}`,
       disk: server.dir,
-      destination: (run) =>
+      destination: (folder) =>
         new SftpDestination({
           host: '127.0.0.1',
           port: server.port,
           user: server.user,
           keyFile: server.clientKey,
-          path: `${server.dir}/lk${run}`,
+          path: `${server.dir}/${folder}`,
           databaseName: 'b',
           machine: 'h',
           knownHosts,
@@ -217,7 +217,7 @@ try {
   console.log(
     `${'destination'.padEnd(42)} ${'litekeep'.padStart(9)} ${'copyto'.padStart(9)} ${'ratio'.padStart(6)}`,
   );
-  for (const target of targets) {
+  for (const [index, target] of targets.entries()) {
     fs.mkdirSync(target.disk, { recursive: true });
     let best = { litekeep: Infinity, copyto: Infinity };
     for (let run = 0; run < runs; run++) {
@@ -226,10 +226,13 @@ try {
       for (const who of order) {
         clean(target.disk);
         if (who === 'litekeep') {
-          const d = target.destination(run);
+          // A folder of its own each time: rclone's servers cache listings, so one emptied behind their back
+          // would still look full.
+          const folder = `lk${index}-${run}`;
+          const d = target.destination(folder);
           let id = '';
           const ms = await timed(async () => (id = (await d.put(file, path.basename(file), metadata)).id));
-          const stored = path.join(target.disk, `lk${run}`, 'b', 'h', path.basename(file));
+          const stored = path.join(target.disk, folder, 'b', 'h', path.basename(file));
           if (sha256File(stored) !== sha256) throw new Error(`${target.label}: ${id} holds other bytes`);
           best.litekeep = Math.min(best.litekeep, ms);
         } else {
@@ -237,7 +240,7 @@ try {
             rclone([
               'copyto',
               file,
-              `${target.remote}${target.remote.endsWith(':') ? '' : '/'}rc${run}/copy.db`,
+              `${target.remote}${target.remote.endsWith(':') ? '' : '/'}rc${index}-${run}/copy.db`,
             ]),
           );
           best.copyto = Math.min(best.copyto, ms);

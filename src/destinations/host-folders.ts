@@ -145,6 +145,22 @@ export class HostFolderDestination implements Destination {
     });
   }
 
+  /** One copy among a host folder's entries, reading only its own sidecar. */
+  private async find(
+    ops: FolderOps,
+    entries: FolderEntry[],
+    segment: string,
+    name: string,
+  ): Promise<RemoteObject | undefined> {
+    const mine = new Set([`${segment}/${name}`, `${segment}/${SIDECAR_DIR}/${sidecarFileName(name)}`]);
+    return (
+      await this.objectsIn(
+        ops,
+        entries.filter((e) => mine.has(e.path)),
+      )
+    )[0];
+  }
+
   async list(): Promise<RemoteObject[]> {
     try {
       return await this.store.session(async (ops) => this.objectsIn(ops, await ops.listDatabase()));
@@ -155,10 +171,9 @@ export class HostFolderDestination implements Destination {
 
   async stat(name: string): Promise<RemoteObject | undefined> {
     try {
-      return await this.store.session(async (ops) => {
-        const entries = await ops.listHost(this.ownSegment);
-        return (await this.objectsIn(ops, entries)).find((o) => o.name === name);
-      });
+      return await this.store.session(async (ops) =>
+        this.find(ops, await ops.listHost(this.ownSegment), this.ownSegment, name),
+      );
     } catch (error) {
       throw this.fail(`stat of ${name}`, error, 'list');
     }
@@ -209,7 +224,7 @@ export class HostFolderDestination implements Destination {
       return await this.store.session(async (ops) => {
         const entries = await ops.listHost(segment);
         await this.sweepTemps(ops, entries, segment);
-        const existing = (await this.objectsIn(ops, entries)).find((o) => o.name === name);
+        const existing = await this.find(ops, entries, segment, name);
         if (existing) {
           await this.alreadyThere(ops, existing, final, sidecar, localPath, metadata);
           return done();
@@ -236,7 +251,7 @@ export class HostFolderDestination implements Destination {
           published = result.published;
           if (!published) {
             // Taken between the listing and now: the same backup from a retried run, or another machine's.
-            const now = (await this.objectsIn(ops, await ops.listHost(segment))).find((o) => o.name === name);
+            const now = await this.find(ops, await ops.listHost(segment), segment, name);
             if (!now) throw new Error(`${this.idOf(final)} could not be created and is not there`);
             await this.alreadyThere(ops, now, final, sidecar, localPath, metadata);
             return done();
@@ -285,15 +300,16 @@ export class HostFolderDestination implements Destination {
   }
 
   /**
-   * Temp files in this host's folder from uploads that did not finish: the host folder is this machine's, so a
+   * Temp files in this host's folder (and its sidecars') from uploads that did not finish: the folder is this machine's, so a
    * temp's pid is one of this machine's processes, and one that is gone (or this process, which uploads to one
    * folder at a time) left it behind.
    */
   private async sweepTemps(ops: FolderOps, entries: FolderEntry[], segment: string): Promise<void> {
     for (const entry of entries) {
       const parts = entry.path.split('/');
-      if (parts.length !== 2 || parts[0] !== segment) continue;
-      const m = TEMP_OF_PROCESS.exec(parts[1]);
+      const inSidecars = parts.length === 3 && parts[1] === SIDECAR_DIR;
+      if (parts[0] !== segment || !(parts.length === 2 || inSidecars)) continue;
+      const m = TEMP_OF_PROCESS.exec(parts.at(-1)!);
       if (!m) continue;
       const pid = Number(m[1]);
       if (pid !== process.pid && isProcessAlive(pid)) continue;

@@ -85,7 +85,7 @@ export function classifyRcloneFailure(line: string): RcloneFailureKind {
   )
     return 'auth';
   if (
-    /connection refused|no such host|i\/o timeout|network is unreachable|connection reset|couldn't connect|dial tcp|EOF$|context deadline exceeded|TLS handshake/i.test(
+    /connection refused|no such host|i\/o timeout|network is unreachable|connection reset|couldn't connect|dial tcp|EOF$|unexpected EOF|context deadline exceeded|TLS handshake|use of closed network connection|broken pipe/i.test(
       line,
     )
   )

@@ -1,10 +1,10 @@
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { PassThrough, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ConfigError } from '../config/index.js';
 import {
@@ -14,8 +14,9 @@ import {
   type FolderStore,
   type Uploaded,
 } from './host-folders.js';
+import { hashFileInWorker } from './hash-worker.js';
+import { RcloneDaemon, RcloneFailure } from './rclone-daemon.js';
 import {
-  classifyRcloneFailure,
   rcloneErrorLine,
   redactRcloneOutput,
   remoteName,
@@ -37,16 +38,10 @@ export interface RcloneDestinationOptions {
   binary?: string;
   /** rclone's config file; default rclone's own choice (RCLONE_CONFIG, else ~/.config/rclone/rclone.conf). */
   configPath?: string;
-  /** Extra flags for every rclone call, e.g. `--bwlimit 8M` or backend options. */
+  /** Extra flags for rclone, e.g. `--bwlimit 8M` or backend options. */
   flags?: string[];
   /** Environment of rclone; default this process's. */
   env?: NodeJS.ProcessEnv;
-}
-
-interface RcloneResult {
-  code: number;
-  stdout: string;
-  stderr: string;
 }
 
 interface RcloneFeatures {
@@ -57,7 +52,8 @@ interface RcloneFeatures {
   readMetadata: boolean;
 }
 
-interface LsjsonItem {
+/** An object as rclone's `operations/list` and `operations/stat` describe it. */
+interface RcloneItem {
   Path: string;
   Name: string;
   Size: number;
@@ -66,9 +62,6 @@ interface LsjsonItem {
   Hashes?: Record<string, string>;
   Metadata?: Record<string, string>;
 }
-
-/** rclone exit code 3: "directory not found"; 4: "file not found". */
-const NOT_FOUND_CODES = new Set([3, 4]);
 
 /**
  * Hashes in the order litekeep prefers them for checking a copy: those Node computes itself, cheapest first on
@@ -104,193 +97,99 @@ function missingBinary(binary: string): string {
   );
 }
 
-/**
- * Runs rclone and turns its failures into one line that names the cause and the fix, with every secret
- * (tokens, passwords, credentials in URLs) masked.
- */
-export class RcloneRunner {
-  readonly binary: string;
-  private readonly env: NodeJS.ProcessEnv;
-
-  constructor(
-    private readonly options: Pick<
-      RcloneDestinationOptions,
-      'binary' | 'configPath' | 'flags' | 'env' | 'remote'
-    >,
-  ) {
-    this.binary = options.binary ?? 'rclone';
-    this.env = rcloneEnv(options.env ?? process.env);
+/** Everything secret that rclone might echo: values in the environment and in the config file. */
+async function secretsFor(env: NodeJS.ProcessEnv, configPath: string | undefined): Promise<string[]> {
+  const secrets = secretsInEnvironment(env);
+  const file = configPath ?? env.RCLONE_CONFIG ?? path.join(os.homedir(), '.config', 'rclone', 'rclone.conf');
+  try {
+    secrets.push(...secretsInConfig(await fsp.readFile(file, 'utf8')));
+  } catch {
+    // no readable config: nothing more to mask
   }
-
-  private args(command: string, args: string[], retries = true): string[] {
-    // One attempt for small requests (a missing file is not worth three tries); rclone's low-level retries
-    // still cover each request's transient failures.
-    return [
-      command,
-      ...globalArgs(this.options.configPath, this.options.flags),
-      ...(retries ? [] : ['--retries', '1']),
-      ...args,
-    ];
-  }
-
-  /** Runs one command to completion. `stdin` is text or a file to feed it. */
-  async run(
-    command: string,
-    args: string[],
-    options: { stdin?: string; signal?: AbortSignal; retries?: boolean } = {},
-  ): Promise<RcloneResult> {
-    return new Promise<RcloneResult>((resolve, reject) => {
-      const child = spawn(this.binary, this.args(command, args, options.retries ?? false), {
-        env: this.env,
-        stdio: [options.stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
-        signal: options.signal,
-      });
-      const out: Buffer[] = [];
-      const err: Buffer[] = [];
-      child.stdout!.on('data', (d: Buffer) => out.push(d));
-      child.stderr!.on('data', (d: Buffer) => err.push(d));
-      child.on('error', (error: NodeJS.ErrnoException) => {
-        if (error.code === 'ENOENT') reject(new Error(missingBinary(this.binary)));
-        else if (error.name === 'AbortError')
-          reject(Object.assign(new Error('cancelled'), { name: 'AbortError' }));
-        else reject(error);
-      });
-      child.on('close', (code) =>
-        resolve({
-          code: code ?? 1,
-          stdout: Buffer.concat(out).toString('utf8'),
-          stderr: Buffer.concat(err).toString('utf8'),
-        }),
-      );
-      if (options.stdin !== undefined) {
-        child.stdin!.on('error', () => undefined);
-        child.stdin!.end(options.stdin);
-      }
-    });
-  }
-
-  /** Runs a command that must succeed; throws the described failure otherwise. */
-  async ok(
-    command: string,
-    args: string[],
-    options: Parameters<RcloneRunner['run']>[2] = {},
-  ): Promise<string> {
-    const result = await this.run(command, args, options);
-    if (result.code !== 0) throw await this.failure(command, result);
-    return result.stdout;
-  }
-
-  /** A stream of a command's stdout that errors, rather than ends, when the command fails. */
-  stream(command: string, args: string[]): Readable {
-    const child = spawn(this.binary, this.args(command, args), {
-      env: this.env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const out = new PassThrough();
-    const err: Buffer[] = [];
-    child.stderr.on('data', (d: Buffer) => err.push(d));
-    child.stdout.pipe(out, { end: false });
-    child.on('error', (error: NodeJS.ErrnoException) =>
-      out.destroy(error.code === 'ENOENT' ? new Error(missingBinary(this.binary)) : error),
-    );
-    child.on('close', (code) => {
-      if (code === 0) {
-        out.end();
-        return;
-      }
-      const result = { code: code ?? 1, stdout: '', stderr: Buffer.concat(err).toString('utf8') };
-      void this.failure(command, result).then((e) => out.destroy(e));
-    });
-    // A reader that stops early (an aborted restore) must not leave rclone running.
-    out.on('close', () => {
-      if (child.exitCode === null) child.kill();
-    });
-    return out;
-  }
-
-  /** Everything secret that rclone might echo: values in the environment and in the config file. */
-  private async secrets(): Promise<string[]> {
-    const secrets = secretsInEnvironment(this.env);
-    const configFile =
-      this.options.configPath ??
-      this.env.RCLONE_CONFIG ??
-      path.join(os.homedir(), '.config', 'rclone', 'rclone.conf');
-    try {
-      secrets.push(...secretsInConfig(await fsp.readFile(configFile, 'utf8')));
-    } catch {
-      // no readable config: nothing more to mask
-    }
-    return secrets;
-  }
-
-  async failure(command: string, result: RcloneResult): Promise<RcloneFailure> {
-    const line = redactRcloneOutput(rcloneErrorLine(result.stderr), await this.secrets());
-    const kind = classifyRcloneFailure(line);
-    const name = remoteName(this.options.remote);
-    let message: string;
-    if (kind === 'not-configured') {
-      message =
-        `rclone has no remote '${name ? `${name}:` : this.options.remote}'${this.options.configPath ? ` in ${this.options.configPath}` : ''}; ` +
-        `run 'rclone config' to add it, or set 'rcloneConfig' to the config file that has it`;
-    } else if (kind === 'auth') {
-      message =
-        `rclone could not sign in to '${name ? `${name}:` : this.options.remote}' (${line}); check its credentials with ` +
-        `'rclone config'${name ? ` (for OAuth services: rclone config reconnect ${name}:)` : ''}`;
-    } else if (kind === 'unreachable') {
-      message = `cannot reach '${this.options.remote}' (${line}); check the network and that the service is up`;
-    } else {
-      message = `rclone ${command} failed (exit ${result.code}): ${line}`;
-    }
-    // The remote itself may carry credentials (`:webdav,url='https://user:pass@…'`, `pass=…`).
-    return new RcloneFailure(redactRcloneOutput(message, await this.secrets()), kind, result.code);
-  }
+  return secrets;
 }
 
-export class RcloneFailure extends Error {
-  override name = 'RcloneFailure';
-  constructor(
-    message: string,
-    readonly kind: ReturnType<typeof classifyRcloneFailure>,
-    readonly code: number,
-  ) {
-    super(message);
-  }
-
-  get notFound(): boolean {
-    return this.kind === 'not-found' || NOT_FOUND_CODES.has(this.code);
-  }
-}
-
-/** The database folder on an rclone remote, through the `rclone` program. */
+/** The database folder on an rclone remote, through one `rclone rcd` per destination. */
 class RcloneStore implements FolderStore {
   /** The database folder as shown and as ids begin: with any credentials in the remote string masked. */
   readonly root: string;
   /** The database folder as rclone is given it. */
   private readonly location: string;
   private features?: Promise<RcloneFeatures>;
+  readonly daemon: RcloneDaemon;
+  private readonly env: NodeJS.ProcessEnv;
 
-  constructor(
-    private readonly rclone: RcloneRunner,
-    remote: string,
-    databaseName: string,
-  ) {
-    this.location = joinRemote(remote.replace(/(?<=[^:/])\/+$/, ''), databaseName);
+  constructor(private readonly options: RcloneDestinationOptions) {
+    this.location = joinRemote(options.remote.replace(/(?<=[^:/])\/+$/, ''), options.databaseName);
     this.root = redactRcloneOutput(this.location);
+    this.env = rcloneEnv(options.env ?? process.env);
+    this.daemon = new RcloneDaemon({
+      binary: options.binary ?? 'rclone',
+      args: globalArgs(options.configPath, options.flags),
+      env: this.env,
+      secrets: () => secretsFor(this.env, options.configPath),
+    });
   }
 
-  private at(relative: string): string {
-    return joinRemote(this.location, relative);
+  /** One line naming the cause and the fix, for anything rclone reported (already masked). */
+  private explain(error: unknown): Error {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT')
+      return new Error(missingBinary(this.options.binary ?? 'rclone'));
+    if (!(error instanceof RcloneFailure)) {
+      const code = (error as NodeJS.ErrnoException).code;
+      return code === 'ECONNREFUSED' || code === 'ECONNRESET'
+        ? new Error(
+            `the rclone process stopped (${code}); run again, and check that rclone works ('rclone version')`,
+          )
+        : (error as Error);
+    }
+    const line = rcloneErrorLine(error.message);
+    const name = remoteName(this.options.remote);
+    const remote = redactRcloneOutput(this.options.remote);
+    switch (error.kind) {
+      case 'not-configured':
+        return new Error(
+          `rclone has no remote '${name ? `${name}:` : remote}'${this.options.configPath ? ` in ${this.options.configPath}` : ''}; ` +
+            `run 'rclone config' to add it, or set 'rcloneConfig' to the config file that has it`,
+        );
+      case 'auth':
+        return new Error(
+          `rclone could not sign in to '${name ? `${name}:` : remote}' (${line}); check its credentials with ` +
+            `'rclone config'${name ? ` (for OAuth services: rclone config reconnect ${name}:)` : ''}`,
+        );
+      case 'unreachable':
+        return new Error(`cannot reach '${remote}' (${line}); check the network and that the service is up`);
+      default:
+        return new Error(`rclone failed: ${line}`);
+    }
+  }
+
+  /** An rc call whose failure is explained; `missing` turns "not found" into undefined. */
+  private async rc<T>(
+    method: string,
+    params: Record<string, unknown>,
+    options: { async?: boolean; signal?: AbortSignal; missing?: boolean } = {},
+  ): Promise<T | undefined> {
+    try {
+      return await this.daemon.call<T>(method, params, options);
+    } catch (error) {
+      if (options.missing && error instanceof RcloneFailure && error.notFound) return undefined;
+      if ((error as Error).name === 'AbortError') throw error;
+      throw this.explain(error);
+    }
   }
 
   private backendFeatures(): Promise<RcloneFeatures> {
-    this.features ??= this.rclone.ok('backend', ['features', this.location]).then((out) => {
-      const parsed = JSON.parse(out) as { Hashes?: string[]; Features?: Record<string, boolean> };
-      return {
-        hashes: parsed.Hashes ?? [],
-        userMetadata: Boolean(parsed.Features?.UserMetadata && parsed.Features?.WriteMetadata),
-        readMetadata: Boolean(parsed.Features?.ReadMetadata),
-      };
-    });
+    this.features ??= this.rc<{ Hashes?: string[]; Features?: Record<string, boolean> }>(
+      'operations/fsinfo',
+      {
+        fs: this.location,
+      },
+    ).then((info) => ({
+      hashes: info?.Hashes ?? [],
+      userMetadata: Boolean(info?.Features?.UserMetadata && info?.Features?.WriteMetadata),
+      readMetadata: Boolean(info?.Features?.ReadMetadata),
+    }));
     this.features.catch(() => (this.features = undefined));
     return this.features;
   }
@@ -301,18 +200,7 @@ class RcloneStore implements FolderStore {
     return NODE_HASHES.find((h) => hashes.includes(h)) ?? hashes[0];
   }
 
-  private async lsjson(target: string, args: string[]): Promise<LsjsonItem[] | undefined> {
-    const result = await this.rclone.run('lsjson', [...args, target]);
-    if (result.code !== 0) {
-      const failure = await this.rclone.failure('lsjson', result);
-      if (failure.notFound) return undefined;
-      throw failure;
-    }
-    const parsed = JSON.parse(result.stdout) as LsjsonItem[] | LsjsonItem;
-    return Array.isArray(parsed) ? parsed : [parsed];
-  }
-
-  private entry(item: LsjsonItem, prefix: string): FolderEntry {
+  private entry(item: RcloneItem, prefix: string): FolderEntry {
     const metadata = item.Metadata ? parseS3Metadata(item.Metadata) : undefined;
     return {
       path: `${prefix}${item.Path}`,
@@ -322,22 +210,33 @@ class RcloneStore implements FolderStore {
     };
   }
 
-  private async listBelow(relative: string | undefined, depth: number): Promise<FolderEntry[]> {
+  private async listBelow(relative: string | undefined): Promise<FolderEntry[]> {
     const { readMetadata } = await this.backendFeatures();
-    const items = await this.lsjson(relative === undefined ? this.location : this.at(relative), [
-      '-R',
-      '--files-only',
-      '--max-depth',
-      String(depth),
-      ...(readMetadata ? ['--metadata'] : []),
-    ]);
-    const prefix = relative === undefined ? '' : `${relative}/`;
-    return (items ?? []).filter((i) => !i.IsDir).map((i) => this.entry(i, prefix));
+    const out = await this.rc<{ list: RcloneItem[] }>(
+      'operations/list',
+      {
+        fs: this.location,
+        remote: relative ?? '',
+        opt: {
+          recurse: true,
+          filesOnly: true,
+          noMimeType: true,
+          ...(readMetadata ? { metadata: true } : {}),
+        },
+      },
+      { missing: true },
+    );
+    // rc lists paths from the fs root, not from `remote`.
+    return (out?.list ?? []).filter((i) => !i.IsDir).map((i) => this.entry(i, ''));
   }
 
-  private async stat(relative: string, args: string[] = []): Promise<LsjsonItem | undefined> {
-    const items = await this.lsjson(this.at(relative), ['--stat', ...args]);
-    return items?.[0];
+  private async stat(relative: string, opt: Record<string, unknown> = {}): Promise<RcloneItem | undefined> {
+    const out = await this.rc<{ item: RcloneItem | null }>(
+      'operations/stat',
+      { fs: this.location, remote: relative, opt },
+      { missing: true },
+    );
+    return out?.item ?? undefined;
   }
 
   /** Digest of the local file, computed by Node where it can, else by rclone (Dropbox, QuickXor, ...). */
@@ -347,59 +246,70 @@ class RcloneStore implements FolderStore {
       await pipeline(fs.createReadStream(localPath), hash);
       return hash.digest('hex');
     }
-    const out = await this.rclone.ok('hashsum', [type, localPath]);
-    return out.trim().split(/\s+/)[0];
+    const out = await this.rc<{ item: RcloneItem | null }>('operations/stat', {
+      fs: path.dirname(localPath),
+      remote: path.basename(localPath),
+      opt: { showHash: true, hashTypes: [type] },
+    });
+    const digest = out?.item?.Hashes?.[type];
+    if (!digest) throw new Error(`rclone computed no ${type} hash of ${localPath}`);
+    return digest;
   }
 
   private readonly ops: FolderOps = {
-    listDatabase: () => this.listBelow(undefined, 3),
-    listHost: (segment) => this.listBelow(segment, 2),
+    listDatabase: () => this.listBelow(undefined),
+    listHost: (segment) => this.listBelow(segment),
     readTexts: async (paths) => {
-      // One rclone call for all of them, into a private temp folder: a call per sidecar costs a process and, on
-      // a cloud remote, a sign-in each.
-      const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'litekeep-rclone-'));
-      try {
-        await this.rclone.ok('copy', ['--files-from-raw', '-', '--no-traverse', this.location, dir], {
-          stdin: `${paths.join('\n')}\n`,
-        });
-        const texts = new Map<string, string>();
-        for (const p of paths) {
-          const text = await fsp.readFile(path.join(dir, ...p.split('/')), 'utf8').catch(() => undefined);
-          if (text !== undefined) texts.set(p, text);
-        }
-        return texts;
-      } finally {
-        await fsp.rm(dir, { recursive: true, force: true });
-      }
+      const texts = new Map<string, string>();
+      await Promise.all(
+        paths.map(async (p) => {
+          try {
+            const chunks: Buffer[] = [];
+            for await (const chunk of await this.daemon.read(this.location, p)) chunks.push(chunk as Buffer);
+            texts.set(p, Buffer.concat(chunks).toString('utf8'));
+          } catch (error) {
+            if (!(error instanceof RcloneFailure && error.notFound)) throw this.explain(error);
+          }
+        }),
+      );
+      return texts;
     },
     writeText: async (relative, text) => {
-      await this.rclone.ok('rcat', [this.at(relative)], { stdin: text });
+      try {
+        await this.daemon.write(
+          this.location,
+          path.posix.dirname(relative),
+          path.posix.basename(relative),
+          text,
+        );
+      } catch (error) {
+        throw this.explain(error);
+      }
     },
     upload: async (localPath, relative, metadata, options) => {
       const [features, type] = await Promise.all([this.backendFeatures(), this.hashType()]);
-      const metadataFlags = features.userMetadata
-        ? [
-            '-M',
-            ...Object.entries(buildS3Metadata(metadata)).flatMap(([k, v]) => ['--metadata-set', `${k}=${v}`]),
-          ]
-        : [];
-      // rclone reads the file itself (copyto, not rcat: it knows the size, can retry, and applies metadata,
-      // which rcat 1.60 ignores); Node hashes the same file at the same time, on the other core.
+      const absolute = path.resolve(localPath);
+      // rclone reads the file itself (a copy, not a stream through rcat: it knows the size, can retry, and
+      // applies metadata, which rcat 1.60 ignores); Node hashes the same file at the same time, on the other core.
       const digesting = digestFile(
-        localPath,
+        absolute,
         type && NODE_HASHES.includes(type) && type !== 'sha256' ? [type] : [],
       );
-      const copying = this.rclone.ok(
-        'copyto',
-        [
-          // litekeep checks the copy itself below (with the same hash rclone would use, or a read-back).
-          '--ignore-checksum',
-          '--no-check-dest',
-          ...metadataFlags,
-          localPath,
-          this.at(relative),
-        ],
-        { signal: options.signal, retries: true },
+      const copying = this.rc(
+        'operations/copyfile',
+        {
+          srcFs: path.dirname(absolute),
+          srcRemote: path.basename(absolute),
+          dstFs: this.location,
+          dstRemote: relative,
+          _config: {
+            // litekeep checks the copy itself afterwards, with the same hash rclone would use (or a read-back).
+            IgnoreChecksum: true,
+            NoCheckDest: true,
+            ...(features.userMetadata ? { Metadata: true, MetadataSet: buildS3Metadata(metadata) } : {}),
+          },
+        },
+        { async: true, signal: options.signal },
       );
       const [digests] = await Promise.all([digesting, copying]);
       options.onProgress?.(digests.bytes);
@@ -407,7 +317,7 @@ class RcloneStore implements FolderStore {
     },
     verify: async (relative, uploaded, localPath) => {
       const type = await this.hashType();
-      const item = await this.stat(relative, type ? ['--hash', '--hash-type', type] : []);
+      const item = await this.stat(relative, type ? { showHash: true, hashTypes: [type] } : {});
       if (!item) return 'the copy is missing right after upload';
       if (item.Size !== uploaded.bytes)
         return `the remote holds ${item.Size} bytes, ${uploaded.bytes} were sent`;
@@ -423,35 +333,43 @@ class RcloneStore implements FolderStore {
       }
       // No hash on this backend (or none for this object): read the copy back.
       const hash = crypto.createHash('sha256');
-      await pipeline(this.rclone.stream('cat', [this.at(relative)]), hash);
+      try {
+        await pipeline(await this.daemon.read(this.location, relative), hash);
+      } catch (error) {
+        throw this.explain(error);
+      }
       const readBack = hash.digest('hex');
       return readBack === uploaded.sha256
         ? undefined
         : `reading the copy back gave sha256 ${readBack}, not ${uploaded.sha256}`;
     },
     publish: async (from, to, metadata) => {
-      if (await this.stat(to)) return { published: false, metadataKept: false };
       const { userMetadata, readMetadata } = await this.backendFeatures();
-      // A server-side rename where the backend has one; --immutable makes rclone refuse, rather than replace, a
+      if (await this.stat(to)) return { published: false, metadataKept: false };
+      // A server-side rename where the backend has one; Immutable makes rclone refuse, rather than replace, a
       // file that appeared under the final name meanwhile.
-      await this.rclone.ok('moveto', [
-        '--immutable',
-        ...(userMetadata ? ['-M'] : []),
-        this.at(from),
-        this.at(to),
-      ]);
-      const item = await this.stat(to, readMetadata ? ['--metadata'] : []);
-      if (!item) throw new Error(`${this.at(to)} is missing right after renaming the upload to it`);
+      await this.rc(
+        'operations/movefile',
+        {
+          srcFs: this.location,
+          srcRemote: from,
+          dstFs: this.location,
+          dstRemote: to,
+          _config: { Immutable: true, ...(userMetadata ? { Metadata: true } : {}) },
+        },
+        { async: true },
+      );
+      if (!userMetadata) return { published: true, metadataKept: false };
+      const item = await this.stat(to, readMetadata ? { metadata: true } : {});
+      if (!item)
+        throw new Error(`${joinRemote(this.root, to)} is missing right after renaming the upload to it`);
       return {
         published: true,
         metadataKept: Boolean(item.Metadata && parseS3Metadata(item.Metadata).sha256 === metadata.sha256),
       };
     },
     removeFile: async (relative) => {
-      const result = await this.rclone.run('deletefile', [this.at(relative)]);
-      if (result.code === 0) return;
-      const failure = await this.rclone.failure('deletefile', result);
-      if (!failure.notFound) throw failure;
+      await this.rc('operations/deletefile', { fs: this.location, remote: relative }, { missing: true });
     },
   };
 
@@ -460,26 +378,23 @@ class RcloneStore implements FolderStore {
   }
 
   async open(relative: string): Promise<Readable> {
-    return this.rclone.stream('cat', [this.at(relative)]);
+    try {
+      return await this.daemon.read(this.location, relative);
+    } catch (error) {
+      throw this.explain(error);
+    }
   }
 }
 
-/** Streams a file through sha256 (and the other hashes asked for): what Node saw, to compare with the remote's. */
+/**
+ * sha256 (and the other hashes asked for) of the local file, each on a thread of its own: what rclone's copy is
+ * compared with. rclone runs in its own process meanwhile.
+ */
 async function digestFile(localPath: string, extra: string[]): Promise<Uploaded> {
-  const sha256 = crypto.createHash('sha256');
-  const others = extra.map((type) => [type, crypto.createHash(type)] as const);
-  let bytes = 0;
-  for await (const chunk of fs.createReadStream(localPath, { highWaterMark: 1024 * 1024 })) {
-    const buffer = chunk as Buffer;
-    bytes += buffer.length;
-    sha256.update(buffer);
-    for (const [, hash] of others) hash.update(buffer);
-  }
-  return {
-    bytes,
-    sha256: sha256.digest('hex'),
-    digests: Object.fromEntries(others.map(([type, hash]) => [type, hash.digest('hex')])),
-  };
+  const results = await Promise.all(['sha256', ...extra].map((type) => hashFileInWorker(localPath, [type])));
+  const digests = Object.assign({}, ...results.map((r) => r.digests)) as Record<string, string>;
+  const { sha256, ...others } = digests;
+  return { bytes: results[0].bytes, sha256, digests: others };
 }
 
 /**
@@ -488,17 +403,17 @@ async function digestFile(localPath: string, extra: string[]): Promise<Uploaded>
  * on the object where the backend keeps user metadata, and in `.litekeep-meta/<file>.json` beside it where not.
  */
 export class RcloneDestination extends HostFolderDestination {
-  readonly runner: RcloneRunner;
+  private readonly rcloneStore: RcloneStore;
 
   constructor(options: RcloneDestinationOptions) {
-    const runner = new RcloneRunner(options);
-    super(
-      options.name ?? 'rclone',
-      'rclone',
-      new RcloneStore(runner, options.remote, options.databaseName),
-      options.host ?? os.hostname(),
-    );
-    this.runner = runner;
+    const store = new RcloneStore(options);
+    super(options.name ?? 'rclone', 'rclone', store, options.host ?? os.hostname());
+    this.rcloneStore = store;
+  }
+
+  /** Stops the rclone process now rather than when it has been idle a while (or this process exits). */
+  destroy(): void {
+    this.rcloneStore.daemon.stop();
   }
 }
 

@@ -2,7 +2,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import { posix } from 'node:path';
-import { PassThrough, type Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import ssh2 from 'ssh2';
 import type {
@@ -31,6 +31,7 @@ import {
   knownKeyTypes,
   parseKnownHosts,
 } from './known-hosts.js';
+import { hashFileInWorker } from './hash-worker.js';
 import { SIDECAR_DIR } from './sidecar.js';
 
 const { Client, utils } = ssh2;
@@ -87,10 +88,86 @@ function defaultKnownHosts(): string {
   return posix.join(os.homedir(), '.ssh', 'known_hosts');
 }
 
-/** An argument for the remote shell (or rclone's sftp server, which understands the same escaping). */
+/**
+ * An argument for the remote shell, escaped with backslashes: the one form both a POSIX shell and rclone's sftp
+ * server (which takes no quotes and no `./`) read back as the path.
+ */
 function shellArgument(path: string): string {
-  const safe = path.startsWith('/') ? path : `./${path}`;
+  const safe = path.startsWith('-') ? `./${path}` : path;
   return safe.replace(/[^A-Za-z0-9_./-]/g, '\\$&');
+}
+
+/** Reads in flight at once when downloading: one read at a time would wait a round trip per 32–256 KiB. */
+const READS_IN_FLIGHT = 16;
+
+/**
+ * A remote file's bytes in order, fetched with several reads in flight. Fails, rather than ends short, when
+ * the file ends early or the connection breaks.
+ */
+class ParallelReader extends Readable {
+  private next = 0;
+  private pushed = 0;
+  private inFlight = 0;
+  private readonly done = new Map<number, Buffer>();
+  private finished = false;
+
+  constructor(
+    private readonly sftp: SFTPWrapper,
+    private readonly handle: Buffer,
+    private readonly size: number,
+    private readonly chunk: number,
+    private readonly what: string,
+  ) {
+    super({ highWaterMark: READS_IN_FLIGHT * chunk });
+  }
+
+  override _read(): void {
+    while (this.inFlight < READS_IN_FLIGHT && this.next < this.size)
+      this.fetch(this.next, Math.min(this.chunk, this.size - this.next));
+    if (this.size === 0) this.finish();
+  }
+
+  private fetch(offset: number, length: number): void {
+    this.next = offset + length;
+    this.inFlight += 1;
+    const parts: Buffer[] = [];
+    let got = 0;
+    const more = () => {
+      const buffer = Buffer.allocUnsafe(length - got);
+      this.sftp.read(this.handle, buffer, 0, buffer.length, offset + got, (error, bytesRead) => {
+        if (this.destroyed) return;
+        if (error) return this.destroy(error);
+        if (bytesRead === 0)
+          return this.destroy(new Error(`${this.what} ended after ${offset + got} of ${this.size} bytes`));
+        parts.push(buffer.subarray(0, bytesRead));
+        got += bytesRead;
+        // A server may answer with less than asked: ask for the rest.
+        if (got < length) return more();
+        this.inFlight -= 1;
+        this.done.set(offset, parts.length === 1 ? parts[0] : Buffer.concat(parts));
+        this.drain();
+      });
+    };
+    more();
+  }
+
+  private drain(): void {
+    let ready = this.done.get(this.pushed);
+    while (ready) {
+      this.done.delete(this.pushed);
+      this.pushed += ready.length;
+      if (!this.push(ready)) break;
+      ready = this.done.get(this.pushed);
+    }
+    if (this.pushed >= this.size) this.finish();
+    else this._read();
+  }
+
+  private finish(): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.sftp.close(this.handle, () => this.push(null));
+  }
 }
 
 function promised<T>(
@@ -283,8 +360,10 @@ class SftpSession implements FolderOps {
     const target = this.at(relative);
     await this.ensureDir(posix.dirname(target));
     const handle = await this.call<Buffer>(target, (cb) => this.sftp.open(target, 'wx', { mode: 0o600 }, cb));
-    const sha256 = crypto.createHash('sha256');
-    const sha1 = crypto.createHash('sha1');
+    // The same file hashed on another thread while this one sends it: what is compared with the server's
+    // hash. A backup does not change once written; if it did, the two would disagree and the copy not count.
+    const hashing = hashFileInWorker(localPath, ['sha256', 'sha1']);
+    hashing.catch(() => undefined);
     let position = 0;
     try {
       // ssh2 splits a longer write into several sent one after another, and servers that need writes in order
@@ -304,8 +383,6 @@ class SftpSession implements FolderOps {
       for await (const chunk of fs.createReadStream(localPath, { highWaterMark: 1024 * 1024 })) {
         if (options.signal?.aborted) throw Object.assign(new Error('cancelled'), { name: 'AbortError' });
         const buffer = chunk as Buffer;
-        sha256.update(buffer);
-        sha1.update(buffer);
         for (let offset = 0; offset < buffer.length; offset += maxLength) {
           while (inFlight >= WRITES_IN_FLIGHT && failure === undefined)
             await new Promise<void>((r) => (wake = r));
@@ -333,7 +410,10 @@ class SftpSession implements FolderOps {
         () => undefined,
       );
     }
-    return { bytes: position, sha256: sha256.digest('hex'), digests: { sha1: sha1.digest('hex') } };
+    const { bytes, digests } = await hashing;
+    if (bytes !== position)
+      throw new Error(`${localPath} changed while it was uploaded (${bytes} bytes, ${position} sent)`);
+    return { bytes: position, sha256: digests.sha256, digests: { sha1: digests.sha1 } };
   }
 
   /** Runs a command over SSH and returns what it printed, or undefined when the server runs no commands. */
@@ -383,7 +463,7 @@ class SftpSession implements FolderOps {
     // No commands on this server: read the copy back.
     const hash = crypto.createHash('sha256');
     try {
-      await Promise.race([pipeline(this.sftp.createReadStream(target), hash), this.broken]);
+      await Promise.race([pipeline(await this.reader(target, stat.size), hash), this.broken]);
     } catch (error) {
       throw this.describe(error, target);
     }
@@ -417,6 +497,12 @@ class SftpSession implements FolderOps {
     }
   }
 
+  private async reader(target: string, size: number): Promise<Readable> {
+    const handle = await this.call<Buffer>(target, (cb) => this.sftp.open(target, 'r', cb));
+    const chunk = (this.sftp as unknown as { _maxReadLen?: number })._maxReadLen ?? 32_000;
+    return new ParallelReader(this.sftp, handle, size, chunk, target);
+  }
+
   /** A file's bytes; the connection closes when the stream does. */
   async open(relative: string): Promise<Readable> {
     const target = this.at(relative);
@@ -426,7 +512,7 @@ class SftpSession implements FolderOps {
         `there is no ${target} on the server; run 'litekeep list --from <destination>' to see the copies there`,
       );
     const out = new PassThrough();
-    const source = this.sftp.createReadStream(target);
+    const source = await this.reader(target, stat.size);
     source.on('error', (error: unknown) => out.destroy(this.describe(error, target)));
     source.pipe(out);
     out.on('close', () => this.client.end());

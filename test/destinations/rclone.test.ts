@@ -8,7 +8,9 @@ import type { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RcloneDestination, type RcloneDestinationOptions } from '../../src/destinations/rclone.js';
 import type { ArtifactMetadata } from '../../src/destinations/types.js';
-import { RCLONE_MISSING, titled } from '../helpers/programs.js';
+import { spawn } from 'node:child_process';
+import { TSX_LOADER } from '../helpers/cli.js';
+import { descendantsOf, isRunning, RCLONE_MISSING, titled } from '../helpers/programs.js';
 import {
   rcloneTestEnv,
   remoteSection,
@@ -234,17 +236,19 @@ describe.skipIf(RCLONE_MISSING)(titled('RcloneDestination', RCLONE_MISSING), () 
       () => undefined,
       (e: Error) => e,
     );
-    await waitFor(() =>
-      tree(hostDir).some((f) => f.endsWith('.tmp') && fs.statSync(path.join(hostDir, f)).size > MiB),
-    );
-    await webdav.kill();
-    const error = await upload;
+    try {
+      await waitFor(() =>
+        tree(hostDir).some((f) => f.endsWith('.tmp') && fs.statSync(path.join(hostDir, f)).size > MiB),
+      );
+    } finally {
+      await webdav.kill();
+    }
+    const error = await upload.finally(() => webdav.restart());
     expect(error).toBeInstanceOf(Error);
     expect(error!.message.split('\n')).toHaveLength(1);
     expect(error!.message).toMatch(
       /^upload of backup-2026-03-01-030000\.db\.zst on rclone failed: cannot reach 'web:killed'/,
     );
-    await webdav.restart();
     // The partial upload is on the server's disk, but under a temp name that no listing counts.
     const partial = tree(hostDir);
     expect(partial).toHaveLength(1);
@@ -281,6 +285,31 @@ describe.skipIf(RCLONE_MISSING)(titled('RcloneDestination', RCLONE_MISSING), () 
     expect(message).toMatch(/cannot reach/);
     expect(message).not.toContain(secret);
     expect(message).toContain('***');
+  });
+
+  it('leaves no rclone process behind, even when litekeep is killed outright', async () => {
+    const script = path.join(work, 'hold.mts');
+    fs.writeFileSync(
+      script,
+      [
+        `import { RcloneDestination } from ${JSON.stringify(path.resolve('src/destinations/rclone.ts'))};`,
+        `const d = new RcloneDestination(${JSON.stringify({ remote: 'web:held', databaseName: 'app', host: 'h', configPath })});`,
+        'await d.list();',
+        "console.log('listed');",
+        'setInterval(() => undefined, 1000);',
+      ].join('\n'),
+    );
+    const child = spawn(process.execPath, ['--import', TSX_LOADER, script], {
+      env: rcloneTestEnv(),
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    await new Promise<void>((resolve) =>
+      child.stdout!.on('data', (d: Buffer) => d.toString().includes('listed') && resolve()),
+    );
+    const below = descendantsOf(child.pid!);
+    expect(below.length).toBeGreaterThan(0);
+    child.kill('SIGKILL');
+    await waitFor(() => below.every((pid) => !isRunning(pid)), 10_000);
   });
 
   it('says so when rclone is missing', async () => {

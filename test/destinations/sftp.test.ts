@@ -195,6 +195,26 @@ describe.skipIf(SSHD_MISSING)(titled('SftpDestination against OpenSSH', SSHD_MIS
     }
   });
 
+  it('does not count a copy whose hash on the server disagrees, and removes it', async () => {
+    // A server whose sha1sum reports other bytes than it holds, as a failing disk would make it.
+    const bin = path.join(work, 'lying-bin');
+    fs.mkdirSync(bin, { recursive: true });
+    fs.writeFileSync(path.join(bin, 'sha1sum'), `#!/bin/sh\necho ${'0'.repeat(40)}  "$1"\n`, { mode: 0o755 });
+    const lying = await startSshServer({ setEnv: { PATH: `${bin}:/usr/bin:/bin` } });
+    try {
+      const where = path.join(lying.dir, 'lying');
+      const { file, metadata } = artifact(100_000);
+      await expect(destination(lying, { path: where }).put(file, NAME, metadata)).rejects.toThrow(
+        new RegExp(
+          `^upload of ${NAME.replace(/\./g, '\\.')} to sftp failed verification: the server's sha1 0{40} is not the local file's [0-9a-f]{40}; the remote copy was removed`,
+        ),
+      );
+      expect(tree(where)).toEqual([]);
+    } finally {
+      await lying.close();
+    }
+  });
+
   it('refuses a server whose key is unknown, changed or revoked, and a missing known_hosts, naming the fix', async () => {
     const { file, metadata } = artifact(100);
     const otherKey = 'AAAAC3NzaC1lZDI1NTE5AAAAIGm2Yw2bPG1p2xI6b6y6q6jQbR6m4cQ2Fh6Dq1n3c1m2';

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { childrenOf } from '../helpers/programs.js';
 
 export interface SshServer {
   host: string;
@@ -34,9 +35,12 @@ async function freePort(): Promise<number> {
 /**
  * Debian's OpenSSH server on a loopback port, with its own config, host key and authorized_keys in a temp folder
  * (nothing of the machine's own ssh setup is read or changed). `sftpOnly` runs it like a backup account:
- * `ForceCommand internal-sftp`, no commands. Ready once sshd says it listens.
+ * `ForceCommand internal-sftp`, no commands; `setEnv` sets variables of its sessions (a PATH with other tools).
+ * Ready once the port accepts connections.
  */
-export async function startSshServer(options: { sftpOnly?: boolean } = {}): Promise<SshServer> {
+export async function startSshServer(
+  options: { sftpOnly?: boolean; setEnv?: Record<string, string> } = {},
+): Promise<SshServer> {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'litekeep-sshd-'));
   const key = (name: string) => {
     const file = path.join(work, name);
@@ -69,6 +73,7 @@ export async function startSshServer(options: { sftpOnly?: boolean } = {}): Prom
       'StrictModes no',
       'Subsystem sftp internal-sftp',
       ...(options.sftpOnly ? ['ForceCommand internal-sftp'] : []),
+      ...Object.entries(options.setEnv ?? {}).map(([k, v]) => `SetEnv ${k}=${v}`),
       'LogLevel ERROR',
       '',
     ].join('\n'),
@@ -135,7 +140,7 @@ export async function startSshServer(options: { sftpOnly?: boolean } = {}): Prom
   };
 }
 
-/** Signals a process and all its descendants (children first), by pid, found through /proc. */
+/** Signals a process and all its descendants (children first), by pid. */
 function killTree(pid: number, signal: NodeJS.Signals): void {
   for (const child of childrenOf(pid)) killTree(child, signal);
   try {
@@ -143,19 +148,4 @@ function killTree(pid: number, signal: NodeJS.Signals): void {
   } catch {
     // already gone
   }
-}
-
-function childrenOf(pid: number): number[] {
-  const out: number[] = [];
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      // Field 4 of /proc/<pid>/stat is the parent; the name before it is in parentheses and may hold spaces.
-      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
-      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) out.push(Number(entry));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return out;
 }
