@@ -50,6 +50,7 @@ function sha256File(target: string): string {
 }
 
 const seconds = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
+const millis = (ms: number) => `${ms.toFixed(0)} ms`;
 
 async function timed(work_: () => Promise<unknown>): Promise<number> {
   const started = performance.now();
@@ -252,6 +253,25 @@ try {
       `${target.label.padEnd(42)} ${seconds(best.litekeep).padStart(9)} ${seconds(best.copyto).padStart(9)} ${(best.copyto / best.litekeep).toFixed(2).padStart(5)}x`,
     );
     best = { litekeep: Infinity, copyto: Infinity };
+  }
+  // What one small operation costs: a listing through litekeep's rclone daemon against a separate `rclone`
+  // process for it (what litekeep did first), for the choice litekeep made (docs/benchmarks.md).
+  for (const target of targets.filter((t) => t.label.startsWith('rclone destination'))) {
+    const folder = 'small';
+    const d = target.destination(folder) as RcloneDestination;
+    await d.list(); // starts the daemon
+    const daemon = await timed(async () => {
+      for (let i = 0; i < 5; i++) await d.list();
+    });
+    d.destroy();
+    const remote = `${target.remote}${target.remote.endsWith(':') ? '' : '/'}${folder}`;
+    const processes = await timed(async () => {
+      for (let i = 0; i < 5; i++)
+        await rclone(['lsjson', '-R', '--files-only', remote]).catch(() => undefined);
+    });
+    console.log(
+      `${`one listing, ${target.label.replace('rclone destination, ', '')}`.padEnd(42)} ${millis(daemon / 5).padStart(9)} ${millis(processes / 5).padStart(9)}  (rcd / a process each)`,
+    );
   }
   // What rcat (streaming from stdin) costs against copyto, for the choice litekeep made (docs/benchmarks.md).
   for (const target of targets.slice(0, 3)) {

@@ -29,13 +29,22 @@ export interface FolderEntry {
   metadata?: Partial<ArtifactMetadata>;
 }
 
+/** Digests of the local file as it was read for an upload. */
+export interface LocalDigests {
+  bytes: number;
+  sha256: string;
+  /** Other digests (hex), by rclone's hash names (`sha1`, `md5`, ...). */
+  digests: Record<string, string>;
+}
+
 /** What an upload sent, for checking the copy afterwards. */
 export interface Uploaded {
   bytes: number;
-  /** sha256 (hex) of exactly the bytes read from the local file and sent. */
-  sha256: string;
-  /** Other digests (hex) of the bytes sent, by rclone's hash names (`sha1`, `md5`, ...); missing ones are computed from the local file. */
-  digests?: Record<string, string>;
+  /**
+   * The local file's digests, computed while it was sent and perhaps still being finished: a check starts the
+   * storage's own hashing at once and waits for these only to compare. Missing ones come from the local file.
+   */
+  local: Promise<LocalDigests>;
 }
 
 /** The operations of one connection to a folder-like storage, all on paths relative to the database folder. */
@@ -234,12 +243,17 @@ export class HostFolderDestination implements Destination {
         try {
           const uploaded = await ops.upload(localPath, temp, metadata, options);
           let problem: string | undefined;
-          if (uploaded.sha256 !== metadata.sha256) {
-            problem = `the local file's sha256 ${uploaded.sha256} is not the recorded ${metadata.sha256} (it changed during upload?)`;
-          } else if (uploaded.bytes !== metadata.bytes) {
+          if (uploaded.bytes !== metadata.bytes) {
             problem = `sent ${uploaded.bytes} bytes but the backup has ${metadata.bytes}`;
           } else {
-            problem = await ops.verify(temp, uploaded, localPath);
+            const [verdict, local] = await Promise.all([
+              ops.verify(temp, uploaded, localPath),
+              uploaded.local,
+            ]);
+            // The local file itself first: a copy that matches a changed file is no copy of the backup.
+            if (local.sha256 !== metadata.sha256 || local.bytes !== metadata.bytes) {
+              problem = `the local file's sha256 ${local.sha256} is not the recorded ${metadata.sha256} (it changed during upload?)`;
+            } else problem = verdict;
           }
           if (problem) {
             throw new LitekeepError(
@@ -294,7 +308,8 @@ export class HostFolderDestination implements Destination {
     }
     // Bytes without metadata: the process stopped between publishing and writing the sidecar. Check the bytes
     // themselves before saying what they are.
-    const problem = await ops.verify(final, { bytes: metadata.bytes, sha256: metadata.sha256 }, localPath);
+    const local = Promise.resolve({ bytes: metadata.bytes, sha256: metadata.sha256, digests: {} });
+    const problem = await ops.verify(final, { bytes: metadata.bytes, local }, localPath);
     if (problem) throw clash(undefined);
     await ops.writeText(sidecar, encodeSidecar(metadata));
   }

@@ -12,7 +12,7 @@ import {
   type FolderEntry,
   type FolderOps,
   type FolderStore,
-  type Uploaded,
+  type LocalDigests,
 } from './host-folders.js';
 import { hashFileInWorker } from './hash-worker.js';
 import { RcloneDaemon, RcloneFailure } from './rclone-daemon.js';
@@ -50,6 +50,8 @@ interface RcloneFeatures {
   /** The backend keeps user metadata on objects (local xattrs, S3, Azure, ...). */
   userMetadata: boolean;
   readMetadata: boolean;
+  /** A disk of this machine: rclone itself hashes it. */
+  isLocal: boolean;
 }
 
 /** An object as rclone's `operations/list` and `operations/stat` describe it. */
@@ -64,11 +66,13 @@ interface RcloneItem {
 }
 
 /**
- * Hashes in the order litekeep prefers them for checking a copy: those Node computes itself, cheapest first on
- * storages that hash on demand (sha1 is the fastest of the three in rclone and in coreutils), then any other
- * the backend has (rclone computes those of the local file).
+ * Hashes in the order litekeep prefers them for checking a copy: those Node computes itself, cheapest first
+ * where the storage hashes on demand — md5 where a server runs md5sum (SFTP: coreutils' md5sum is faster than
+ * its sha1sum), sha1 where rclone hashes a local disk itself (Go's sha1 is faster than its md5) — then any
+ * other the backend has (rclone computes those of the local file). docs/benchmarks.md has the figures.
  */
-const NODE_HASHES = ['sha1', 'md5', 'sha256'];
+const NODE_HASHES = ['md5', 'sha1', 'sha256'];
+const NODE_HASHES_LOCAL = ['sha1', 'md5', 'sha256'];
 
 export function joinRemote(base: string, relative: string): string {
   if (base.endsWith(':') || base.endsWith('/')) return `${base}${relative}`;
@@ -189,6 +193,7 @@ class RcloneStore implements FolderStore {
       hashes: info?.Hashes ?? [],
       userMetadata: Boolean(info?.Features?.UserMetadata && info?.Features?.WriteMetadata),
       readMetadata: Boolean(info?.Features?.ReadMetadata),
+      isLocal: Boolean(info?.Features?.IsLocal),
     }));
     this.features.catch(() => (this.features = undefined));
     return this.features;
@@ -196,8 +201,8 @@ class RcloneStore implements FolderStore {
 
   /** The hash to check copies with: one Node computes when the backend has one, else any it has. */
   private async hashType(): Promise<string | undefined> {
-    const { hashes } = await this.backendFeatures();
-    return NODE_HASHES.find((h) => hashes.includes(h)) ?? hashes[0];
+    const { hashes, isLocal } = await this.backendFeatures();
+    return (isLocal ? NODE_HASHES_LOCAL : NODE_HASHES).find((h) => hashes.includes(h)) ?? hashes[0];
   }
 
   private entry(item: RcloneItem, prefix: string): FolderEntry {
@@ -311,9 +316,11 @@ class RcloneStore implements FolderStore {
         },
         { async: true, signal: options.signal },
       );
-      const [digests] = await Promise.all([digesting, copying]);
-      options.onProgress?.(digests.bytes);
-      return digests;
+      digesting.catch(() => undefined);
+      await copying;
+      const { size } = await fsp.stat(absolute);
+      options.onProgress?.(size);
+      return { bytes: size, local: digesting };
     },
     verify: async (relative, uploaded, localPath) => {
       const type = await this.hashType();
@@ -322,11 +329,10 @@ class RcloneStore implements FolderStore {
       if (item.Size !== uploaded.bytes)
         return `the remote holds ${item.Size} bytes, ${uploaded.bytes} were sent`;
       const remote = type ? item.Hashes?.[type] : undefined;
+      const sent = await uploaded.local;
       if (type && remote) {
         const local =
-          type === 'sha256'
-            ? uploaded.sha256
-            : (uploaded.digests?.[type] ?? (await this.localDigest(type, localPath)));
+          type === 'sha256' ? sent.sha256 : (sent.digests[type] ?? (await this.localDigest(type, localPath)));
         return remote.toLowerCase() === local.toLowerCase()
           ? undefined
           : `the remote's ${type} ${remote} is not the local file's ${local}`;
@@ -339,9 +345,9 @@ class RcloneStore implements FolderStore {
         throw this.explain(error);
       }
       const readBack = hash.digest('hex');
-      return readBack === uploaded.sha256
+      return readBack === sent.sha256
         ? undefined
-        : `reading the copy back gave sha256 ${readBack}, not ${uploaded.sha256}`;
+        : `reading the copy back gave sha256 ${readBack}, not ${sent.sha256}`;
     },
     publish: async (from, to, metadata) => {
       const { userMetadata, readMetadata } = await this.backendFeatures();
@@ -387,14 +393,13 @@ class RcloneStore implements FolderStore {
 }
 
 /**
- * sha256 (and the other hashes asked for) of the local file, each on a thread of its own: what rclone's copy is
- * compared with. rclone runs in its own process meanwhile.
+ * sha256 (and the other hashes asked for) of the local file in one pass on another thread: what rclone's copy
+ * is compared with. rclone runs in its own process meanwhile; one thread leaves it the other core.
  */
-async function digestFile(localPath: string, extra: string[]): Promise<Uploaded> {
-  const results = await Promise.all(['sha256', ...extra].map((type) => hashFileInWorker(localPath, [type])));
-  const digests = Object.assign({}, ...results.map((r) => r.digests)) as Record<string, string>;
+async function digestFile(localPath: string, extra: string[]): Promise<LocalDigests> {
+  const { bytes, digests } = await hashFileInWorker(localPath, ['sha256', ...extra]);
   const { sha256, ...others } = digests;
-  return { bytes: results[0].bytes, sha256, digests: others };
+  return { bytes, sha256, digests: others };
 }
 
 /**

@@ -362,7 +362,7 @@ class SftpSession implements FolderOps {
     const handle = await this.call<Buffer>(target, (cb) => this.sftp.open(target, 'wx', { mode: 0o600 }, cb));
     // The same file hashed on another thread while this one sends it: what is compared with the server's
     // hash. A backup does not change once written; if it did, the two would disagree and the copy not count.
-    const hashing = hashFileInWorker(localPath, ['sha256', 'sha1']);
+    const hashing = hashFileInWorker(localPath, ['sha256', 'md5']);
     hashing.catch(() => undefined);
     let position = 0;
     try {
@@ -410,10 +410,13 @@ class SftpSession implements FolderOps {
         () => undefined,
       );
     }
-    const { bytes, digests } = await hashing;
-    if (bytes !== position)
-      throw new Error(`${localPath} changed while it was uploaded (${bytes} bytes, ${position} sent)`);
-    return { bytes: position, sha256: digests.sha256, digests: { sha1: digests.sha1 } };
+    const local = hashing.then(({ bytes, digests }) => ({
+      bytes,
+      sha256: digests.sha256,
+      digests: { md5: digests.md5 },
+    }));
+    local.catch(() => undefined);
+    return { bytes: position, local };
   }
 
   /** Runs a command over SSH and returns what it printed, or undefined when the server runs no commands. */
@@ -447,15 +450,15 @@ class SftpSession implements FolderOps {
     if (stat.size !== uploaded.bytes)
       return `the server holds ${stat.size} bytes, ${uploaded.bytes} were sent`;
     // A hash the server computes from its own disk, where it runs commands (OpenSSH with a shell, rclone's
-    // server); sha1 first (the fastest in coreutils that both have), then md5.
+    // server): md5 first (coreutils' md5sum is faster than its sha1sum), then sha1.
     for (const [type, length] of [
-      ['sha1', 40],
       ['md5', 32],
+      ['sha1', 40],
     ] as const) {
       const out = await this.exec(`${type}sum ${shellArgument(target)}`);
       const remote = out && new RegExp(`^([0-9a-f]{${length}})\\b`, 'i').exec(out.trim())?.[1];
       if (!remote) continue;
-      const local = uploaded.digests?.[type] ?? (await this.localDigest(type, localPath));
+      const local = (await uploaded.local).digests[type] ?? (await this.localDigest(type, localPath));
       return remote.toLowerCase() === local
         ? undefined
         : `the server's ${type} ${remote} is not the local file's ${local}`;
@@ -468,9 +471,8 @@ class SftpSession implements FolderOps {
       throw this.describe(error, target);
     }
     const readBack = hash.digest('hex');
-    return readBack === uploaded.sha256
-      ? undefined
-      : `reading the copy back gave sha256 ${readBack}, not ${uploaded.sha256}`;
+    const { sha256 } = await uploaded.local;
+    return readBack === sha256 ? undefined : `reading the copy back gave sha256 ${readBack}, not ${sha256}`;
   }
 
   async publish(from: string, to: string): Promise<{ published: boolean; metadataKept: boolean }> {

@@ -196,17 +196,17 @@ describe.skipIf(SSHD_MISSING)(titled('SftpDestination against OpenSSH', SSHD_MIS
   });
 
   it('does not count a copy whose hash on the server disagrees, and removes it', async () => {
-    // A server whose sha1sum reports other bytes than it holds, as a failing disk would make it.
+    // A server whose md5sum reports other bytes than it holds, as a failing disk would make it.
     const bin = path.join(work, 'lying-bin');
     fs.mkdirSync(bin, { recursive: true });
-    fs.writeFileSync(path.join(bin, 'sha1sum'), `#!/bin/sh\necho ${'0'.repeat(40)}  "$1"\n`, { mode: 0o755 });
+    fs.writeFileSync(path.join(bin, 'md5sum'), `#!/bin/sh\necho ${'0'.repeat(32)}  "$1"\n`, { mode: 0o755 });
     const lying = await startSshServer({ setEnv: { PATH: `${bin}:/usr/bin:/bin` } });
     try {
       const where = path.join(lying.dir, 'lying');
       const { file, metadata } = artifact(100_000);
       await expect(destination(lying, { path: where }).put(file, NAME, metadata)).rejects.toThrow(
         new RegExp(
-          `^upload of ${NAME.replace(/\./g, '\\.')} to sftp failed verification: the server's sha1 0{40} is not the local file's [0-9a-f]{40}; the remote copy was removed`,
+          `^upload of ${NAME.replace(/\./g, '\\.')} to sftp failed verification: the server's md5 0{32} is not the local file's [0-9a-f]{32}; the remote copy was removed`,
         ),
       );
       expect(tree(where)).toEqual([]);

@@ -75,6 +75,10 @@ export async function startRcloneServer(
       },
     );
     child = proc;
+    // A test process that ends without closing its servers (a failed beforeAll) must not leave them running.
+    const orphan = () => proc.kill('SIGKILL');
+    process.once('exit', orphan);
+    proc.once('exit', () => process.off('exit', orphan));
     port = await new Promise<number>((resolve, reject) => {
       let log = '';
       const onData = (d: Buffer) => {
@@ -99,7 +103,12 @@ export async function startRcloneServer(
       proc.kill(signal);
     });
   };
-  await start();
+  try {
+    await start();
+  } catch (error) {
+    fs.rmSync(work, { recursive: true, force: true });
+    throw error;
+  }
   return {
     kind,
     dir,

@@ -89,6 +89,10 @@ export async function startSshServer(
   const start = async () => {
     const proc = spawn('/usr/sbin/sshd', ['-D', '-e', '-f', config], { stdio: ['ignore', 'ignore', 'pipe'] });
     child = proc;
+    // A test process that ends without closing its servers (a failed beforeAll) must not leave them running.
+    const orphan = () => killTree(proc.pid!, 'SIGKILL');
+    process.once('exit', orphan);
+    proc.once('exit', () => process.off('exit', orphan));
     // -e with LogLevel ERROR prints nothing on success: wait until the port accepts connections.
     await new Promise<void>((resolve, reject) => {
       let log = '';
@@ -121,7 +125,12 @@ export async function startSshServer(
       killTree(proc.pid!, signal);
     });
   };
-  await start();
+  try {
+    await start();
+  } catch (error) {
+    fs.rmSync(work, { recursive: true, force: true });
+    throw error;
+  }
   return {
     host: '127.0.0.1',
     port,
