@@ -84,6 +84,15 @@ const DEFAULT_IDENTITIES = ['id_ed25519', 'id_ecdsa', 'id_rsa'];
 
 type SftpError = Error & { code?: number | string; level?: string };
 
+/** This process's user name, as ssh would log in; a container user without a passwd entry has only $USER. */
+function loginName(): string {
+  try {
+    return os.userInfo().username;
+  } catch {
+    return process.env.USER ?? process.env.LOGNAME ?? 'root';
+  }
+}
+
 function defaultKnownHosts(): string {
   return posix.join(os.homedir(), '.ssh', 'known_hosts');
 }
@@ -537,7 +546,7 @@ class SftpStore implements FolderStore {
 
   constructor(private readonly options: SftpDestinationOptions) {
     this.port = options.port ?? 22;
-    this.user = options.user ?? os.userInfo().username;
+    this.user = options.user ?? loginName();
     this.knownHostsFile = options.knownHosts ?? defaultKnownHosts();
     // `~/x` means the login folder, which is where relative paths start anyway.
     const base = options.path.replace(/^~(\/|$)/, '') || '.';

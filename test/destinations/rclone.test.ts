@@ -1,13 +1,11 @@
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { randomArtifact, readAll, tree, waitFor } from '../helpers/remote.js';
 import { RcloneDestination, type RcloneDestinationOptions } from '../../src/destinations/rclone.js';
-import type { ArtifactMetadata } from '../../src/destinations/types.js';
 import { spawn } from 'node:child_process';
 import { TSX_LOADER } from '../helpers/cli.js';
 import { descendantsOf, isRunning, RCLONE_MISSING, titled } from '../helpers/programs.js';
@@ -68,43 +66,6 @@ function destination(remote: string, overrides: Partial<RcloneDestinationOptions
   });
 }
 
-function artifact(bytes: number): { file: string; data: Buffer; metadata: ArtifactMetadata } {
-  const data = crypto.randomBytes(bytes);
-  const file = path.join(work, `artifact-${crypto.randomUUID()}`);
-  fs.writeFileSync(file, data);
-  return {
-    file,
-    data,
-    metadata: {
-      sha256: crypto.createHash('sha256').update(data).digest('hex'),
-      bytes,
-      plainSha256: 'ab'.repeat(32),
-      plainBytes: bytes * 3,
-      sourceName: 'app',
-      backupTime: '2026-03-01T03:00:00.000Z',
-      compression: 'zstd',
-      encryption: 'none',
-      litekeepVersion: '0.1.0',
-      host: 'web1',
-      trigger: 'scheduled',
-    },
-  };
-}
-
-async function readAll(stream: Readable): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of stream) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks);
-}
-
-/** Every file below a folder, relative, sorted. */
-function tree(dir: string): string[] {
-  if (!fs.existsSync(dir)) return [];
-  return (fs.readdirSync(dir, { recursive: true }) as string[])
-    .filter((f) => fs.statSync(path.join(dir, f)).isFile())
-    .sort();
-}
-
 interface Backend {
   label: string;
   /** The remote, a folder of its own per test. */
@@ -141,7 +102,7 @@ describe.skipIf(RCLONE_MISSING)(titled('RcloneDestination', RCLONE_MISSING), () 
     it('uploads, lists with metadata, downloads the same bytes and removes; the copy is on the server', async () => {
       const t = `roundtrip`;
       const d = destination(backend.remote(t));
-      const { file, data, metadata } = artifact(3 * MiB + 17);
+      const { file, data, metadata } = randomArtifact(work, 3 * MiB + 17);
       const put = await d.put(file, NAME, metadata);
       expect(put.id).toBe(`${backend.remote(t)}/app/web1/${NAME}`);
       const disk = backend.disk(t);
@@ -164,10 +125,10 @@ describe.skipIf(RCLONE_MISSING)(titled('RcloneDestination', RCLONE_MISSING), () 
     it("never overwrites: the same bytes again are a success, other bytes under this host's name are refused", async () => {
       const t = 'clash';
       const d = destination(backend.remote(t));
-      const first = artifact(4000);
+      const first = randomArtifact(work, 4000);
       await d.put(first.file, NAME, first.metadata);
       await d.put(first.file, NAME, first.metadata);
-      const other = artifact(4000);
+      const other = randomArtifact(work, 4000);
       await expect(d.put(other.file, NAME, other.metadata)).rejects.toThrow(
         /refused: .*\/app\/web1\/backup-2026-03-01-030000\.db\.zst already holds other bytes .*give each machine its own 'host'/,
       );
@@ -194,7 +155,7 @@ describe.skipIf(RCLONE_MISSING)(titled('RcloneDestination', RCLONE_MISSING), () 
     it('does not count a copy whose bytes disagree with the backup, and leaves nothing behind', async () => {
       const t = 'mismatch';
       const d = destination(backend.remote(t));
-      const { file, metadata } = artifact(5000);
+      const { file, metadata } = randomArtifact(work, 5000);
       await expect(d.put(file, NAME, { ...metadata, sha256: '00'.repeat(32) })).rejects.toThrow(
         /failed verification: the local file's sha256 .* run the backup again/,
       );
@@ -205,7 +166,7 @@ describe.skipIf(RCLONE_MISSING)(titled('RcloneDestination', RCLONE_MISSING), () 
 
   it('keeps the copy private on the local backend (mode 0600, like the backup itself)', async () => {
     const d = destination(`disk:${path.join(work, 'private')}`);
-    const { file, metadata } = artifact(1000);
+    const { file, metadata } = randomArtifact(work, 1000);
     fs.chmodSync(file, 0o600);
     await d.put(file, NAME, metadata);
     expect(fs.statSync(path.join(work, 'private', 'app', 'web1', NAME)).mode & 0o777).toBe(0o600);
@@ -213,7 +174,7 @@ describe.skipIf(RCLONE_MISSING)(titled('RcloneDestination', RCLONE_MISSING), () 
 
   it('checks a copy without hashes by reading it back: bytes changed on the way are caught and not kept', async () => {
     const d = destination('flipping:flipped');
-    const { file, metadata } = artifact(2 * MiB);
+    const { file, metadata } = randomArtifact(work, 2 * MiB);
     proxy.flipNextUpload();
     await expect(d.put(file, NAME, metadata)).rejects.toThrow(
       /^upload of backup-2026-03-01-030000\.db\.zst to rclone failed verification: reading the copy back gave sha256 [0-9a-f]{64}, not [0-9a-f]{64}; the remote copy was removed/,
@@ -230,7 +191,7 @@ describe.skipIf(RCLONE_MISSING)(titled('RcloneDestination', RCLONE_MISSING), () 
   it('a server killed mid-upload leaves no copy that counts; the next run sweeps the partial file and uploads', async () => {
     // Slowed down so that the server can be killed while bytes are still arriving.
     const d = destination('web:killed', { flags: ['--bwlimit', '4M', '--low-level-retries', '1'] });
-    const { file, data, metadata } = artifact(12 * MiB);
+    const { file, data, metadata } = randomArtifact(work, 12 * MiB);
     const hostDir = path.join(webdav.dir, 'killed', 'app', 'web1');
     const upload = d.put(file, NAME, metadata).then(
       () => undefined,
@@ -309,7 +270,7 @@ describe.skipIf(RCLONE_MISSING)(titled('RcloneDestination', RCLONE_MISSING), () 
     const below = descendantsOf(child.pid!);
     expect(below.length).toBeGreaterThan(0);
     child.kill('SIGKILL');
-    await waitFor(() => below.every((pid) => !isRunning(pid)), 10_000);
+    await waitFor(() => below.every((pid) => !isRunning(pid)), 'the rclone processes to end', 10_000);
   });
 
   it('says so when rclone is missing', async () => {
@@ -319,15 +280,6 @@ describe.skipIf(RCLONE_MISSING)(titled('RcloneDestination', RCLONE_MISSING), () 
     );
   });
 });
-
-/** Polls a condition on the file system (bounded): for watching an upload arrive on the server's disk. */
-async function waitFor(condition: () => boolean, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error('timed out waiting for the upload to start');
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 interface CorruptingProxy {
   port: number;

@@ -3,11 +3,10 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { randomArtifact, readAll, tree, waitFor } from '../helpers/remote.js';
 import { checkHostKey, fingerprint, parseKnownHosts } from '../../src/destinations/known-hosts.js';
 import { SftpDestination, type SftpDestinationOptions } from '../../src/destinations/sftp.js';
-import type { ArtifactMetadata } from '../../src/destinations/types.js';
 import { RCLONE_MISSING, SSHD_MISSING, titled } from '../helpers/programs.js';
 import { startRcloneServer, type RcloneServer } from '../servers/rclone-server.js';
 import { startSshServer, type SshServer } from '../servers/sshd.js';
@@ -17,51 +16,10 @@ const NAME = 'backup-2026-03-01-030000.db.zst';
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'litekeep-sftp-test-'));
 afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
 
-function artifact(bytes: number): { file: string; data: Buffer; metadata: ArtifactMetadata } {
-  const data = crypto.randomBytes(bytes);
-  const file = path.join(work, `artifact-${crypto.randomUUID()}`);
-  fs.writeFileSync(file, data);
-  return {
-    file,
-    data,
-    metadata: {
-      sha256: crypto.createHash('sha256').update(data).digest('hex'),
-      bytes,
-      sourceName: 'app',
-      backupTime: '2026-03-01T03:00:00.000Z',
-      compression: 'zstd',
-      encryption: 'none',
-      litekeepVersion: '0.1.0',
-      host: 'web1',
-    },
-  };
-}
-
 function knownHosts(...lines: string[]): string {
   const file = path.join(work, `known_hosts-${crypto.randomUUID()}`);
   fs.writeFileSync(file, lines.map((l) => `${l}\n`).join(''));
   return file;
-}
-
-async function readAll(stream: Readable): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of stream) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks);
-}
-
-function tree(dir: string): string[] {
-  if (!fs.existsSync(dir)) return [];
-  return (fs.readdirSync(dir, { recursive: true }) as string[])
-    .filter((f) => fs.statSync(path.join(dir, f)).isFile())
-    .sort();
-}
-
-async function waitFor(condition: () => boolean, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error('timed out waiting for the upload to start');
-    await new Promise((r) => setTimeout(r, 2));
-  }
 }
 
 describe('known_hosts', () => {
@@ -140,7 +98,7 @@ describe.skipIf(SSHD_MISSING)(titled('SftpDestination against OpenSSH', SSHD_MIS
       path: path.join(sshd.dir, 'roundtrip'),
       knownHosts: knownHosts(sshd.hashedKnownHostsLine),
     });
-    const { file, data, metadata } = artifact(5 * MiB + 3);
+    const { file, data, metadata } = randomArtifact(work, 5 * MiB + 3);
     const put = await d.put(file, NAME, metadata);
     expect(put.id).toBe(`sftp://${sshd.user}@127.0.0.1:${sshd.port}${sshd.dir}/roundtrip/app/web1/${NAME}`);
     const hostDir = path.join(sshd.dir, 'roundtrip', 'app', 'web1');
@@ -163,10 +121,10 @@ describe.skipIf(SSHD_MISSING)(titled('SftpDestination against OpenSSH', SSHD_MIS
   it("never overwrites: the same bytes again are a success, other bytes under this host's name are refused", async () => {
     const where = path.join(sshd.dir, 'clash');
     const d = destination(sshd, { path: where });
-    const first = artifact(3000);
+    const first = randomArtifact(work, 3000);
     await d.put(first.file, NAME, first.metadata);
     await d.put(first.file, NAME, first.metadata);
-    const other = artifact(3000);
+    const other = randomArtifact(work, 3000);
     await expect(d.put(other.file, NAME, other.metadata)).rejects.toThrow(
       /refused: sftp:\/\/.*\/clash\/app\/web1\/backup-2026-03-01-030000\.db\.zst already holds other bytes .*give each machine its own 'host'/,
     );
@@ -189,7 +147,7 @@ describe.skipIf(SSHD_MISSING)(titled('SftpDestination against OpenSSH', SSHD_MIS
   it('checks the copy with a hash computed on the server, and on an sftp-only account by reading it back', async () => {
     for (const server of [sshd, sftpOnly]) {
       const d = destination(server, { path: path.join(server.dir, 'verified') });
-      const { file, data, metadata } = artifact(2 * MiB);
+      const { file, data, metadata } = randomArtifact(work, 2 * MiB);
       await d.put(file, NAME, metadata);
       expect(fs.readFileSync(path.join(server.dir, 'verified', 'app', 'web1', NAME)).equals(data)).toBe(true);
     }
@@ -203,7 +161,7 @@ describe.skipIf(SSHD_MISSING)(titled('SftpDestination against OpenSSH', SSHD_MIS
     const lying = await startSshServer({ setEnv: { PATH: `${bin}:/usr/bin:/bin` } });
     try {
       const where = path.join(lying.dir, 'lying');
-      const { file, metadata } = artifact(100_000);
+      const { file, metadata } = randomArtifact(work, 100_000);
       await expect(destination(lying, { path: where }).put(file, NAME, metadata)).rejects.toThrow(
         new RegExp(
           `^upload of ${NAME.replace(/\./g, '\\.')} to sftp failed verification: the server's md5 0{32} is not the local file's [0-9a-f]{32}; the remote copy was removed`,
@@ -216,7 +174,7 @@ describe.skipIf(SSHD_MISSING)(titled('SftpDestination against OpenSSH', SSHD_MIS
   });
 
   it('refuses a server whose key is unknown, changed or revoked, and a missing known_hosts, naming the fix', async () => {
-    const { file, metadata } = artifact(100);
+    const { file, metadata } = randomArtifact(work, 100);
     const otherKey = 'AAAAC3NzaC1lZDI1NTE5AAAAIGm2Yw2bPG1p2xI6b6y6q6jQbR6m4cQ2Fh6Dq1n3c1m2';
     const cases: [string, string | undefined, RegExp][] = [
       [
@@ -269,7 +227,7 @@ describe.skipIf(SSHD_MISSING)(titled('SftpDestination against OpenSSH', SSHD_MIS
         stdio: 'ignore',
       });
       const d = destination(sshd, { keyFile: undefined, agent: socket, path: path.join(sshd.dir, 'agent') });
-      const { file, data, metadata } = artifact(1000);
+      const { file, data, metadata } = randomArtifact(work, 1000);
       await d.put(file, NAME, metadata);
       expect(fs.readFileSync(path.join(sshd.dir, 'agent', 'app', 'web1', NAME)).equals(data)).toBe(true);
     } finally {
@@ -280,7 +238,7 @@ describe.skipIf(SSHD_MISSING)(titled('SftpDestination against OpenSSH', SSHD_MIS
   it('a server killed mid-upload leaves no copy that counts; the next run sweeps the partial file and uploads', async () => {
     const where = path.join(sshd.dir, 'killed');
     const d = destination(sshd, { path: where });
-    const { file, data, metadata } = artifact(192 * MiB);
+    const { file, data, metadata } = randomArtifact(work, 64 * MiB);
     const hostDir = path.join(where, 'app', 'web1');
     const upload = d.put(file, NAME, metadata).then(
       () => undefined,
@@ -335,7 +293,7 @@ describe.skipIf(RCLONE_MISSING)(titled('SftpDestination against rclone serve sft
 
   it('signs in with a password, uploads (in order, as this server needs), lists, downloads', async () => {
     const d = destination();
-    const { file, data, metadata } = artifact(4 * MiB + 5);
+    const { file, data, metadata } = randomArtifact(work, 4 * MiB + 5);
     await d.put(file, NAME, metadata);
     expect(fs.readFileSync(path.join(server.dir, 'backups', 'app', 'web1', NAME)).equals(data)).toBe(true);
     const listed = await d.list();
