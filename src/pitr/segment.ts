@@ -177,5 +177,9 @@ export function continues(previous: SegmentMetadata, next: SegmentMetadata): boo
       next.startChecksum[1] === previous.endChecksum[1]
     );
   }
-  return next.after === 'reset' && next.firstFrame === 1 && b.checkpointSequence > a.checkpointSequence;
+  return (
+    next.after === 'reset' &&
+    next.firstFrame === 1 &&
+    b.checkpointSequence === (a.checkpointSequence + 1) >>> 0
+  );
 }

@@ -207,37 +207,67 @@ export async function readCommitted(
     }
     if (!header) return { header: undefined, frames: [], next: from };
     const limit = options.limitBytes ?? DEFAULT_READ_LIMIT;
-    const frameBytes = WAL_FRAME_HEADER_BYTES + header.pageSize;
     let reset: WalRead['reset'];
     let start = from;
-    if (!start || !sameGeneration(start, header)) {
-      if (start) reset = { lostFrames: !(await oldGenerationEndedAt(handle, header, start)) };
-      start = startOf(header);
-    }
-    const frames: WalFrame[] = [];
-    let pending: WalFrame[] = [];
-    let position: WalPosition = start;
-    let taken = 0;
-    for (let index = start.frame + 1; ; index += 1) {
-      const bytes = Buffer.alloc(frameBytes);
-      const read = await handle.read(bytes, 0, frameBytes, frameOffset(index, header.pageSize));
-      if (read.bytesRead < frameBytes) break;
-      const last = pending.at(-1)?.checksum ?? position.checksum;
-      const frame = checkFrame(bytes, index, { ...start, checksum: last }, header.bigEndianChecksum);
-      if (!frame) break;
-      pending.push(frame);
-      if (frame.commitSize > 0) {
-        frames.push(...pending);
-        taken += pending.length * frameBytes;
-        pending = [];
-        position = { ...start, frame: frame.index, checksum: frame.checksum };
-        if (taken >= limit) break;
+    if (start && !sameGeneration(start, header)) {
+      // The app's checkpoint reset the WAL. The old generation's frames after `from` are often still in the
+      // file, beyond the new generation's: taken first, they make the reset whole.
+      const old = await collectCommitted(handle, start, header.pageSize, header.bigEndianChecksum, limit);
+      if (old.frames.length > 0) {
+        const oldHeader = {
+          ...header,
+          salt1: start.salt1,
+          salt2: start.salt2,
+          checkpointSequence: start.checkpointSequence,
+        };
+        return { header: oldHeader, frames: old.frames, next: old.position };
       }
+      reset = { lostFrames: !(await oldGenerationEndedAt(handle, header, start)) };
+      start = undefined;
     }
+    const { frames, position } = await collectCommitted(
+      handle,
+      start ?? startOf(header),
+      header.pageSize,
+      header.bigEndianChecksum,
+      limit,
+    );
     return { header, frames, next: position, ...(reset ? { reset } : {}) };
   } finally {
     await handle.close();
   }
+}
+
+/** The committed frames after `start` in its generation, up to about `limit` bytes, and where they end. */
+async function collectCommitted(
+  handle: fs.FileHandle,
+  start: WalPosition,
+  pageSize: number,
+  bigEndianChecksum: boolean,
+  limit: number,
+): Promise<{ frames: WalFrame[]; position: WalPosition }> {
+  const frameBytes = WAL_FRAME_HEADER_BYTES + pageSize;
+  const frames: WalFrame[] = [];
+  let pending: WalFrame[] = [];
+  let position = start;
+  let taken = 0;
+  for (let index = start.frame + 1; ; index += 1) {
+    const bytes = Buffer.alloc(frameBytes);
+    const read = await handle.read(bytes, 0, frameBytes, frameOffset(index, pageSize));
+    if (read.bytesRead < frameBytes) break;
+    const last = pending.at(-1)?.checksum ?? position.checksum;
+    const frame = checkFrame(bytes, index, { ...start, checksum: last }, bigEndianChecksum);
+    if (!frame) break;
+    pending.push(frame);
+    if (frame.commitSize > 0) {
+      frames.push(...pending);
+      taken += pending.length * frameBytes;
+      pending = [];
+      position = { ...start, frame: frame.index, checksum: frame.checksum };
+      if (taken >= limit) break;
+    }
+  }
+  return { frames, position };
 }
 
 /**
@@ -251,6 +281,7 @@ export async function readCommitted(
  * - slot N+1 with the new salts: overwritten, unknown: not proven;
  * - slot N+1 beyond the end, slot N still holding the old generation's frame N: not truncated, and a file that
  *   never shrank would reach past N+1 had the old generation written it: proven. Otherwise not.
+ * All of this only when the new generation is the very next one (its checkpoint sequence one more).
  */
 async function oldGenerationEndedAt(
   handle: fs.FileHandle,
@@ -263,6 +294,8 @@ async function oldGenerationEndedAt(
     const read = await handle.read(bytes, 0, frameBytes, frameOffset(index, header.pageSize));
     return read.bytesRead === frameBytes ? bytes : undefined;
   };
+  // Every reset adds one to the sequence: more than one means whole generations came and went unread.
+  if (header.checkpointSequence !== (from.checkpointSequence + 1) >>> 0) return false;
   const saltsOf = (bytes: Buffer) => ({ salt1: bytes.readUInt32BE(8), salt2: bytes.readUInt32BE(12) });
   const next = await slotAt(from.frame + 1);
   if (next) {
@@ -274,4 +307,20 @@ async function oldGenerationEndedAt(
   if (from.frame === 0) return false;
   const last = await slotAt(from.frame);
   return last !== undefined && sameGeneration(saltsOf(last), from);
+}
+
+/**
+ * The last commit of the WAL as it is now (generation and frame), reading it through in bounded pieces; undefined
+ * when the WAL holds no commit.
+ */
+export async function walEnd(walPath: string): Promise<{ generation: WalHeader; frame: number } | undefined> {
+  let position: WalPosition | undefined;
+  let header: WalHeader | undefined;
+  for (;;) {
+    const read = await readCommitted(walPath, position);
+    if (read.header && (!header || read.reset)) header = read.header;
+    if (read.frames.length === 0) break;
+    position = read.next;
+  }
+  return header && position && position.frame > 0 ? { generation: header, frame: position.frame } : undefined;
 }

@@ -151,9 +151,10 @@ describe('point-in-time recovery from a base and WAL segments', () => {
     expect(s.stored().find((x) => x.id === resetId)!.metadata.after).toBe('reset');
     const afterReset = s.state();
     // Commits the shipper never read before the app's checkpoint reset the WAL: a gap.
+    // ... and the new generation overwrote where they were.
     s.insert.run('lost 1');
     s.db.pragma('wal_checkpoint(PASSIVE)');
-    s.insert.run('after gap');
+    for (let i = 0; i < 10; i++) s.insert.run(`after gap ${i}`);
     const gapId = await s.ship(3000);
     expect(s.stored().find((x) => x.id === gapId)!.metadata.after).toBe('gap');
 

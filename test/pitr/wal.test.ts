@@ -144,23 +144,55 @@ describe('reading the live WAL from outside the app', () => {
     expect(rows(out)).toEqual(rows(live.file));
   });
 
-  it('reports a gap when the WAL was reset after commits it never read', async () => {
+  it('takes the frames it missed from the old generation after a reset, while they are still in the file', async () => {
+    const dir = tempDir('litekeep-wal-');
+    const live = liveDatabase(dir);
+    for (let i = 0; i < 10; i++) live.insert.run(`read ${i}`, 1000);
+    const read = await readCommitted(live.wal, undefined);
+    for (let i = 0; i < 5; i++) live.insert.run(`missed ${i}`, 1000);
+    live.db.pragma('wal_checkpoint(PASSIVE)');
+    live.insert.run('after the reset', 10);
+    const missed = await readCommitted(live.wal, read.next);
+    expect(missed.reset).toBeUndefined();
+    expect(missed.header!.salt1).toBe(read.header!.salt1);
+    expect(missed.frames[0].index).toBe(read.next!.frame + 1);
+    const after = await readCommitted(live.wal, missed.next);
+    expect(after.reset).toEqual({ lostFrames: false });
+    const out = await replayed(live.base, [...read.frames, ...missed.frames, ...after.frames], 4096, dir);
+    expect(rows(out)).toEqual(rows(live.file));
+  });
+
+  it('reports a gap when frames it never read are gone: overwritten, truncated, or whole generations later', async () => {
     const dir = tempDir('litekeep-wal-');
     const live = liveDatabase(dir);
     for (let i = 0; i < 10; i++) live.insert.run(`read ${i}`, 1000);
     const read = await readCommitted(live.wal, undefined);
     for (let i = 0; i < 10; i++) live.insert.run(`never read ${i}`, 1000);
     live.db.pragma('wal_checkpoint(PASSIVE)');
-    live.insert.run('after the reset', 10);
-    const after = await readCommitted(live.wal, read.next);
-    expect(after.reset).toEqual({ lostFrames: true });
+    // The new generation grows past where the old one's unread frames were.
+    for (let i = 0; i < 40; i++) live.insert.run(`after the reset ${i}`, 1000);
+    const overwritten = await readCommitted(live.wal, read.next);
+    expect(overwritten.reset).toEqual({ lostFrames: true });
 
     // Truncated away (wal_checkpoint(TRUNCATE)): nothing proves the old generation ended, so it is a gap too.
-    const again = await readCommitted(live.wal, after.next);
+    let again = overwritten;
+    while (again.frames.length > 0) again = await readCommitted(live.wal, again.next);
+    live.insert.run('unread before the truncation', 10);
     live.db.pragma('wal_checkpoint(TRUNCATE)');
     live.insert.run('after the truncation', 10);
     const truncated = await readCommitted(live.wal, again.next);
     expect(truncated.reset).toEqual({ lostFrames: true });
+
+    // Two resets while nobody read: the generation in between is gone, whatever the file shows.
+    let caughtUp = truncated;
+    while (caughtUp.frames.length > 0) caughtUp = await readCommitted(live.wal, caughtUp.next);
+    live.db.pragma('wal_checkpoint(PASSIVE)');
+    live.insert.run('generation n+1', 10);
+    live.db.pragma('wal_checkpoint(PASSIVE)');
+    live.insert.run('generation n+2', 10);
+    const skipped = await readCommitted(live.wal, caughtUp.next);
+    expect(skipped.header!.checkpointSequence).toBe(caughtUp.next!.checkpointSequence + 2);
+    expect(skipped.reset).toEqual({ lostFrames: true });
   });
 
   it('reads a missing or empty WAL as nothing new, and refuses a file that is not a WAL', async () => {
