@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { MIGRATIONS } from './migrations.js';
+import { makeDirsSync } from '../util/fs.js';
 
 export const CATALOG_DIR = '.litekeep';
 export const CATALOG_FILE = 'catalog.db';
@@ -150,7 +151,7 @@ export class Catalog {
 
   static open(backupDir: string): Catalog {
     const dir = path.join(backupDir, CATALOG_DIR);
-    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    makeDirsSync(dir, 0o700);
     const file = path.join(dir, CATALOG_FILE);
     const existed = fs.existsSync(file);
     try {

@@ -22,7 +22,7 @@ import {
 import { compareFingerprints, fingerprintOf, inspectDatabase } from '../snapshot/index.js';
 import { EXIT, LitekeepError, oneLine } from '../util/errors.js';
 import { removeTempsOfDeadProcesses } from '../util/process.js';
-import { fsyncDir, fsyncDirSync, fsyncFile, publishNoClobber } from '../util/fs.js';
+import { fsyncDir, fsyncDirSync, fsyncFile, makeDirsSync, publishNoClobber } from '../util/fs.js';
 import { compactStamp, formatTime, systemTimeZone } from '../util/time.js';
 import { didYouMean } from '../util/suggest.js';
 import { candidateFromFile, withProgress } from './file.js';
@@ -450,7 +450,7 @@ export async function restoreBackup(
   // A dry run creates nothing where the target would go: it fetches into the temp folder when that is missing.
   const dryRunElsewhere = options.dryRun === true && !fs.existsSync(dir);
   const tempDir = dryRunElsewhere ? await fsp.mkdtemp(path.join(os.tmpdir(), 'litekeep-restore-')) : dir;
-  if (!fs.existsSync(dir) && !options.dryRun) fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  if (!fs.existsSync(dir) && !options.dryRun) makeDirsSync(dir, 0o700);
   if (!dryRunElsewhere) await removeDeadTemps(dir, path.basename(destinationPath));
   const temp = path.join(
     tempDir,

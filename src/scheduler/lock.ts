@@ -6,6 +6,7 @@ import Database from 'better-sqlite3';
 import { EXIT, LitekeepError } from '../util/errors.js';
 import { formatDuration } from '../util/duration.js';
 import { isProcessAlive } from '../util/process.js';
+import { makeDirsSync } from '../util/fs.js';
 
 export { isProcessAlive };
 
@@ -227,7 +228,7 @@ export async function acquireLock(lockPath: string, options: LockOptions = {}): 
 
   const dir = path.dirname(target);
   try {
-    const created = fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const created = makeDirsSync(dir, 0o700);
     if (created) fs.chmodSync(dir, 0o700);
   } catch (error) {
     throw lockIoError(target, 'create the folder of the', error);

@@ -48,10 +48,39 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
+/**
+ * `mkdir -p` with `mode` for every folder it creates; returns the first one it created (undefined when all were
+ * there). Node's own `recursive: true` loops forever where creating a folder fails with ENOENT under a parent
+ * that exists (a path under /proc or /sys): here that is an error naming the folder.
+ */
+export function makeDirsSync(dir: string, mode = 0o700): string | undefined {
+  const target = path.resolve(dir);
+  const missing: string[] = [];
+  for (let at = target; !fs.existsSync(at); at = path.dirname(at)) {
+    missing.unshift(at);
+    if (path.dirname(at) === at) break;
+  }
+  for (const folder of missing) {
+    try {
+      fs.mkdirSync(folder, { mode });
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST') continue;
+      throw Object.assign(
+        new Error(
+          `cannot create the folder ${folder} (${code ?? String(error)}); check the path and its permissions`,
+        ),
+        { code },
+      );
+    }
+  }
+  return missing[0];
+}
+
 /** Creates a folder (and its parents) that only its owner can read. */
 export function ensurePrivateDir(dir: string): void {
   if (fs.existsSync(dir)) return;
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  makeDirsSync(dir, 0o700);
   fs.chmodSync(dir, 0o700);
 }
 
@@ -88,7 +117,7 @@ export function tempPathBeside(target: string): string {
  */
 export async function writeFileAtomic(file: string, data: string | Buffer, mode = 0o600): Promise<void> {
   const dir = path.dirname(file);
-  await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+  makeDirsSync(dir, 0o700);
   const temp = tempPathBeside(file);
   const handle = await fsp.open(temp, 'wx', mode);
   try {

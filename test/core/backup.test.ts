@@ -207,6 +207,23 @@ describe('bad input gets one clear line, a non-zero exit, and loses nothing', ()
     expect(fs.readdirSync(ro.dir)).toEqual([]);
   });
 
+  it('a folder that cannot be created (under /proc): a clear error, not a hang', async () => {
+    const w = workspace();
+    // Node's own recursive mkdir loops forever here; each command must end with one line instead.
+    await expectFailure(
+      ['backup', '--db', w.db, '--dir', '/proc/litekeep-nope/backups'],
+      1,
+      /backup folder \/proc\/litekeep-nope\/backups is not writable \(ENOENT\)/,
+    );
+    const made = await runCli(['backup', '--db', w.db, '--dir', w.backups]);
+    expect(made.code, made.stderr).toBe(0);
+    await expectFailure(
+      ['restore', 'latest', '--db', w.db, '--dir', w.backups, '--to', '/proc/litekeep-nope/restored.db'],
+      1,
+      /cannot create the folder \/proc\/litekeep-nope \(ENOENT\); check the path and its permissions/,
+    );
+  });
+
   it.runIf(canMount())('a full disk: no temp file left, older backups untouched', async () => {
     const w = workspace(5);
     const small = mountTmpfs({ sizeKb: 1200 });

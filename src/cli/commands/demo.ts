@@ -1,4 +1,3 @@
-import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
 import Database from 'better-sqlite3';
@@ -7,10 +6,11 @@ import { loadConfig, targetForPath } from '../../config/index.js';
 import { addConfigOptions, type CommonOptions } from '../context.js';
 import { print, startProgress } from '../output.js';
 import { printBackupSummary } from './backup.js';
+import { makeDirsSync } from '../../util/fs.js';
 
 /** A small database with a few tables, so that a first run has something real to back up. */
 export function createDemoDatabase(file: string): void {
-  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  makeDirsSync(path.dirname(file), 0o700);
   const db = new Database(file);
   try {
     db.pragma('journal_mode = WAL');
