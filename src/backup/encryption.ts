@@ -40,8 +40,8 @@ export async function encryptionSettings(config: LitekeepConfig['encryption']): 
         { exitCode: 2, stage: 'prepare' },
       );
     }
-    // Throws InvalidRecipientError (exit 2) naming the bad recipient: at start, not at 03:00.
-    validateRecipients(config.recipients);
+    // Rejects with InvalidRecipientError (exit 2) naming the bad recipient: at start, not at 03:00.
+    await validateRecipients(config.recipients);
     return { kind: 'age', recipients: config.recipients };
   }
   if (config.passphrase) return { kind: 'age', passphrase: config.passphrase };

@@ -1,8 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { CATALOG_DIR } from '../catalog/index.js';
+import { Catalog, CATALOG_DIR } from '../catalog/index.js';
 import type { DatabaseTarget, ResolvedConfig } from '../config/index.js';
-import { BackupManager } from './manager.js';
 
 /**
  * A backup folder read on its own, without naming the database (`litekeep list --dir /var/backups/app` on a
@@ -21,15 +20,17 @@ export function targetForBackupFolder(resolved: ResolvedConfig, dir: string): Da
     driveConfigured: resolved.driveConfigured,
   };
   if (!fs.existsSync(path.join(backupDir, CATALOG_DIR))) return target;
-  const manager = new BackupManager(target, { readOnly: true });
+  // The catalog alone, as a read-only BackupManager would open it: the CLI reads folders before it loads the
+  // backup machinery.
+  const catalog = Catalog.openReadOnly(backupDir);
   try {
-    const [run] = manager.catalog.listRuns(1);
-    const [backup] = manager.catalog.listBackups({ includeDeleted: true });
+    const [run] = catalog.listRuns(1);
+    const [backup] = catalog.listBackups({ includeDeleted: true });
     if (run?.database) target.name = run.database;
     if (backup?.sourcePath) target.path = backup.sourcePath;
     settings.database = target.path || undefined;
   } finally {
-    manager.close();
+    catalog.close();
   }
   return target;
 }

@@ -1,5 +1,5 @@
 import type { DatabaseTarget } from '../config/index.js';
-import { GoogleDriveDestination } from '../destinations/google-drive.js';
+import type { GoogleDriveDestination } from '../destinations/google-drive.js';
 import {
   createDestination,
   destinationSpecs,
@@ -22,8 +22,8 @@ import {
   planRetention,
   type RetentionPolicy,
 } from '../retention/index.js';
-import { sha256File } from '../pipeline/index.js';
-import { destinationProblem } from '../scheduler/index.js';
+import { sha256File } from '../pipeline/hash.js';
+import { destinationProblem } from '../scheduler/http.js';
 import { oneLine } from '../util/errors.js';
 import { standingOf } from './standing.js';
 import { VERSION } from '../version.js';
@@ -157,16 +157,16 @@ async function syncOne(
   };
   let destination: Destination;
   try {
-    destination = createDestination(spec, target, undefined, options.signal);
+    destination = await createDestination(spec, target, undefined, options.signal);
   } catch (error) {
     outcome.error = oneLine(error);
     return outcome;
   }
   await abortAbandonedUploads(destination, manager, outcome, options);
   try {
-    if (destination instanceof GoogleDriveDestination) {
+    if (spec.type === 'google-drive') {
       // A service account has no storage quota of its own: say so on every run, not only at `auth google`.
-      addWarning(outcome, (await destination.credentials()).warning);
+      addWarning(outcome, (await (destination as GoogleDriveDestination).credentials()).warning);
     }
     if (backup) {
       const put = await destination.put(
@@ -662,7 +662,7 @@ export async function destinationStatuses(
     };
     let newestCopy = known.newestCopy;
     try {
-      const objects = ownCopies(await createDestination(spec, target).list(), hostOf(target));
+      const objects = ownCopies(await (await createDestination(spec, target)).list(), hostOf(target));
       const sorted = objects
         .map((o) => ({ o, time: remoteTime(o, manager.timeZone) }))
         .sort((a, b) => b.time.getTime() - a.time.getTime());

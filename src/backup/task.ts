@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { CATALOG_DIR } from '../catalog/index.js';
 import { ConfigError, loadConfig, type DatabaseTarget, type LoadConfigOptions } from '../config/index.js';
-import { acquireLock, LockHeldError } from '../scheduler/index.js';
+import { acquireLock, LockHeldError } from '../scheduler/lock.js';
 import { assertSqliteFile } from '../snapshot/index.js';
 import { createDestination, hostRecordPath } from '../destinations/factory.js';
 import { formatDuration } from '../util/duration.js';
@@ -168,7 +168,7 @@ export async function runBackupForTarget(
     // Destinations that cannot work as configured (a folder overlapping the backup folder) stop the run here.
     if (options.upload !== false) {
       for (const spec of destinationsOf(target, { skipDrive: options.drive === false })) {
-        const destination = createDestination(spec, target);
+        const destination = await createDestination(spec, target);
         (destination as { destroy?: () => void }).destroy?.();
       }
     }
@@ -360,7 +360,7 @@ export async function planBackupRun(
     for (const spec of prune ? specs : []) {
       try {
         const { plan: remote, held } = await planDestination(
-          createDestination(spec, target),
+          await createDestination(spec, target),
           destinationPolicy(spec, manager),
           manager,
           { pretend: { name: file, time: now, trigger } },

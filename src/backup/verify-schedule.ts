@@ -4,7 +4,7 @@ import type { DatabaseTarget } from '../config/index.js';
 import { notify } from '../notify/index.js';
 import { readIdentityFile } from '../pipeline/index.js';
 import { listCandidates, verifyBackup, type DecryptOptions, type VerifyResult } from '../restore/index.js';
-import { acquireLock } from '../scheduler/index.js';
+import { acquireLock } from '../scheduler/lock.js';
 import { oneLine } from '../util/errors.js';
 import { runCeiling } from '../util/timeouts.js';
 import { BackupManager } from './manager.js';

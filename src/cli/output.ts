@@ -1,4 +1,4 @@
-import { ProgressLine } from './progress.js';
+import { openProgressLine, type ProgressLine } from './progress.js';
 import { redactUrlsInText } from '../util/redact.js';
 
 /*
@@ -31,9 +31,9 @@ export function isQuiet(): boolean {
  * The progress line of this command's long work: drawn on a terminal only, never with `--json` or `--quiet`.
  * Every message below erases it first, so that no line is ever written over it.
  */
-export function startProgress(options: { json?: boolean }): ProgressLine {
+export async function startProgress(options: { json?: boolean }): Promise<ProgressLine> {
   progress?.done();
-  progress = new ProgressLine(!options.json && !quiet);
+  progress = await openProgressLine(!options.json && !quiet);
   return progress;
 }
 

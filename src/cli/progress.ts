@@ -1,4 +1,4 @@
-import { createLogUpdate } from 'log-update';
+import type { createLogUpdate } from 'log-update';
 import { humanBytes, humanDuration } from '../util/fs.js';
 
 export interface ProgressState {
@@ -35,19 +35,22 @@ export function formatProgress(state: ProgressState): string {
 /** How often the line is redrawn at most. */
 const REDRAW_MS = 100;
 
+type LogUpdate = ReturnType<typeof createLogUpdate>;
+
 /**
  * One progress line on stderr for long work, drawn only on a terminal (never into a pipe, a log or `--json`
  * output). log-update does the drawing and erasing; `clear()` takes the line away before any other message.
+ * Made by `openProgressLine`, which loads log-update only when there is a terminal to draw on.
  */
 export class ProgressLine {
-  private readonly render?: ReturnType<typeof createLogUpdate>;
+  private readonly render?: LogUpdate;
   private label = '';
   private started = 0;
   private lastDraw = 0;
   private shown = false;
 
-  constructor(enabled: boolean, stream: NodeJS.WriteStream = process.stderr) {
-    if (enabled && stream.isTTY === true) this.render = createLogUpdate(stream, { showCursor: true });
+  constructor(render?: LogUpdate) {
+    this.render = render;
   }
 
   get enabled(): boolean {
@@ -81,4 +84,14 @@ export class ProgressLine {
     this.clear();
     this.label = '';
   }
+}
+
+/** A progress line on `stream` when it is a terminal and `enabled`; one that draws nothing otherwise. */
+export async function openProgressLine(
+  enabled: boolean,
+  stream: NodeJS.WriteStream = process.stderr,
+): Promise<ProgressLine> {
+  if (!enabled || stream.isTTY !== true) return new ProgressLine();
+  const { createLogUpdate } = await import('log-update');
+  return new ProgressLine(createLogUpdate(stream, { showCursor: true }));
 }

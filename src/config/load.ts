@@ -1,7 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { parse as parseDotenv } from 'dotenv';
-import YAML from 'yaml';
+import { createRequire } from 'node:module';
 import { parseWithin } from '../retention/index.js';
 import { didYouMean } from '../util/suggest.js';
 import { isValidTimeZone, systemTimeZone } from '../util/time.js';
@@ -11,6 +10,12 @@ import { DRIVE_CHUNK_QUANTUM, httpUrlProblem, validateDestinations } from './des
 import { configSchema, DATABASE_OVERRIDE_KEYS, type LitekeepConfig } from './schema.js';
 import { ConfigError, envNameFor, InvalidValue, isSetting, type Section, type Setting } from './settings.js';
 import { resolveDestinationPaths } from '../destinations/local-paths.js';
+
+// The parsers are loaded when there is a file to parse (synchronously: configuration loading is): a run
+// configured by the environment alone loads neither.
+const requireParser = createRequire(import.meta.url);
+const yaml = (): typeof import('yaml') => requireParser('yaml') as typeof import('yaml');
+const dotenv = (): typeof import('dotenv') => requireParser('dotenv') as typeof import('dotenv');
 
 export interface LoadConfigOptions {
   /** Working folder: where `litekeep.yml` and `.env` are looked for (default `process.cwd()`). */
@@ -124,7 +129,7 @@ function readConfigFile(file: string): Record<string, unknown> {
   }
   let data: unknown;
   try {
-    data = file.endsWith('.json') ? JSON.parse(text) : YAML.parse(text);
+    data = file.endsWith('.json') ? JSON.parse(text) : yaml().parse(text);
   } catch (error) {
     const firstLine = (error as Error).message.split('\n')[0];
     throw new ConfigError(
@@ -192,7 +197,7 @@ function findConfigFile(options: LoadConfigOptions, cwd: string, env: NodeJS.Pro
 
 function readEnvFile(file: string, explicit: boolean): Record<string, string> {
   try {
-    return parseDotenv(fs.readFileSync(file));
+    return dotenv().parse(fs.readFileSync(file));
   } catch (error) {
     if (!explicit && (error as NodeJS.ErrnoException).code === 'ENOENT') return {};
     throw new ConfigError(

@@ -6,11 +6,8 @@ import { ConfigError, isValidHostName } from '../config/index.js';
 import { validateDestinations, type DestinationType } from '../config/destinations.js';
 import { parseRetentionPolicy, type RetentionPolicy } from '../retention/index.js';
 import { EXIT, LitekeepError } from '../util/errors.js';
-import { GoogleDriveDestination } from './google-drive.js';
-import { LocalDestination } from './local.js';
 import { checkRcloneSettings, RcloneDestination } from './rclone.js';
-import { S3Destination } from './s3.js';
-import { checkSftpSettings, SftpDestination } from './sftp.js';
+import { checkSftpSettings } from './sftp-settings.js';
 import type { Destination } from './types.js';
 
 export type { DestinationType };
@@ -83,13 +80,17 @@ const num = (v: unknown) =>
 const bool = (v: unknown) =>
   typeof v === 'boolean' ? v : v === 'true' ? true : v === 'false' ? false : undefined;
 
-export function createDestination(
+/**
+ * The destination a spec describes. Async because each remote's module (and its SDK: the S3 client, Google's
+ * auth library, ssh2) is loaded here, when it is used: a local backup loads none of them.
+ */
+export async function createDestination(
   spec: DestinationSpec,
   target: DatabaseTarget,
   cwd = process.cwd(),
   /** The run's signal: every request of the destination stops with it. */
   signal?: AbortSignal,
-): Destination {
+): Promise<Destination> {
   const s = spec.settings;
   switch (spec.type) {
     case 'local': {
@@ -105,10 +106,12 @@ export function createDestination(
           `destination '${spec.name}' (${folder}) overlaps the backup folder ${target.backupDir}; point its path at another disk or folder`,
         );
       }
+      const { LocalDestination } = await import('./local.js');
       return new LocalDestination(spec.name, folder, { host: hostOf(target) });
     }
     case 'google-drive': {
       const credentialsPath = path.resolve(cwd, str(s.credentials) ?? DEFAULT_GOOGLE_CREDENTIALS);
+      const { GoogleDriveDestination } = await import('./google-drive.js');
       return new GoogleDriveDestination({
         name: spec.name,
         credentialsPath,
@@ -123,10 +126,11 @@ export function createDestination(
         signal,
       });
     }
-    case 's3':
+    case 's3': {
       // The SDK warns on stderr on every run under Node < 22 about its own future releases; litekeep pins a
       // release that supports Node 20, so the warning only buries litekeep's own messages (and breaks cron mail).
       process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+      const { S3Destination } = await import('./s3.js');
       return new S3Destination({
         name: spec.name,
         bucket: String(s.bucket),
@@ -146,6 +150,7 @@ export function createDestination(
         idleTimeoutMs: target.settings.idleTimeout,
         signal,
       });
+    }
     case 'rclone':
       return new RcloneDestination({
         name: spec.name,
@@ -156,7 +161,8 @@ export function createDestination(
         configPath: str(s.rcloneConfig),
         flags: s.flags as string[] | undefined,
       });
-    case 'sftp':
+    case 'sftp': {
+      const { SftpDestination } = await import('./sftp.js');
       return new SftpDestination({
         name: spec.name,
         host: String(s.host),
@@ -172,6 +178,7 @@ export function createDestination(
           typeof s.agent === 'string' && s.agent !== 'true' && s.agent !== 'false' ? s.agent : bool(s.agent),
         knownHosts: str(s.knownHosts),
       });
+    }
   }
 }
 
@@ -198,7 +205,10 @@ export function hostOf(target: DatabaseTarget): string {
 
 /** A destination by name (`local` is the backup folder itself), for restore, verify and list --from. */
 export async function openDestination(target: DatabaseTarget, name: string): Promise<Destination> {
-  if (name === 'local') return new LocalDestination('local', target.backupDir);
+  if (name === 'local') {
+    const { LocalDestination } = await import('./local.js');
+    return new LocalDestination('local', target.backupDir);
+  }
   const specs = destinationSpecs(target, true);
   const spec =
     specs.find((s) => s.name === name) ??

@@ -23,7 +23,7 @@ import {
   secretsInConfig,
   secretsInEnvironment,
 } from './rclone-output.js';
-import { buildS3Metadata, parseS3Metadata } from './s3.js';
+import { buildS3Metadata, parseS3Metadata } from './s3-metadata.js';
 
 export interface RcloneDestinationOptions {
   /** Destination name shown in messages and used by `--from`; default `rclone`. */

@@ -21,6 +21,7 @@ import { hostFromSegment, hostSegment, parseBackupName } from '../naming.js';
 import { formatDuration } from '../util/duration.js';
 import { EXIT, LitekeepError } from '../util/errors.js';
 import { redactUrl } from '../util/redact.js';
+import { buildS3Metadata, parseS3Metadata } from './s3-metadata.js';
 import {
   isOwnedBy,
   type ArtifactMetadata,
@@ -82,74 +83,11 @@ const HEAD_CONCURRENCY = 8;
 export const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
 /** Tries of one AbortMultipartUpload; the server that just failed an upload is often still recovering. */
 const ABORT_ATTEMPTS = 3;
-const META_PREFIX = 'litekeep-';
 
 /** `<prefix>/<databaseName>/<name>` with no leading slash and no empty segments. */
 export function objectKey(prefix: string | undefined, databaseName: string, name = ''): string {
   const parts = [prefix ?? '', databaseName].flatMap((p) => p.split('/')).filter((segment) => segment !== '');
   return `${parts.join('/')}/${name}`;
-}
-
-/**
- * S3 user metadata travels as `x-amz-meta-*` headers: keys come back lower-cased and values must be ASCII,
- * so names are kebab-case and free text (the source name) is percent-encoded.
- */
-export function buildS3Metadata(metadata: ArtifactMetadata): Record<string, string> {
-  const entries: [string, string | number | undefined][] = [
-    ['sha256', metadata.sha256],
-    ['bytes', metadata.bytes],
-    ['plain-sha256', metadata.plainSha256],
-    ['plain-bytes', metadata.plainBytes],
-    ['source', metadata.sourceName === undefined ? undefined : encodeURIComponent(metadata.sourceName)],
-    ['backup-time', metadata.backupTime],
-    ['compression', metadata.compression],
-    ['encryption', metadata.encryption],
-    ['version', metadata.litekeepVersion],
-    ['host', metadata.host === undefined ? undefined : encodeURIComponent(metadata.host)],
-    ['trigger', metadata.trigger],
-    ['journal-mode', metadata.journalMode],
-  ];
-  const out: Record<string, string> = {};
-  for (const [key, value] of entries)
-    if (value !== undefined && value !== '') out[META_PREFIX + key] = String(value);
-  return out;
-}
-
-function safeDecode(value: string): string {
-  try {
-    return decodeURIComponent(value);
-  } catch {
-    return value;
-  }
-}
-
-export function parseS3Metadata(raw: Record<string, string> | undefined): Partial<ArtifactMetadata> {
-  if (!raw) return {};
-  const get = (key: string) => raw[META_PREFIX + key] ?? raw[(META_PREFIX + key).toLowerCase()];
-  const num = (v: string | undefined) => (v !== undefined && /^\d+$/.test(v) ? Number(v) : undefined);
-  let sourceName = get('source');
-  try {
-    if (sourceName !== undefined) sourceName = decodeURIComponent(sourceName);
-  } catch {
-    // A value some other tool wrote without encoding: show it as it is.
-  }
-  const meta: Partial<ArtifactMetadata> = {
-    sha256: get('sha256'),
-    host: get('host') === undefined ? undefined : safeDecode(get('host')!),
-    bytes: num(get('bytes')),
-    plainSha256: get('plain-sha256'),
-    plainBytes: num(get('plain-bytes')),
-    sourceName,
-    backupTime: get('backup-time'),
-    compression: get('compression') as ArtifactMetadata['compression'] | undefined,
-    encryption: get('encryption') as ArtifactMetadata['encryption'] | undefined,
-    litekeepVersion: get('version'),
-    trigger: get('trigger'),
-    journalMode: get('journal-mode'),
-  };
-  for (const key of Object.keys(meta) as (keyof ArtifactMetadata)[])
-    if (meta[key] === undefined) delete meta[key];
-  return meta;
 }
 
 /** Digests of exactly the bytes sent, with MD5s per part at the boundaries lib-storage cuts. */

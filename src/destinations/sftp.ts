@@ -14,7 +14,6 @@ import type {
   SFTPWrapper,
   Stats,
 } from 'ssh2';
-import { ConfigError } from '../config/index.js';
 import { tempNameFor } from '../naming.js';
 import {
   HostFolderDestination,
@@ -33,6 +32,7 @@ import {
 } from './known-hosts.js';
 import { hashFileInWorker } from './hash-worker.js';
 import { SIDECAR_DIR } from './sidecar.js';
+import { defaultKnownHosts } from './sftp-settings.js';
 
 const { Client, utils } = ssh2;
 
@@ -91,10 +91,6 @@ function loginName(): string {
   } catch {
     return process.env.USER ?? process.env.LOGNAME ?? 'root';
   }
-}
-
-function defaultKnownHosts(): string {
-  return posix.join(os.homedir(), '.ssh', 'known_hosts');
 }
 
 /**
@@ -758,32 +754,5 @@ class SftpStore implements FolderStore {
 export class SftpDestination extends HostFolderDestination {
   constructor(options: SftpDestinationOptions) {
     super(options.name ?? 'sftp', 'sftp', new SftpStore(options), options.machine ?? os.hostname());
-  }
-}
-
-/** Checked when the configuration is read (exit 2), before any connection. */
-export function checkSftpSettings(settings: Record<string, unknown>, where: string): void {
-  if (typeof settings.host !== 'string' || settings.host.trim() === '')
-    throw new ConfigError(`${where} (sftp) needs 'host': the SSH server's name or address`);
-  if (typeof settings.path !== 'string' || settings.path.trim() === '')
-    throw new ConfigError(
-      `${where} (sftp) needs 'path': the folder on the server, e.g. "backups" or "/srv/backups"`,
-    );
-  const port = settings.port === undefined ? 22 : Number(settings.port);
-  if (!Number.isInteger(port) || port < 1 || port > 65535)
-    throw new ConfigError(
-      `invalid ${where}.port '${String(settings.port)}': expected a port number (1–65535)`,
-    );
-  if (typeof settings.keyFile === 'string' && !fs.existsSync(settings.keyFile))
-    throw new ConfigError(
-      `${where}.keyFile ${settings.keyFile} does not exist; give the path of the private key`,
-    );
-  const knownHosts = typeof settings.knownHosts === 'string' ? settings.knownHosts : defaultKnownHosts();
-  if (!fs.existsSync(knownHosts)) {
-    const host = settings.host;
-    throw new ConfigError(
-      `${where}: there is no known_hosts file at ${knownHosts}, so the SSH server's key cannot be checked; add it ` +
-        `(ssh-keyscan -p ${port} ${host} >> ${knownHosts}, after checking the fingerprint on the server) or set 'knownHosts'`,
-    );
   }
 }

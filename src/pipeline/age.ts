@@ -2,15 +2,7 @@ import crypto from 'node:crypto';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { Transform, type TransformCallback } from 'node:stream';
-import {
-  Decrypter,
-  Encrypter,
-  Stanza,
-  generateX25519Identity,
-  identityToRecipient,
-  type Identity,
-  type Recipient,
-} from 'age-encryption';
+import type { Decrypter, Identity, Recipient, Stanza } from 'age-encryption';
 import { EXIT, LitekeepError } from '../util/errors.js';
 import { fsyncDir, publishNoClobber } from '../util/fs.js';
 import {
@@ -44,6 +36,15 @@ const SCRYPT_MAX_LOG_N = 20;
 const CANNOT_DECRYPT =
   'cannot decrypt with the given identity/passphrase: none of them opens this file; check the identity file or passphrase it was encrypted to';
 const CORRUPT = 'the encrypted file is truncated or corrupt';
+
+type AgeLibrary = typeof import('age-encryption');
+let library: Promise<AgeLibrary> | undefined;
+
+/** The age library, loaded when something is first encrypted or decrypted: a plain backup never pays for it. */
+function ageLibrary(): Promise<AgeLibrary> {
+  library ??= import('age-encryption');
+  return library;
+}
 
 function b64(bytes: Uint8Array): string {
   return Buffer.from(bytes).toString('base64').replace(/=+$/, '');
@@ -86,6 +87,7 @@ class NativeScryptRecipient implements Recipient {
   async wrapFileKey(fileKey: Uint8Array): Promise<Stanza[]> {
     const salt = crypto.randomBytes(16);
     const key = await scrypt(this.passphrase, salt, SCRYPT_WRITE_LOG_N);
+    const { Stanza } = await ageLibrary();
     return [new Stanza(['scrypt', b64(salt), String(SCRYPT_WRITE_LOG_N)], sealFileKey(key, fileKey))];
   }
 }
@@ -121,12 +123,13 @@ function describeRecipient(recipient: string): string {
   return recipient.length > 40 ? `${recipient.slice(0, 36)}...` : recipient;
 }
 
-/** Throws InvalidRecipientError for the first string that age cannot encrypt to. */
-export function validateRecipients(list: string[]): void {
-  for (const recipient of list) checkRecipient(recipient);
+/** Rejects with InvalidRecipientError for the first string that age cannot encrypt to. */
+export async function validateRecipients(list: string[]): Promise<void> {
+  const age = await ageLibrary();
+  for (const recipient of list) checkRecipient(age, recipient);
 }
 
-function checkRecipient(recipient: string): void {
+function checkRecipient(age: AgeLibrary, recipient: string): void {
   if (typeof recipient !== 'string' || recipient.trim() === '')
     throw new InvalidRecipientError(String(recipient), 'empty age recipient; expected an age1... public key');
   const shown = describeRecipient(recipient);
@@ -136,7 +139,7 @@ function checkRecipient(recipient: string): void {
       `recipient "${shown}" is an SSH public key, which litekeep does not support; use an age1... key (litekeep keygen, or age-keygen)`,
     );
   try {
-    new Encrypter().addRecipient(recipient);
+    new age.Encrypter().addRecipient(recipient);
   } catch (error) {
     throw new InvalidRecipientError(
       recipient,
@@ -156,7 +159,8 @@ export async function prepareEncryption(
   recipients: string[] | undefined,
   passphrase?: string,
 ): Promise<EncryptionSetup> {
-  const encrypter = new Encrypter();
+  const age = await ageLibrary();
+  const encrypter = new age.Encrypter();
   if (passphrase !== undefined) {
     if (recipients && recipients.length > 0)
       throw new ArtifactOptionsError(
@@ -169,7 +173,7 @@ export async function prepareEncryption(
     if (!recipients || recipients.length === 0)
       throw new ArtifactOptionsError('encryption needs at least one recipient or a passphrase');
     for (const recipient of recipients) {
-      checkRecipient(recipient);
+      checkRecipient(age, recipient);
       encrypter.addRecipient(recipient);
     }
   }
@@ -272,14 +276,17 @@ class KnownFileKey implements Identity {
  * A decrypter for an artifact this process just wrote, from the file key it drew: the machine that backs up
  * holds only recipients, yet can prove the new file decrypts before anything older is removed.
  */
-export function decrypterForFileKey(fileKey: Buffer): Decrypter {
-  const decrypter = new Decrypter();
+export async function decrypterForFileKey(fileKey: Buffer): Promise<Decrypter> {
+  const decrypter = new (await ageLibrary()).Decrypter();
   decrypter.addIdentity(new KnownFileKey(fileKey));
   return decrypter;
 }
 
-export function makeDecrypter(identities: string[] | undefined, passphrase: string | undefined): Decrypter {
-  const decrypter = new Decrypter();
+export async function makeDecrypter(
+  identities: string[] | undefined,
+  passphrase: string | undefined,
+): Promise<Decrypter> {
+  const decrypter = new (await ageLibrary()).Decrypter();
   for (const identity of identities ?? []) {
     try {
       decrypter.addIdentity(identity);
@@ -448,6 +455,7 @@ export async function readIdentityFile(file: string): Promise<string[]> {
       { cause: error },
     );
   }
+  const { identityToRecipient } = await ageLibrary();
   const identities: string[] = [];
   const lines = text.split(/\r?\n/);
   for (let i = 0; i < lines.length; i++) {
@@ -480,6 +488,7 @@ export async function readIdentityFile(file: string): Promise<string[]> {
  * and an existing file is never replaced (losing a key loses every backup made for it).
  */
 export async function generateIdentity(file: string): Promise<{ recipient: string }> {
+  const { generateX25519Identity, identityToRecipient } = await ageLibrary();
   const identity = await generateX25519Identity();
   const recipient = await identityToRecipient(identity);
   const created = new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');

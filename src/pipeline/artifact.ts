@@ -135,7 +135,10 @@ export async function decodedSha256(
   options: OpenOptions,
   signal?: AbortSignal,
 ): Promise<{ sha256: string; bytes: number }> {
-  const decoded = openArtifact(fs.createReadStream(artifactPath, { highWaterMark: READ_CHUNK }), options);
+  const decoded = await openArtifact(
+    fs.createReadStream(artifactPath, { highWaterMark: READ_CHUNK }),
+    options,
+  );
   const counter = createSha256Counter();
   try {
     await pipeline(decoded, counter, new Writable({ write: (_chunk, _encoding, done) => done() }), {
@@ -149,18 +152,18 @@ export async function decodedSha256(
 
 /**
  * Turns an artifact stream back into the plain database bytes. Option errors (no identity for an encrypted
- * file, a malformed identity) throw at once; everything found in the data (wrong key, truncation, tampering,
+ * file, a malformed identity) reject at once; everything found in the data (wrong key, truncation, tampering,
  * a corrupt compressed stream) ends the returned stream with an error, never with short output.
  */
-export function openArtifact(input: Readable, options: OpenOptions): Readable {
+export async function openArtifact(input: Readable, options: OpenOptions): Promise<Readable> {
   validateCompression(options.compression);
   const stages: Transform[] = [];
   if (options.encrypted)
     stages.push(
       new AgeDecryptStream(
         options.fileKey
-          ? decrypterForFileKey(options.fileKey)
-          : makeDecrypter(options.identities, options.passphrase),
+          ? await decrypterForFileKey(options.fileKey)
+          : await makeDecrypter(options.identities, options.passphrase),
       ),
     );
   stages.push(...createDecompressor(options.compression));
@@ -181,7 +184,10 @@ export async function restoreArtifactToFile(
   plainPath: string,
   options: OpenOptions,
 ): Promise<{ sha256: string; bytes: number }> {
-  const decoded = openArtifact(fs.createReadStream(artifactPath, { highWaterMark: READ_CHUNK }), options);
+  const decoded = await openArtifact(
+    fs.createReadStream(artifactPath, { highWaterMark: READ_CHUNK }),
+    options,
+  );
   const counter = createSha256Counter();
   let ok = false;
   try {

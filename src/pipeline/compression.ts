@@ -5,6 +5,7 @@ import zstdBinding from 'zstd-napi/binding.js';
 import type { Compression } from '../naming.js';
 import { ArtifactOptionsError, CorruptArtifactError } from './errors.js';
 import { PacedTransform } from './paced.js';
+import { ZstdWorkerStream } from './zstd-worker.js';
 
 export const DEFAULT_LEVEL: Record<Compression, number | undefined> = { none: undefined, gzip: 6, zstd: 3 };
 
@@ -37,12 +38,15 @@ export function createCompressor(
 ): Transform | undefined {
   validateCompression(compression, level, threads);
   if (compression === 'gzip') return zlib.createGzip({ level: level ?? 6, chunkSize: 64 * 1024 });
+  // On a thread of its own (threads >= 1): the calling thread stays free to read, hash and encrypt. More than
+  // one thread: zstd's own workers, under that one.
+  if (compression === 'zstd' && threads && threads > 0)
+    return new ZstdWorkerStream(level ?? 3, threads > 1 ? threads : 0);
   if (compression === 'zstd')
     return new CompressStream({
       compressionLevel: level ?? 3,
       // Without the frame checksum a corrupt-but-decodable block would restore as silently wrong pages.
       checksumFlag: true,
-      ...(threads && threads > 0 ? { nbWorkers: threads } : {}),
     });
   return undefined;
 }

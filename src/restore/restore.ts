@@ -303,7 +303,7 @@ export async function fetchAndCheck(
     source.on('error', (error) => artifactHash.destroy(error));
     const hashed = source.pipe(artifactHash);
     const decoded = packed
-      ? openArtifact(hashed, {
+      ? await openArtifact(hashed, {
           compression: parsed.compression,
           encrypted: parsed.encryption === 'age',
           identities: decrypt.identities,

@@ -1,6 +1,6 @@
 import http from 'node:http';
 import net from 'node:net';
-import { Counter, Gauge, Registry } from 'prom-client';
+import type { Gauge } from 'prom-client';
 import { EXIT, LitekeepError, oneLine } from '../util/errors.js';
 import { formatDuration } from '../util/duration.js';
 import type { LogSink } from './logger.js';
@@ -180,6 +180,8 @@ export async function renderMetrics(
   status: DaemonStatus,
   now: Date = new Date(),
 ): Promise<{ body: string; contentType: string }> {
+  // Loaded on the first scrape: `status` and every backup run use this module's health rules, never metrics.
+  const { Counter, Gauge, Registry } = await import('prom-client');
   const registry = new Registry();
   const gauge = (name: string, help: string, labelNames: string[] = ['database']) =>
     new Gauge({ name, help, labelNames, registers: [registry] });

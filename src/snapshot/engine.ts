@@ -90,7 +90,18 @@ export async function snapshotInProcess(
   try {
     sourceJournalMode = String(db.pragma('journal_mode', { simple: true }));
     if (request.mode === 'vacuum') {
-      db.prepare('VACUUM INTO ?').run(request.target);
+      // VACUUM INTO writes its output with this connection's `synchronous` level (FULL by default: an fsync
+      // of the whole copy). The copy counts only once it is checked, so it is made durable once, below, and
+      // only when it is itself the backup; a copy that is packed into the real artifact (fsynced itself) and
+      // then deleted is never fsynced. The level is put back at once: a connection that had to open the live
+      // database read-write checkpoints it when it closes, and that must stay as durable as the app made it.
+      const level = db.pragma('synchronous', { simple: true }) as number;
+      db.pragma('synchronous = OFF');
+      try {
+        db.prepare('VACUUM INTO ?').run(request.target);
+      } finally {
+        db.pragma(`synchronous = ${level}`);
+      }
     } else {
       await backupInOneStep(db, request.target);
     }
@@ -101,6 +112,8 @@ export async function snapshotInProcess(
     // The copy inherits the WAL flag from the source header; a backup file must stand alone.
     const copy = new Database(request.target);
     try {
+      // The copy is not the live database: its durability comes from the fsync below (or the artifact's).
+      copy.pragma('synchronous = OFF');
       if (copy.pragma('journal_mode', { simple: true }) === 'wal') copy.pragma('journal_mode = DELETE');
     } finally {
       copy.close();

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BackupManager, type BackupResult, type BackupTrigger } from '../../src/backup/manager.js';
 import { Catalog } from '../../src/catalog/index.js';
 import { loadConfig, type DatabaseTarget } from '../../src/config/index.js';
-import { buildS3Metadata } from '../../src/destinations/s3.js';
+import { buildS3Metadata } from '../../src/destinations/s3-metadata.js';
 import { CLI_SOURCE, cleanEnv, runCli, TSX_LOADER } from '../helpers/cli.js';
 import { countRows, filesIn, makeDatabase, tempDir } from '../helpers/db.js';
 import { canMount, mountTmpfs } from '../helpers/mount.js';

@@ -137,6 +137,47 @@ describe('writeArtifact → restoreArtifactToFile round trip', () => {
     expect(restored.sha256).toBe(dbSha);
   });
 
+  // zstd on its worker thread takes input in 1 MiB buffers: sizes around that boundary, on the worker (threads
+  // 1) and on the calling thread (threads 0), all read back by the decoder to the same bytes.
+  for (const threads of [0, 1]) {
+    for (const size of [0, 1, 2 ** 20 - 1, 2 ** 20, 2 ** 20 + 1, 3 * 2 ** 20 + 12345]) {
+      it(`zstd with threads ${threads} round-trips a ${size}-byte file`, async () => {
+        const src = path.join(dir, `zstd-${threads}-${size}.bin`);
+        // Half random, half repetitive: some chunks shrink a lot, some not at all.
+        const half = Math.floor(size / 2);
+        fs.writeFileSync(
+          src,
+          Buffer.concat([crypto.randomBytes(half), Buffer.alloc(size - half, 'litekeep ')]),
+        );
+        const out = `${src}.zst`;
+        const result = await writeArtifact(src, out, { compression: 'zstd', threads });
+        expect(result.plainBytes).toBe(size);
+        expect(result.bytes).toBe(fs.statSync(out).size);
+        const restored = await restoreArtifactToFile(out, `${src}.out`, {
+          compression: 'zstd',
+          encrypted: false,
+        });
+        expect(restored.sha256).toBe(crypto.createHash('sha256').update(fs.readFileSync(src)).digest('hex'));
+      });
+    }
+  }
+
+  it('stops zstd on its worker on abort and removes the partial artifact', async () => {
+    const src = path.join(dir, 'abort-zstd.bin');
+    fs.writeFileSync(src, crypto.randomBytes(8 * 2 ** 20));
+    const out = `${src}.zst`;
+    const controller = new AbortController();
+    const promise = writeArtifact(
+      src,
+      out,
+      { compression: 'zstd', threads: 1 },
+      () => controller.abort(),
+      controller.signal,
+    );
+    await expect(promise).rejects.toThrow(/abort/i);
+    expect(fs.existsSync(out)).toBe(false);
+  });
+
   it('stops on abort and removes the partial artifact', async () => {
     const out = path.join(dir, 'aborted.gz');
     const controller = new AbortController();
@@ -163,7 +204,7 @@ describe('writeArtifact → restoreArtifactToFile round trip', () => {
       })(),
     );
     const chunks: Buffer[] = [];
-    for await (const chunk of openArtifact(oneByOne, {
+    for await (const chunk of await openArtifact(oneByOne, {
       compression: 'zstd',
       encrypted: true,
       identities: [identity],

@@ -1,6 +1,5 @@
 import path from 'node:path';
 import type { Command } from 'commander';
-import { authorizeGoogle, installServiceAccountCredentials } from '../../destinations/google-auth.js';
 import { addConfigOptions, resolveConfig, type CommonOptions } from '../context.js';
 import { print } from '../output.js';
 
@@ -36,6 +35,9 @@ export function registerAuth(program: Command): void {
     .option('--no-browser', 'do not try to open a browser; paste the code instead');
   addConfigOptions(google);
   google.action(async (options: AuthFlags) => {
+    // Google's auth library is loaded by this command only.
+    const { authorizeGoogle, installServiceAccountCredentials } =
+      await import('../../destinations/google-auth.js');
     const resolved = resolveConfig(options);
     const drive = resolved.config.drive;
     const credentialsPath = path.resolve(

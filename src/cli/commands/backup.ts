@@ -1,13 +1,6 @@
 import path from 'node:path';
 import type { Command } from 'commander';
-import {
-  planBackupRun,
-  runBackupForTarget,
-  worstExitCode,
-  type BackupRunPlan,
-  type RunBackupResult,
-  type RunTrigger,
-} from '../../backup/task.js';
+import type { BackupRunPlan, RunBackupResult, RunTrigger } from '../../backup/task.js';
 import { EXIT, LitekeepError } from '../../util/errors.js';
 import { abortOnSignals } from '../signals.js';
 import { humanBytes, humanDuration } from '../../util/fs.js';
@@ -155,6 +148,8 @@ export function registerBackup(program: Command): void {
   addTargetOptions(command);
   addRetentionOptions(command);
   command.action(async (options: CommonOptions) => {
+    // The backup machinery is loaded when a backup runs, not for `--help` or another command.
+    const { planBackupRun, runBackupForTarget, worstExitCode } = await import('../../backup/task.js');
     const extra: Record<string, unknown> = {};
     if (options.vacuum === false) extra.vacuum = false;
     if (options.quickCheck) extra.integrityCheck = 'quick';
@@ -183,7 +178,7 @@ export function registerBackup(program: Command): void {
     const abort = abortOnSignals('backup');
     for (const target of targets) {
       if (abort.signal.aborted) break;
-      const progress = startProgress(options);
+      const progress = await startProgress(options);
       const result = await runBackupForTarget(target, {
         trigger,
         signal: abort.signal,

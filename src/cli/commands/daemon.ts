@@ -1,9 +1,4 @@
 import type { Command } from 'commander';
-import { runDaemon } from '../../backup/daemon.js';
-import { encryptionSettings } from '../../backup/encryption.js';
-import { BackupManager } from '../../backup/manager.js';
-import { destinationsOf } from '../../backup/offsite.js';
-import { nextRuns, validateSchedule } from '../../scheduler/index.js';
 import { EXIT, LitekeepError } from '../../util/errors.js';
 import { formatTime } from '../../util/time.js';
 import {
@@ -38,6 +33,20 @@ export function registerDaemon(program: Command): void {
     .option('--no-notify', 'send no notifications');
   addTargetOptions(command);
   command.action(async (options: DaemonFlags) => {
+    // The daemon (scheduler, HTTP server, metrics, logger) is loaded by this command only.
+    const [
+      { runDaemon },
+      { encryptionSettings },
+      { BackupManager },
+      { destinationsOf },
+      { validateSchedule },
+    ] = await Promise.all([
+      import('../../backup/daemon.js'),
+      import('../../backup/encryption.js'),
+      import('../../backup/manager.js'),
+      import('../../backup/offsite.js'),
+      import('../../scheduler/schedule.js'),
+    ]);
     const extra: Record<string, unknown> = {};
     if (options.schedule) extra.schedule = options.schedule;
     // --quiet: the daemon logs errors only.
@@ -79,6 +88,7 @@ export function registerSchedule(program: Command): void {
     .option('--json', 'print JSON');
   addConfigOptions(command);
   command.action(async (options: CommonOptions & { next: string; schedule?: string }) => {
+    const { nextRuns } = await import('../../scheduler/schedule.js');
     const resolved = resolveConfig(options, options.schedule ? { schedule: options.schedule } : {});
     const n = Number(options.next);
     if (!Number.isInteger(n) || n < 1 || n > 1000) {

@@ -1,7 +1,5 @@
 import path from 'node:path';
 import type { Command } from 'commander';
-import Database from 'better-sqlite3';
-import { runBackupForTarget } from '../../backup/task.js';
 import { loadConfig, targetForPath } from '../../config/index.js';
 import { addConfigOptions, type CommonOptions } from '../context.js';
 import { print, startProgress } from '../output.js';
@@ -9,8 +7,9 @@ import { printBackupSummary } from './backup.js';
 import { makeDirsSync } from '../../util/fs.js';
 
 /** A small database with a few tables, so that a first run has something real to back up. */
-export function createDemoDatabase(file: string): void {
+async function createDemoDatabase(file: string): Promise<void> {
   makeDirsSync(path.dirname(file), 0o700);
+  const { default: Database } = await import('better-sqlite3');
   const db = new Database(file);
   try {
     db.pragma('journal_mode = WAL');
@@ -44,17 +43,18 @@ export function registerDemo(program: Command): void {
     .description('back up the configured database, or a demo database created in ./demo when none is set');
   addConfigOptions(command);
   command.action(async (options: CommonOptions) => {
+    const { runBackupForTarget } = await import('../../backup/task.js');
     const resolved = loadConfig({ configPath: options.config, envFile: options.envFile });
     let targets = resolved.databases;
     if (targets.length === 0) {
       const file = path.resolve('demo', 'app.db');
-      createDemoDatabase(file);
+      await createDemoDatabase(file);
       print(`no database configured: created a demo database at ${file}`);
       targets = [targetForPath(resolved, file, path.resolve('demo', 'backups'))];
     }
     let exitCode = 0;
     for (const target of targets) {
-      const progress = startProgress({});
+      const progress = await startProgress({});
       const result = await runBackupForTarget(target, {
         trigger: 'manual',
         onProgress: (stage, bytes, total) => progress.update(stage, bytes, total),

@@ -1,13 +1,5 @@
 import type { Command } from 'commander';
-import { BackupManager } from '../../backup/manager.js';
-import {
-  listRemote,
-  remoteStatusOf,
-  statusOf,
-  type DatabaseStatus,
-  type RemoteListing,
-  type RemoteStatus,
-} from '../../backup/status.js';
+import type { DatabaseStatus, RemoteListing, RemoteStatus } from '../../backup/status.js';
 import { CONFIG_LEAVES, describeConfig, type ConfigEntry, type ResolvedConfig } from '../../config/index.js';
 import { parseDurationMs } from '../../config/settings.js';
 import { durationAsWritten } from '../../util/duration.js';
@@ -36,6 +28,10 @@ export function registerList(program: Command): void {
     .option('--json', 'print JSON');
   addTargetOptions(command);
   command.action(async (options: CommonOptions & { from?: string; limit?: string }) => {
+    const [{ BackupManager }, { listRemote }] = await Promise.all([
+      import('../../backup/manager.js'),
+      import('../../backup/status.js'),
+    ]);
     const resolved = resolveConfig(options);
     const limit = parseLimit(options.limit);
     const out: Record<string, unknown>[] = [];
@@ -127,6 +123,7 @@ export function registerHistory(program: Command): void {
     .option('--json', 'print JSON');
   addTargetOptions(command);
   command.action(async (options: CommonOptions & { limit: string; runs?: boolean }) => {
+    const { BackupManager } = await import('../../backup/manager.js');
     const resolved = resolveConfig(options);
     const limit = parseLimit(options.limit)!;
     const out: Record<string, unknown>[] = [];
@@ -180,6 +177,10 @@ export function registerStatus(program: Command): void {
     .option('--json', 'print JSON');
   addTargetOptions(command);
   command.action(async (options: CommonOptions & { maxAge?: string; from?: string }) => {
+    const [{ BackupManager }, { remoteStatusOf, statusOf }] = await Promise.all([
+      import('../../backup/manager.js'),
+      import('../../backup/status.js'),
+    ]);
     const resolved = resolveConfig(options);
     let maxAgeMs: number | undefined;
     if (options.maxAge !== undefined) {

@@ -1,10 +1,5 @@
 import path from 'node:path';
 import type { Command } from 'commander';
-import { BackupManager } from '../../backup/manager.js';
-import { sendTestNotifications } from '../../backup/notifications.js';
-import { destinationsOf, runDestinations } from '../../backup/offsite.js';
-import { withDatabaseLock } from '../../backup/task.js';
-import { generateIdentity } from '../../pipeline/index.js';
 import { errorCode, EXIT, LitekeepError, oneLine } from '../../util/errors.js';
 import { didYouMean } from '../../util/suggest.js';
 import { runCeiling } from '../../util/timeouts.js';
@@ -26,6 +21,10 @@ export function registerNotify(program: Command): void {
     .option('--json', 'print JSON');
   addConfigOptions(test);
   test.action(async (options: CommonOptions) => {
+    const [{ BackupManager }, { sendTestNotifications }] = await Promise.all([
+      import('../../backup/manager.js'),
+      import('../../backup/notifications.js'),
+    ]);
     const resolved = resolveConfig(options);
     const target = resolved.databases[0];
     const settingsTarget = target ?? {
@@ -64,6 +63,7 @@ export function registerKeygen(program: Command): void {
     )
     .argument('[file]', 'where to write the identity', 'litekeep-age-key.txt')
     .action(async (file: string) => {
+      const { generateIdentity } = await import('../../pipeline/age.js');
       const target = path.resolve(file);
       let recipient: string;
       try {
@@ -101,10 +101,15 @@ export function registerSync(program: Command): void {
     .option('--json', 'print JSON');
   addTargetOptions(command);
   command.action(async (options: CommonOptions & { drive?: boolean; to?: string }) => {
+    const [{ BackupManager }, { destinationsOf, runDestinations }, { withDatabaseLock }] = await Promise.all([
+      import('../../backup/manager.js'),
+      import('../../backup/offsite.js'),
+      import('../../backup/task.js'),
+    ]);
     const resolved = resolveConfig(options);
     const out: unknown[] = [];
     let failed = false;
-    const progress = startProgress(options);
+    const progress = await startProgress(options);
     const stop = abortOnSignals('sync');
     for (const target of selectTargets(resolved, options)) {
       if (options.to !== undefined) {

@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
-import { BackupManager, type PruneResult } from '../../backup/manager.js';
-import { withDatabaseLock } from '../../backup/task.js';
+import type { PruneResult } from '../../backup/manager.js';
 import { describePolicy } from '../../retention/index.js';
 import { EXIT } from '../../util/errors.js';
 import { formatTime } from '../../util/time.js';
@@ -44,6 +43,10 @@ export function registerPrune(program: Command): void {
   addTargetOptions(command);
   addRetentionOptions(command);
   command.action(async (options: CommonOptions & { dryRun?: boolean; removeFailed?: boolean }) => {
+    const [{ BackupManager }, { withDatabaseLock }] = await Promise.all([
+      import('../../backup/manager.js'),
+      import('../../backup/task.js'),
+    ]);
     const resolved = resolveConfig(options);
     const out: Record<string, unknown>[] = [];
     let failed = false;

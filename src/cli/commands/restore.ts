@@ -2,18 +2,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline/promises';
 import type { Command } from 'commander';
-import { readIdentityFile } from '../../pipeline/index.js';
-import {
-  listCandidates,
-  pickCandidate,
-  restoreBackup,
-  verifyBackup,
-  type DecryptOptions,
-} from '../../restore/index.js';
-import { candidateFromFile } from '../../restore/file.js';
+import type { DecryptOptions } from '../../restore/index.js';
 import type { DatabaseTarget } from '../../config/index.js';
-import { readPassphraseFile } from '../../backup/encryption.js';
-import { withDatabaseLock } from '../../backup/task.js';
 import { EXIT, LitekeepError } from '../../util/errors.js';
 import { humanBytes } from '../../util/fs.js';
 import { formatTime, systemTimeZone, zonedToDate } from '../../util/time.js';
@@ -35,9 +25,10 @@ interface RestoreFlags extends CommonOptions {
 export async function decryptOptionsFor(target: DatabaseTarget, identity?: string): Promise<DecryptOptions> {
   const file = identity ?? target.settings.encryption.identity;
   const options: DecryptOptions = {};
-  if (file) options.identities = await readIdentityFile(file);
+  if (file) options.identities = await (await import('../../pipeline/age.js')).readIdentityFile(file);
   if (target.settings.encryption.passphrase) options.passphrase = target.settings.encryption.passphrase;
   else if (target.settings.encryption.passphraseFile) {
+    const { readPassphraseFile } = await import('../../backup/encryption.js');
     options.passphrase = await readPassphraseFile(target.settings.encryption.passphraseFile);
   }
   return options;
@@ -137,6 +128,12 @@ export function registerRestore(program: Command): void {
     .option('--json', 'print JSON');
   addTargetOptions(command);
   command.action(async (name: string | undefined, options: RestoreFlags) => {
+    const [{ listCandidates, pickCandidate, restoreBackup }, { candidateFromFile }, { withDatabaseLock }] =
+      await Promise.all([
+        import('../../restore/index.js'),
+        import('../../restore/file.js'),
+        import('../../backup/task.js'),
+      ]);
     const target = singleTarget(options);
     const timeZone = target.settings.timeZone ?? systemTimeZone();
     const at = parseAt(options.at, timeZone);
@@ -180,7 +177,7 @@ export function registerRestore(program: Command): void {
     }
     const decrypt = await decryptOptionsFor(target, options.identity);
     const stop = abortOnSignals('restore');
-    const progress = startProgress(options);
+    const progress = await startProgress(options);
     const restore = () =>
       restoreBackup(target, {
         name: file ? undefined : name,
@@ -234,10 +231,11 @@ export function registerVerify(program: Command): void {
     .option('--json', 'print JSON');
   addTargetOptions(command);
   command.action(async (name: string | undefined, options: RestoreFlags) => {
+    const { verifyBackup } = await import('../../restore/index.js');
     const targets = selectTargets(resolveConfig(options), options);
     const out: unknown[] = [];
     let failed = false;
-    const progress = startProgress(options);
+    const progress = await startProgress(options);
     const stop = abortOnSignals('verification');
     try {
       for (const target of targets) {
