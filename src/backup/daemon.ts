@@ -283,7 +283,6 @@ export async function runDaemon(
           skipDrive: options.drive === false,
         }),
     });
-    logger.info({ url: http.url }, `health and metrics on ${http.url}/healthz and ${http.url}/metrics`);
   }
   let schedule: BackupSchedule;
   try {
@@ -300,6 +299,6 @@ export async function runDaemon(
     throw error;
   }
   installSignalHandlers(schedule.daemon, { stopTimeoutMs: resolved.config.stopTimeout ?? 600_000, logger });
-  // The schedule itself logged "daemon started" with its next run: one start-up line, not two.
+  // The server logged where it listens and the schedule "daemon started" with its next run: one line each.
   return { schedule, http };
 }

@@ -368,6 +368,9 @@ export class BackupManager {
           },
           options.signal,
         ).catch((error: unknown) => {
+          // Stopped while reading it back (Ctrl-C, a stopping daemon): nothing is wrong with the disk.
+          if (options.signal?.aborted)
+            throw new LitekeepError('backup aborted; temp files removed', { stage: 'store', cause: error });
           throw new LitekeepError(
             `the new backup does not decode (${oneLine(error)}); it was not kept — check the disk under ${this.backupDir}`,
             { stage: 'verify', cause: error },
@@ -418,6 +421,9 @@ export class BackupManager {
     } catch (error) {
       await cleanup();
       if (error instanceof LitekeepError) throw error;
+      // An AbortError from packing or hashing: say what happened rather than "The operation was aborted".
+      if (options.signal?.aborted)
+        throw new LitekeepError('backup aborted; temp files removed', { stage: 'store', cause: error });
       const code = (error as NodeJS.ErrnoException).code;
       if (code === 'ENOSPC') {
         throw new LitekeepError(

@@ -634,7 +634,7 @@ export async function destinationStatuses(
 ): Promise<DestinationStatus[]> {
   const specs = destinationsOf(target);
   const { backups } = await manager.listBackups();
-  const verifications = manager.catalog.lastVerifications();
+  const verifications = manager.catalog.lastVerifications({ kept: true });
   const out: DestinationStatus[] = [];
   for (const spec of specs) {
     const known = destinationState(spec, manager, backups);

@@ -33,7 +33,7 @@ export async function statusOf(
   const { backups } = await manager.listBackups();
   const success = manager.catalog.lastRunWithStatus(['ok', 'partial']);
   const failure = manager.catalog.lastRunWithStatus(['failed']);
-  const verified = manager.catalog.lastVerifications();
+  const verified = manager.catalog.lastVerifications({ kept: true });
   const newest = backups[0];
   const now = Date.now();
   const status: DatabaseStatus = {

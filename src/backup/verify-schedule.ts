@@ -1,11 +1,10 @@
-import fs from 'node:fs';
 import { hostOf } from '../destinations/factory.js';
 import type { DatabaseTarget } from '../config/index.js';
 import { notify } from '../notify/index.js';
 import { readIdentityFile } from '../pipeline/index.js';
 import { listCandidates, verifyBackup, type DecryptOptions, type VerifyResult } from '../restore/index.js';
 import { acquireLock } from '../scheduler/lock.js';
-import { oneLine } from '../util/errors.js';
+import { LitekeepError, oneLine } from '../util/errors.js';
 import { runCeiling } from '../util/timeouts.js';
 import { BackupManager } from './manager.js';
 import { lockPathFor } from './task.js';
@@ -18,7 +17,19 @@ const DAY = 86_400_000;
 async function decryptOptions(target: DatabaseTarget): Promise<DecryptOptions | undefined> {
   const e = target.settings.encryption;
   const options: DecryptOptions = {};
-  if (e.identity && fs.existsSync(e.identity)) options.identities = await readIdentityFile(e.identity);
+  if (e.identity) {
+    // A configured identity that cannot be read would skip every encrypted backup without a word, run after
+    // run: say so instead. Keeping the key off the machine means not configuring it here.
+    try {
+      options.identities = await readIdentityFile(e.identity);
+    } catch (error) {
+      throw new LitekeepError(
+        `encryption.identity: ${oneLine(error)}; encrypted backups cannot be verified until it is fixed ` +
+          `(or remove encryption.identity to keep the key off this machine)`,
+        { stage: 'verify', cause: error },
+      );
+    }
+  }
   if (e.passphrase) options.passphrase = e.passphrase;
   else if (e.passphraseFile) options.passphrase = await readPassphraseFile(e.passphraseFile);
   return options.identities || options.passphrase ? options : undefined;

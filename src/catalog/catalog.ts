@@ -447,12 +447,19 @@ export class Catalog {
       );
   }
 
-  /** The newest successful verification per destination. */
-  lastVerifications(): (VerificationRecord & { id: number })[] {
+  /**
+   * The newest successful verification per destination. With `kept`, only of backups not removed from that
+   * destination since: what `status` shows as proof, which a backup rotated away no longer is.
+   */
+  lastVerifications(options: { kept?: boolean } = {}): (VerificationRecord & { id: number })[] {
+    const kept = options.kept
+      ? `AND NOT EXISTS (SELECT 1 FROM deletions d WHERE d.status = 'ok'
+           AND d.destination = v.destination AND d.backup_file = v.backup_file)`
+      : '';
     const rows = this.db
       .prepare(
         `SELECT * FROM verifications WHERE id IN
-           (SELECT MAX(id) FROM verifications WHERE status = 'ok' GROUP BY destination)`,
+           (SELECT MAX(v.id) FROM verifications v WHERE v.status = 'ok' ${kept} GROUP BY v.destination)`,
       )
       .all() as Row[];
     return rows.map((row) => camel(row) as unknown as VerificationRecord & { id: number });

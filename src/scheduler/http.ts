@@ -259,6 +259,8 @@ export async function renderMetrics(
     onDisk.set(labels, db.backupsOnDisk);
     onDiskBytes.set(labels, db.bytesOnDisk);
     for (const [runStatus, count] of Object.entries(db.runsByStatus)) {
+      // Finished runs only: a running one turns into another status, and a counter must never go down.
+      if (runStatus === 'running') continue;
       runs.inc({ database: db.name, status: runStatus }, count);
     }
     const dbHealth = health.databases.find((entry) => entry.name === db.name);
@@ -405,7 +407,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
   const urlHost =
     address.family === 'IPv6' || address.address.includes(':') ? `[${address.address}]` : address.address;
   const url = `http://${urlHost}:${address.port}`;
-  log?.info({ url }, 'health and metrics served');
+  log?.info({ url }, `health and metrics on ${url}/healthz and ${url}/metrics`);
   return {
     url,
     port: address.port,

@@ -122,6 +122,17 @@ describe('destinations by name', () => {
     );
   });
 
+  it('sync to a destination it cannot list says it failed, and not that nothing is missing there', async () => {
+    const w = withDestinations();
+    expect((await runCli(['backup', '--no-upload'], { cwd: w.dir, env: w.env })).code).toBe(0);
+    // A file where the destination's folder should be: nothing can be listed or copied there.
+    fs.writeFileSync(path.join(w.dir, 'usb'), 'not a folder');
+    const sync = await runCli(['sync', '--to', 'usb'], { cwd: w.dir, env: w.env });
+    expect(sync.code).toBe(3);
+    expect(sync.stdout).toMatch(/^app → usb: failed — catch-up: .*ENOTDIR/m);
+    expect(sync.stdout).not.toContain('nothing missing');
+  });
+
   it('status --from reports what a destination holds, and --max-age judges its newest copy', async () => {
     const w = withDestinations();
     expect((await runCli(['backup', '--no-upload'], { cwd: w.dir, env: w.env })).code).toBe(0);

@@ -181,6 +181,8 @@ describe('litekeep daemon: catch-up, /healthz, /metrics and logs', () => {
     await new Promise((resolve) => setTimeout(resolve, 7_000));
     expect(daemon.records.some(msg('run started'))).toBe(false);
     expect(daemon.records.filter(msg('started'))).toHaveLength(1);
+    // One line says where /healthz and /metrics are, not two.
+    expect(daemon.records.filter((r) => /health and metrics/.test(String(r.msg)))).toHaveLength(1);
     expect(backupFiles(w.backups)).toEqual([]);
     expect((await getJson(`${url}/healthz`)).status).toBe(503);
     daemon.process.kill('SIGTERM');

@@ -9,6 +9,7 @@ import {
   loadConfig,
   type RunBackupResult,
 } from '../../src/index.js';
+import { generateIdentity } from '../../src/pipeline/index.js';
 import { cleanEnv, TSX_LOADER } from '../helpers/cli.js';
 import { countRows, makeDatabase, tempDir } from '../helpers/db.js';
 import { backupFiles, tempFiles } from './daemon-helpers.js';
@@ -133,6 +134,46 @@ describe('embedding: scheduleBackupTask and runBackupTask', () => {
     expect(logged.code).toBe(0);
     expect(logged.stdout).toMatch(/backup of app done: backup-/);
     expect(logged.stdout.trim().split('\n').pop()).toBe('{"app":"done","status":"ok"}');
+  });
+
+  it('verify after-backup proves an encrypted backup, and says so when the configured identity cannot be read', async () => {
+    const w = workspace(20);
+    const key = path.join(w.dir, 'key.txt');
+    const { recipient } = await generateIdentity(key);
+    const run = async (identity: string) => {
+      const { lines, logger } = memoryLogger();
+      const schedule = scheduleBackupTask({
+        cwd: w.dir,
+        env: {
+          ...w.env,
+          LITEKEEP_CATCH_UP: 'false',
+          LITEKEEP_VERIFY: 'after-backup',
+          LITEKEEP_ENCRYPTION_RECIPIENTS: recipient,
+          LITEKEEP_AGE_IDENTITY: identity,
+        },
+        logger,
+      });
+      try {
+        await schedule.runNow();
+      } finally {
+        await schedule.stop();
+      }
+      return lines;
+    };
+    const good = await run(key);
+    expect(good.filter((l) => l.msg?.startsWith('verified backup-')).map((l) => l.fields.source)).toEqual([
+      'local',
+    ]);
+    // A mistyped path used to skip every encrypted backup without a line in the log, run after run.
+    const mistyped = await run(path.join(w.dir, 'kye.txt'));
+    expect(mistyped.some((l) => l.msg?.startsWith('backup of app done'))).toBe(true);
+    const complaint = mistyped.filter(
+      (l) => l.level === 'error' && /verification could not run/.test(l.msg ?? ''),
+    );
+    expect(complaint).toHaveLength(1);
+    expect(complaint[0].msg).toMatch(
+      /encryption\.identity: cannot read identity file \S*kye\.txt \(ENOENT\)/,
+    );
   });
 
   it('statusFromCatalog reads a folder without backups without creating it', async () => {

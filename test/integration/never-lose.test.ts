@@ -518,6 +518,21 @@ describe('nothing counts as a backup before its bytes decode back to the snapsho
       expect(filesIn(m.backups).filter((f) => f.endsWith('.tmp'))).toEqual([]);
     },
   );
+
+  it('stopped while the new backup is read back, the run says it was aborted (not that the disk is bad)', async () => {
+    const m = machine({ config: { destinations: [] } });
+    const old = await backupAt(m, new Date(Date.now() - DAY));
+    const manager = new BackupManager(m.target());
+    const stop = new AbortController();
+    try {
+      const run = manager.createBackup({ signal: stop.signal, onPacked: () => stop.abort() });
+      await expect(run).rejects.toThrow(/^backup aborted; temp files removed$/);
+    } finally {
+      manager.close();
+    }
+    expect(backupFiles(m.backups)).toEqual([old.file]);
+    expect(filesIn(m.backups).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+  });
 });
 
 describe('what the review of this change found', () => {

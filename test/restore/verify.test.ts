@@ -39,6 +39,21 @@ describe('litekeep verify, and restore --to / --dry-run', () => {
     expect(fs.existsSync(w.db)).toBe(false);
   });
 
+  it('status does not offer a verified backup that retention has removed since as the last verified one', async () => {
+    const w = workspace(40);
+    const first = await backup(w);
+    expect((await runCli(['verify', first.file, ...w.args], { cwd: w.dir })).code).toBe(0);
+    // The second scheduled backup of the day takes the first one's place under the daily rule.
+    const second = await backup(w);
+    expect(fs.existsSync(first.path)).toBe(false);
+    const s = await runCli(['status', ...w.args, '--json'], { cwd: w.dir });
+    expect(s.code, s.stderr).toBe(0);
+    expect(JSON.stringify(JSON.parse(s.stdout))).not.toContain(first.file);
+    expect((await runCli(['verify', second.file, ...w.args], { cwd: w.dir })).code).toBe(0);
+    const again = await runCli(['status', ...w.args], { cwd: w.dir });
+    expect(again.stdout).toContain(`last verified on local: ${second.file} (just now)`);
+  });
+
   it('restores into another file with --to, and --dry-run changes nothing', async () => {
     const w = workspace(80);
     const b = await backup(w);

@@ -155,7 +155,12 @@ export function registerSync(program: Command): void {
         for (const o of outcomes) {
           print(
             `${target.name} → ${o.destination}: ${o.status}` +
-              (o.caughtUp?.length ? `, uploaded ${o.caughtUp.length} missing` : ', nothing missing') +
+              // Without a listing (caughtUp unset) nothing is known about what is missing there.
+              (o.caughtUp === undefined
+                ? ''
+                : o.caughtUp.length
+                  ? `, uploaded ${o.caughtUp.length} missing`
+                  : ', nothing missing') +
               (o.rotated ? `, rotated ${o.rotated}` : '') +
               (o.error ? ` — ${o.error}` : ''),
           );
