@@ -59,7 +59,37 @@ export async function verifyDue(
     if (last !== undefined && now.getTime() - last < (mode === 'daily' ? DAY : 7 * DAY) - 3_600_000)
       return [];
   }
-  const decrypt = await decryptOptions(target);
+  const options = notifyOptionsFrom(target.settings);
+  /** A verification that fails, or never reaches a verdict, is a failure notification: silence hides it. */
+  async function alert(error: string, file?: string): Promise<void> {
+    if (!hasChannels(options)) return;
+    const alertLog = new BackupManager(target);
+    try {
+      await notify(
+        {
+          kind: 'failure',
+          database: target.name,
+          host: hostOf(target),
+          time: now,
+          stage: 'verify',
+          error,
+          file,
+        },
+        options,
+        // Recorded like every other notification, so a missed alert leaves a trace in `litekeep history`.
+        { onAttempt: recordAttempt(alertLog.catalog) },
+      );
+    } finally {
+      alertLog.close();
+    }
+  }
+  let decrypt: DecryptOptions | undefined;
+  try {
+    decrypt = await decryptOptions(target);
+  } catch (error) {
+    await alert(`verification could not run: ${oneLine(error)}`);
+    throw error;
+  }
   const sources = ['local', ...destinationsOf(target).map((d) => d.name)];
   const results: VerifyResult[] = [];
   // Under the database's lock: a backup running meanwhile (a manual one) could prune the very file being
@@ -104,24 +134,12 @@ export async function verifyDue(
   }
   if (interrupted) results.push({ backup: 'the rest', source: 'all', status: 'failed', error: interrupted });
   const failed = results.filter((r) => r.status === 'failed');
-  const options = notifyOptionsFrom(target.settings);
-  if (failed.length && hasChannels(options)) {
-    const alertLog = new BackupManager(target);
-    await notify(
-      {
-        kind: 'failure',
-        database: target.name,
-        host: hostOf(target),
-        time: now,
-        stage: 'verify',
-        error: `verification failed: ${failed.map((f) => `${f.backup} on ${f.source}: ${f.error}`).join('; ')}`,
-        file: failed[0].backup,
-      },
-      options,
-      // Recorded like every other notification, so a missed alert leaves a trace in `litekeep history`.
-      { onAttempt: recordAttempt(alertLog.catalog) },
-    );
-    alertLog.close();
+  const inconclusive = results.filter((r) => r.status === 'error');
+  const describe = (list: VerifyResult[]) =>
+    list.map((f) => `${f.backup} on ${f.source}: ${f.error}`).join('; ');
+  if (failed.length) await alert(`verification failed: ${describe(failed)}`, failed[0].backup);
+  else if (inconclusive.length) {
+    await alert(`verification could not reach a verdict: ${describe(inconclusive)}`, inconclusive[0].backup);
   }
   return results;
 }

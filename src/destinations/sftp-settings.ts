@@ -22,10 +22,21 @@ export function checkSftpSettings(settings: Record<string, unknown>, where: stri
     throw new ConfigError(
       `invalid ${where}.port '${String(settings.port)}': expected a port number (1–65535)`,
     );
-  if (typeof settings.keyFile === 'string' && !fs.existsSync(settings.keyFile))
-    throw new ConfigError(
-      `${where}.keyFile ${settings.keyFile} does not exist; give the path of the private key`,
-    );
+  if (typeof settings.keyFile === 'string') {
+    if (!fs.existsSync(settings.keyFile))
+      throw new ConfigError(
+        `${where}.keyFile ${settings.keyFile} does not exist; give the path of the private key`,
+      );
+    // Readable by this user, checked at start: otherwise every run fails at upload time (exit 3) instead.
+    try {
+      fs.accessSync(settings.keyFile, fs.constants.R_OK);
+    } catch (error) {
+      throw new ConfigError(
+        `${where}.keyFile ${settings.keyFile} cannot be read (${(error as NodeJS.ErrnoException).code}); ` +
+          "run litekeep as the key's owner or fix its permissions",
+      );
+    }
+  }
   const knownHosts = typeof settings.knownHosts === 'string' ? settings.knownHosts : defaultKnownHosts();
   if (!fs.existsSync(knownHosts)) {
     const host = settings.host;

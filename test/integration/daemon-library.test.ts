@@ -13,6 +13,8 @@ import { generateIdentity } from '../../src/pipeline/index.js';
 import { cleanEnv, TSX_LOADER } from '../helpers/cli.js';
 import { countRows, makeDatabase, tempDir } from '../helpers/db.js';
 import { backupFiles, tempFiles } from './daemon-helpers.js';
+import { ntfyEnv } from './notify-helpers.js';
+import { startRecorder } from '../servers/http-recorder.js';
 
 const dirs: string[] = [];
 afterAll(() => dirs.forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
@@ -140,12 +142,14 @@ describe('embedding: scheduleBackupTask and runBackupTask', () => {
     const w = workspace(20);
     const key = path.join(w.dir, 'key.txt');
     const { recipient } = await generateIdentity(key);
+    const ntfy = await startRecorder();
     const run = async (identity: string) => {
       const { lines, logger } = memoryLogger();
       const schedule = scheduleBackupTask({
         cwd: w.dir,
         env: {
           ...w.env,
+          ...ntfyEnv(ntfy.url),
           LITEKEEP_CATCH_UP: 'false',
           LITEKEEP_VERIFY: 'after-backup',
           LITEKEEP_ENCRYPTION_RECIPIENTS: recipient,
@@ -174,6 +178,14 @@ describe('embedding: scheduleBackupTask and runBackupTask', () => {
     expect(complaint[0].msg).toMatch(
       /encryption\.identity: cannot read identity file \S*kye\.txt \(ENOENT\)/,
     );
+    // ... and it reaches the people who would otherwise never hear of it.
+    try {
+      const alerts = ntfy.requests.filter((r) => /verification could not run/.test(r.body));
+      expect(alerts).toHaveLength(1);
+      expect(alerts[0].body).toMatch(/kye\.txt \(ENOENT\)/);
+    } finally {
+      await ntfy.close();
+    }
   });
 
   it('statusFromCatalog reads a folder without backups without creating it', async () => {
