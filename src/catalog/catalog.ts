@@ -391,6 +391,49 @@ export class Catalog {
     return rows.map((row) => camel(row) as unknown as T & { id: number });
   }
 
+  /**
+   * The files a destination holds as far as the log knows: uploaded there and not deleted there since (a
+   * deletion at the same instant as the upload wins). One aggregate in SQLite, so its cost in this process is
+   * the number of copies held, not the length of the history.
+   */
+  heldOn(destination: string): string[] {
+    const rows = this.db
+      .prepare(
+        `SELECT u.backup_file AS file FROM
+           (SELECT backup_file, MAX(at) AS at FROM uploads WHERE destination = ? AND status = 'ok'
+            GROUP BY backup_file) u
+         WHERE NOT EXISTS (SELECT 1 FROM deletions d WHERE d.destination = ? AND d.status = 'ok'
+           AND d.backup_file = u.backup_file AND d.at >= u.at)`,
+      )
+      .all(destination, destination) as { file: string }[];
+    return rows.map((r) => r.file);
+  }
+
+  /** The newest upload attempt to a destination, of any status or of one. */
+  newestUpload(
+    destination: string,
+    status?: UploadRecord['status'],
+  ): (UploadRecord & { id: number }) | undefined {
+    const row = (
+      status
+        ? this.db
+            .prepare(`SELECT * FROM uploads WHERE destination = ? AND status = ? ORDER BY id DESC LIMIT 1`)
+            .get(destination, status)
+        : this.db
+            .prepare(`SELECT * FROM uploads WHERE destination = ? ORDER BY id DESC LIMIT 1`)
+            .get(destination)
+    ) as Row | undefined;
+    return row ? (camel(row) as unknown as UploadRecord & { id: number }) : undefined;
+  }
+
+  /** Upload attempts recorded for a destination, by status. */
+  uploadsByStatus(destination: string): Record<string, number> {
+    const rows = this.db
+      .prepare(`SELECT status, COUNT(*) AS n FROM uploads WHERE destination = ? GROUP BY status`)
+      .all(destination) as { status: string; n: number }[];
+    return Object.fromEntries(rows.map((r) => [r.status, r.n]));
+  }
+
   recordDeletion(record: DeletionRecord): void {
     this.db
       .prepare(
@@ -496,6 +539,25 @@ export class Catalog {
   listRuns(limit = 50): RunRecord[] {
     const rows = this.db.prepare(`SELECT * FROM runs ORDER BY id DESC LIMIT ?`).all(limit) as Row[];
     return rows.map((row) => camel(row) as unknown as RunRecord);
+  }
+
+  /** Runs started at or after `since` (ISO time), newest first, at most `limit`: the status page's chart. */
+  runsSince(since: string, limit: number): RunRecord[] {
+    const rows = this.db
+      .prepare(`SELECT * FROM runs WHERE started_at >= ? ORDER BY started_at DESC, id DESC LIMIT ?`)
+      .all(since, limit) as Row[];
+    return rows.map((row) => camel(row) as unknown as RunRecord);
+  }
+
+  /**
+   * Backups made at or after `since` (ISO time), those removed since included, newest first, at most `limit`:
+   * the sizes over time on the status page.
+   */
+  backupsSince(since: string, limit: number): BackupRecord[] {
+    const rows = this.db
+      .prepare(`SELECT * FROM backups WHERE created_at >= ? ORDER BY created_at DESC, file DESC LIMIT ?`)
+      .all(since, limit) as Row[];
+    return rows.map((row) => this.toBackup(row));
   }
 
   lastRunWithStatus(statuses: string[]): RunRecord | undefined {
