@@ -73,6 +73,8 @@ export {
 export { authorizeGoogle } from './destinations/google-auth.js';
 export { S3Destination } from './destinations/s3.js';
 export { LocalDestination } from './destinations/local.js';
+export { RcloneDestination } from './destinations/rclone.js';
+export { SftpDestination } from './destinations/sftp.js';
 export type { Destination, ArtifactMetadata, RemoteObject, PutResult } from './destinations/types.js';
 
 export { notify, notifyTest } from './notify/index.js';

@@ -9,7 +9,7 @@ import { ConfigError } from './settings.js';
  * a run tries it.
  */
 
-export type DestinationType = 'local' | 'google-drive' | 's3';
+export type DestinationType = 'local' | 'google-drive' | 's3' | 'rclone' | 'sftp';
 
 export const COMMON_DESTINATION_KEYS = ['name', 'type', 'retention', 'enabled'];
 export const DESTINATION_KEYS: Record<DestinationType, string[]> = {
@@ -38,13 +38,15 @@ export const DESTINATION_KEYS: Record<DestinationType, string[]> = {
     'checksumMode',
     'maxAttempts',
   ],
+  rclone: ['remote', 'rclone', 'rcloneConfig', 'flags'],
+  sftp: ['host', 'port', 'user', 'path', 'keyFile', 'passphrase', 'password', 'agent', 'knownHosts'],
 };
 
 const MiB = 1024 * 1024;
 export const MIN_S3_PART_SIZE = 5 * MiB;
 const MAX_S3_PART_SIZE = 5 * 1024 * MiB;
 export const DRIVE_CHUNK_QUANTUM = 256 * 1024;
-const SECRET_KEYS = new Set(['secretAccessKey', 'accessKeyId']);
+const SECRET_KEYS = new Set(['secretAccessKey', 'accessKeyId', 'password', 'passphrase']);
 
 /**
  * Why `name` cannot be an S3 bucket, or undefined. S3's rules (3-63 characters of letters, digits, dots,
@@ -97,7 +99,7 @@ export function validateDestinationEntry(
     throw new ConfigError(`invalid ${where}.${key} ${shown(key, entry[key])}${from}: ${expected}`);
   };
   const type = entry.type as DestinationType;
-  if (!(type in DESTINATION_KEYS)) invalid('type', 'expected local, google-drive or s3');
+  if (!(type in DESTINATION_KEYS)) invalid('type', 'expected local, google-drive, s3, rclone or sftp');
   const allowed = new Set([...COMMON_DESTINATION_KEYS, ...DESTINATION_KEYS[type]]);
   for (const key of Object.keys(entry)) {
     if (!allowed.has(key)) {
@@ -191,6 +193,17 @@ export function validateDestinationEntry(
       }
       break;
     }
+    // Their deeper checks (rclone knows the remote, the known_hosts file exists) run where the destination is
+    // built, at the start of each run: see src/destinations/rclone.ts and sftp.ts.
+    case 'rclone':
+      text('remote', true);
+      for (const key of ['rclone', 'rcloneConfig']) text(key);
+      break;
+    case 'sftp':
+      text('host', true);
+      text('path', true);
+      for (const key of ['user', 'keyFile', 'knownHosts']) text(key);
+      break;
   }
   return type;
 }

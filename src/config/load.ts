@@ -10,6 +10,7 @@ import { resolveDatabaseLocation } from './database-url.js';
 import { DRIVE_CHUNK_QUANTUM, httpUrlProblem, validateDestinations } from './destinations.js';
 import { configSchema, DATABASE_OVERRIDE_KEYS, type LitekeepConfig } from './schema.js';
 import { ConfigError, envNameFor, InvalidValue, isSetting, type Section, type Setting } from './settings.js';
+import { resolveDestinationPaths } from '../destinations/local-paths.js';
 
 export interface LoadConfigOptions {
   /** Working folder: where `litekeep.yml` and `.env` are looked for (default `process.cwd()`). */
@@ -287,13 +288,7 @@ export function loadConfig(options: LoadConfigOptions = {}): ResolvedConfig {
     const base = baseDirs.get('destinations') ?? cwd;
     values.set(
       'destinations',
-      destinations.map((d) => {
-        const out = { ...d };
-        for (const key of ['path', 'credentials']) {
-          if (typeof out[key] === 'string') out[key] = path.resolve(base, out[key] as string);
-        }
-        return out;
-      }),
+      destinations.map((d) => resolveDestinationPaths(d, base)),
     );
   }
   // Impossible settings stop litekeep here, before any work: not at 03:00 after a local backup was made.

@@ -174,7 +174,7 @@ export const configSchema = section({
   destinations: custom<ObjectList | undefined>(
     listOfObjects(['name', 'type'], 'a list of {name, type, ...settings}'),
     {
-      doc: 'off-site destinations (local, google-drive, s3), each with its own settings and retention',
+      doc: 'off-site destinations (local, google-drive, s3, rclone, sftp), each with its own settings and retention',
     },
   ),
   notify: section({

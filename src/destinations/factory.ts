@@ -8,7 +8,9 @@ import { parseRetentionPolicy, type RetentionPolicy } from '../retention/index.j
 import { EXIT, LitekeepError } from '../util/errors.js';
 import { GoogleDriveDestination } from './google-drive.js';
 import { LocalDestination } from './local.js';
+import { checkRcloneSettings, RcloneDestination } from './rclone.js';
 import { S3Destination } from './s3.js';
+import { checkSftpSettings, SftpDestination } from './sftp.js';
 import type { Destination } from './types.js';
 
 export type { DestinationType };
@@ -65,7 +67,14 @@ export function destinationSpecs(target: DatabaseTarget, driveConfigured: boolea
       },
     });
   }
-  return specs.filter((s) => s.settings.enabled !== false);
+  const enabled = specs.filter((s) => s.settings.enabled !== false);
+  // What only the machine can tell (rclone knows the remote, a known_hosts file is there): exit 2 at start.
+  for (const spec of enabled) {
+    const where = `destination '${spec.name}'`;
+    if (spec.type === 'rclone') checkRcloneSettings(spec.settings, where);
+    if (spec.type === 'sftp') checkSftpSettings(spec.settings, where);
+  }
+  return enabled;
 }
 
 const str = (v: unknown) => (typeof v === 'string' && v !== '' ? v : undefined);
@@ -136,6 +145,32 @@ export function createDestination(
         maxAttempts: num(s.maxAttempts),
         idleTimeoutMs: target.settings.idleTimeout,
         signal,
+      });
+    case 'rclone':
+      return new RcloneDestination({
+        name: spec.name,
+        remote: String(s.remote),
+        databaseName: target.name,
+        host: hostOf(target),
+        binary: str(s.rclone),
+        configPath: str(s.rcloneConfig),
+        flags: s.flags as string[] | undefined,
+      });
+    case 'sftp':
+      return new SftpDestination({
+        name: spec.name,
+        host: String(s.host),
+        port: num(s.port),
+        user: str(s.user),
+        path: String(s.path),
+        databaseName: target.name,
+        machine: hostOf(target),
+        keyFile: str(s.keyFile),
+        passphrase: str(s.passphrase),
+        password: str(s.password),
+        agent:
+          typeof s.agent === 'string' && s.agent !== 'true' && s.agent !== 'false' ? s.agent : bool(s.agent),
+        knownHosts: str(s.knownHosts),
       });
   }
 }

@@ -4,8 +4,18 @@ import { describe, expect, it } from 'vitest';
 import { tempDir } from '../helpers/temp.js';
 import { copyCheckout, isGitCheckout, readmeBlock, run, userEnv } from '../package/helpers.js';
 
-/** What `.ci/run` installs and a fresh machine lacks: hidden from the replay. */
-const HIDDEN = ['age', 'age-keygen', 'zstd', 'unzstd', 'zstdcat', 'zstdmt', 'sqlite3'];
+/** What `.ci/run` installs and a fresh machine lacks: hidden from the replay (sshd's tests need ssh-keygen). */
+const HIDDEN = [
+  'age',
+  'age-keygen',
+  'zstd',
+  'unzstd',
+  'zstdcat',
+  'zstdmt',
+  'sqlite3',
+  'rclone',
+  'ssh-keygen',
+];
 
 /** A PATH that finds every program this one finds, except `hidden`: a folder of links to them. */
 function pathWithout(hidden: string[], dir: string): string {

@@ -5,7 +5,12 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { runCli, spawnCli } from '../helpers/cli.js';
 import { makeRandomDatabase, tempDir } from '../helpers/db.js';
 import { daemonTempDir, killDaemons, msg, removeDaemonDirs, spawnDaemon } from './daemon-helpers.js';
-import { startDriveServer, writeAuthorizedUser, type DriveServer } from '../servers/drive-server.js';
+import {
+  startDriveServer,
+  writeAuthorizedUser,
+  type DriveServer,
+  type StoredFile,
+} from '../servers/drive-server.js';
 
 /** JSON read back from the CLI; the expectations below check its shape. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -68,9 +73,18 @@ async function backup(w: Workspace, env: NodeJS.ProcessEnv = {}) {
   return { ...r, out: JSON.parse(r.stdout) as Json };
 }
 
-/** What Drive holds under the backup's name, compared with the local file. */
+/** Whether a Drive file sits (at any depth) inside the workspace's folder. */
+function insideFolder(file: StoredFile, folder: string): boolean {
+  const parents = file.parents.map((id) => drive.files.get(id)).filter((p) => p !== undefined);
+  return parents.some((p) => p.name === folder || insideFolder(p, folder));
+}
+
+/**
+ * What Drive holds under the backup's name in this workspace's folder, compared with the local file. Tests run
+ * within the same second share a backup name, so the folder tells them apart.
+ */
 function storedMatchesLocal(w: Workspace, file: string): boolean {
-  const stored = drive.filesNamed(file).filter((f) => !f.trashed);
+  const stored = drive.filesNamed(file).filter((f) => !f.trashed && insideFolder(f, w.folder));
   if (stored.length !== 1) return false;
   return sha256(stored[0].bytes) === sha256(fs.readFileSync(path.join(w.backups, file)));
 }

@@ -13,7 +13,7 @@ import { buildS3Metadata } from '../../src/destinations/s3.js';
 import { CLI_SOURCE, cleanEnv, runCli, TSX_LOADER } from '../helpers/cli.js';
 import { countRows, filesIn, makeDatabase, tempDir } from '../helpers/db.js';
 import { canMount, mountTmpfs } from '../helpers/mount.js';
-import { startS3Server, type S3TestServer } from '../servers/s3-server.js';
+import { rawS3Client, startS3Server, type S3TestServer } from '../servers/s3-server.js';
 
 const DAY = 86400_000;
 const made: string[] = [];
@@ -22,14 +22,7 @@ let raw: S3Client;
 
 beforeAll(async () => {
   s3 = await startS3Server();
-  raw = new S3Client({
-    endpoint: s3.endpoint,
-    forcePathStyle: true,
-    region: 'us-east-1',
-    credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
-    requestChecksumCalculation: 'WHEN_REQUIRED',
-    responseChecksumValidation: 'WHEN_REQUIRED',
-  });
+  raw = rawS3Client(s3);
 });
 
 afterAll(async () => {

@@ -2,7 +2,7 @@ import os from 'node:os';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { AbortMultipartUploadCommand, CreateMultipartUploadCommand, S3Client } from '@aws-sdk/client-s3';
+import { AbortMultipartUploadCommand, CreateMultipartUploadCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isAbandonedUpload } from '../../src/backup/offsite.js';
 import { runCli, spawnCli } from '../helpers/cli.js';
@@ -11,7 +11,7 @@ import { startGate, type Gate, type GateMatch, type GateRequest } from '../serve
 
 /** This machine's folder on the bucket: copies are `<prefix>/<database>/<host>/<file>`. */
 const HOST = encodeURIComponent(os.hostname());
-import { s3DestinationEntry, startS3Server, type S3TestServer } from '../servers/s3-server.js';
+import { rawS3Client, s3DestinationEntry, startS3Server, type S3TestServer } from '../servers/s3-server.js';
 
 /** JSON read back from the CLI; the expectations below check its shape. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -131,12 +131,7 @@ describe('no orphaned multipart uploads', () => {
     expect(orphans.map((u) => u.key)).toEqual([`${w.prefix}/app/${HOST}/${failed.out.file}`]);
 
     // Another host's upload in progress under the same prefix is not touched.
-    const raw = new S3Client({
-      endpoint: s3.endpoint,
-      forcePathStyle: true,
-      region: 'us-east-1',
-      credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
-    });
+    const raw = rawS3Client(s3);
     const foreignKey = `${w.prefix}/app/another-host/backup-2020-01-01-000000.db`;
     const { UploadId: foreignId } = await raw.send(
       new CreateMultipartUploadCommand({ Bucket: s3.bucket, Key: foreignKey }),

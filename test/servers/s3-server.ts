@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
+import { S3Client } from '@aws-sdk/client-s3';
 
 /** The part of s3rver 3.7.1 used here (it ships no types). */
 interface S3rverInstance {
@@ -382,4 +383,21 @@ export function s3DestinationEntry(
     maxAttempts: 1,
     ...overrides,
   };
+}
+
+/**
+ * An S3 client of the test's own, independent of the code under test, to see (or plant) what the server holds.
+ * Checksums only when required: s3rver would store aws-chunked framing inside the objects otherwise.
+ */
+export function rawS3Client(
+  server: Pick<S3TestServer, 'endpoint' | 'accessKeyId' | 'secretAccessKey'>,
+): S3Client {
+  return new S3Client({
+    endpoint: server.endpoint,
+    forcePathStyle: true,
+    region: 'us-east-1',
+    credentials: { accessKeyId: server.accessKeyId, secretAccessKey: server.secretAccessKey },
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+  });
 }
