@@ -1,15 +1,19 @@
-import fs from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import type { TestContext } from 'vitest';
 import type { Browser, BrowserContext } from 'playwright-core';
 
-/** Debian's chromium; playwright-core drives it and never downloads a browser of its own. */
-export const CHROMIUM = '/usr/bin/chromium';
+/**
+ * Debian's chromium, found on PATH like every other program the tests drive (the fresh-machine replay hides it
+ * there); playwright-core drives it and never downloads a browser of its own.
+ */
+export const CHROMIUM: string | undefined =
+  spawnSync('sh', ['-c', 'command -v chromium'], { encoding: 'utf8' }).stdout.trim() || undefined;
 
-export const hasChromium = (): boolean => fs.existsSync(CHROMIUM);
+export const hasChromium = (): boolean => CHROMIUM !== undefined;
 
 /** Skips the running test, with the reason in the run's summary, where Debian's chromium is not installed. */
 export function needChromium(context: TestContext): void {
-  if (!hasChromium()) context.skip(`needs ${CHROMIUM} (apt-get install -y chromium)`);
+  if (!hasChromium()) context.skip('needs chromium on PATH (apt-get install -y chromium)');
 }
 
 /** One headless chromium for a test file (a launch costs seconds on a loaded machine): share it. */
