@@ -3,7 +3,7 @@
 // run; then the pipeline (compression/encryption), S3 upload and rclone/SFTP upload benchmarks. Not a test: it
 // prints figures.
 //
-//   node bench/run.mjs [--size MiB] [--sizes 1024,4096] [--only core|pipeline|s3|remote] [--dir DIR] [--keep]
+//   node bench/run.mjs [--size MiB] [--sizes 1024,4096] [--only core|pipeline|s3|remote|web] [--dir DIR] [--keep]
 import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -200,6 +200,8 @@ try {
   // TypeScript through tsx: it starts the same rclone and OpenSSH servers as the tests.
   if (!only || only === 'remote')
     runScript('remote.ts', ['--size', String(Math.min(sizes[0], 512))], ['--import', 'tsx']);
+  // The status page from a catalog of 1,000 and 10,000 runs: server-side time of GET / and the daemon's RSS.
+  if (!only || only === 'web') runScript('web.mjs', []);
 } finally {
   if (!keep && !arg('dir')) fs.rmSync(workDir, { recursive: true, force: true });
 }

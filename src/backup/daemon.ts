@@ -14,6 +14,7 @@ import {
   type HttpServerHandle,
   type LogSink,
 } from '../scheduler/index.js';
+import { Catalog } from '../catalog/index.js';
 import { oneLine } from '../util/errors.js';
 import { BackupManager } from './manager.js';
 import { hasCatalog, later, statusFromCatalog } from './health.js';
@@ -210,6 +211,9 @@ export async function runDaemon(
     void daemon.trigger('manual');
     return 'started';
   };
+  // Bring each existing activity log to this version's schema (its indexes) once, here: the status page reads
+  // it read-only, and an older schema would be migrated in a memory copy on every view.
+  for (const target of resolved.databases) if (hasCatalog(target)) Catalog.open(target.backupDir).close();
   // The server first: an address in use is a configuration error (exit 2), and nothing may be scheduled yet,
   // or the schedule would keep the failed process alive.
   let http: HttpServerHandle | undefined;

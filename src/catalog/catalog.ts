@@ -55,6 +55,12 @@ export interface RunRecord {
   durationMs?: number;
 }
 
+/** A run as the status page's chart draws it. */
+export type RunPoint = Pick<RunRecord, 'id' | 'startedAt' | 'durationMs' | 'status'>;
+
+/** A backup as the status page's chart draws it. */
+export type BackupPoint = Pick<BackupRecord, 'file' | 'createdAt' | 'bytes' | 'deletedAt'>;
+
 export interface UploadRecord {
   runId?: number;
   backupFile: string;
@@ -541,23 +547,42 @@ export class Catalog {
     return rows.map((row) => camel(row) as unknown as RunRecord);
   }
 
-  /** Runs started at or after `since` (ISO time), newest first, at most `limit`: the status page's chart. */
-  runsSince(since: string, limit: number): RunRecord[] {
+  /**
+   * Runs started at or after `since` (ISO time), newest first, at most `limit`: the status page's chart. Only
+   * the columns it draws, so a long window costs little.
+   */
+  runsSince(since: string, limit: number): RunPoint[] {
     const rows = this.db
-      .prepare(`SELECT * FROM runs WHERE started_at >= ? ORDER BY started_at DESC, id DESC LIMIT ?`)
-      .all(since, limit) as Row[];
-    return rows.map((row) => camel(row) as unknown as RunRecord);
+      .prepare(
+        `SELECT id, started_at, duration_ms, status FROM runs WHERE started_at >= ?
+         ORDER BY started_at DESC, id DESC LIMIT ?`,
+      )
+      .all(since, limit) as { id: number; started_at: string; duration_ms: number | null; status: string }[];
+    return rows.map((r) => ({
+      id: r.id,
+      startedAt: r.started_at,
+      durationMs: orUndef(r.duration_ms),
+      status: r.status,
+    }));
   }
 
   /**
    * Backups made at or after `since` (ISO time), those removed since included, newest first, at most `limit`:
    * the sizes over time on the status page.
    */
-  backupsSince(since: string, limit: number): BackupRecord[] {
+  backupsSince(since: string, limit: number): BackupPoint[] {
     const rows = this.db
-      .prepare(`SELECT * FROM backups WHERE created_at >= ? ORDER BY created_at DESC, file DESC LIMIT ?`)
-      .all(since, limit) as Row[];
-    return rows.map((row) => this.toBackup(row));
+      .prepare(
+        `SELECT file, created_at, bytes, deleted_at FROM backups WHERE created_at >= ?
+         ORDER BY created_at DESC, file DESC LIMIT ?`,
+      )
+      .all(since, limit) as { file: string; created_at: string; bytes: number; deleted_at: string | null }[];
+    return rows.map((r) => ({
+      file: r.file,
+      createdAt: r.created_at,
+      bytes: r.bytes,
+      deletedAt: orUndef(r.deleted_at),
+    }));
   }
 
   lastRunWithStatus(statuses: string[]): RunRecord | undefined {
