@@ -4,7 +4,7 @@
 // pipeline micro-benchmark run on request. Not a test: it prints figures.
 //
 //   npm run bench [-- --sizes 100M,1G,4G --runs 5]        (or BENCH_SIZES=100M,1G,4G BENCH_RUNS=5 npm run bench)
-//   npm run bench -- --only cli|s3|remote|pipeline [--size MiB]
+//   npm run bench -- --only cli|s3|remote|pipeline|web [--size MiB]
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -33,7 +33,9 @@ else if (only === 'pipeline') runScript('pipeline.mjs', ['--size', size]);
 else if (only === 's3') runScript('s3.mjs', ['--size', size]);
 // TypeScript through tsx: it starts the same rclone and OpenSSH servers as the tests.
 else if (only === 'remote') runScript('remote.ts', ['--size', size], ['--import', 'tsx']);
+// The status page rendered from a catalog of 10,000 runs (issue 16).
+else if (only === 'web') runScript('web.mjs', []);
 else {
-  console.error(`--only ${only}: expected cli, s3, remote or pipeline`);
+  console.error(`--only ${only}: expected cli, s3, remote, pipeline or web`);
   process.exitCode = 2;
 }

@@ -36,6 +36,8 @@ export { runDestinations, pruneDestination } from './backup/offsite.js';
 export { statusOf, listRemote, type DatabaseStatus } from './backup/status.js';
 export type { DestinationOutcome, DestinationStatus, DestinationState } from './backup/offsite.js';
 export { evaluateHealth, renderMetrics } from './scheduler/index.js';
+export { collectStatus, renderPage } from './web/index.js';
+export type { StatusDocument, StatusSource } from './web/index.js';
 export type { DaemonStatus, HealthReport } from './scheduler/index.js';
 
 export {

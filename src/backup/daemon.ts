@@ -1,5 +1,3 @@
-import fs from 'node:fs';
-import path from 'node:path';
 import {
   loadConfig,
   type DatabaseTarget,
@@ -13,18 +11,16 @@ import {
   startDaemon,
   startHttpServer,
   type DaemonHandle,
-  type DaemonStatus,
-  type DatabaseStatus,
-  type DestinationHealthInput,
   type HttpServerHandle,
   type LogSink,
 } from '../scheduler/index.js';
-import { CATALOG_DIR } from '../catalog/index.js';
+import { Catalog } from '../catalog/index.js';
 import { oneLine } from '../util/errors.js';
 import { BackupManager } from './manager.js';
-import { destinationStatesFromCatalog } from './offsite.js';
+import { hasCatalog, later, statusFromCatalog } from './health.js';
 import { partialProblems, runBackupForTarget, type RunBackupResult, type RunTrigger } from './task.js';
 import { verifyDue } from './verify-schedule.js';
+import { httpAccessOf, statusPageRoutes, type BackupNowOutcome } from '../web/index.js';
 
 /** A run that did not start because another process holds this database's lock (not an I/O error on it). */
 function isLockCollision(result: RunBackupResult): boolean {
@@ -36,78 +32,7 @@ function isLockCollision(result: RunBackupResult): boolean {
   );
 }
 
-/** Whether a catalog exists; status reads must not create folders or catalogs as a side effect. */
-function hasCatalog(target: DatabaseTarget): boolean {
-  return fs.existsSync(path.join(target.backupDir, CATALOG_DIR));
-}
-
-const later = (a: Date | undefined, b: Date | undefined): Date | undefined =>
-  !a ? b : !b ? a : a.getTime() >= b.getTime() ? a : b;
-
-/** What the daemon reads from each database's catalog for catch-up, /healthz and /metrics. */
-export async function statusFromCatalog(
-  targets: DatabaseTarget[],
-  maxAgeMs: number,
-  options: { skipDrive?: boolean } = {},
-): Promise<DaemonStatus> {
-  const databases: DatabaseStatus[] = [];
-  for (const target of targets) {
-    if (!hasCatalog(target)) {
-      databases.push({
-        name: target.name,
-        backupsOnDisk: 0,
-        bytesOnDisk: 0,
-        runsByStatus: {},
-        newestBackupOk: false,
-      });
-      continue;
-    }
-    const manager = new BackupManager(target);
-    try {
-      const { backups } = await manager.listBackups();
-      const success = manager.catalog.lastRunWithStatus(['ok', 'partial']);
-      const failure = manager.catalog.lastRunWithStatus(['failed']);
-      // A run in progress (or left 'running' by a killed process) says nothing yet: judge the newest finished one.
-      const newestRun = manager.catalog.lastRunWithStatus(['ok', 'partial', 'failed']);
-      const lastBackup = success?.backupFile ? manager.catalog.getBackup(success.backupFile) : undefined;
-      const successTime = success ? new Date(success.startedAt) : undefined;
-      let destinations: DestinationHealthInput[];
-      try {
-        destinations = (await destinationStatesFromCatalog(target, manager, options)).map((d) => ({
-          name: d.destination,
-          type: d.type,
-          newestCopyTime: d.newestCopy?.time,
-          lastSuccess: d.lastSuccess?.at,
-          lastFailure: d.lastFailure?.at,
-          lastFailureError: d.lastFailure?.error,
-          lastAttemptFailed: d.lastAttemptFailed,
-          missing: d.missing.length,
-          uploadsByStatus: d.uploadsByStatus,
-        }));
-      } catch {
-        // A destination setting that no longer parses was refused at start; nothing to judge by here.
-        destinations = [];
-      }
-      databases.push({
-        name: target.name,
-        lastSuccess: success ? new Date(success.endedAt ?? success.startedAt) : undefined,
-        lastFailure: failure ? new Date(failure.endedAt ?? failure.startedAt) : undefined,
-        lastFailureError: failure?.error,
-        lastDurationMs: newestRun?.durationMs,
-        lastBytes: lastBackup?.bytes,
-        backupsOnDisk: backups.length,
-        bytesOnDisk: backups.reduce((sum, b) => sum + b.bytes, 0),
-        runsByStatus: manager.catalog.runsByStatus(),
-        newestBackupTime: later(backups[0]?.time, successTime),
-        newestBackupOk: newestRun ? newestRun.status !== 'failed' : backups.length > 0,
-        destinations,
-      });
-    } finally {
-      manager.close();
-    }
-  }
-  return { maxAgeMs, databases };
-}
+export { statusFromCatalog };
 
 /**
  * The newest successful backup across databases, for catch-up: the oldest of each database's newest, so that
@@ -269,22 +194,57 @@ export async function runDaemon(
   },
 ): Promise<DaemonProcess> {
   const logger = createLogger({ level: resolved.config.log.level });
-  const listen = options.http ?? resolved.config.http;
+  // Token, actions and --allow-remote are checked before anything starts: a bad combination is exit 2.
+  const access = httpAccessOf(resolved.config.http, {
+    listen: options.http,
+    allowRemote: options.allowRemote,
+  });
+  const expression = options.schedule ?? resolved.config.schedule;
+  const maxAgeMs = resolved.config.maxAge ?? 26 * 3_600_000;
+  // Filled in once the schedule exists: the server starts first (below), and answers only after this returns.
+  let schedule: BackupSchedule | undefined;
+  const backupNow = (): BackupNowOutcome => {
+    const daemon = schedule?.daemon;
+    if (!daemon || daemon.nextRun() === null) return 'stopping';
+    if (daemon.running()) return 'running';
+    // A person asked for it: the backup joins the manual series, as `litekeep backup` on a terminal does.
+    void daemon.trigger('manual');
+    return 'started';
+  };
+  // Bring each existing activity log to this version's schema (its indexes) once, here: the status page reads
+  // it read-only, and an older schema would be migrated in a memory copy on every view.
+  for (const target of resolved.databases) if (hasCatalog(target)) Catalog.open(target.backupDir).close();
   // The server first: an address in use is a configuration error (exit 2), and nothing may be scheduled yet,
   // or the schedule would keep the failed process alive.
   let http: HttpServerHandle | undefined;
-  if (listen) {
+  if (access.listen) {
     http = await startHttpServer({
-      listen,
-      allowRemote: options.allowRemote,
+      listen: access.listen,
+      allowRemote: access.allowRemote,
+      token: access.token,
       logger,
       getStatus: () =>
-        statusFromCatalog(resolved.databases, resolved.config.maxAge ?? 26 * 3_600_000, {
+        statusFromCatalog(resolved.databases, maxAgeMs, {
           skipDrive: options.drive === false,
         }),
+      routes: statusPageRoutes({
+        source: {
+          targets: resolved.databases,
+          timeZone: resolved.timeZone,
+          maxAgeMs,
+          skipDrive: options.drive === false,
+          schedule: {
+            expression,
+            nextRun: () => schedule?.nextRun() ?? null,
+            running: () => schedule?.running() ?? false,
+          },
+          actions: access.allowActions,
+        },
+        backupNow: access.allowActions ? backupNow : undefined,
+        logger,
+      }),
     });
   }
-  let schedule: BackupSchedule;
   try {
     schedule = scheduleBackupTask({
       resolved,

@@ -537,38 +537,25 @@ export function missingOn(
   );
 }
 
-/** One destination's state from the activity log alone. */
+/**
+ * One destination's state from the activity log alone. Bounded queries: what it costs here grows with the
+ * copies held there, not with the length of the history (the daemon answers it on every scrape and page view).
+ */
 export function destinationState(
   spec: DestinationSpec,
   manager: BackupManager,
   local: BackupEntry[],
 ): DestinationState {
-  const uploads = manager.catalog.listUploads(spec.name);
-  const deletions = manager.catalog.listDeletions(spec.name);
-  // Held there: uploaded, and not deleted there since (replayed in the order it happened).
-  const events = [
-    ...uploads
-      .filter((u) => u.status === 'ok')
-      .map((u) => ({ at: u.at ?? '', file: u.backupFile, held: true })),
-    ...deletions
-      .filter((d) => d.status === 'ok')
-      .map((d) => ({ at: d.at ?? '', file: d.backupFile, held: false })),
-  ].sort((x, y) => x.at.localeCompare(y.at));
-  const held = new Set<string>();
-  for (const e of events) {
-    if (e.held) held.add(e.file);
-    else held.delete(e.file);
-  }
+  const catalog = manager.catalog;
+  const held = catalog.heldOn(spec.name);
   let newestCopy: DestinationState['newestCopy'];
   for (const file of held) {
     const time = backupTime(manager, file);
     if (time && (!newestCopy || time > newestCopy.time)) newestCopy = { file, time };
   }
-  const lastOk = uploads.find((u) => u.status === 'ok');
-  const lastFailed = uploads.find((u) => u.status === 'failed');
-  const uploadsByStatus: Record<string, number> = {};
-  for (const u of uploads) uploadsByStatus[u.status] = (uploadsByStatus[u.status] ?? 0) + 1;
-  const remote = [...held].map((name) => ({ name }));
+  const lastOk = catalog.newestUpload(spec.name, 'ok');
+  const lastFailed = catalog.newestUpload(spec.name, 'failed');
+  const remote = held.map((name) => ({ name }));
   return {
     destination: spec.name,
     type: spec.type,
@@ -577,9 +564,9 @@ export function destinationState(
     lastFailure: lastFailed
       ? { file: lastFailed.backupFile, at: new Date(lastFailed.at!), error: lastFailed.error ?? 'failed' }
       : undefined,
-    lastAttemptFailed: uploads[0]?.status === 'failed',
+    lastAttemptFailed: catalog.newestUpload(spec.name)?.status === 'failed',
     missing: missingOn(spec, manager, local, remote).map((b) => b.name),
-    uploadsByStatus,
+    uploadsByStatus: catalog.uploadsByStatus(spec.name),
   };
 }
 

@@ -56,6 +56,12 @@ export interface RunRecord {
   durationMs?: number;
 }
 
+/** A run as the status page's chart draws it. */
+export type RunPoint = Pick<RunRecord, 'id' | 'startedAt' | 'durationMs' | 'status'>;
+
+/** A backup as the status page's chart draws it. */
+export type BackupPoint = Pick<BackupRecord, 'file' | 'createdAt' | 'bytes' | 'deletedAt'>;
+
 export interface UploadRecord {
   runId?: number;
   backupFile: string;
@@ -392,6 +398,49 @@ export class Catalog {
     return rows.map((row) => camel(row) as unknown as T & { id: number });
   }
 
+  /**
+   * The files a destination holds as far as the log knows: uploaded there and not deleted there since (a
+   * deletion at the same instant as the upload wins). One aggregate in SQLite, so its cost in this process is
+   * the number of copies held, not the length of the history.
+   */
+  heldOn(destination: string): string[] {
+    const rows = this.db
+      .prepare(
+        `SELECT u.backup_file AS file FROM
+           (SELECT backup_file, MAX(at) AS at FROM uploads WHERE destination = ? AND status = 'ok'
+            GROUP BY backup_file) u
+         WHERE NOT EXISTS (SELECT 1 FROM deletions d WHERE d.destination = ? AND d.status = 'ok'
+           AND d.backup_file = u.backup_file AND d.at >= u.at)`,
+      )
+      .all(destination, destination) as { file: string }[];
+    return rows.map((r) => r.file);
+  }
+
+  /** The newest upload attempt to a destination, of any status or of one. */
+  newestUpload(
+    destination: string,
+    status?: UploadRecord['status'],
+  ): (UploadRecord & { id: number }) | undefined {
+    const row = (
+      status
+        ? this.db
+            .prepare(`SELECT * FROM uploads WHERE destination = ? AND status = ? ORDER BY id DESC LIMIT 1`)
+            .get(destination, status)
+        : this.db
+            .prepare(`SELECT * FROM uploads WHERE destination = ? ORDER BY id DESC LIMIT 1`)
+            .get(destination)
+    ) as Row | undefined;
+    return row ? (camel(row) as unknown as UploadRecord & { id: number }) : undefined;
+  }
+
+  /** Upload attempts recorded for a destination, by status. */
+  uploadsByStatus(destination: string): Record<string, number> {
+    const rows = this.db
+      .prepare(`SELECT status, COUNT(*) AS n FROM uploads WHERE destination = ? GROUP BY status`)
+      .all(destination) as { status: string; n: number }[];
+    return Object.fromEntries(rows.map((r) => [r.status, r.n]));
+  }
+
   recordDeletion(record: DeletionRecord): void {
     this.db
       .prepare(
@@ -504,6 +553,44 @@ export class Catalog {
   listRuns(limit = 50): RunRecord[] {
     const rows = this.db.prepare(`SELECT * FROM runs ORDER BY id DESC LIMIT ?`).all(limit) as Row[];
     return rows.map((row) => camel(row) as unknown as RunRecord);
+  }
+
+  /**
+   * Runs started at or after `since` (ISO time), newest first, at most `limit`: the status page's chart. Only
+   * the columns it draws, so a long window costs little.
+   */
+  runsSince(since: string, limit: number): RunPoint[] {
+    const rows = this.db
+      .prepare(
+        `SELECT id, started_at, duration_ms, status FROM runs WHERE started_at >= ?
+         ORDER BY started_at DESC, id DESC LIMIT ?`,
+      )
+      .all(since, limit) as { id: number; started_at: string; duration_ms: number | null; status: string }[];
+    return rows.map((r) => ({
+      id: r.id,
+      startedAt: r.started_at,
+      durationMs: orUndef(r.duration_ms),
+      status: r.status,
+    }));
+  }
+
+  /**
+   * Backups made at or after `since` (ISO time), those removed since included, newest first, at most `limit`:
+   * the sizes over time on the status page.
+   */
+  backupsSince(since: string, limit: number): BackupPoint[] {
+    const rows = this.db
+      .prepare(
+        `SELECT file, created_at, bytes, deleted_at FROM backups WHERE created_at >= ?
+         ORDER BY created_at DESC, file DESC LIMIT ?`,
+      )
+      .all(since, limit) as { file: string; created_at: string; bytes: number; deleted_at: string | null }[];
+    return rows.map((r) => ({
+      file: r.file,
+      createdAt: r.created_at,
+      bytes: r.bytes,
+      deletedAt: orUndef(r.deleted_at),
+    }));
   }
 
   lastRunWithStatus(statuses: string[]): RunRecord | undefined {

@@ -112,4 +112,13 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE backups ADD COLUMN artifact_checked INTEGER NOT NULL DEFAULT 0;
   CREATE INDEX verifications_file ON verifications(backup_file, destination, id);
   `,
+  // 3: the status page reads the log on every view: the newest upload per destination and the last 90 days
+  // become index lookups, and what a destination holds (uploads not deleted since) one probe per upload
+  // instead of a scan of every deletion.
+  `
+  CREATE INDEX deletions_file ON deletions(backup_file, destination);
+  CREATE INDEX uploads_destination ON uploads(destination, id);
+  CREATE INDEX uploads_destination_status ON uploads(destination, status, id);
+  CREATE INDEX backups_created ON backups(created_at);
+  `,
 ];

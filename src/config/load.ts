@@ -164,6 +164,10 @@ function flattenAgainstSchema(
       if (value !== null && value !== undefined) out[p] = value;
     } else {
       if (value === null || value === undefined) continue;
+      if (child.shorthand && (typeof value === 'string' || typeof value === 'number')) {
+        out[`${p}.${child.shorthand}`] = value;
+        continue;
+      }
       if (typeof value !== 'object' || Array.isArray(value)) {
         throw new ConfigError(`invalid ${p} in ${source}: expected a map of settings`);
       }

@@ -123,7 +123,24 @@ export const configSchema = section({
     default: '3h',
     doc: 'a run still going after this long is aborted, cleaned up, recorded and notified as failed',
   }),
-  http: string({ doc: 'daemon health/metrics address, e.g. 127.0.0.1:9300 (off when unset)' }),
+  http: section(
+    {
+      listen: string({
+        aliases: ['LITEKEEP_HTTP'],
+        doc: 'daemon status page, health and metrics address, e.g. 127.0.0.1:9300 (off when unset; `http: ADDRESS` sets it too)',
+      }),
+      allowActions: boolean({
+        default: false,
+        doc: 'serve POST /api/backup ("back up now" on the status page); needs a token',
+      }),
+      token: string({
+        secret: true,
+        doc: 'bearer token for actions, and for every request with --allow-remote (16+ characters; environment or tokenFile)',
+      }),
+      tokenFile: pathSetting({ doc: 'a file whose first line is the http token' }),
+    },
+    { shorthand: 'listen' },
+  ),
   verify: oneOf(['after-backup', 'daily', 'weekly', 'never'], {
     default: 'weekly',
     doc: 'how often the daemon proves that backups restore',

@@ -28,6 +28,11 @@ export interface Setting<T> {
 export interface Section {
   readonly kind: 'section';
   readonly fields: { readonly [key: string]: Setting<unknown> | Section };
+  /**
+   * The field a plain value sets when a config file gives one where the section's map belongs: a key that
+   * grew into a section (`http: 127.0.0.1:9300` sets `http.listen`) keeps meaning what it meant.
+   */
+  readonly shorthand?: string;
 }
 
 export type Infer<S> =
@@ -58,8 +63,11 @@ function setting<T>(parse: (raw: unknown) => T, options: SettingOptions<T>, isPa
   };
 }
 
-export function section<F extends Section['fields']>(fields: F): { kind: 'section'; fields: F } {
-  return { kind: 'section', fields };
+export function section<F extends Section['fields']>(
+  fields: F,
+  options: { shorthand?: keyof F & string } = {},
+): { kind: 'section'; fields: F; shorthand?: string } {
+  return { kind: 'section', fields, ...(options.shorthand ? { shorthand: options.shorthand } : {}) };
 }
 
 // `undefined` in a default means "no default": the value stays unset unless a source sets it.

@@ -6,7 +6,8 @@ import { formatDuration } from '../util/duration.js';
 import type { LogSink } from './logger.js';
 import { catchUpDecision, cronOptions, DEFAULT_SCHEDULE, validateSchedule } from './schedule.js';
 
-export type RunTrigger = 'schedule' | 'catch-up';
+/** What started a run: the schedule, the catch-up after start, or a person (the status page's "back up now"). */
+export type RunTrigger = 'schedule' | 'catch-up' | 'manual';
 export type RunOutcome = 'completed' | 'failed' | 'aborted' | 'skipped' | 'stopped';
 
 export interface DaemonOptions {

@@ -1,3 +1,4 @@
+import crypto from 'node:crypto';
 import http from 'node:http';
 import net from 'node:net';
 import type { Gauge } from 'prom-client';
@@ -283,12 +284,38 @@ export async function renderMetrics(
   return { body: await registry.metrics(), contentType: registry.contentType };
 }
 
+/** What the server knows about a request before a route answers it. */
+export interface RequestContext {
+  pathname: string;
+  /** A HEAD request: answer with headers only. */
+  head: boolean;
+  /** The request carries the token (`Authorization: Bearer`, or Basic with the token as password). */
+  authorized: boolean;
+}
+
+/**
+ * More routes on the same server (the status page): answers the request and returns true when it is one of
+ * its own, or returns false and leaves it to the server (which then answers 404 for an unknown path).
+ */
+export type RouteHandler = (
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+  context: RequestContext,
+) => boolean | Promise<boolean>;
+
 export interface HttpServerOptions {
   /** `host:port`, `[v6]:port` or a bare port (then 127.0.0.1). Default `127.0.0.1:9300`; port 0 picks one. */
   listen?: string;
-  /** Allow a non-loopback address. Off by default: the endpoints show backup times and sizes to anyone. */
+  /**
+   * Allow a non-loopback address. Off by default: the endpoints show backup times and sizes to anyone. Needs a
+   * `token`, which every request but `/healthz`'s verdict must then carry.
+   */
   allowRemote?: boolean;
+  /** The shared secret of the `Authorization` header (never logged or echoed). */
+  token?: string;
   getStatus: () => DaemonStatus | Promise<DaemonStatus>;
+  /** Routes served before the built-in ones. */
+  routes?: RouteHandler;
   logger?: LogSink;
 }
 
@@ -325,19 +352,77 @@ export function isLoopback(host: string): boolean {
   return net.isIPv4(v4) && v4.startsWith('127.');
 }
 
-function sendJson(res: http.ServerResponse, code: number, body: unknown, head: boolean): void {
+/**
+ * Whether a `Host` header names this machine's loopback interface. A server on loopback answers only to those:
+ * a web page elsewhere that points its own host name at 127.0.0.1 (DNS rebinding) then gets nothing.
+ */
+export function isLoopbackHostHeader(hostHeader: string | undefined): boolean {
+  if (hostHeader === undefined) return true;
+  const match = /^(?:\[([^\]]+)\]|([^:]+))(?::\d+)?$/.exec(hostHeader.trim());
+  if (!match) return false;
+  const name = (match[1] ?? match[2]).toLowerCase().replace(/\.$/, '');
+  return isLoopback(name) || name.endsWith('.localhost');
+}
+
+const digest = (text: string) => crypto.createHash('sha256').update(text, 'utf8').digest();
+
+/** Constant-time comparison: hashing first makes both sides the same length, so not even that leaks. */
+export function tokenMatches(given: string, token: string): boolean {
+  return crypto.timingSafeEqual(digest(given), digest(token));
+}
+
+/** Whether an `Authorization` header carries the token: `Bearer <token>`, or Basic with it as the password. */
+export function authorizationMatches(header: string | undefined, token: string | undefined): boolean {
+  if (!header || !token) return false;
+  const bearer = /^Bearer[ ]+(\S+)[ ]*$/i.exec(header);
+  if (bearer) return tokenMatches(bearer[1], token);
+  const basic = /^Basic[ ]+([A-Za-z0-9+/=]+)[ ]*$/i.exec(header);
+  if (basic) {
+    // Browsers ask for Basic credentials by themselves: any user name, the token as password.
+    const decoded = Buffer.from(basic[1], 'base64').toString('utf8');
+    const colon = decoded.indexOf(':');
+    return colon >= 0 && tokenMatches(decoded.slice(colon + 1), token);
+  }
+  return false;
+}
+
+/**
+ * Headers on every answer: nothing may frame, sniff or cache it, and a page may load nothing but what this
+ * server itself serves (no inline script: the page's script is a file of its own).
+ */
+export const SECURITY_HEADERS: Readonly<Record<string, string>> = {
+  'content-security-policy':
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; " +
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+  'x-content-type-options': 'nosniff',
+  'x-frame-options': 'DENY',
+  'referrer-policy': 'no-referrer',
+  'cross-origin-opener-policy': 'same-origin',
+  'cross-origin-resource-policy': 'same-origin',
+  'cache-control': 'no-store',
+};
+
+export function sendJson(
+  res: http.ServerResponse,
+  code: number,
+  body: unknown,
+  head: boolean,
+  headers: Record<string, string | string[]> = {},
+): void {
   const text = JSON.stringify(body) + '\n';
   res.writeHead(code, {
     'content-type': 'application/json; charset=utf-8',
     'content-length': Buffer.byteLength(text),
-    'cache-control': 'no-store',
+    ...headers,
   });
   res.end(head ? undefined : text);
 }
 
+const BUILT_IN = new Set(['/healthz', '/metrics', '/']);
+
 /**
- * `/healthz` (200 or 503 with the reason, JSON) and `/metrics` (Prometheus text) for the daemon. Binds to
- * loopback unless `allowRemote` is set.
+ * `/healthz` (200 or 503 with the reason, JSON) and `/metrics` (Prometheus text) for the daemon, plus the
+ * `routes` given (the status page). Binds to loopback unless `allowRemote` is set, which needs a `token`.
  */
 export async function startHttpServer(options: HttpServerOptions): Promise<HttpServerHandle> {
   const listen = options.listen ?? '127.0.0.1:9300';
@@ -348,30 +433,74 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
         'use 127.0.0.1:<port>, or pass --allow-remote to litekeep daemon (behind a firewall)',
     );
   }
+  if (options.allowRemote && !options.token) {
+    throw new HttpConfigError(
+      'refusing --allow-remote without a token: anyone on the network could read the status; set ' +
+        'LITEKEEP_HTTP_TOKEN or http.tokenFile to 16 or more random characters (e.g. from openssl rand -hex 32)',
+    );
+  }
   const log = options.logger;
+  // Listening on loopback, only loopback names are answered; with --allow-remote the token guards instead.
+  const checkHost = isLoopback(host);
+  const readNeedsToken = options.allowRemote === true;
 
   const server = http.createServer((req, res) => {
+    for (const [name, value] of Object.entries(SECURITY_HEADERS)) res.setHeader(name, value);
     const head = req.method === 'HEAD';
-    if (req.method !== 'GET' && !head) {
-      res.setHeader('allow', 'GET, HEAD');
-      sendJson(res, 405, { error: `method ${req.method} not allowed: use GET` }, false);
+    const pathname = new URL(req.url ?? '/', 'http://localhost').pathname;
+    if (checkHost && !isLoopbackHostHeader(req.headers.host)) {
+      sendJson(
+        res,
+        421,
+        { error: 'this server answers only to loopback names such as 127.0.0.1 and localhost' },
+        head,
+      );
       return;
     }
-    const pathname = new URL(req.url ?? '/', 'http://localhost').pathname;
+    const authorized = authorizationMatches(req.headers.authorization, options.token);
+    if (req.headers.authorization !== undefined && !authorized) {
+      log?.warn(
+        { path: pathname, remote: req.socket.remoteAddress },
+        'http request with a wrong token refused',
+      );
+    }
+    // Anyone may learn the verdict (probes carry no header); everything else needs the token.
+    if (readNeedsToken && !authorized && pathname !== '/healthz') {
+      sendJson(
+        res,
+        401,
+        { error: 'this server needs its token: send Authorization: Bearer <http token>' },
+        head,
+        { 'www-authenticate': ['Basic realm="litekeep", charset="UTF-8"', 'Bearer realm="litekeep"'] },
+      );
+      return;
+    }
     void (async () => {
       try {
+        if (options.routes && (await options.routes(req, res, { pathname, head, authorized }))) return;
+        if (!BUILT_IN.has(pathname)) {
+          sendJson(res, 404, { error: `no such endpoint ${pathname}: use /healthz or /metrics` }, head);
+          return;
+        }
+        if (req.method !== 'GET' && !head) {
+          sendJson(res, 405, { error: `method ${req.method} not allowed: use GET` }, false, {
+            allow: 'GET, HEAD',
+          });
+          return;
+        }
         if (pathname === '/healthz') {
           const report = evaluateHealth(await options.getStatus());
+          const checkedAt = new Date().toISOString();
           // Degraded answers 503 too: a monitor that only looks at the status code must hear about it.
-          sendJson(res, report.healthy ? 200 : 503, { checkedAt: new Date().toISOString(), ...report }, head);
+          const code = report.healthy ? 200 : 503;
+          if (readNeedsToken && !authorized) sendJson(res, code, { checkedAt, status: report.status }, head);
+          else sendJson(res, code, { checkedAt, ...report }, head);
         } else if (pathname === '/metrics') {
           const { body, contentType } = await renderMetrics(await options.getStatus());
           res.writeHead(200, { 'content-type': contentType, 'content-length': Buffer.byteLength(body) });
           res.end(head ? undefined : body);
-        } else if (pathname === '/') {
-          sendJson(res, 200, { service: 'litekeep', endpoints: ['/healthz', '/metrics'] }, head);
         } else {
-          sendJson(res, 404, { error: `no such endpoint ${pathname}: use /healthz or /metrics` }, head);
+          sendJson(res, 200, { service: 'litekeep', endpoints: ['/healthz', '/metrics'] }, head);
         }
       } catch (error) {
         log?.error({ err: error, path: pathname }, `status request failed: ${oneLine(error)}`);
@@ -407,7 +536,9 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
   const urlHost =
     address.family === 'IPv6' || address.address.includes(':') ? `[${address.address}]` : address.address;
   const url = `http://${urlHost}:${address.port}`;
-  log?.info({ url }, `health and metrics on ${url}/healthz and ${url}/metrics`);
+  // One line says where everything is.
+  const page = options.routes ? `status page on ${url}/, ` : '';
+  log?.info({ url }, `${page}health and metrics on ${url}/healthz and ${url}/metrics`);
   return {
     url,
     port: address.port,

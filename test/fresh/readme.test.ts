@@ -15,6 +15,7 @@ const HIDDEN = [
   'sqlite3',
   'rclone',
   'ssh-keygen',
+  'chromium',
 ];
 
 /** A PATH that finds every program this one finds, except `hidden`: a folder of links to them. */

@@ -1,3 +1,4 @@
+import http from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   evaluateHealth,
@@ -212,23 +213,56 @@ describe('health and metrics server', () => {
     expect(await head.text()).toBe('');
   });
 
-  it('refuses a non-loopback address unless allowRemote is set', async () => {
-    await expect(
-      startHttpServer({ listen: '0.0.0.0:0', getStatus: () => ({ maxAgeMs: 1, databases: [] }) }),
-    ).rejects.toThrow(HttpConfigError);
-    await expect(
-      startHttpServer({ listen: '0.0.0.0:0', getStatus: () => ({ maxAgeMs: 1, databases: [] }) }),
-    ).rejects.toThrow(/not a loopback address/);
-    const remote = await startHttpServer({
-      listen: '0.0.0.0:0',
-      allowRemote: true,
-      getStatus: () => ({ maxAgeMs: 1, databases: [] }),
-    });
+  it('refuses a non-loopback address unless allowRemote is set, and allowRemote without a token', async () => {
+    const getStatus = () => ({ maxAgeMs: 1, databases: [] });
+    await expect(startHttpServer({ listen: '0.0.0.0:0', getStatus })).rejects.toThrow(HttpConfigError);
+    await expect(startHttpServer({ listen: '0.0.0.0:0', getStatus })).rejects.toThrow(
+      /not a loopback address/,
+    );
+    await expect(startHttpServer({ listen: '0.0.0.0:0', allowRemote: true, getStatus })).rejects.toThrow(
+      /refusing --allow-remote without a token/,
+    );
+    const token = 'remote-token-0123456789';
+    const remote = await startHttpServer({ listen: '0.0.0.0:0', allowRemote: true, token, getStatus });
     servers.push(remote);
-    const port = new URL(remote.url).port;
-    const response = await fetch(`http://127.0.0.1:${port}/healthz`);
-    expect(response.status).toBe(503);
-    expect(await response.json()).toMatchObject({ reason: 'no databases configured' });
+    const base = `http://127.0.0.1:${new URL(remote.url).port}`;
+    // Without the token: the verdict of /healthz only, nothing else.
+    const bare = await fetch(`${base}/healthz`);
+    expect(bare.status).toBe(503);
+    expect(await bare.json()).toEqual({ checkedAt: expect.any(String), status: 'unhealthy' });
+    const metrics = await fetch(`${base}/metrics`);
+    expect(metrics.status).toBe(401);
+    expect(metrics.headers.get('www-authenticate')).toMatch(/Bearer/);
+    expect(await metrics.text()).not.toContain('litekeep_');
+    const wrong = await fetch(`${base}/metrics`, {
+      headers: { authorization: 'Bearer remote-token-0123456780' },
+    });
+    expect(wrong.status).toBe(401);
+    // With it (Bearer, or Basic with the token as password as a browser sends it): the full answers.
+    const auth = { authorization: `Bearer ${token}` };
+    const full = await fetch(`${base}/healthz`, { headers: auth });
+    expect(await full.json()).toMatchObject({ reason: 'no databases configured' });
+    expect((await fetch(`${base}/metrics`, { headers: auth })).status).toBe(200);
+    const basic = { authorization: `Basic ${Buffer.from(`me:${token}`).toString('base64')}` };
+    expect((await fetch(`${base}/metrics`, { headers: basic })).status).toBe(200);
+  });
+
+  it('on loopback answers only to loopback host names (no DNS rebinding), with security headers', async () => {
+    const server = await serve(() => ({ maxAgeMs: 1, databases: [] }));
+    const ok = await fetch(`${server.url}/healthz`);
+    expect(ok.headers.get('x-content-type-options')).toBe('nosniff');
+    expect(ok.headers.get('content-security-policy')).toContain("frame-ancestors 'none'");
+    const rebound = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = http.get(`${server.url}/metrics`, { headers: { host: 'evil.example:80' } }, (res) => {
+        let body = '';
+        res.on('data', (chunk: Buffer) => (body += chunk.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      });
+      req.on('error', reject);
+    });
+    expect(rebound.status).toBe(421);
+    expect(rebound.body).toMatch(/only to loopback names/);
+    expect(rebound.body).not.toContain('litekeep_');
   });
 
   it('reports a port in use and a malformed address as one-line errors', async () => {

@@ -26,8 +26,14 @@ export function registerDaemon(program: Command): void {
     .command('daemon')
     .description('run backups on the cron schedule (default 03:00 daily), with catch-up and graceful stop')
     .option('--schedule <cron>', 'cron expression (5 fields, or 6 with seconds)')
-    .option('--http <host:port>', 'serve /healthz and /metrics (loopback unless --allow-remote)')
-    .option('--allow-remote', 'let --http listen on a non-loopback address')
+    .option(
+      '--http <host:port>',
+      'serve the status page, /api/status, /healthz and /metrics (loopback unless --allow-remote)',
+    )
+    .option(
+      '--allow-remote',
+      'let --http listen on a non-loopback address (needs http.token; every request but /healthz must carry it)',
+    )
     .option('--no-drive', 'do not upload to Google Drive')
     .option('--no-upload', 'do not upload to any off-site destination')
     .option('--no-notify', 'send no notifications');
