@@ -2,7 +2,7 @@
 // `npm run bench`: litekeep's snapshot speed and memory against cp and the sqlite3 CLI on the same file, in one
 // run; then the pipeline (compression/encryption) and S3 upload benchmarks. Not a test: it prints figures.
 //
-//   node bench/run.mjs [--size MiB] [--sizes 1024,4096] [--only core|pipeline|s3] [--dir DIR] [--keep]
+//   node bench/run.mjs [--size MiB] [--sizes 1024,4096] [--only core|pipeline|s3|incremental] [--dir DIR] [--keep]
 import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -196,6 +196,8 @@ try {
   if (!only || only === 'core') for (const mib of sizes) coreBench(mib);
   if (!only || only === 'pipeline') runScript('pipeline.mjs', ['--size', String(sizes[0])]);
   if (!only || only === 's3') runScript('s3.mjs', ['--size', String(Math.min(sizes[0], 512))]);
+  if (!only || only === 'incremental')
+    runScript('incremental.mjs', ['--size', String(sizes[0]), '--rss-sizes', sizes.join(',')]);
 } finally {
   if (!keep && !arg('dir')) fs.rmSync(workDir, { recursive: true, force: true });
 }

@@ -25,6 +25,10 @@ import { oneLine } from '../util/errors.js';
 import { standingOf } from './standing.js';
 import { VERSION } from '../version.js';
 import type { BackupEntry, BackupManager, BackupResult } from './manager.js';
+import type { CollectResult } from '../repository/collect.js';
+import { isIncremental } from '../repository/destination.js';
+import { repositoryStatus } from '../repository/status.js';
+import { snapshotToDestination, type RunImage, type SnapshotOutcome } from '../repository/run.js';
 
 export interface DestinationOutcome {
   destination: string;
@@ -44,6 +48,9 @@ export interface DestinationOutcome {
   /** The copies this run's retention removed there. */
   removed?: string[];
   pruneErrors?: string[];
+  /** Incremental destinations: the run's snapshot (bytes added, dedup ratio) and what collection freed. */
+  snapshot?: SnapshotOutcome;
+  collected?: CollectResult;
 }
 
 export interface OffsiteOptions {
@@ -55,6 +62,8 @@ export interface OffsiteOptions {
   syncOnly?: boolean;
   /** Apply each destination's retention after a successful upload (default true). */
   prune?: boolean;
+  /** The run's page image, kept for incremental destinations (BackupResult.image). */
+  image?: RunImage;
 }
 
 async function metadataFor(
@@ -107,9 +116,23 @@ export async function runDestinations(
     return [{ destination: 'configuration', type: '?', status: 'failed', error: oneLine(error) }];
   }
   for (const spec of specs) {
-    outcomes.push(await syncOne(spec, target, manager, backup, options));
+    outcomes.push(
+      isIncremental(spec)
+        ? await snapshotToDestination(spec, target, manager, backup, options.image, options)
+        : await syncOne(spec, target, manager, backup, options),
+    );
   }
   return outcomes;
+}
+
+/** Whether this run feeds an incremental destination (which needs the online backup API's page image). */
+export function hasIncrementalDestination(target: DatabaseTarget, skipDrive: boolean): boolean {
+  try {
+    return destinationsOf(target, { skipDrive }).some(isIncremental);
+  } catch {
+    // A broken destination list fails in runDestinations, with its message.
+    return false;
+  }
 }
 
 async function syncOne(
@@ -381,6 +404,12 @@ export interface DestinationStatus {
   lastVerified?: { file: string; at: string };
   /** Why the destination could not be listed just now. */
   error?: string;
+  /** `incremental`: a repository of snapshots (copies counts snapshots, bytes everything stored). */
+  format?: 'incremental';
+  /** Incremental: the newest snapshot's bytes added and dedup ratio. */
+  newestSnapshot?: { id: string; addedBytes: number; dedupRatio: number };
+  /** Incremental: local backups taken after its newest snapshot, which it did not get (not copied later). */
+  missed?: string[];
 }
 
 /** Time of a remote copy: the metadata stored with it, else its name (which has second precision only). */
@@ -416,6 +445,10 @@ export async function destinationStatuses(
           : undefined,
       lastVerified: verified ? { file: verified.backupFile, at: verified.at! } : undefined,
     };
+    if (isIncremental(spec)) {
+      out.push(await repositoryStatus(status, spec, target, backups));
+      continue;
+    }
     let remote: Pick<RemoteObject, 'name' | 'metadata'>[];
     try {
       const objects = ownCopies(await createDestination(spec, target).list(), hostOf(target));

@@ -6,8 +6,19 @@ import { acquireLock, LockHeldError } from '../scheduler/index.js';
 import { assertSqliteFile } from '../snapshot/index.js';
 import { EXIT, LitekeepError, oneLine } from '../util/errors.js';
 import { encryptionSettings } from './encryption.js';
-import { BackupManager, type BackupResult, type BackupTrigger, type PruneResult } from './manager.js';
-import { destinationsOf, runDestinations, type DestinationOutcome } from './offsite.js';
+import {
+  BackupManager,
+  discardImage,
+  type BackupResult,
+  type BackupTrigger,
+  type PruneResult,
+} from './manager.js';
+import {
+  destinationsOf,
+  hasIncrementalDestination,
+  runDestinations,
+  type DestinationOutcome,
+} from './offsite.js';
 import { notifyRun, type NotificationOutcome } from './notifications.js';
 
 export type RunTrigger = 'manual' | 'schedule' | 'catch-up' | 'api';
@@ -131,9 +142,14 @@ export async function runBackupForTarget(
     }
 
     result.stage = 'snapshot';
+    // Incremental destinations (issue 14) need a page-exact image: the online backup API (VACUUM INTO
+    // renumbers pages), kept for them until they have their snapshots.
+    const incremental =
+      options.upload !== false && hasIncrementalDestination(target, options.drive === false);
     const backup = await manager.createBackup({
       trigger: backupTriggerOf(trigger),
-      vacuum: options.vacuum,
+      vacuum: incremental ? false : options.vacuum,
+      keepImage: incremental,
       runId,
       signal: options.signal,
       onProgress: options.onProgress,
@@ -152,6 +168,7 @@ export async function runBackupForTarget(
         runId,
         signal: options.signal,
         onStep: step,
+        image: backup.image,
       });
       offsiteFailed = result.destinations.some((d) => d.status === 'failed');
       for (const d of result.destinations) if (d.warning) warnings.push(`${d.destination}: ${d.warning}`);
@@ -232,6 +249,9 @@ export async function runBackupForTarget(
       warnings.push(`could not record the run: ${oneLine(error)}`);
     }
   }
+  await discardImage(result.backup).catch((error: unknown) => {
+    warnings.push(`could not remove the snapshot image: ${oneLine(error)}`);
+  });
   try {
     await release?.();
   } catch (error) {

@@ -11,6 +11,7 @@ import { registerAuth } from './commands/auth.js';
 import { registerDaemon, registerSchedule } from './commands/daemon.js';
 import { registerKeygen, registerNotify, registerSync } from './commands/misc.js';
 import { registerRestore, registerVerify } from './commands/restore.js';
+import { registerCheck } from './commands/check.js';
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -34,6 +35,7 @@ export function buildProgram(): Command {
   registerDemo(program);
   registerRestore(program);
   registerVerify(program);
+  registerCheck(program);
   registerSync(program);
   registerNotify(program);
   registerKeygen(program);

@@ -4,6 +4,7 @@ import type { DatabaseTarget } from '../config/index.js';
 import { ConfigError } from '../config/index.js';
 import { parseRetentionPolicy, type RetentionPolicy } from '../retention/index.js';
 import { EXIT, LitekeepError } from '../util/errors.js';
+import { REPOSITORY_KEYS, validateRepositorySettings } from '../repository/settings.js';
 import { GoogleDriveDestination } from './google-drive.js';
 import { LocalDestination } from './local.js';
 import { S3Destination } from './s3.js';
@@ -19,7 +20,7 @@ export interface DestinationSpec {
   settings: Record<string, unknown>;
 }
 
-const COMMON_KEYS = ['name', 'type', 'retention', 'enabled'];
+const COMMON_KEYS = ['name', 'type', 'retention', 'enabled', ...REPOSITORY_KEYS];
 const KEYS_BY_TYPE: Record<DestinationType, string[]> = {
   local: ['path'],
   'google-drive': [
@@ -73,6 +74,8 @@ function specFromEntry(entry: Record<string, unknown>, index: number): Destinati
   if (type === 's3' && typeof entry.bucket !== 'string') {
     throw new ConfigError(`${where} (s3) needs 'bucket'`);
   }
+  // format: full | incremental, packSize (issue 14: incremental repositories).
+  validateRepositorySettings(entry, where);
   let retention: RetentionPolicy | undefined;
   if (entry.retention !== undefined) {
     if (typeof entry.retention !== 'object' || entry.retention === null) {

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { BackupManager } from '../../backup/manager.js';
+import type { DestinationStatus } from '../../backup/offsite.js';
 import { listRemote, statusOf, type DatabaseStatus, type RemoteListing } from '../../backup/status.js';
 import { describeConfig } from '../../config/index.js';
 import { parseDurationMs } from '../../config/settings.js';
@@ -85,6 +86,7 @@ function printRemoteListing(l: RemoteListing): void {
     print('  no backups there');
     return;
   }
+  if (l.format === 'incremental') return printSnapshotListing(l);
   const rows = l.backups.map((b) => [
     b.name,
     b.host ?? '',
@@ -94,6 +96,29 @@ function printRemoteListing(l: RemoteListing): void {
   ]);
   print(
     table(['name', 'host', 'size', 'age', 'link'], rows)
+      .split('\n')
+      .map((line) => '  ' + line)
+      .join('\n'),
+  );
+}
+
+/** The snapshots of an incremental destination: id, host, database size, what each added, dedup ratio. */
+function printSnapshotListing(l: RemoteListing): void {
+  const rows = l.backups.map((b) =>
+    b.error
+      ? [b.name.slice(0, 12), b.host ?? '', '', '', '', '', `DAMAGED: ${b.error}`]
+      : [
+          b.name.slice(0, 12),
+          b.host ?? '',
+          age(new Date(b.time)),
+          b.trigger ?? '',
+          humanBytes(b.bytes),
+          humanBytes(b.addedBytes ?? 0),
+          `${Math.round(b.dedupRatio ?? 0)}x`,
+        ],
+  );
+  print(
+    table(['snapshot', 'host', 'age', 'trigger', 'database', 'added', 'dedup'], rows)
       .split('\n')
       .map((line) => '  ' + line)
       .join('\n'),
@@ -212,6 +237,10 @@ function printStatus(s: DatabaseStatus, timeZone: string): void {
         ? `unreachable: ${d.error}`
         : `${d.copies} cop${d.copies === 1 ? 'y' : 'ies'}, ${humanBytes(d.bytes ?? 0)}` +
           `, newest ${d.newest && d.newestTime ? `${d.newest} (${age(new Date(d.newestTime))})` : 'none'}`;
+    if (d.format === 'incremental') {
+      printRepositoryStatus(d);
+      continue;
+    }
     print(`  ${d.destination} (${d.type}): ${held}`);
     if (d.missing.length)
       print(`    missing ${d.missing.length}: ${d.missing.join(', ')} (litekeep sync uploads them)`);
@@ -221,6 +250,28 @@ function printStatus(s: DatabaseStatus, timeZone: string): void {
       print(`    last verified: ${d.lastVerified.file} (${age(new Date(d.lastVerified.at))})`);
   }
   if (s.stale) print(`  STALE: ${s.staleReason}`);
+}
+
+/** An incremental destination in `status`: snapshots, stored bytes, the newest's bytes added and dedup. */
+function printRepositoryStatus(d: DestinationStatus): void {
+  const held =
+    d.copies === undefined
+      ? `unreachable: ${d.error}`
+      : `${d.copies} snapshot${d.copies === 1 ? '' : 's'}, ${humanBytes(d.bytes ?? 0)} stored` +
+        (d.newestSnapshot && d.newestTime
+          ? `, newest ${d.newestSnapshot.id.slice(0, 12)} (${age(new Date(d.newestTime))}): added ` +
+            `${humanBytes(d.newestSnapshot.addedBytes)}, dedup ${Math.round(d.newestSnapshot.dedupRatio)}x`
+          : ', newest none');
+  print(`  ${d.destination} (${d.type}, incremental): ${held}`);
+  if (d.copies !== undefined && d.error)
+    print(`    problem: ${d.error} (litekeep check --from ${d.destination})`);
+  if (d.missed?.length)
+    print(
+      `    missed ${d.missed.length} backup(s) since its newest snapshot (the next run's snapshot stands alone): ${d.missed.join(', ')}`,
+    );
+  if (d.lastError) print(`    last error: ${d.lastError.at} — ${d.lastError.error}`);
+  if (d.lastVerified)
+    print(`    last verified: ${d.lastVerified.file.slice(0, 12)} (${age(new Date(d.lastVerified.at))})`);
 }
 
 export function registerConfig(program: Command): void {
