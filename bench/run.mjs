@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 // `npm run bench`: litekeep's snapshot speed and memory against cp and the sqlite3 CLI on the same file, in one
-// run; then the pipeline (compression/encryption) and S3 upload benchmarks. Not a test: it prints figures.
+// run; then the pipeline (compression/encryption), S3 upload and rclone/SFTP upload benchmarks. Not a test: it
+// prints figures.
 //
-//   node bench/run.mjs [--size MiB] [--sizes 1024,4096] [--only core|pipeline|s3|incremental] [--dir DIR] [--keep]
+//   node bench/run.mjs [--size MiB] [--sizes 1024,4096] [--only core|pipeline|s3|remote|incremental] [--dir DIR]
+//   [--keep]
 import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -183,11 +185,11 @@ function coreBench(mib) {
   return results;
 }
 
-function runScript(script, extra) {
+function runScript(script, extra, nodeArgs = []) {
   const file = path.join(root, 'bench', script);
   if (!fs.existsSync(file)) return;
   console.log(`\n== ${script} ==`);
-  const r = spawnSync(process.execPath, [file, ...extra], { stdio: 'inherit' });
+  const r = spawnSync(process.execPath, [...nodeArgs, file, ...extra], { stdio: 'inherit' });
   if (r.status !== 0) console.log(`${script} exited ${r.status}`);
 }
 
@@ -196,6 +198,9 @@ try {
   if (!only || only === 'core') for (const mib of sizes) coreBench(mib);
   if (!only || only === 'pipeline') runScript('pipeline.mjs', ['--size', String(sizes[0])]);
   if (!only || only === 's3') runScript('s3.mjs', ['--size', String(Math.min(sizes[0], 512))]);
+  // TypeScript through tsx: it starts the same rclone and OpenSSH servers as the tests.
+  if (!only || only === 'remote')
+    runScript('remote.ts', ['--size', String(Math.min(sizes[0], 512))], ['--import', 'tsx']);
   if (!only || only === 'incremental')
     runScript('incremental.mjs', ['--size', String(sizes[0]), '--rss-sizes', sizes.join(',')]);
 } finally {

@@ -16,6 +16,8 @@ export type {
   LitekeepConfig,
   ConfigEntry,
 } from './config/index.js';
+/** The seed's name for the loaded configuration: what `loadConfig()` returns. */
+export type { ResolvedConfig as BackupConfig } from './config/index.js';
 
 export { BackupManager, retentionPolicyOf } from './backup/manager.js';
 export type {
@@ -32,7 +34,9 @@ export { scheduleBackupTask, runDaemon, statusFromCatalog } from './backup/daemo
 export type { BackupSchedule, ScheduleBackupTaskOptions } from './backup/daemon.js';
 export { runDestinations, pruneDestination } from './backup/offsite.js';
 export { statusOf, listRemote, type DatabaseStatus } from './backup/status.js';
-export type { DestinationOutcome } from './backup/offsite.js';
+export type { DestinationOutcome, DestinationStatus, DestinationState } from './backup/offsite.js';
+export { evaluateHealth, renderMetrics } from './scheduler/index.js';
+export type { DaemonStatus, HealthReport } from './scheduler/index.js';
 
 export {
   planRetention,
@@ -44,7 +48,7 @@ export {
   RetentionPolicyError,
   DEFAULT_RETENTION,
 } from './retention/index.js';
-export type { RetentionPolicy, RetentionPlan, Decision } from './retention/index.js';
+export type { RetentionPolicy, RetentionPlan, Decision, NamedBackup } from './retention/index.js';
 
 export { restoreBackup, verifyBackup, listCandidates } from './restore/index.js';
 export type { RestoreOptions, RestoreResult, VerifyResult } from './restore/index.js';
@@ -79,6 +83,8 @@ export {
 export { authorizeGoogle } from './destinations/google-auth.js';
 export { S3Destination } from './destinations/s3.js';
 export { LocalDestination } from './destinations/local.js';
+export { RcloneDestination } from './destinations/rclone.js';
+export { SftpDestination } from './destinations/sftp.js';
 export type { Destination, ArtifactMetadata, RemoteObject, PutResult } from './destinations/types.js';
 
 export { notify, notifyTest } from './notify/index.js';

@@ -15,13 +15,15 @@ import {
   type DaemonHandle,
   type DaemonStatus,
   type DatabaseStatus,
+  type DestinationHealthInput,
   type HttpServerHandle,
   type LogSink,
 } from '../scheduler/index.js';
 import { CATALOG_DIR } from '../catalog/index.js';
 import { oneLine } from '../util/errors.js';
 import { BackupManager } from './manager.js';
-import { runBackupForTarget, type RunBackupResult, type RunTrigger } from './task.js';
+import { destinationStatesFromCatalog } from './offsite.js';
+import { partialProblems, runBackupForTarget, type RunBackupResult, type RunTrigger } from './task.js';
 import { verifyDue } from './verify-schedule.js';
 
 /** A run that did not start because another process holds this database's lock (not an I/O error on it). */
@@ -43,7 +45,11 @@ const later = (a: Date | undefined, b: Date | undefined): Date | undefined =>
   !a ? b : !b ? a : a.getTime() >= b.getTime() ? a : b;
 
 /** What the daemon reads from each database's catalog for catch-up, /healthz and /metrics. */
-export async function statusFromCatalog(targets: DatabaseTarget[], maxAgeMs: number): Promise<DaemonStatus> {
+export async function statusFromCatalog(
+  targets: DatabaseTarget[],
+  maxAgeMs: number,
+  options: { skipDrive?: boolean } = {},
+): Promise<DaemonStatus> {
   const databases: DatabaseStatus[] = [];
   for (const target of targets) {
     if (!hasCatalog(target)) {
@@ -65,6 +71,23 @@ export async function statusFromCatalog(targets: DatabaseTarget[], maxAgeMs: num
       const newestRun = manager.catalog.lastRunWithStatus(['ok', 'partial', 'failed']);
       const lastBackup = success?.backupFile ? manager.catalog.getBackup(success.backupFile) : undefined;
       const successTime = success ? new Date(success.startedAt) : undefined;
+      let destinations: DestinationHealthInput[];
+      try {
+        destinations = (await destinationStatesFromCatalog(target, manager, options)).map((d) => ({
+          name: d.destination,
+          type: d.type,
+          newestCopyTime: d.newestCopy?.time,
+          lastSuccess: d.lastSuccess?.at,
+          lastFailure: d.lastFailure?.at,
+          lastFailureError: d.lastFailure?.error,
+          lastAttemptFailed: d.lastAttemptFailed,
+          missing: d.missing.length,
+          uploadsByStatus: d.uploadsByStatus,
+        }));
+      } catch {
+        // A destination setting that no longer parses was refused at start; nothing to judge by here.
+        destinations = [];
+      }
       databases.push({
         name: target.name,
         lastSuccess: success ? new Date(success.endedAt ?? success.startedAt) : undefined,
@@ -77,6 +100,7 @@ export async function statusFromCatalog(targets: DatabaseTarget[], maxAgeMs: num
         runsByStatus: manager.catalog.runsByStatus(),
         newestBackupTime: later(backups[0]?.time, successTime),
         newestBackupOk: newestRun ? newestRun.status !== 'failed' : backups.length > 0,
+        destinations,
       });
     } finally {
       manager.close();
@@ -108,16 +132,23 @@ export async function newestSuccessOf(targets: DatabaseTarget[]): Promise<Date |
   return oldest;
 }
 
+const SILENT: LogSink = { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} };
+
 export interface ScheduleBackupTaskOptions extends LoadConfigOptions {
   /** Already resolved configuration (otherwise loaded from `LoadConfigOptions`). */
   resolved?: ResolvedConfig;
   /** Override of the cron expression. */
   schedule?: string;
+  /** Where the schedule logs (a pino logger, `console`, ...); silent when not given. */
   logger?: LogSink;
   /** Called after each run of each database. */
   onRun?: (result: RunBackupResult) => void;
   /** Upload to Drive (default true). */
   drive?: boolean;
+  /** Upload to the off-site destinations (default true). */
+  upload?: boolean;
+  /** Send notifications (default true). */
+  notify?: boolean;
 }
 
 export interface BackupSchedule {
@@ -136,7 +167,8 @@ export interface BackupSchedule {
 export function scheduleBackupTask(options: ScheduleBackupTaskOptions = {}): BackupSchedule {
   const resolved = options.resolved ?? loadConfig(options);
   const targets = resolved.databases;
-  const log = options.logger ?? createLogger({ level: resolved.config.log.level });
+  // Inside a host app the app owns stdout: nothing is logged unless it passes a logger (the daemon passes one).
+  const log = options.logger ?? SILENT;
   // The daemon handle reports no next run once it is stopping; a stopping daemon finishes the backup in hand
   // and starts nothing more (no further database, no verification).
   const stopping = () => daemon.nextRun() === null;
@@ -146,7 +178,13 @@ export function scheduleBackupTask(options: ScheduleBackupTaskOptions = {}): Bac
     for (const target of targets) {
       if (signal.aborted || (attempted > 0 && stopping())) break;
       attempted++;
-      const result = await runBackupForTarget(target, { trigger, signal, drive: options.drive });
+      const result = await runBackupForTarget(target, {
+        trigger,
+        signal,
+        drive: options.drive,
+        upload: options.upload,
+        notify: options.notify,
+      });
       options.onRun?.(result);
       const fields = {
         database: result.database,
@@ -169,15 +207,16 @@ export function scheduleBackupTask(options: ScheduleBackupTaskOptions = {}): Bac
       if (result.status === 'failed') {
         failures++;
         log.error(fields, `backup of ${result.database} failed: ${result.error}`);
-      } else if (result.status === 'partial') log.warn(fields, `backup of ${result.database} partly done`);
-      else log.info(fields, `backup of ${result.database} done: ${result.backup?.file}`);
+      } else if (result.status === 'partial') {
+        log.warn(fields, `backup of ${result.database} partly done: ${partialProblems(result).join('; ')}`);
+      } else log.info(fields, `backup of ${result.database} done: ${result.backup?.file}`);
       for (const w of result.warnings) log.warn({ database: result.database }, w);
       const mode = resolved.config.verify;
       if (signal.aborted || stopping()) continue;
       // "after-backup" proves the new backup; when there is none, the next successful run does it.
       if (mode === 'after-backup' && result.status === 'failed') continue;
       try {
-        const verification = await verifyDue(target, mode, trigger);
+        const verification = await verifyDue(target, mode, trigger, new Date(), signal);
         for (const v of verification) {
           if (v.status === 'ok')
             log.info({ database: target.name, ...v }, `verified ${v.backup} on ${v.source}`);
@@ -185,8 +224,9 @@ export function scheduleBackupTask(options: ScheduleBackupTaskOptions = {}): Bac
             log.error({ database: target.name, ...v }, `verification of ${v.backup} on ${v.source} failed`);
         }
       } catch (error) {
-        // A run holding the lock only postpones verification to a later run: not an alarm.
-        const level = error instanceof LockHeldError ? 'warn' : 'error';
+        // A run holding the lock only postpones verification to a later run, and a stopping daemon cuts it
+        // short on purpose: neither is an alarm.
+        const level = error instanceof LockHeldError || signal.aborted ? 'warn' : 'error';
         log[level]({ database: target.name }, `verification could not run: ${oneLine(error)}`);
       }
     }
@@ -219,7 +259,14 @@ export interface DaemonProcess {
 /** `litekeep daemon`: the schedule, signal handling and the optional health/metrics server. */
 export async function runDaemon(
   resolved: ResolvedConfig,
-  options: { schedule?: string; http?: string; allowRemote?: boolean; drive?: boolean },
+  options: {
+    schedule?: string;
+    http?: string;
+    allowRemote?: boolean;
+    drive?: boolean;
+    upload?: boolean;
+    notify?: boolean;
+  },
 ): Promise<DaemonProcess> {
   const logger = createLogger({ level: resolved.config.log.level });
   const listen = options.http ?? resolved.config.http;
@@ -231,26 +278,28 @@ export async function runDaemon(
       listen,
       allowRemote: options.allowRemote,
       logger,
-      getStatus: () => statusFromCatalog(resolved.databases, resolved.config.maxAge ?? 26 * 3_600_000),
+      getStatus: () =>
+        statusFromCatalog(resolved.databases, resolved.config.maxAge ?? 26 * 3_600_000, {
+          skipDrive: options.drive === false,
+        }),
     });
     logger.info({ url: http.url }, `health and metrics on ${http.url}/healthz and ${http.url}/metrics`);
   }
   let schedule: BackupSchedule;
   try {
-    schedule = scheduleBackupTask({ resolved, schedule: options.schedule, logger, drive: options.drive });
+    schedule = scheduleBackupTask({
+      resolved,
+      schedule: options.schedule,
+      logger,
+      drive: options.drive,
+      upload: options.upload,
+      notify: options.notify,
+    });
   } catch (error) {
     await http?.close();
     throw error;
   }
   installSignalHandlers(schedule.daemon, { stopTimeoutMs: resolved.config.stopTimeout ?? 600_000, logger });
-  logger.info(
-    {
-      schedule: options.schedule ?? resolved.config.schedule,
-      timeZone: resolved.timeZone,
-      databases: resolved.databases.map((d) => d.name),
-      nextRun: schedule.nextRun()?.toISOString(),
-    },
-    `litekeep daemon started; next run ${schedule.nextRun()?.toISOString() ?? 'never'}`,
-  );
+  // The schedule itself logged "daemon started" with its next run: one start-up line, not two.
   return { schedule, http };
 }

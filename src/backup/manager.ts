@@ -24,6 +24,7 @@ import {
   planRetention,
   RetentionPolicyError,
   RotationPolicy,
+  holdAfterTimeGap,
   type Decision,
   type RetentionPolicy,
 } from '../retention/index.js';
@@ -138,7 +139,19 @@ export interface PruneResult {
   future: string[];
   /** Backups whose newest verification failed: kept aside, counted by no rule (`--remove-failed` removes them). */
   setAside: { name: string; reason: string }[];
+  /** Why a run held every removal back (holdAfterTimeGap). */
+  held?: string;
   dryRun: boolean;
+}
+
+/** The size of a database with its -wal file: about what a snapshot of it copies. */
+function sizeWithWal(file: string): number | undefined {
+  try {
+    const wal = fs.statSync(`${file}-wal`, { throwIfNoEntry: false })?.size ?? 0;
+    return fs.statSync(file).size + wal;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Reads the retention settings of a target as a validated policy. */
@@ -194,7 +207,7 @@ export class BackupManager {
   /** Why the catalog is not the one on disk, when it could not be used. */
   catalogWarning?: string;
 
-  /** When set, looking never creates: a missing backup folder reads as an empty one (list, status, history). */
+  /** When set, looking never creates: a folder without an activity log reads with an empty one (list, status, history). */
   private readonly readOnly: boolean;
 
   constructor(target: DatabaseTarget, options: { readOnly?: boolean } = {}) {
@@ -212,9 +225,7 @@ export class BackupManager {
 
   /** The catalog of this folder; a broken one is replaced, an unwritable one replaced by a memory-only one. */
   get catalog(): Catalog {
-    if (!this.catalogInstance && this.readOnly && !fs.existsSync(this.backupDir)) {
-      this.catalogInstance = Catalog.inMemory();
-    }
+    if (!this.catalogInstance && this.readOnly) this.catalogInstance = Catalog.openReadOnly(this.backupDir);
     if (!this.catalogInstance) {
       try {
         this.catalogInstance = Catalog.open(this.backupDir);
@@ -302,7 +313,11 @@ export class BackupManager {
       if (packed) temps.push(artifact);
       // Hashing (and compressing/encrypting) reads the finished copy while SQLite checks it: two cores at once.
       let packing: Promise<ArtifactResult> | undefined;
+      // Sizes for progress: the source as it is now (a VACUUM INTO copy may come out smaller), then the copy.
+      const sourceBytes = options.onProgress ? sizeWithWal(this.target.path) : undefined;
+      let plainBytes: number | undefined;
       const startPacking = () => {
+        if (options.onProgress) plainBytes = fs.statSync(snapshotTemp).size;
         packing = packed
           ? writeArtifact(
               snapshotTemp,
@@ -313,7 +328,7 @@ export class BackupManager {
                 recipients: encryption.recipients,
                 passphrase: encryption.passphrase,
               },
-              (done: number) => options.onProgress?.('compress', done),
+              (done: number) => options.onProgress?.('compress', done, plainBytes),
               options.signal,
             )
           : sha256File(snapshotTemp).then((h) => ({ ...h, plainSha256: h.sha256, plainBytes: h.bytes }));
@@ -331,7 +346,7 @@ export class BackupManager {
         },
         {
           signal: options.signal,
-          onProgress: (bytes) => options.onProgress?.('snapshot', bytes),
+          onProgress: (bytes) => options.onProgress?.('snapshot', bytes, sourceBytes),
           onCopied: startPacking,
         },
       ).catch(async (error: unknown) => {
@@ -538,6 +553,11 @@ export class BackupManager {
       now?: Date;
       /** With dryRun: plan as if this backup existed too (what `backup --dry-run` would make). */
       pretend?: { name: string; time: Date; trigger: BackupTrigger };
+      /**
+       * The backup the calling run just made: removals are held back when it is dated long after the newest one
+       * before it and the plan would remove most of them (holdAfterTimeGap).
+       */
+      madeByRun?: string;
     } = {},
   ): Promise<PruneResult> {
     let policy: RetentionPolicy;
@@ -588,13 +608,30 @@ export class BackupManager {
         d.action = 'keep';
         d.reasons = ['made by this run'];
       }
-      // Set aside, not counted: only removed when asked for by name of the flag.
-      if (d.failedVerification && options.removeFailed) {
+      // Set aside, not counted: only removed when asked for, and never the newest backup there is.
+      if (d.failedVerification && options.removeFailed && d !== decisions[0]) {
         d.action = 'remove';
         d.reasons = [`--remove-failed: ${d.failedVerification}`];
       }
     }
     // The newest good backup stays whatever --remove-failed says (it is good, so it is never one of those).
+    let held: string | undefined;
+    const made = decisions.find((d) => d.name === options.madeByRun);
+    if (made) {
+      const others = decisions.filter((d) => d !== made);
+      held = holdAfterTimeGap({
+        made: made.time,
+        previousNewest: others.find((d) => !plan.future.some((f) => f.entry.name === d.name))?.time,
+        before: others.length,
+        removing: decisions.filter((d) => d.action === 'remove').length,
+      });
+      if (held) {
+        for (const d of decisions.filter((x) => x.action === 'remove')) {
+          d.action = 'keep';
+          d.reasons = [`held back: ${d.reasons.join('; ')}`];
+        }
+      }
+    }
     const removed: string[] = [];
     const failed: { name: string; error: string }[] = [];
     if (!options.dryRun) {
@@ -637,6 +674,7 @@ export class BackupManager {
       unrecognized,
       future: plan.future.map((b) => b.entry.name),
       setAside: plan.failed.map((b) => ({ name: b.entry.name, reason: b.failed! })),
+      held,
       dryRun: options.dryRun === true,
     };
   }

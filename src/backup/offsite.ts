@@ -10,6 +10,7 @@ import {
   isOwnedBy,
   type ArtifactMetadata,
   type Destination,
+  type IncompleteUpload,
   type RemoteObject,
 } from '../destinations/types.js';
 import { parseBackupName, timeFromBackupName } from '../naming.js';
@@ -17,10 +18,12 @@ import {
   applySafetyRails,
   assertUsablePolicy,
   describePolicy,
+  holdAfterTimeGap,
   planRetention,
   type RetentionPolicy,
 } from '../retention/index.js';
 import { sha256File } from '../pipeline/index.js';
+import { destinationProblem } from '../scheduler/index.js';
 import { oneLine } from '../util/errors.js';
 import { standingOf } from './standing.js';
 import { VERSION } from '../version.js';
@@ -51,6 +54,8 @@ export interface DestinationOutcome {
   /** Incremental destinations: the run's snapshot (bytes added, dedup ratio) and what collection freed. */
   snapshot?: SnapshotOutcome;
   collected?: CollectResult;
+  /** Incomplete uploads of earlier, interrupted runs that were aborted at the start of this one. */
+  abortedUploads?: string[];
 }
 
 export interface OffsiteOptions {
@@ -64,6 +69,10 @@ export interface OffsiteOptions {
   prune?: boolean;
   /** The run's page image, kept for incremental destinations (BackupResult.image). */
   image?: RunImage;
+  /** Only this destination (by name), e.g. `litekeep sync --to offsite`. */
+  only?: string;
+  /** Bytes sent of each upload, with its size: `stage` is `upload to <destination>`. */
+  onProgress?: (stage: string, bytes: number, total?: number) => void;
 }
 
 async function metadataFor(
@@ -90,11 +99,19 @@ async function metadataFor(
 
 export function destinationsOf(
   target: DatabaseTarget,
-  options: { skipDrive?: boolean } = {},
+  options: { skipDrive?: boolean; only?: string } = {},
 ): DestinationSpec[] {
   return destinationSpecs(target, target.driveConfigured).filter(
-    (spec) => !(options.skipDrive && spec.type === 'google-drive'),
+    (spec) =>
+      !(options.skipDrive && spec.type === 'google-drive') &&
+      (options.only === undefined || spec.name === options.only),
   );
+}
+
+/** Reports an upload's bytes to `onProgress` as `upload to <destination>`, when a caller asked for progress. */
+function uploadProgress(options: OffsiteOptions, destination: string, total: number) {
+  const report = options.onProgress;
+  return report ? (bytes: number) => report(`upload to ${destination}`, bytes, total) : undefined;
 }
 
 /**
@@ -163,15 +180,16 @@ async function syncOne(
   };
   let destination: Destination;
   try {
-    destination = createDestination(spec, target);
+    destination = createDestination(spec, target, undefined, options.signal);
   } catch (error) {
     outcome.error = oneLine(error);
     return outcome;
   }
+  await abortAbandonedUploads(destination, manager, outcome, options);
   try {
     if (destination instanceof GoogleDriveDestination) {
       // A service account has no storage quota of its own: say so on every run, not only at `auth google`.
-      outcome.warning = (await destination.credentials()).warning;
+      addWarning(outcome, (await destination.credentials()).warning);
     }
     if (backup) {
       const put = await destination.put(
@@ -183,7 +201,7 @@ async function syncOne(
           time: new Date(backup.createdAt),
           path: backup.path,
         }),
-        { signal: options.signal },
+        { signal: options.signal, onProgress: uploadProgress(options, spec.name, backup.bytes) },
       );
       Object.assign(outcome, {
         status: 'ok',
@@ -206,18 +224,22 @@ async function syncOne(
   // Catch up: backups the local folder still holds that this destination lacks (it was down last time).
   const policy = destinationPolicy(spec, manager);
   try {
-    const remote = ownCopies(await destination.list(), hostOf(target));
-    const present = new Set(remote.map((o) => o.name));
+    const remote: Pick<RemoteObject, 'name' | 'metadata'>[] = ownCopies(
+      await destination.list(),
+      hostOf(target),
+    );
     // A listing taken right after an upload may not show it yet (Drive): never upload it twice.
-    if (backup && outcome.status === 'ok') present.add(backup.file);
+    if (backup && outcome.status === 'ok' && !remote.some((o) => o.name === backup.file)) {
+      remote.push({ name: backup.file, metadata: { backupTime: backup.createdAt, trigger: backup.trigger } });
+    }
     const { backups } = await manager.listBackups();
-    const missing = backups.filter((b) => !present.has(b.name));
-    const wanted = missingWorthUploading(missing, remote, policy, manager);
+    const wanted = missingOn(spec, manager, backups, remote);
     outcome.caughtUp = [];
     for (const entry of wanted) {
       try {
         const put = await destination.put(entry.path, entry.name, await metadataFor(manager, entry), {
           signal: options.signal,
+          onProgress: uploadProgress(options, spec.name, entry.bytes),
         });
         record(entry.name, 'ok', { id: put.id, link: put.link, bytes: put.bytes, attempts: put.attempts });
         outcome.caughtUp.push(entry.name);
@@ -235,8 +257,13 @@ async function syncOne(
 
   if (options.prune !== false) {
     try {
-      const removed = await pruneDestination(destination, policy, manager, options.runId);
+      const removed = await pruneDestination(destination, policy, manager, options.runId, backup?.file);
       outcome.removed = removed.removed;
+      for (const note of removed.notes) addWarning(outcome, note);
+      if (removed.held) {
+        outcome.status = 'failed';
+        outcome.error = `retention held back: ${removed.held}`;
+      }
       outcome.rotated = removed.removed.length;
       if (removed.failed.length) {
         outcome.pruneErrors = removed.failed;
@@ -264,6 +291,63 @@ export function ownCopies<T extends RemoteObject>(objects: T[], host: string): T
     objects.filter((o) => isOwnedBy(o, host)),
     (o) => o.name,
   );
+}
+
+function addWarning(outcome: DestinationOutcome, warning: string | undefined): void {
+  if (warning) outcome.warning = outcome.warning ? `${outcome.warning}; ${warning}` : warning;
+}
+
+/**
+ * Whether nobody can still be sending an incomplete upload. Every run of this database on this host holds its
+ * lock (as the caller does now), so an upload of one of this host's own backups is left over from a run that
+ * was killed or lost its server; and no run anywhere outlives `runTimeoutMs`.
+ */
+export function isAbandonedUpload(
+  upload: IncompleteUpload,
+  ownBackups: ReadonlySet<string>,
+  now: Date,
+  runTimeoutMs: number,
+): boolean {
+  if (ownBackups.has(upload.name)) return true;
+  return upload.startedAt !== undefined && now.getTime() - upload.startedAt.getTime() > runTimeoutMs;
+}
+
+/** The start of each run: abort what interrupted runs left incomplete there (S3 parts cost until then). */
+async function abortAbandonedUploads(
+  destination: Destination,
+  manager: BackupManager,
+  outcome: DestinationOutcome,
+  options: OffsiteOptions,
+): Promise<void> {
+  if (!destination.abortIncompleteUploads) return;
+  const own = new Set<string>();
+  try {
+    for (const record of manager.catalog.listBackups({ includeDeleted: true })) own.add(record.file);
+    for (const entry of (await manager.listBackups()).backups) own.add(entry.name);
+  } catch {
+    // Without the names, only age decides.
+  }
+  const now = new Date();
+  const runTimeoutMs = manager.target.settings.runTimeout ?? 3 * 3_600_000;
+  try {
+    const sweep = await destination.abortIncompleteUploads((u) =>
+      isAbandonedUpload(u, own, now, runTimeoutMs),
+    );
+    if (sweep.aborted.length) {
+      outcome.abortedUploads = sweep.aborted;
+      options.onStep?.(`aborted incomplete uploads on ${destination.name}: ${sweep.aborted.join(', ')}`);
+    }
+    if (sweep.failed.length)
+      addWarning(
+        outcome,
+        `incomplete uploads not aborted (the next run tries again): ${sweep.failed.join('; ')}`,
+      );
+  } catch (error) {
+    addWarning(
+      outcome,
+      `could not look for incomplete uploads (${oneLine(error)}); an AbortIncompleteMultipartUpload lifecycle rule on the bucket cleans them up instead`,
+    );
+  }
 }
 
 /** Of the backups missing on a destination, those its retention would keep, newest first. */
@@ -314,17 +398,13 @@ function newestPer<T extends { modifiedTime?: string }>(objects: T[], key: (o: T
   return [...chosen.values()];
 }
 
-/**
- * Applies `policy` to this host's copies on a destination: copies whose newest verification there failed are
- * set aside (not counted, not removed), the newest known-good copy is never removed, and every removal is
- * by id and recorded.
- */
-export async function pruneDestination(
+/** What retention would do to this host's copies on a destination; `pretend` adds a copy not there yet. */
+export async function planDestination(
   destination: Destination,
   policy: RetentionPolicy,
   manager: BackupManager,
-  runId?: number,
-): Promise<{ removed: string[]; failed: string[] }> {
+  options: { madeByRun?: string; pretend?: { name: string; time: Date; trigger: string } } = {},
+) {
   assertUsablePolicy(policy);
   const host = hostOf(manager.target);
   const all = await destination.list();
@@ -333,7 +413,14 @@ export async function pruneDestination(
     manager.catalog.listBackups({ includeDeleted: true }).map((r) => [r.file, r] as const),
   );
   const verdicts = manager.catalog.verdicts(destination.name);
-  const items = remote.map((o) => {
+  const items: {
+    id: string;
+    time: Date;
+    object?: RemoteObject;
+    group: string;
+    good: boolean;
+    failed?: string;
+  }[] = remote.map((o) => {
     const record = records.get(o.name);
     return {
       id: o.name,
@@ -349,9 +436,49 @@ export async function pruneDestination(
       ),
     };
   });
+  if (options.pretend) {
+    const { name, time, trigger } = options.pretend;
+    items.push({ id: name, time, group: trigger, good: true });
+  }
   const plan = applySafetyRails(
     planRetention(items, policy, { timeZone: manager.timeZone, now: new Date() }),
   );
+  const protect = options.pretend?.name;
+  if (protect) plan.remove = plan.remove.filter((d) => d.backup.id !== protect);
+  const notes: string[] = [];
+  if (plan.future.length)
+    notes.push(`dated in the future, kept and not counted: ${plan.future.map((b) => b.id).join(', ')}`);
+  if (plan.failed.length)
+    notes.push(`set aside, their last verification failed: ${plan.failed.map((b) => b.id).join(', ')}`);
+  let held: string | undefined;
+  const made = items.find((i) => i.id === (options.madeByRun ?? protect));
+  if (made) {
+    const others = items.filter((i) => i !== made && !plan.future.includes(i));
+    held = holdAfterTimeGap({
+      made: made.time,
+      previousNewest: others.sort((a, b) => b.time.getTime() - a.time.getTime())[0]?.time,
+      before: items.length - 1,
+      removing: plan.remove.length,
+    });
+  }
+  return { plan, all, host, notes, held };
+}
+
+/**
+ * Applies `policy` to this host's copies on a destination: copies whose newest verification there failed are
+ * set aside (not counted, not removed), the newest known-good copy is never removed, and every removal is
+ * by id and recorded.
+ */
+export async function pruneDestination(
+  destination: Destination,
+  policy: RetentionPolicy,
+  manager: BackupManager,
+  runId?: number,
+  /** The backup the calling run just uploaded: see holdAfterTimeGap. */
+  madeByRun?: string,
+): Promise<{ removed: string[]; failed: string[]; notes: string[]; held?: string }> {
+  const { plan, all, host, notes, held } = await planDestination(destination, policy, manager, { madeByRun });
+  if (held) return { removed: [], failed: [], notes, held };
   const removed: string[] = [];
   const failed: string[] = [];
   const policyText = describePolicy(policy);
@@ -384,7 +511,99 @@ export async function pruneDestination(
       }
     }
   }
-  return { removed, failed };
+  return { removed, failed, notes };
+}
+
+/** What the activity log says about one destination: enough for /healthz and /metrics, without a request. */
+export interface DestinationState {
+  destination: string;
+  type: string;
+  /** The newest backup held there, as far as the log knows (uploaded, and not pruned there since). */
+  newestCopy?: { file: string; time: Date };
+  /** The newest successful upload there. */
+  lastSuccess?: { file: string; at: Date };
+  /** The newest failed upload there. */
+  lastFailure?: { file: string; at: Date; error: string };
+  /** Whether the newest upload attempt there failed (it has not worked since). */
+  lastAttemptFailed: boolean;
+  /** Local backups it lacks that its retention would keep, newest first: what the next run or `sync` uploads. */
+  missing: string[];
+  /** Upload attempts recorded there, by status. */
+  uploadsByStatus: Record<string, number>;
+}
+
+/** When a backup was taken: from the catalog, else from its name read in the configured zone. */
+function backupTime(manager: BackupManager, file: string): Date | undefined {
+  const record = manager.catalog.getBackup(file);
+  if (record) return new Date(record.createdAt);
+  const parsed = parseBackupName(file);
+  return parsed ? timeFromBackupName(parsed, manager.timeZone) : undefined;
+}
+
+/**
+ * The local backups a destination lacks and its retention would keep, newest first. The one rule `status`,
+ * `sync`, each run's catch-up and the health checks share: they always agree on what is missing.
+ */
+export function missingOn(
+  spec: DestinationSpec,
+  manager: BackupManager,
+  local: BackupEntry[],
+  remote: Pick<RemoteObject, 'name' | 'metadata'>[],
+): BackupEntry[] {
+  const present = new Set(remote.map((o) => o.name));
+  const policy = destinationPolicy(spec, manager);
+  return missingWorthUploading(
+    local.filter((b) => !present.has(b.name)),
+    remote,
+    policy,
+    manager,
+  );
+}
+
+/** One destination's state from the activity log alone. */
+export function destinationState(
+  spec: DestinationSpec,
+  manager: BackupManager,
+  local: BackupEntry[],
+): DestinationState {
+  const uploads = manager.catalog.listUploads(spec.name);
+  const deletions = manager.catalog.listDeletions(spec.name);
+  // Held there: uploaded, and not deleted there since (replayed in the order it happened).
+  const events = [
+    ...uploads
+      .filter((u) => u.status === 'ok')
+      .map((u) => ({ at: u.at ?? '', file: u.backupFile, held: true })),
+    ...deletions
+      .filter((d) => d.status === 'ok')
+      .map((d) => ({ at: d.at ?? '', file: d.backupFile, held: false })),
+  ].sort((x, y) => x.at.localeCompare(y.at));
+  const held = new Set<string>();
+  for (const e of events) {
+    if (e.held) held.add(e.file);
+    else held.delete(e.file);
+  }
+  let newestCopy: DestinationState['newestCopy'];
+  for (const file of held) {
+    const time = backupTime(manager, file);
+    if (time && (!newestCopy || time > newestCopy.time)) newestCopy = { file, time };
+  }
+  const lastOk = uploads.find((u) => u.status === 'ok');
+  const lastFailed = uploads.find((u) => u.status === 'failed');
+  const uploadsByStatus: Record<string, number> = {};
+  for (const u of uploads) uploadsByStatus[u.status] = (uploadsByStatus[u.status] ?? 0) + 1;
+  const remote = [...held].map((name) => ({ name }));
+  return {
+    destination: spec.name,
+    type: spec.type,
+    newestCopy,
+    lastSuccess: lastOk ? { file: lastOk.backupFile, at: new Date(lastOk.at!) } : undefined,
+    lastFailure: lastFailed
+      ? { file: lastFailed.backupFile, at: new Date(lastFailed.at!), error: lastFailed.error ?? 'failed' }
+      : undefined,
+    lastAttemptFailed: uploads[0]?.status === 'failed',
+    missing: missingOn(spec, manager, local, remote).map((b) => b.name),
+    uploadsByStatus,
+  };
 }
 
 /** What `litekeep status` shows for one destination. */
@@ -393,14 +612,18 @@ export interface DestinationStatus {
   type: string;
   /** Backups held there (undefined when it could not be listed). */
   copies?: number;
+  /** The newest copy there, and when it was taken (from a listing, else from the activity log). */
   newest?: string;
   newestTime?: string;
   bytes?: number;
   /** Local backups this destination lacks and its retention would keep, newest first: the next sync uploads them. */
   missing: string[];
-  lastUpload?: { file: string; at: string };
-  /** The newest upload attempt there, when it failed. */
+  missingCount: number;
+  lastSuccess?: { file: string; at: string };
+  /** The newest failed upload there. */
   lastError?: { file: string; at: string; error: string };
+  /** Whether the newest upload attempt there failed. */
+  lastAttemptFailed: boolean;
   lastVerified?: { file: string; at: string };
   /** Why the destination could not be listed just now. */
   error?: string;
@@ -410,9 +633,11 @@ export interface DestinationStatus {
   newestSnapshot?: { id: string; addedBytes: number; dedupRatio: number };
   /** Incremental: local backups taken after its newest snapshot, which it did not get (not copied later). */
   missed?: string[];
+  /** With a maxAge: its newest copy is older, there is none, or its last upload failed (`staleReason` says). */
+  stale: boolean;
+  staleReason?: string;
 }
 
-/** Time of a remote copy: the metadata stored with it, else its name (which has second precision only). */
 /** When a remote copy was taken: from its metadata, else from its name read in `timeZone`. */
 export function remoteTime(o: Pick<RemoteObject, 'name' | 'metadata'>, timeZone: string): Date {
   return o.metadata?.backupTime
@@ -420,58 +645,88 @@ export function remoteTime(o: Pick<RemoteObject, 'name' | 'metadata'>, timeZone:
     : timeFromBackupName(parseBackupName(o.name)!, timeZone);
 }
 
+/** Every destination of a database as the activity log knows it: the daemon's /healthz and /metrics. */
+export async function destinationStatesFromCatalog(
+  target: DatabaseTarget,
+  manager: BackupManager,
+  options: { skipDrive?: boolean } = {},
+): Promise<DestinationState[]> {
+  const { backups } = await manager.listBackups();
+  return destinationsOf(target, options).map((spec) => destinationState(spec, manager, backups));
+}
+
+/** `litekeep status` per destination: a listing of each (the catalog where it cannot be listed). */
 export async function destinationStatuses(
   target: DatabaseTarget,
   manager: BackupManager,
+  maxAgeMs?: number,
 ): Promise<DestinationStatus[]> {
   const specs = destinationsOf(target);
   const { backups } = await manager.listBackups();
   const verifications = manager.catalog.lastVerifications();
   const out: DestinationStatus[] = [];
   for (const spec of specs) {
-    const policy = destinationPolicy(spec, manager);
-    const uploads = manager.catalog.listUploads(spec.name);
-    const lastOk = uploads.find((u) => u.status === 'ok');
-    const latest = uploads[0];
+    const known = destinationState(spec, manager, backups);
     const verified = verifications.find((v) => v.destination === spec.name);
     const status: DestinationStatus = {
       destination: spec.name,
       type: spec.type,
-      missing: [],
-      lastUpload: lastOk ? { file: lastOk.backupFile, at: lastOk.at! } : undefined,
-      lastError:
-        latest && latest.status === 'failed'
-          ? { file: latest.backupFile, at: latest.at!, error: latest.error ?? 'failed' }
-          : undefined,
+      newest: known.newestCopy?.file,
+      newestTime: known.newestCopy?.time.toISOString(),
+      missing: known.missing,
+      missingCount: known.missing.length,
+      lastSuccess: known.lastSuccess
+        ? { file: known.lastSuccess.file, at: known.lastSuccess.at.toISOString() }
+        : undefined,
+      lastError: known.lastFailure
+        ? {
+            file: known.lastFailure.file,
+            at: known.lastFailure.at.toISOString(),
+            error: known.lastFailure.error,
+          }
+        : undefined,
+      lastAttemptFailed: known.lastAttemptFailed,
       lastVerified: verified ? { file: verified.backupFile, at: verified.at! } : undefined,
+      stale: false,
     };
+    let newestCopy = known.newestCopy;
     if (isIncremental(spec)) {
-      out.push(await repositoryStatus(status, spec, target, backups));
-      continue;
+      const repoStatus = await repositoryStatus(status, spec, target, backups);
+      newestCopy = repoStatus.newestTime
+        ? { file: repoStatus.newest!, time: new Date(repoStatus.newestTime) }
+        : undefined;
+      Object.assign(status, repoStatus);
+    } else {
+      try {
+        const objects = ownCopies(await createDestination(spec, target).list(), hostOf(target));
+        const sorted = objects
+          .map((o) => ({ o, time: remoteTime(o, manager.timeZone) }))
+          .sort((a, b) => b.time.getTime() - a.time.getTime());
+        status.copies = objects.length;
+        status.bytes = objects.reduce((sum, o) => sum + o.bytes, 0);
+        newestCopy = sorted[0] ? { file: sorted[0].o.name, time: sorted[0].time } : undefined;
+        status.newest = newestCopy?.file;
+        status.newestTime = newestCopy?.time.toISOString();
+        status.missing = missingOn(spec, manager, backups, objects).map((b) => b.name);
+        status.missingCount = status.missing.length;
+      } catch (error) {
+        // Unreachable now: the activity log says what reached it.
+        status.error = oneLine(error);
+      }
     }
-    let remote: Pick<RemoteObject, 'name' | 'metadata'>[];
-    try {
-      const objects = ownCopies(await createDestination(spec, target).list(), hostOf(target));
-      const sorted = objects
-        .map((o) => ({ o, time: remoteTime(o, manager.timeZone) }))
-        .sort((a, b) => b.time.getTime() - a.time.getTime());
-      status.copies = objects.length;
-      status.bytes = objects.reduce((sum, o) => sum + o.bytes, 0);
-      status.newest = sorted[0]?.o.name;
-      status.newestTime = sorted[0]?.time.toISOString();
-      remote = objects;
-    } catch (error) {
-      status.error = oneLine(error);
-      // Unreachable now: the activity log says what reached it.
-      remote = backups.filter((b) => manager.catalog.lastUpload(b.name, spec.name));
+    const problem = destinationProblem(
+      {
+        newestCopyTime: newestCopy?.time,
+        lastAttemptFailed: known.lastAttemptFailed,
+        lastFailureError: known.lastFailure?.error,
+      },
+      maxAgeMs,
+      backups.length > 0,
+    );
+    if (maxAgeMs !== undefined && problem) {
+      status.stale = true;
+      status.staleReason = problem;
     }
-    const present = new Set(remote.map((o) => o.name));
-    status.missing = missingWorthUploading(
-      backups.filter((b) => !present.has(b.name)),
-      remote,
-      policy,
-      manager,
-    ).map((b) => b.name);
     out.push(status);
   }
   return out;

@@ -24,7 +24,8 @@ export interface DatabaseStatus {
 
 /**
  * What `litekeep status` reports for one database: backups on disk, last success and failure, newest verified
- * copy per destination, and whether the newest backup is older than `maxAgeMs`. Closes the manager.
+ * copy per destination, and whether the newest backup, or any destination's newest copy, is older than
+ * `maxAgeMs` (or a destination's last upload failed). Closes the manager.
  */
 export async function statusOf(
   manager: BackupManager,
@@ -56,18 +57,71 @@ export async function statusOf(
     maxAgeMs,
     stale: false,
   };
-  if (options.destinations) status.destinations = await destinationStatuses(manager.target, manager);
-  if (maxAgeMs !== undefined) {
-    if (!newest) {
-      status.stale = true;
-      status.staleReason = 'no backup found';
-    } else if (now - newest.time.getTime() > maxAgeMs) {
-      status.stale = true;
-      status.staleReason = `newest backup is ${humanDuration(now - newest.time.getTime())} old, more than ${humanDuration(maxAgeMs)}`;
-    }
+  if (options.destinations)
+    status.destinations = await destinationStatuses(manager.target, manager, maxAgeMs);
+  Object.assign(status, staleness(newest?.time, maxAgeMs, now));
+  // An off-site copy that stopped arriving is as stale as a local one: the point of it is to be there.
+  const offsite = (status.destinations ?? []).filter((d) => d.stale);
+  if (maxAgeMs !== undefined && offsite.length) {
+    status.stale = true;
+    status.staleReason = [status.staleReason, ...offsite.map((d) => `${d.destination}: ${d.staleReason}`)]
+      .filter(Boolean)
+      .join('; ');
   }
   manager.close();
   return status;
+}
+
+/** Whether the newest backup is older than `maxAgeMs` (none at all is stale too), and why. */
+function staleness(
+  newest: Date | undefined,
+  maxAgeMs: number | undefined,
+  now: number,
+): { stale: boolean; staleReason?: string } {
+  if (maxAgeMs === undefined) return { stale: false };
+  if (!newest) return { stale: true, staleReason: 'no backup found' };
+  const age = now - newest.getTime();
+  if (age <= maxAgeMs) return { stale: false };
+  return {
+    stale: true,
+    staleReason: `newest backup is ${humanDuration(age)} old, more than ${humanDuration(maxAgeMs)}`,
+  };
+}
+
+/** `litekeep status --from <destination>`: what one destination holds of a database, and whether it is stale. */
+export interface RemoteStatus {
+  database: string;
+  from: string;
+  type: string;
+  count: number;
+  totalBytes: number;
+  newest?: { name: string; time: string; bytes: number; ageMs: number };
+  maxAgeMs?: number;
+  stale: boolean;
+  staleReason?: string;
+}
+
+export async function remoteStatusOf(
+  target: DatabaseTarget,
+  from: string,
+  maxAgeMs?: number,
+): Promise<RemoteStatus> {
+  const listing = await listRemote(target, from);
+  const now = Date.now();
+  const newest = listing.backups[0];
+  const newestTime = newest ? new Date(newest.time) : undefined;
+  return {
+    database: listing.database,
+    from: listing.from,
+    type: listing.type,
+    count: listing.backups.length,
+    totalBytes: listing.backups.reduce((sum, b) => sum + b.bytes, 0),
+    newest: newest
+      ? { name: newest.name, time: newest.time, bytes: newest.bytes, ageMs: now - newestTime!.getTime() }
+      : undefined,
+    maxAgeMs,
+    ...staleness(newestTime, maxAgeMs, now),
+  };
 }
 
 // A type alias (not an interface) so it fits the Record<string, unknown> of the JSON output.

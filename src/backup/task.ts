@@ -1,9 +1,13 @@
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { CATALOG_DIR } from '../catalog/index.js';
-import { loadConfig, type DatabaseTarget, type LoadConfigOptions } from '../config/index.js';
+import { ConfigError, loadConfig, type DatabaseTarget, type LoadConfigOptions } from '../config/index.js';
 import { acquireLock, LockHeldError } from '../scheduler/index.js';
 import { assertSqliteFile } from '../snapshot/index.js';
+import { createDestination, hostRecordPath } from '../destinations/factory.js';
+import { formatDuration } from '../util/duration.js';
+import { runCeiling } from '../util/timeouts.js';
 import { EXIT, LitekeepError, oneLine } from '../util/errors.js';
 import { encryptionSettings } from './encryption.js';
 import {
@@ -14,8 +18,10 @@ import {
   type PruneResult,
 } from './manager.js';
 import {
+  destinationPolicy,
   destinationsOf,
   hasIncrementalDestination,
+  planDestination,
   runDestinations,
   type DestinationOutcome,
 } from './offsite.js';
@@ -62,8 +68,40 @@ export interface RunBackupResult {
   durationMs: number;
 }
 
+/**
+ * The first backup into a folder records the name this host goes by on shared destinations, unless `host`
+ * is set: later runs keep that name even when the system's host name changes (a recreated container).
+ */
+function recordHostName(target: DatabaseTarget): void {
+  const file = hostRecordPath(target);
+  if (target.settings.host || fs.existsSync(file)) return;
+  try {
+    fs.writeFileSync(file, `${os.hostname()}\n`, { mode: 0o600, flag: 'wx' });
+  } catch {
+    // Another run wrote it first, or the folder is read-only: hostOf falls back to the host name.
+  }
+}
+
 export function lockPathFor(target: DatabaseTarget): string {
   return path.join(target.backupDir, CATALOG_DIR, 'lock');
+}
+
+export const DEFAULT_RUN_TIMEOUT_MS = 3 * 3_600_000;
+
+/**
+ * A lock held for longer than any run may last (`runTimeout`) is held by a run that hangs: every later run is
+ * blocked by it, so that is a failure to report, not a collision to skip. Returns the error to report then.
+ */
+export function stuckLockError(error: LockHeldError, target: DatabaseTarget): LitekeepError | undefined {
+  const runTimeoutMs = target.settings.runTimeout ?? DEFAULT_RUN_TIMEOUT_MS;
+  if (error.heldForMs === undefined || error.heldForMs <= runTimeoutMs) return undefined;
+  const { holder } = error;
+  return new LitekeepError(
+    `a run seems stuck: pid ${holder.pid} on host ${holder.host} ("${holder.purpose}") has held ${error.lockPath} ` +
+      `since ${holder.startedAt}, ${formatDuration(error.heldForMs)}, longer than runTimeout ${formatDuration(runTimeoutMs)}; ` +
+      `no run of ${target.name} can start until it ends — stop that process, or find what it waits for`,
+    { exitCode: EXIT.failed, stage: 'lock', cause: error },
+  );
 }
 
 /**
@@ -76,11 +114,16 @@ export async function withDatabaseLock<T>(
   work: () => Promise<T>,
   signal?: AbortSignal,
 ): Promise<T> {
-  const lock = await acquireLock(lockPathFor(target), {
-    waitMs: target.settings.lockWait ?? 0,
-    purpose: `${purpose} of ${target.name}`,
-    signal,
-  });
+  let lock;
+  try {
+    lock = await acquireLock(lockPathFor(target), {
+      waitMs: target.settings.lockWait ?? 0,
+      purpose: `${purpose} of ${target.name}`,
+      signal,
+    });
+  } catch (error) {
+    throw (error instanceof LockHeldError && stuckLockError(error, target)) || error;
+  }
   try {
     return await work();
   } finally {
@@ -112,6 +155,13 @@ export async function runBackupForTarget(
     durationMs: 0,
   };
   const step = (message: string) => options.onStep?.(message);
+  // The run's ceiling: whatever hangs, the run ends by runTimeout, and is then reported like any failure.
+  const ceiling = runCeiling(
+    `the backup run of ${target.name}`,
+    target.settings.runTimeout ?? DEFAULT_RUN_TIMEOUT_MS,
+    options.signal,
+  );
+  const signal = ceiling.signal;
   let release: (() => Promise<void>) | undefined;
   let runId: number | undefined;
   let lockedOut = false;
@@ -122,12 +172,20 @@ export async function runBackupForTarget(
     assertSqliteFile(target.path);
     if (options.prune ?? target.settings.prune) manager.retentionPolicy();
     await encryptionSettings(target.settings.encryption);
+    // Destinations that cannot work as configured (a folder overlapping the backup folder) stop the run here.
+    if (options.upload !== false) {
+      for (const spec of destinationsOf(target, { skipDrive: options.drive === false })) {
+        const destination = createDestination(spec, target);
+        (destination as { destroy?: () => void }).destroy?.();
+      }
+    }
     manager.prepareFolder();
     manager.assertFolderHoldsOnlyThisDatabase();
+    recordHostName(target);
     const lock = await acquireLock(lockPathFor(target), {
       waitMs: target.settings.lockWait ?? 0,
       purpose: `${trigger} backup of ${target.name}`,
-      signal: options.signal,
+      signal,
     });
     release = () => lock.release();
     try {
@@ -151,7 +209,7 @@ export async function runBackupForTarget(
       vacuum: incremental ? false : options.vacuum,
       keepImage: incremental,
       runId,
-      signal: options.signal,
+      signal,
       onProgress: options.onProgress,
     });
     result.backup = backup;
@@ -166,18 +224,25 @@ export async function runBackupForTarget(
       result.destinations = await runDestinations(target, manager, backup, {
         skipDrive: options.drive === false,
         runId,
-        signal: options.signal,
+        signal,
         onStep: step,
         image: backup.image,
+        onProgress: options.onProgress,
       });
       offsiteFailed = result.destinations.some((d) => d.status === 'failed');
       for (const d of result.destinations) if (d.warning) warnings.push(`${d.destination}: ${d.warning}`);
     }
+    // Stopped (Ctrl-C, the daemon told to stop, runTimeout): the stages after this one do not run.
+    signal.throwIfAborted();
 
     if (options.prune ?? target.settings.prune) {
       result.stage = 'prune';
       try {
-        const prune = await manager.prune({ runId, protect: [backup.file] });
+        const prune = await manager.prune({ runId, protect: [backup.file], madeByRun: backup.file });
+        if (prune.held) {
+          warnings.push(`retention held back: ${prune.held}`);
+          offsiteFailed = true;
+        }
         result.prune = prune;
         result.rotated = prune.removed.length;
         for (const failure of prune.failed)
@@ -201,14 +266,22 @@ export async function runBackupForTarget(
     result.stage = undefined;
     result.status = offsiteFailed || (result.prune?.failed.length ?? 0) > 0 ? 'partial' : 'ok';
   } catch (error) {
-    result.status = 'failed';
-    result.error = oneLine(error);
-    // Another run of the same database is doing the job right now: not news for the monitors.
-    if (error instanceof LockHeldError) lockedOut = true;
+    // A run stopped after its backup was made leaves that backup safe: partly done, not failed.
+    result.status = signal.aborted && result.backup ? 'partial' : 'failed';
+    result.error = oneLine(ceiling.expired ?? error);
+    // Another run of the same database is doing the job right now: not news for the monitors. Unless it has
+    // been at it for longer than any run may take: then it hangs, and backups have stopped.
+    if (error instanceof LockHeldError) {
+      const stuck = stuckLockError(error, target);
+      if (stuck) result.error = oneLine(stuck);
+      else lockedOut = true;
+    }
     if (error instanceof LitekeepError && error.stage) result.stage = error.stage;
-    result.exitCode = error instanceof LitekeepError ? error.exitCode : EXIT.failed;
+    result.exitCode =
+      error instanceof LitekeepError || error instanceof ConfigError ? error.exitCode : EXIT.failed;
   }
 
+  ceiling.dispose();
   result.durationMs = Date.now() - started;
   if (result.status !== 'failed') result.exitCode = result.status === 'ok' ? EXIT.ok : EXIT.partial;
 
@@ -272,6 +345,12 @@ export interface BackupRunPlan {
   prune: boolean;
   /** Destinations the backup would be uploaded to (each then applies its own retention). */
   destinations: string[];
+  /** What each destination's retention would remove of this host's copies there, or why it could not tell. */
+  destinationRemovals: {
+    destination: string;
+    removals?: { name: string; reasons: string[] }[];
+    error?: string;
+  }[];
 }
 
 /** Plans a run without taking a snapshot or touching any file: the same checks a run starts with. */
@@ -291,6 +370,26 @@ export async function planBackupRun(
     const plan = prune
       ? await manager.prune({ dryRun: true, pretend: { name: file, time: now, trigger } })
       : undefined;
+    const specs =
+      options.upload === false ? [] : destinationsOf(target, { skipDrive: options.drive === false });
+    const destinationRemovals: BackupRunPlan['destinationRemovals'] = [];
+    for (const spec of prune ? specs : []) {
+      try {
+        const { plan: remote, held } = await planDestination(
+          createDestination(spec, target),
+          destinationPolicy(spec, manager),
+          manager,
+          { pretend: { name: file, time: now, trigger } },
+        );
+        destinationRemovals.push({
+          destination: spec.name,
+          removals: held ? [] : remote.remove.map((d) => ({ name: d.backup.id, reasons: d.notKept ?? [] })),
+          ...(held ? { error: `retention would be held back: ${held}` } : {}),
+        });
+      } catch (error) {
+        destinationRemovals.push({ destination: spec.name, error: `could not plan: ${oneLine(error)}` });
+      }
+    }
     return {
       database: target.name,
       file,
@@ -300,14 +399,27 @@ export async function planBackupRun(
       removals: (plan?.decisions ?? [])
         .filter((d) => d.action === 'remove')
         .map((d) => ({ name: d.name, reasons: d.reasons })),
-      destinations:
-        options.upload === false
-          ? []
-          : destinationsOf(target, { skipDrive: options.drive === false }).map((d) => d.name),
+      destinations: specs.map((d) => d.name),
+      destinationRemovals,
     };
   } finally {
     manager.close();
   }
+}
+
+/** What did not work in a run that was partly done, one phrase each: for logs and messages. */
+export function partialProblems(result: RunBackupResult): string[] {
+  const problems: string[] = [];
+  for (const d of result.destinations)
+    if (d.status === 'failed')
+      problems.push(`upload to ${d.destination} failed: ${d.error ?? 'unknown error'}`);
+  for (const failure of result.prune?.failed ?? [])
+    problems.push(`could not delete ${failure.name}: ${failure.error}`);
+  for (const n of result.notifications)
+    if (n.status === 'failed') problems.push(`notification ${n.channel} (${n.event}) failed: ${n.error}`);
+  if (result.error) problems.push(result.error);
+  for (const w of result.warnings) if (/^retention (not applied|held back)/.test(w)) problems.push(w);
+  return problems.length ? problems : ['see the warnings'];
 }
 
 export interface RunBackupTaskOptions extends RunBackupOptions, LoadConfigOptions {

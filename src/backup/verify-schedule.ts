@@ -5,6 +5,8 @@ import { notify } from '../notify/index.js';
 import { readIdentityFile } from '../pipeline/index.js';
 import { listCandidates, verifyBackup, type DecryptOptions, type VerifyResult } from '../restore/index.js';
 import { acquireLock } from '../scheduler/index.js';
+import { oneLine } from '../util/errors.js';
+import { runCeiling } from '../util/timeouts.js';
 import { BackupManager } from './manager.js';
 import { lockPathFor } from './task.js';
 import { readPassphraseFile } from './encryption.js';
@@ -33,6 +35,7 @@ export async function verifyDue(
   mode: 'after-backup' | 'daily' | 'weekly' | 'never',
   _trigger: string,
   now = new Date(),
+  signal?: AbortSignal,
 ): Promise<VerifyResult[]> {
   if (mode === 'never') return [];
   if (mode !== 'after-backup') {
@@ -51,14 +54,23 @@ export async function verifyDue(
   // Under the database's lock: a backup running meanwhile (a manual one) could prune the very file being
   // read and turn a good backup into a false alarm. A held lock fails this verification with the holder named.
   const lock = await acquireLock(lockPathFor(target), { purpose: `verification of ${target.name}` });
+  // It holds the lock, so it has the same ceiling as a backup run: a hung download must not block backups.
+  const ceiling = runCeiling(`verification of ${target.name}`, target.settings.runTimeout, signal);
+  let interrupted: string | undefined;
   try {
-    await verifySources();
+    await verifySources(ceiling.signal);
+  } catch (error) {
+    if (!ceiling.expired) throw error;
+    interrupted = oneLine(ceiling.expired);
   } finally {
+    ceiling.dispose();
     await lock.release();
   }
-  async function verifySources(): Promise<void> {
+  async function verifySources(stop: AbortSignal): Promise<void> {
     for (const source of sources) {
-      const candidates = (await listCandidates(target, source)).filter(
+      stop.throwIfAborted();
+      // Only this machine's copies: another host's are theirs to verify.
+      const candidates = (await listCandidates(target, source, { ownOnly: true })).filter(
         (c) => decrypt || !c.name.endsWith('.age'),
       );
       if (candidates.length === 0) continue;
@@ -67,10 +79,19 @@ export async function verifyDue(
         chosen.push(candidates[1 + Math.floor(Math.random() * (candidates.length - 1))]);
       }
       for (const candidate of chosen) {
-        results.push(...(await verifyBackup(target, { name: candidate.name, from: source, ...decrypt })));
+        results.push(
+          ...(await verifyBackup(target, {
+            name: candidate.name,
+            from: source,
+            host: hostOf(target),
+            ...decrypt,
+            signal: stop,
+          })),
+        );
       }
     }
   }
+  if (interrupted) results.push({ backup: 'the rest', source: 'all', status: 'failed', error: interrupted });
   const failed = results.filter((r) => r.status === 'failed');
   const options = notifyOptionsFrom(target.settings);
   if (failed.length && hasChannels(options)) {

@@ -169,6 +169,30 @@ export class Catalog {
     }
   }
 
+  /**
+   * The catalog of a folder for looking only (dry runs, list, status): never created, migrated, moved or written.
+   * An older schema is migrated in a memory copy; a missing or unreadable one reads as empty.
+   */
+  static openReadOnly(backupDir: string): Catalog {
+    const file = path.join(backupDir, CATALOG_DIR, CATALOG_FILE);
+    if (!fs.existsSync(file)) return Catalog.inMemory();
+    let disk: Database.Database | undefined;
+    try {
+      disk = new Database(file, { readonly: true, fileMustExist: true, timeout: 10_000 });
+      const version = disk.pragma('user_version', { simple: true }) as number;
+      if (version === MIGRATIONS.length) return new Catalog(disk, file);
+      if (version > MIGRATIONS.length) throw new Error(`catalog schema version ${version} is newer`);
+      const copy = new Database(disk.serialize());
+      disk.close();
+      disk = undefined;
+      for (let v = version; v < MIGRATIONS.length; v++) copy.exec(MIGRATIONS[v]);
+      return new Catalog(copy, file);
+    } catch {
+      disk?.close();
+      return Catalog.inMemory();
+    }
+  }
+
   /** A throwaway catalog for when the backup folder's catalog cannot be written at all. */
   static inMemory(): Catalog {
     return new Catalog(Catalog.openFile(':memory:'), ':memory:');
@@ -354,12 +378,17 @@ export class Catalog {
   }
 
   listUploads(destination?: string): (UploadRecord & { id: number })[] {
+    return this.rowsOf<UploadRecord>('uploads', destination);
+  }
+
+  /** Rows of a per-destination table (of one destination, or all), newest first. */
+  private rowsOf<T>(table: 'uploads' | 'deletions', destination?: string): (T & { id: number })[] {
     const rows = (
       destination
-        ? this.db.prepare(`SELECT * FROM uploads WHERE destination = ? ORDER BY id DESC`).all(destination)
-        : this.db.prepare(`SELECT * FROM uploads ORDER BY id DESC`).all()
+        ? this.db.prepare(`SELECT * FROM ${table} WHERE destination = ? ORDER BY id DESC`).all(destination)
+        : this.db.prepare(`SELECT * FROM ${table} ORDER BY id DESC`).all()
     ) as Row[];
-    return rows.map((row) => camel(row) as unknown as UploadRecord & { id: number });
+    return rows.map((row) => camel(row) as unknown as T & { id: number });
   }
 
   recordDeletion(record: DeletionRecord): void {
@@ -377,6 +406,11 @@ export class Catalog {
         orNull(record.error),
         record.at ?? now(),
       );
+  }
+
+  /** Deletions from one destination (or all), newest first. */
+  listDeletions(destination?: string): (DeletionRecord & { id: number })[] {
+    return this.rowsOf<DeletionRecord>('deletions', destination);
   }
 
   recordNotification(record: NotificationRecord): void {

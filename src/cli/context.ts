@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { loadConfig, targetForPath, type DatabaseTarget, type ResolvedConfig } from '../config/index.js';
+import { targetForBackupFolder } from '../backup/folder.js';
 import { destinationSpecs } from '../destinations/factory.js';
 import { EXIT, LitekeepError } from '../util/errors.js';
 
@@ -83,11 +84,32 @@ export function resolveConfig(options: CommonOptions, extra: Record<string, unkn
   return resolved;
 }
 
+/** "No database configured", saying where litekeep looked, so that a wrong folder or file name shows at once. */
+export function noDatabaseError(resolved: ResolvedConfig, forFolder = false): LitekeepError {
+  const config = resolved.configFile
+    ? `config file ${resolved.configFile} (no database: or databases:)`
+    : `no config file (litekeep.yml, litekeep.yaml or litekeep.json in ${resolved.cwd})`;
+  const env = resolved.envFile
+    ? `env file ${resolved.envFile} (no DATABASE_URL)`
+    : `no .env file in ${resolved.cwd}`;
+  return new LitekeepError(
+    `no database configured: looked at ${config}, ${env} and the environment (no DATABASE_URL); ` +
+      `set DATABASE_URL=sqlite:///path/to/app.db, add database: to litekeep.yml, or pass --db PATH` +
+      (forFolder ? ' (or --dir to read a backup folder alone)' : ''),
+    { exitCode: EXIT.usage },
+  );
+}
+
 /**
  * The databases a command acts on: `--db` names a configured database or gives a path/URL; otherwise every
  * configured database. `--dir` replaces the backup folder.
  */
-export function selectTargets(resolved: ResolvedConfig, options: CommonOptions): DatabaseTarget[] {
+export function selectTargets(
+  resolved: ResolvedConfig,
+  options: CommonOptions,
+  /** Commands that only read a backup folder (list, status, history) take `--dir` alone, without a database. */
+  { folderAlone = false }: { folderAlone?: boolean } = {},
+): DatabaseTarget[] {
   if (options.db) {
     const byName = resolved.databases.find((t) => t.name === options.db);
     if (byName) {
@@ -98,10 +120,8 @@ export function selectTargets(resolved: ResolvedConfig, options: CommonOptions):
     return [targetForPath(resolved, options.db, options.dir)];
   }
   if (resolved.databases.length === 0) {
-    throw new LitekeepError(
-      'no database configured: set DATABASE_URL (sqlite:///path/to/app.db), add database: to litekeep.yml, or pass --db',
-      { exitCode: EXIT.usage },
-    );
+    if (folderAlone && options.dir) return [targetForBackupFolder(resolved, options.dir)];
+    throw noDatabaseError(resolved, folderAlone);
   }
   if (options.dir) {
     if (resolved.databases.length > 1) {

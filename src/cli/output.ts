@@ -1,7 +1,13 @@
-import { humanBytes } from '../util/fs.js';
+import { ProgressLine } from './progress.js';
+import { redactUrlsInText } from '../util/redact.js';
+
+/*
+ * Everything the CLI prints goes through here, and no URL leaves with its credentials (an endpoint written as
+ * http://user:secret@host, an error quoting a presigned URL, an old error in the activity log).
+ */
 
 export function printJson(value: unknown): void {
-  process.stdout.write(JSON.stringify(value, null, 2) + '\n');
+  process.stdout.write(redactUrlsInText(JSON.stringify(value, null, 2)) + '\n');
 }
 
 /** JSON for commands that run per database: the object itself for one database, `{ databases }` for several. */
@@ -9,12 +15,56 @@ export function printPerDatabaseJson(out: unknown[]): void {
   printJson(out.length === 1 ? out[0] : { databases: out });
 }
 
-export function print(line = ''): void {
-  process.stdout.write(line + '\n');
+let quiet = false;
+let progress: ProgressLine | undefined;
+
+/** `--quiet` (for cron): only failures are printed; JSON, when asked for, still is. */
+export function setQuiet(value: boolean): void {
+  quiet = value;
 }
 
+export function isQuiet(): boolean {
+  return quiet;
+}
+
+/**
+ * The progress line of this command's long work: drawn on a terminal only, never with `--json` or `--quiet`.
+ * Every message below erases it first, so that no line is ever written over it.
+ */
+export function startProgress(options: { json?: boolean }): ProgressLine {
+  progress?.done();
+  progress = new ProgressLine(!options.json && !quiet);
+  return progress;
+}
+
+export function print(line = ''): void {
+  if (quiet) return;
+  progress?.clear();
+  process.stdout.write(redactUrlsInText(line) + '\n');
+}
+
+/** The one prefix of everything litekeep says on stderr. */
+export const PREFIX = 'litekeep: ';
+
 export function warn(line: string): void {
-  process.stderr.write(`warning: ${line}\n`);
+  if (quiet) return;
+  progress?.clear();
+  process.stderr.write(`${PREFIX}warning: ${redactUrlsInText(line)}\n`);
+}
+
+/** An error, on stderr, also under `--quiet`. */
+export function printError(line: string): void {
+  progress?.clear();
+  process.stderr.write(`${PREFIX}${redactUrlsInText(line)}\n`);
+}
+
+/**
+ * A line of a report that says something failed: printed with the report, and under `--quiet` (where the
+ * report is not) as an error that names what it is about.
+ */
+export function printFailure(reportLine: string, errorLine: string): void {
+  if (quiet) printError(errorLine);
+  else print(reportLine);
 }
 
 /** Renders rows as aligned columns. */
@@ -26,42 +76,6 @@ export function table(headers: string[], rows: string[][]): string {
       .join('  ')
       .trimEnd();
   return [line(headers), ...rows.map(line)].join('\n');
-}
-
-/**
- * A one-line progress display on stderr, only when stderr is a terminal: bytes done and rate. Redraws at most
- * a few times a second and clears itself when done.
- */
-export class Progress {
-  private readonly enabled: boolean;
-  private lastDraw = 0;
-  private started = Date.now();
-  private stage = '';
-
-  constructor(enabled: boolean) {
-    this.enabled = enabled && process.stderr.isTTY === true;
-  }
-
-  update(stage: string, bytes: number, total?: number): void {
-    if (!this.enabled) return;
-    if (stage !== this.stage) {
-      this.stage = stage;
-      this.started = Date.now();
-    }
-    const now = Date.now();
-    if (now - this.lastDraw < 200) return;
-    this.lastDraw = now;
-    const seconds = Math.max((now - this.started) / 1000, 0.001);
-    const rate = `${humanBytes(bytes / seconds)}/s`;
-    const share = total
-      ? ` of ${humanBytes(total)} (${Math.min(100, Math.round((bytes / total) * 100))}%)`
-      : '';
-    process.stderr.write(`\r\x1b[2K${stage}: ${humanBytes(bytes)}${share}, ${rate}`);
-  }
-
-  done(): void {
-    if (this.enabled && this.lastDraw) process.stderr.write('\r\x1b[2K');
-  }
 }
 
 export function age(from: Date, now = new Date()): string {
@@ -84,26 +98,4 @@ export function markRunsUntilSignalled(): void {
 
 export function isRunsUntilSignalled(): boolean {
   return runsUntilSignalled;
-}
-
-/**
- * Ctrl-C or SIGTERM stops the command's work through the returned signal, so that it removes its temp files
- * before exiting; a second signal exits at once.
- */
-export function stopOnSignal(what: string): { signal: AbortSignal; dispose: () => void } {
-  const abort = new AbortController();
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (abort.signal.aborted) process.exit(signal === 'SIGINT' ? 130 : 143);
-    process.stderr.write(`litekeep: ${signal} received, stopping the ${what} and removing its temp files\n`);
-    abort.abort(new Error(`${what} stopped by ${signal}`));
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  return {
-    signal: abort.signal,
-    dispose: () => {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-    },
-  };
 }

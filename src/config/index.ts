@@ -1,4 +1,11 @@
-export { loadConfig, targetForPath, CONFIG_LEAVES, envNamesOf, isSecretKey } from './load.js';
+export {
+  loadConfig,
+  targetForPath,
+  CONFIG_LEAVES,
+  envNamesOf,
+  isSecretKey,
+  isValidHostName,
+} from './load.js';
 export type { LoadConfigOptions, ResolvedConfig, DatabaseTarget } from './load.js';
 export { configSchema, type LitekeepConfig } from './schema.js';
 export { ConfigError, parseDurationMs, envNameFor } from './settings.js';

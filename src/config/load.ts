@@ -1,13 +1,16 @@
-import os from 'node:os';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parse as parseDotenv } from 'dotenv';
 import YAML from 'yaml';
 import { parseWithin } from '../retention/index.js';
+import { didYouMean } from '../util/suggest.js';
 import { isValidTimeZone, systemTimeZone } from '../util/time.js';
+import { redactUrl } from '../util/redact.js';
 import { resolveDatabaseLocation } from './database-url.js';
+import { DRIVE_CHUNK_QUANTUM, httpUrlProblem, validateDestinations } from './destinations.js';
 import { configSchema, DATABASE_OVERRIDE_KEYS, type LitekeepConfig } from './schema.js';
 import { ConfigError, envNameFor, InvalidValue, isSetting, type Section, type Setting } from './settings.js';
+import { resolveDestinationPaths } from '../destinations/local-paths.js';
 
 export interface LoadConfigOptions {
   /** Working folder: where `litekeep.yml` and `.env` are looked for (default `process.cwd()`). */
@@ -20,6 +23,11 @@ export interface LoadConfigOptions {
   env?: NodeJS.ProcessEnv;
   /** Values from flags, keyed by schema path (`retention.daily`), highest precedence. */
   overrides?: Record<string, unknown>;
+}
+
+/** A name a host may go by in remote copies (it becomes a folder or key segment). */
+export function isValidHostName(host: string): boolean {
+  return host.trim() !== '' && host.length <= 128 && !/[/\\\0]|^\.\.?$/.test(host);
 }
 
 export interface DatabaseTarget {
@@ -142,9 +150,9 @@ function flattenAgainstSchema(
     const p = prefix ? `${prefix}.${key}` : key;
     const child = node.fields[key];
     if (!child) {
-      const known = Object.keys(node.fields).join(', ');
+      const known = Object.keys(node.fields);
       throw new ConfigError(
-        `unknown key '${p}' in ${source}; known keys${prefix ? ` of ${prefix}` : ''}: ${known}`,
+        `unknown key '${p}' in ${source}${didYouMean(key, known)}; known keys${prefix ? ` of ${prefix}` : ''}: ${known.join(', ')}`,
       );
     }
     if (isSetting(child)) {
@@ -238,8 +246,9 @@ export function loadConfig(options: LoadConfigOptions = {}): ResolvedConfig {
       if (!leaf) {
         if (name.startsWith('LITEKEEP_') && !META_ENV.has(name)) {
           throw new ConfigError(
-            `unknown setting ${name} in ${source}; litekeep reads LITEKEEP_ plus a config key in upper snake ` +
-              `case (for example LITEKEEP_RETENTION_DAILY); run 'litekeep config --keys' for the list`,
+            `unknown setting ${name} in ${source}${didYouMean(name, [...LEAF_BY_ENV.keys(), ...META_ENV])}; ` +
+              `litekeep reads LITEKEEP_ plus a config key in upper snake case (for example ` +
+              `LITEKEEP_RETENTION_DAILY); run 'litekeep config --keys' for the list`,
           );
         }
         continue;
@@ -275,15 +284,36 @@ export function loadConfig(options: LoadConfigOptions = {}): ResolvedConfig {
     const base = baseDirs.get('destinations') ?? cwd;
     values.set(
       'destinations',
-      destinations.map((d) => {
-        const out = { ...d };
-        for (const key of ['path', 'credentials']) {
-          if (typeof out[key] === 'string') out[key] = path.resolve(base, out[key] as string);
-        }
-        return out;
-      }),
+      destinations.map((d) => resolveDestinationPaths(d, base)),
     );
   }
+  // Impossible settings stop litekeep here, before any work: not at 03:00 after a local backup was made.
+  const checkedDestinations = values.get('destinations') as Record<string, unknown>[] | undefined;
+  if (checkedDestinations) validateDestinations(checkedDestinations, sources.destinations ?? 'configuration');
+  for (const key of [
+    'notify.ntfy.server',
+    'notify.webhook.url',
+    'notify.ping.url',
+    'drive.apiUrl',
+    'drive.tokenUrl',
+    'drive.authUrl',
+  ]) {
+    const url = values.get(key);
+    const problem = typeof url === 'string' ? httpUrlProblem(url) : undefined;
+    if (problem) {
+      const shown = isSecretKey(key) ? '(secret)' : `'${redactUrl(String(url))}'`;
+      throw new ConfigError(
+        `invalid ${key} ${shown} from ${sources[key]}: expected an http(s) URL such as https://example.com/path (${problem})`,
+      );
+    }
+  }
+  const chunkSize = values.get('drive.chunkSize');
+  if (typeof chunkSize === 'number' && chunkSize % DRIVE_CHUNK_QUANTUM !== 0) {
+    throw new ConfigError(
+      `invalid drive.chunkSize ${chunkSize} from ${sources['drive.chunkSize']}: expected a multiple of 262144 (256 KiB), such as 8388608 (8 MiB)`,
+    );
+  }
+
   const database = values.get('database');
   if (typeof database === 'string') {
     values.set(
@@ -314,16 +344,12 @@ export function loadConfig(options: LoadConfigOptions = {}): ResolvedConfig {
     sources.timeZone = 'default (system zone)';
   }
 
-  const host = (values.get('host') as string | undefined) ?? os.hostname();
-  if (host.trim() === '' || host.length > 128 || /[/\\\0]|^\.\.?$/.test(host)) {
+  const host = values.get('host') as string | undefined;
+  if (host !== undefined && !isValidHostName(host)) {
     throw new ConfigError(
-      `invalid host ${JSON.stringify(host)} from ${sources.host ?? 'the system host name'}: expected a name of ` +
-        `1-128 characters without '/' or '\\' that is unique among the machines sharing a destination`,
+      `invalid host ${JSON.stringify(host)} from ${sources.host}: expected a name of 1-128 characters without ` +
+        `'/' or '\\' that is unique among the machines sharing a destination`,
     );
-  }
-  if (values.get('host') === undefined) {
-    values.set('host', host);
-    sources.host = 'default (system host name)';
   }
 
   const driveConfigured = Object.entries(sources).some(

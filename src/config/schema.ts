@@ -115,6 +115,14 @@ export const configSchema = section({
   maxAge: duration({ default: '26h', doc: 'status/healthz fail when the newest backup is older than this' }),
   stopTimeout: duration({ default: '10m', doc: 'how long a stopping daemon lets a running backup finish' }),
   lockWait: duration({ default: '0s', doc: 'how long a backup waits for another run on the same database' }),
+  idleTimeout: duration({
+    default: '30s',
+    doc: 'a network request (S3, Google Drive) with no byte sent or received for this long fails',
+  }),
+  runTimeout: duration({
+    default: '3h',
+    doc: 'a run still going after this long is aborted, cleaned up, recorded and notified as failed',
+  }),
   http: string({ doc: 'daemon health/metrics address, e.g. 127.0.0.1:9300 (off when unset)' }),
   verify: oneOf(['after-backup', 'daily', 'weekly', 'never'], {
     default: 'weekly',
@@ -149,7 +157,7 @@ export const configSchema = section({
   destinations: custom<ObjectList | undefined>(
     listOfObjects(['name', 'type'], 'a list of {name, type, ...settings}'),
     {
-      doc: 'off-site destinations (local, google-drive, s3), each with its own settings and retention',
+      doc: 'off-site destinations (local, google-drive, s3, rclone, sftp), each with its own settings and retention',
     },
   ),
   notify: section({

@@ -20,6 +20,8 @@ export interface Setting<T> {
   readonly aliases?: readonly string[];
   /** Whether relative paths in a config file are resolved against the file's folder. */
   readonly isPath?: boolean;
+  /** A duration, held in milliseconds (shown again as `26h`, not 93600000). */
+  readonly isDuration?: boolean;
   readonly doc: string;
 }
 
@@ -180,10 +182,13 @@ export function duration(
     if (ms === undefined) throw new InvalidValue('a duration such as 90s, 30m, 26h, 7d or 1w');
     return ms;
   };
-  return setting(parse, {
-    ...options,
-    default: options.default === undefined ? undefined : parse(options.default),
-  } as SettingOptions<number>);
+  return {
+    ...setting(parse, {
+      ...options,
+      default: options.default === undefined ? undefined : parse(options.default),
+    } as SettingOptions<number>),
+    isDuration: true,
+  };
 }
 
 /** A setting whose raw value is checked by a custom function (lists of objects, cron, zones). */

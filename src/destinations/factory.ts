@@ -1,16 +1,19 @@
 import os from 'node:os';
+import fs from 'node:fs';
 import path from 'node:path';
 import type { DatabaseTarget } from '../config/index.js';
-import { ConfigError } from '../config/index.js';
+import { ConfigError, isValidHostName } from '../config/index.js';
+import { validateDestinations, type DestinationType } from '../config/destinations.js';
 import { parseRetentionPolicy, type RetentionPolicy } from '../retention/index.js';
 import { EXIT, LitekeepError } from '../util/errors.js';
-import { REPOSITORY_KEYS, validateRepositorySettings } from '../repository/settings.js';
 import { GoogleDriveDestination } from './google-drive.js';
 import { LocalDestination } from './local.js';
+import { checkRcloneSettings, RcloneDestination } from './rclone.js';
 import { S3Destination } from './s3.js';
+import { checkSftpSettings, SftpDestination } from './sftp.js';
 import type { Destination } from './types.js';
 
-export type DestinationType = 'local' | 'google-drive' | 's3';
+export type { DestinationType };
 
 export interface DestinationSpec {
   name: string;
@@ -20,77 +23,16 @@ export interface DestinationSpec {
   settings: Record<string, unknown>;
 }
 
-const COMMON_KEYS = ['name', 'type', 'retention', 'enabled', ...REPOSITORY_KEYS];
-const KEYS_BY_TYPE: Record<DestinationType, string[]> = {
-  local: ['path'],
-  'google-drive': [
-    'credentials',
-    'folder',
-    'folderId',
-    'trash',
-    'chunkSize',
-    'apiUrl',
-    'tokenUrl',
-    'authUrl',
-  ],
-  s3: [
-    'bucket',
-    'prefix',
-    'region',
-    'endpoint',
-    'forcePathStyle',
-    'storageClass',
-    'serverSideEncryption',
-    'accessKeyId',
-    'secretAccessKey',
-    'partSize',
-    'checksumMode',
-    'maxAttempts',
-  ],
-};
-
 /** The seed's default location of the Drive credentials, relative to the working folder. */
 export const DEFAULT_GOOGLE_CREDENTIALS = 'google_user_credentials.json';
 
 function specFromEntry(entry: Record<string, unknown>, index: number): DestinationSpec {
   const where = `destinations[${index}]`;
-  const type = entry.type as DestinationType;
-  if (!(type in KEYS_BY_TYPE)) {
-    throw new ConfigError(
-      `invalid ${where}.type '${String(entry.type)}': expected local, google-drive or s3`,
-    );
-  }
-  const allowed = new Set([...COMMON_KEYS, ...KEYS_BY_TYPE[type]]);
-  for (const key of Object.keys(entry)) {
-    if (!allowed.has(key)) {
-      throw new ConfigError(
-        `unknown key '${where}.${key}' for a ${type} destination; known: ${[...allowed].join(', ')}`,
-      );
-    }
-  }
-  if (type === 'local' && typeof entry.path !== 'string') {
-    throw new ConfigError(`${where} (local) needs 'path': the folder to copy backups into`);
-  }
-  if (type === 's3' && typeof entry.bucket !== 'string') {
-    throw new ConfigError(`${where} (s3) needs 'bucket'`);
-  }
-  // format: full | incremental, packSize (issue 14: incremental repositories).
-  validateRepositorySettings(entry, where);
-  let retention: RetentionPolicy | undefined;
-  if (entry.retention !== undefined) {
-    if (typeof entry.retention !== 'object' || entry.retention === null) {
-      throw new ConfigError(`invalid ${where}.retention: expected a map such as {daily: 7, weekly: 4}`);
-    }
-    try {
-      retention = parseRetentionPolicy(entry.retention as Record<string, unknown>, `${where}.retention`);
-    } catch (error) {
-      throw new ConfigError((error as Error).message);
-    }
-  }
-  const name = String(entry.name);
-  if (name === 'local')
-    throw new ConfigError(`${where}.name 'local' is reserved for the backup folder itself`);
-  return { name, type, retention, settings: entry };
+  const retention =
+    entry.retention === undefined
+      ? undefined
+      : parseRetentionPolicy(entry.retention as Record<string, unknown>, `${where}.retention`);
+  return { name: String(entry.name), type: entry.type as DestinationType, retention, settings: entry };
 }
 
 /**
@@ -100,12 +42,9 @@ function specFromEntry(entry: Record<string, unknown>, index: number): Destinati
  */
 export function destinationSpecs(target: DatabaseTarget, driveConfigured: boolean): DestinationSpec[] {
   const settings = target.settings;
+  // Checked when the configuration loaded, naming its source; again here for targets built by hand.
+  validateDestinations(settings.destinations ?? [], 'configuration');
   const specs = (settings.destinations ?? []).map(specFromEntry);
-  const names = new Set<string>();
-  for (const spec of specs) {
-    if (names.has(spec.name)) throw new ConfigError(`duplicate destination name '${spec.name}'`);
-    names.add(spec.name);
-  }
   if (driveConfigured && settings.drive.enabled && !specs.some((s) => s.type === 'google-drive')) {
     const drivePolicy = Object.fromEntries(
       Object.entries(settings.drive.retention).filter(([, v]) => v !== undefined),
@@ -128,7 +67,14 @@ export function destinationSpecs(target: DatabaseTarget, driveConfigured: boolea
       },
     });
   }
-  return specs.filter((s) => s.settings.enabled !== false);
+  const enabled = specs.filter((s) => s.settings.enabled !== false);
+  // What only the machine can tell (rclone knows the remote, a known_hosts file is there): exit 2 at start.
+  for (const spec of enabled) {
+    const where = `destination '${spec.name}'`;
+    if (spec.type === 'rclone') checkRcloneSettings(spec.settings, where);
+    if (spec.type === 'sftp') checkSftpSettings(spec.settings, where);
+  }
+  return enabled;
 }
 
 const str = (v: unknown) => (typeof v === 'string' && v !== '' ? v : undefined);
@@ -141,13 +87,26 @@ export function createDestination(
   spec: DestinationSpec,
   target: DatabaseTarget,
   cwd = process.cwd(),
+  /** The run's signal: every request of the destination stops with it. */
+  signal?: AbortSignal,
 ): Destination {
   const s = spec.settings;
   switch (spec.type) {
-    case 'local':
-      return new LocalDestination(spec.name, path.resolve(cwd, String(s.path), target.name), {
-        host: hostOf(target),
-      });
+    case 'local': {
+      const folder = path.resolve(cwd, String(s.path), target.name);
+      // A copy into the backup folder itself would be pruned by two policies, and the folder's own backups
+      // would look like another host's copies.
+      const inside = (a: string, b: string) => {
+        const relative = path.relative(a, b);
+        return relative === '' || (!relative.startsWith('..') && !path.isAbsolute(relative));
+      };
+      if (inside(folder, target.backupDir) || inside(target.backupDir, folder)) {
+        throw new ConfigError(
+          `destination '${spec.name}' (${folder}) overlaps the backup folder ${target.backupDir}; point its path at another disk or folder`,
+        );
+      }
+      return new LocalDestination(spec.name, folder, { host: hostOf(target) });
+    }
     case 'google-drive': {
       const credentialsPath = path.resolve(cwd, str(s.credentials) ?? DEFAULT_GOOGLE_CREDENTIALS);
       return new GoogleDriveDestination({
@@ -160,6 +119,8 @@ export function createDestination(
         trash: bool(s.trash) ?? true,
         chunkSize: num(s.chunkSize),
         endpoints: { apiRootUrl: str(s.apiUrl), tokenUrl: str(s.tokenUrl), authUrl: str(s.authUrl) },
+        idleTimeoutMs: target.settings.idleTimeout,
+        signal,
       });
     }
     case 's3':
@@ -182,13 +143,57 @@ export function createDestination(
         partSize: num(s.partSize),
         checksumMode: str(s.checksumMode) as 'when-required' | 'when-supported' | undefined,
         maxAttempts: num(s.maxAttempts),
+        idleTimeoutMs: target.settings.idleTimeout,
+        signal,
+      });
+    case 'rclone':
+      return new RcloneDestination({
+        name: spec.name,
+        remote: String(s.remote),
+        databaseName: target.name,
+        host: hostOf(target),
+        binary: str(s.rclone),
+        configPath: str(s.rcloneConfig),
+        flags: s.flags as string[] | undefined,
+      });
+    case 'sftp':
+      return new SftpDestination({
+        name: spec.name,
+        host: String(s.host),
+        port: num(s.port),
+        user: str(s.user),
+        path: String(s.path),
+        databaseName: target.name,
+        machine: hostOf(target),
+        keyFile: str(s.keyFile),
+        passphrase: str(s.passphrase),
+        password: str(s.password),
+        agent:
+          typeof s.agent === 'string' && s.agent !== 'true' && s.agent !== 'false' ? s.agent : bool(s.agent),
+        knownHosts: str(s.knownHosts),
       });
   }
 }
 
-/** This machine's name in remote copies: the `host` setting, else the system host name. */
+/** Where a backup folder records the host name it first backed up as. */
+export function hostRecordPath(target: DatabaseTarget): string {
+  return path.join(target.backupDir, '.litekeep', 'host');
+}
+
+/**
+ * This machine's name in remote copies: the `host` setting; else the name this backup folder recorded at its
+ * first backup (so a container recreated with a new host name, or a machine restored from this folder, goes on
+ * as the same host); else the system host name.
+ */
 export function hostOf(target: DatabaseTarget): string {
-  return target.settings.host ?? os.hostname();
+  if (target.settings.host) return target.settings.host;
+  try {
+    const recorded = fs.readFileSync(hostRecordPath(target), 'utf8').trim();
+    if (isValidHostName(recorded)) return recorded;
+  } catch {
+    // not recorded yet
+  }
+  return os.hostname();
 }
 
 /** A destination by name (`local` is the backup folder itself), for restore, verify and list --from. */

@@ -79,7 +79,10 @@ function tokenEndpoints(endpoints?: GoogleEndpoints) {
 export async function loadGoogleCredentials(
   path: string,
   endpoints?: GoogleEndpoints,
+  options: { tokenTimeoutMs?: number } = {},
 ): Promise<LoadedGoogleCredentials> {
+  // Token requests are small; a token endpoint that never answers must not hold a run forever.
+  const transporterOptions = options.tokenTimeoutMs ? { timeout: options.tokenTimeoutMs } : undefined;
   const json = await readJsonFile(path);
   const type = str(json, 'type');
   if (type === 'authorized_user') {
@@ -94,7 +97,12 @@ export async function loadGoogleCredentials(
       .filter(Boolean)
       .join(', ');
     if (missing) throw new DriveCredentialsInvalidError(path, `authorized_user without ${missing}`);
-    const client = new OAuth2Client({ clientId, clientSecret, endpoints: tokenEndpoints(endpoints) });
+    const client = new OAuth2Client({
+      clientId,
+      clientSecret,
+      endpoints: tokenEndpoints(endpoints),
+      transporterOptions,
+    });
     client.setCredentials({ refresh_token: refreshToken });
     return { client, kind: 'authorized_user' };
   }
@@ -103,7 +111,13 @@ export async function loadGoogleCredentials(
     const key = str(json, 'private_key');
     if (!email || !key)
       throw new DriveCredentialsInvalidError(path, 'service_account without client_email or private_key');
-    const client = new JWT({ email, key, scopes: [DRIVE_FILE_SCOPE], endpoints: tokenEndpoints(endpoints) });
+    const client = new JWT({
+      email,
+      key,
+      scopes: [DRIVE_FILE_SCOPE],
+      endpoints: tokenEndpoints(endpoints),
+      transporterOptions,
+    });
     return { client, kind: 'service_account', warning: SERVICE_ACCOUNT_WARNING };
   }
   if (json.installed || json.web)

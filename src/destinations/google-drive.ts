@@ -25,7 +25,9 @@ import {
   DriveQuotaExceededError,
   DriveRequestError,
 } from './drive-errors.js';
+import { formatDuration } from '../util/duration.js';
 import { fsyncDir, tempPathBeside } from '../util/fs.js';
+import { idleTimer, touchingBody, touchingStream } from '../util/timeouts.js';
 import {
   loadGoogleCredentials,
   type GoogleCredentialsKind,
@@ -61,6 +63,10 @@ export interface GoogleDriveOptions {
   retryBaseMs?: number;
   /** files.list page size, default 1000 (Drive's maximum). */
   pageSize?: number;
+  /** A request or download with no byte moving either way for this long fails (and is retried); default 30 s. */
+  idleTimeoutMs?: number;
+  /** The run's signal: every request stops when it fires. */
+  signal?: AbortSignal;
   /** Test-only overrides. */
   endpoints?: GoogleEndpoints;
 }
@@ -72,7 +78,7 @@ const DEFAULT_CHUNK = 8 * 1024 * 1024;
 const MAX_RETRY_DELAY_MS = 60_000;
 /** A server asking for more than this is treated as down: bounded waits beat a backup run that hangs. */
 const MAX_RETRY_AFTER_MS = 5 * 60_000;
-const REQUEST_TIMEOUT_MS = 5 * 60_000;
+const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
 const FILE_FIELDS =
   'id,name,mimeType,size,md5Checksum,sha256Checksum,webViewLink,modifiedTime,trashed,appProperties';
 /** Drive counts key and value together against this limit, in UTF-8 bytes. */
@@ -266,6 +272,7 @@ export class GoogleDriveDestination implements Destination {
   private readonly chunkSize: number;
   private readonly maxAttempts: number;
   private readonly retryBaseMs: number;
+  private readonly idleTimeoutMs: number;
   private authPromise?: Promise<LoadedGoogleCredentials>;
   private folderPromise?: Promise<string | undefined>;
   private kind?: GoogleCredentialsKind;
@@ -284,11 +291,14 @@ export class GoogleDriveDestination implements Destination {
       );
     this.maxAttempts = Math.max(1, options.maxAttempts ?? 6);
     this.retryBaseMs = Math.max(0, options.retryBaseMs ?? 1000);
+    this.idleTimeoutMs = Math.max(1, options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS);
   }
 
   /** Loads the credentials; also tells the caller about the service-account quota caveat. */
   async credentials(): Promise<LoadedGoogleCredentials> {
-    this.authPromise ??= loadGoogleCredentials(this.options.credentialsPath, this.options.endpoints);
+    this.authPromise ??= loadGoogleCredentials(this.options.credentialsPath, this.options.endpoints, {
+      tokenTimeoutMs: this.idleTimeoutMs,
+    });
     try {
       const loaded = await this.authPromise;
       this.kind = loaded.kind;
@@ -301,27 +311,59 @@ export class GoogleDriveDestination implements Destination {
 
   // ---------------------------------------------------------------- HTTP
 
-  /** One HTTP exchange; statuses are returned, only a missing answer or a refused token throws. */
-  private async send(spec: RequestSpec, signal?: AbortSignal): Promise<HttpResult> {
+  /**
+   * One HTTP exchange; statuses are returned, only a missing answer or a refused token throws. Bounded by an
+   * idle timeout, not a total one: a long upload or download is fine as long as bytes keep moving, and a
+   * server that stalls (before the answer or in the middle of a download) fails after `idleTimeoutMs`.
+   */
+  private async send(spec: RequestSpec, callSignal?: AbortSignal): Promise<HttpResult> {
+    const signal = callSignal ?? this.options.signal;
     const { client } = await this.credentials();
+    const idle = new AbortController();
+    const stalled = () =>
+      new NetworkFailure(
+        `Google Drive ${spec.label} stalled: no data for ${formatDuration(this.idleTimeoutMs)} (idleTimeout)`,
+      );
+    const timer = idleTimer(this.idleTimeoutMs, () => idle.abort(stalled()));
+    const headers = { ...spec.headers };
+    let data = spec.data;
+    if (Buffer.isBuffer(data)) {
+      headers['Content-Length'] = String(data.length);
+      data = touchingBody(data, timer);
+    }
     const opts: gaxios.GaxiosOptions = {
       url: spec.url,
       method: spec.method ?? 'GET',
       params: spec.params,
-      headers: spec.headers,
-      data: spec.data,
+      headers,
+      data,
       responseType: spec.stream ? 'stream' : 'text',
       validateStatus: () => true,
       retry: false,
-      signal,
-      // A download stream can legitimately take longer than any fixed timeout.
-      ...(spec.stream ? {} : { timeout: REQUEST_TIMEOUT_MS }),
+      signal: signal ? AbortSignal.any([signal, idle.signal]) : idle.signal,
+      timeout: 0,
     };
     try {
       const res = await client.request(opts);
+      if (spec.stream && res.data instanceof Readable) {
+        const body = res.data;
+        const watched = touchingStream(timer);
+        timer.touch();
+        body.on('error', (error) => watched.destroy(idle.signal.aborted ? idle.signal.reason : error));
+        idle.signal.addEventListener('abort', () => watched.destroy(idle.signal.reason), { once: true });
+        watched.on('close', () => {
+          timer.stop();
+          body.destroy();
+        });
+        body.pipe(watched);
+        return { status: res.status, headers: res.headers, data: watched };
+      }
+      timer.stop();
       return { status: res.status, headers: res.headers, data: res.data };
     } catch (err) {
+      timer.stop();
       if (signal?.aborted) throw signal.reason;
+      if (idle.signal.aborted) throw idle.signal.reason;
       const response = (err as { response?: { status?: number; data?: unknown } }).response;
       if (response) {
         // Only the token endpoint can answer with an error here (validateStatus accepts everything else).
@@ -390,7 +432,8 @@ export class GoogleDriveDestination implements Destination {
    * A request with bounded retries for 5xx, 429, rate-limit 403s and network errors (exponential backoff with
    * jitter, or the server's Retry-After). Other statuses are returned for the caller to interpret.
    */
-  private async call(spec: RequestSpec, counter?: Counter, signal?: AbortSignal): Promise<HttpResult> {
+  private async call(spec: RequestSpec, counter?: Counter, callSignal?: AbortSignal): Promise<HttpResult> {
+    const signal = callSignal ?? this.options.signal;
     let refreshed = false;
     for (let attempt = 1; ; attempt++) {
       let res: HttpResult | undefined;
@@ -657,9 +700,16 @@ export class GoogleDriveDestination implements Destination {
         let res: HttpResult | undefined;
         let lastError = '';
         try {
-          if (total === 0) {
+          if (total === 0 || offset >= total) {
+            // Nothing left to send: Drive confirmed every byte (a 308 covering all of them) but has not
+            // answered with the file yet. Ask for it; an empty range is not a valid chunk.
             res = await this.send(
-              { method: 'PUT', url: session, headers: { 'Content-Range': 'bytes */0' }, label: 'upload' },
+              {
+                method: 'PUT',
+                url: session,
+                headers: { 'Content-Range': `bytes */${total}` },
+                label: 'upload status query',
+              },
               signal,
             );
           } else {
@@ -694,10 +744,13 @@ export class GoogleDriveDestination implements Destination {
           if (res.status === 200 || res.status === 201) return await finish(res);
           if (res.status === 308) {
             const next = confirmedOffset(res);
+            // Asked with everything sent, and still no file: wait and ask again, a bounded number of times.
+            const unfinished = total > 0 && next === total && offset === total;
             if (next > offset) failures = 0;
             offset = next;
             options.onProgress?.(offset);
-            continue;
+            if (!unfinished) continue;
+            lastError = '308 with every byte confirmed but no file';
           }
           if (res.status === 404 || res.status === 410) throw new SessionGone();
           if (res.status === 403 && errorInfo(res.data).reason === 'storageQuotaExceeded')
@@ -706,8 +759,8 @@ export class GoogleDriveDestination implements Destination {
           if (res.status === 401 && !reauthorized) {
             reauthorized = true;
             await this.dropAccessToken();
-          } else if (!this.isRetryable(res)) throw this.failure(res, 'upload');
-          lastError = `${res.status} ${errorInfo(res.data).reason ?? ''}`.trim();
+          } else if (res.status !== 308 && !this.isRetryable(res)) throw this.failure(res, 'upload');
+          if (res.status !== 308) lastError = `${res.status} ${errorInfo(res.data).reason ?? ''}`.trim();
         }
         failures++;
         if (failures >= this.maxAttempts)
@@ -824,14 +877,18 @@ export class GoogleDriveDestination implements Destination {
     return files[0] ? toRemoteObject(files[0]) : undefined;
   }
 
-  async get(object: RemoteObject): Promise<Readable> {
+  async get(object: RemoteObject, options: { signal?: AbortSignal } = {}): Promise<Readable> {
     const name = object.name;
-    const res = await this.call({
-      url: this.filesUrl(object.id),
-      params: { alt: 'media', supportsAllDrives: true },
-      stream: true,
-      label: `download of ${name}`,
-    });
+    const res = await this.call(
+      {
+        url: this.filesUrl(object.id),
+        params: { alt: 'media', supportsAllDrives: true },
+        stream: true,
+        label: `download of ${name}`,
+      },
+      undefined,
+      options.signal,
+    );
     if (res.status === 404) throw new DriveFileNotFoundError(name);
     if (res.status !== 200) throw this.failure(await this.drain(res), `download of ${name}`);
     const body = res.data;

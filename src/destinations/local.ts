@@ -15,6 +15,7 @@ import { createSha256Counter, sha256File } from '../pipeline/index.js';
 import { LitekeepError } from '../util/errors.js';
 import { ensurePrivateDir, fsyncDir, publishNoClobber, writeFileAtomic } from '../util/fs.js';
 import { removeTempsOfDeadProcesses } from '../util/process.js';
+import { SIDECAR_DIR } from './sidecar.js';
 import {
   isOwnedBy,
   type ArtifactMetadata,
@@ -23,8 +24,6 @@ import {
   type PutResult,
   type RemoteObject,
 } from './types.js';
-
-const SIDECAR_DIR = '.litekeep-meta';
 
 export interface LocalDestinationOptions {
   /**

@@ -1,12 +1,13 @@
 import { createHash, type Hash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
-import { Readable, Transform, type TransformCallback } from 'node:stream';
+import { PassThrough, Readable, Transform, type TransformCallback } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectsCommand,
   S3Client,
   type HeadObjectCommandOutput,
@@ -15,12 +16,17 @@ import {
   type StorageClass,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
+import { s3BucketNameProblem } from '../config/destinations.js';
 import { hostFromSegment, hostSegment, parseBackupName } from '../naming.js';
+import { formatDuration } from '../util/duration.js';
 import { EXIT, LitekeepError } from '../util/errors.js';
+import { redactUrl } from '../util/redact.js';
 import {
   isOwnedBy,
   type ArtifactMetadata,
   type Destination,
+  type IncompleteUpload,
+  type IncompleteUploadSweep,
   type PutOptions,
   type PutResult,
   type RemoteObject,
@@ -59,6 +65,13 @@ export interface S3DestinationOptions {
   maxAttempts?: number;
   /** Keys per ListObjects page (S3's maximum and default is 1000); smaller only to exercise paging. */
   listPageSize?: number;
+  /** A request with no byte sent or received for this long fails (and is retried); default 30 s. */
+  idleTimeoutMs?: number;
+  /**
+   * The run's signal: every request stops when it fires, except the parts of an upload in progress, which
+   * get one idle timeout to settle first (see put).
+   */
+  signal?: AbortSignal;
 }
 
 const MiB = 1024 * 1024;
@@ -66,6 +79,9 @@ export const DEFAULT_PART_SIZE = 16 * MiB;
 export const MIN_PART_SIZE = 5 * MiB;
 const MAX_PARTS = 10_000;
 const HEAD_CONCURRENCY = 8;
+export const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
+/** Tries of one AbortMultipartUpload; the server that just failed an upload is often still recovering. */
+const ABORT_ATTEMPTS = 3;
 const META_PREFIX = 'litekeep-';
 
 /** `<prefix>/<databaseName>/<name>` with no leading slash and no empty segments. */
@@ -250,22 +266,28 @@ function networkCode(error: unknown): string | undefined {
   return undefined;
 }
 
+/** The host name a failed lookup or TLS check was about, when the error says. */
+function failedHost(error: unknown): string | undefined {
+  for (
+    let e = error as (SdkError & { hostname?: string; host?: string }) | undefined, depth = 0;
+    e && depth < 5;
+    depth++
+  ) {
+    if (e.hostname) return e.hostname;
+    if (e.code === 'ERR_TLS_CERT_ALTNAME_INVALID' && e.host) return e.host;
+    e = e.cause as typeof e;
+  }
+  return undefined;
+}
+
 /** Throws on options that cannot work, before any request is made. */
 export function validateS3Options(options: S3DestinationOptions): void {
   const fail = (message: string) => {
     throw new LitekeepError(message, { exitCode: EXIT.usage, stage: 'config' });
   };
   const where = `s3 destination '${options.name ?? 's3'}'`;
-  if (
-    !options.bucket ||
-    options.bucket.length < 3 ||
-    options.bucket.length > 63 ||
-    /[\s/]/.test(options.bucket)
-  ) {
-    fail(
-      `${where}: invalid bucket name '${options.bucket}'; use the bare bucket name (3-63 characters, no slashes)`,
-    );
-  }
+  const bucketProblem = s3BucketNameProblem(options.bucket ?? '');
+  if (bucketProblem) fail(`${where}: invalid bucket name '${options.bucket}'; ${bucketProblem}`);
   if (!options.databaseName)
     fail(`${where}: no database name to place objects under; set the database's name`);
   if (Boolean(options.accessKeyId) !== Boolean(options.secretAccessKey)) {
@@ -301,6 +323,8 @@ export class S3Destination implements Destination {
   private readonly options: S3DestinationOptions;
   private readonly keyPrefix: string;
   readonly host: string;
+  /** Without the run's signal: cleaning up after a cancelled upload must still get through (bounded by retries). */
+  private readonly cleanupClient: S3Client;
 
   constructor(options: S3DestinationOptions) {
     validateS3Options(options);
@@ -321,13 +345,23 @@ export class S3Destination implements Destination {
       maxAttempts: options.maxAttempts ?? 3,
       requestChecksumCalculation: checksum,
       responseChecksumValidation: checksum,
-      // Without these a blackholed endpoint or a stalled server would hang a nightly run forever.
-      requestHandler: { connectionTimeout: 10_000, socketTimeout: 120_000 },
+      // Without these a blackholed endpoint or a stalled server would hang a nightly run forever. The socket
+      // timeout is an idle timeout: it fires only when no byte moves either way, so large parts are not cut.
+      requestHandler: {
+        connectionTimeout: Math.min(10_000, options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS),
+        socketTimeout: options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
+      },
     };
     if (options.accessKeyId && options.secretAccessKey) {
       config.credentials = { accessKeyId: options.accessKeyId, secretAccessKey: options.secretAccessKey };
     }
-    this.client = new S3Client(config);
+    this.cleanupClient = new S3Client(config);
+    this.client = withDefaultAbortSignal(this.cleanupClient, options.signal);
+  }
+
+  /** Whether the bucket goes into the host name (virtual-hosted addressing) rather than the path. */
+  private get virtualHosted(): boolean {
+    return !(this.options.forcePathStyle ?? Boolean(this.options.endpoint));
   }
 
   /** `s3://bucket/<prefix>/<db>/`, for messages. */
@@ -351,9 +385,10 @@ export class S3Destination implements Destination {
   }
 
   private get endpointLabel(): string {
-    return (
-      this.options.endpoint ?? `AWS S3 (${this.options.region ?? process.env.AWS_REGION ?? 'default region'})`
-    );
+    // An endpoint may carry credentials (http://user:secret@host): never in a message.
+    return this.options.endpoint
+      ? redactUrl(this.options.endpoint)
+      : `AWS S3 (${this.options.region ?? process.env.AWS_REGION ?? 'default region'})`;
   }
 
   /** One line naming the cause and the fix, for any failure of the SDK. */
@@ -366,6 +401,18 @@ export class S3Destination implements Destination {
     let message: string;
     if (e.name === 'AbortError') {
       message = `${action} on ${this.name} was cancelled`;
+    } else if (net === 'timeout') {
+      message =
+        `${action} on ${this.name} failed: no answer from S3 endpoint ${this.endpointLabel} for ` +
+        `${formatDuration(this.options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS)} (idleTimeout); ` +
+        `check 'endpoint' and that the service is healthy, or raise idleTimeout for a very slow link`;
+    } else if (this.virtualHosted && failedHost(error)?.startsWith(`${bucket}.`)) {
+      // Virtual-hosted addressing puts the bucket in the host name, which many S3-compatible services (and
+      // a bucket name with dots under TLS) cannot serve.
+      message =
+        `${action} on ${this.name} failed: the virtual-hosted name ${failedHost(error)} (the bucket as a ` +
+        `subdomain of the endpoint) ${/TLS|CERT/i.test(e.code ?? '') ? 'has no matching certificate' : 'does not resolve'}; ` +
+        `set forcePathStyle: true (most S3-compatible services need it), or fix 'endpoint'`;
     } else if (net) {
       message =
         `${action} on ${this.name} failed: cannot reach S3 endpoint ${this.endpointLabel} (${net}); ` +
@@ -395,7 +442,13 @@ export class S3Destination implements Destination {
       message = `${action} on ${this.name} failed: the object is archived (${this.options.storageClass ?? 'Glacier'}); restore it in S3 first, or use a storage class that can be read directly`;
     } else if (code === 'InvalidStorageClass' || code === 'InvalidArgument') {
       message = `${action} on ${this.name} failed: ${code}: ${firstLine(e.message)}; check 'storageClass' and 'serverSideEncryption'`;
-    } else if (code === 'EntityTooLarge' || code === 'QuotaExceeded' || status === 507) {
+    } else if (status === 413 || code === 'EntityTooLarge' || code === 'RequestEntityTooLarge') {
+      const partSize = this.options.partSize ?? DEFAULT_PART_SIZE;
+      message =
+        `${action} on ${this.name} failed: ${code} (HTTP ${status ?? 413}): the service (or a proxy before it) ` +
+        `refused a request as too large; lower 'partSize' (now ${Math.round(partSize / MiB)} MiB, at least 5 MiB) ` +
+        `so that each request is smaller`;
+    } else if (code === 'QuotaExceeded' || status === 507) {
       message = `${action} on ${this.name} failed: ${code}: the service refused the size; free space or raise the quota`;
     } else if ((status !== undefined && status >= 500) || code === 'SlowDown' || status === 429) {
       message =
@@ -439,8 +492,10 @@ export class S3Destination implements Destination {
     const abort = new AbortController();
     const onAbort = () => abort.abort();
     options.signal?.addEventListener('abort', onAbort, { once: true });
+    // The upload's own requests stop only when abandonUpload says so, not the moment the run is cancelled.
+    const hardStop = new AbortController();
     const upload = new Upload({
-      client: this.client,
+      client: withDefaultAbortSignal(this.client, hardStop.signal),
       partSize,
       queueSize: this.options.queueSize ?? 4,
       // lib-storage's own abort masks the real error when AbortMultipartUpload fails (s3rver answers 405),
@@ -472,21 +527,21 @@ export class S3Destination implements Destination {
       if (options.signal?.aborted) abort.abort();
       await upload.done();
     } catch (error) {
+      const failure = this.describeError(`upload of ${name}`, error);
+      const left = await this.abandonUpload(key, upload, hardStop);
       source.destroy();
       digesting.destroy();
-      const uploadId = (upload as unknown as { uploadId?: string }).uploadId;
-      if (uploadId) {
-        await this.client
-          .send(
-            new AbortMultipartUploadCommand({ Bucket: this.options.bucket, Key: key, UploadId: uploadId }),
-          )
-          .catch(() => undefined);
-      }
-      if (isPreconditionFailed(error)) {
+      if (isPreconditionFailed(error) && !left) {
+        // Another upload of this key completed first (a retried run, or a second machine with this host name).
         const now = await this.head(key, `upload of ${name}`);
         if (now) return this.alreadyThere(name, key, now, metadata, started);
       }
-      throw this.describeError(`upload of ${name}`, error);
+      if (!left) throw failure;
+      throw new LitekeepError(
+        `${failure.message}; its incomplete multipart upload could not be aborted (${left}): the next run ` +
+          `aborts it, and an AbortIncompleteMultipartUpload lifecycle rule on the bucket is the safety net`,
+        { stage: failure.stage, cause: error },
+      );
     } finally {
       options.signal?.removeEventListener('abort', onAbort);
     }
@@ -517,6 +572,127 @@ export class S3Destination implements Destination {
     );
   }
 
+  /**
+   * After a failed or cancelled upload: waits for the requests still in flight (CreateMultipartUpload, parts)
+   * to settle, then aborts the multipart upload, retrying, so that no part stays stored and billed. An abort
+   * sent while a part is on its way leaves that part behind on S3. Returns why the abort failed, or undefined.
+   */
+  private async abandonUpload(
+    key: string,
+    upload: Upload,
+    hardStop: AbortController,
+  ): Promise<string | undefined> {
+    const state = upload as unknown as {
+      concurrentUploaders?: Promise<unknown>[];
+      createMultiPartPromise?: Promise<{ UploadId?: string }>;
+      uploadId?: string;
+    };
+    const inFlight = Promise.allSettled(state.concurrentUploaders ?? []);
+    // A request still going after one more idle timeout (a server trickling bytes) is cut: a part whose body
+    // is cut off is not stored.
+    let grace: NodeJS.Timeout | undefined;
+    const settled = await Promise.race([
+      inFlight.then(() => true),
+      new Promise<boolean>((resolve) => {
+        grace = setTimeout(() => resolve(false), this.options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS);
+      }),
+    ]);
+    clearTimeout(grace);
+    if (!settled) {
+      hardStop.abort();
+      await inFlight;
+    }
+    if (!state.createMultiPartPromise) return undefined;
+    const created = await state.createMultiPartPromise.catch(() => undefined);
+    const uploadId = state.uploadId ?? created?.UploadId;
+    if (uploadId) return this.abortMultipartUpload(key, uploadId);
+    // The answer to CreateMultipartUpload was lost (cancelled, or the connection dropped): the server may
+    // still have made one. This run holds the database's lock and the key names its own new backup.
+    try {
+      const found = (await this.listMultipartUploads(key, this.cleanupClient)).filter((u) => u.key === key);
+      for (const u of found) {
+        const problem = await this.abortMultipartUpload(key, u.uploadId);
+        if (problem) return problem;
+      }
+      return undefined;
+    } catch (error) {
+      return firstLine((error as Error).message);
+    }
+  }
+
+  /** AbortMultipartUpload with retries; an upload the server no longer knows counts as aborted. */
+  private async abortMultipartUpload(key: string, uploadId: string): Promise<string | undefined> {
+    let problem = '';
+    for (let attempt = 1; attempt <= ABORT_ATTEMPTS; attempt++) {
+      try {
+        await this.cleanupClient.send(
+          new AbortMultipartUploadCommand({ Bucket: this.options.bucket, Key: key, UploadId: uploadId }),
+        );
+        return undefined;
+      } catch (error) {
+        const e = error as SdkError;
+        if (e.name === 'NoSuchUpload' || e.$metadata?.httpStatusCode === 404) return undefined;
+        problem = this.describeError(`abort of upload ${uploadId}`, error).message;
+      }
+      if (attempt < ABORT_ATTEMPTS) await new Promise((resolve) => setTimeout(resolve, 250 * 2 ** attempt));
+    }
+    return problem;
+  }
+
+  /** Open multipart uploads whose key starts with `prefix`, across pages. */
+  private async listMultipartUploads(
+    prefix: string,
+    client = this.client,
+  ): Promise<{ key: string; uploadId: string; initiated?: Date }[]> {
+    const out: { key: string; uploadId: string; initiated?: Date }[] = [];
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    for (;;) {
+      const page = await client.send(
+        new ListMultipartUploadsCommand({
+          Bucket: this.options.bucket,
+          Prefix: prefix,
+          KeyMarker: keyMarker,
+          UploadIdMarker: uploadIdMarker,
+        }),
+      );
+      for (const u of page.Uploads ?? []) {
+        if (u.Key && u.UploadId) out.push({ key: u.Key, uploadId: u.UploadId, initiated: u.Initiated });
+      }
+      if (!page.IsTruncated || !page.NextKeyMarker) return out;
+      keyMarker = page.NextKeyMarker;
+      uploadIdMarker = page.NextUploadIdMarker;
+    }
+  }
+
+  /**
+   * Aborts the incomplete multipart uploads of backups under this destination's key prefix that `isAbandoned`
+   * says nobody is still sending (a run killed mid-upload, a server that died before the abort got through):
+   * S3 keeps their parts, and bills them, until someone does.
+   */
+  async abortIncompleteUploads(
+    isAbandoned: (upload: IncompleteUpload) => boolean,
+  ): Promise<IncompleteUploadSweep> {
+    let open;
+    try {
+      open = await this.listMultipartUploads(this.keyPrefix);
+    } catch (error) {
+      throw this.describeError(`listing the incomplete uploads under ${this.location}`, error, 'upload');
+    }
+    const sweep: IncompleteUploadSweep = { aborted: [], failed: [] };
+    for (const u of open) {
+      // Only this host's uploads (or those of the layout before host folders, which can only be its own).
+      const place = this.placeOf(u.key);
+      if (!place || !isOwnedBy(place, this.host)) continue;
+      const name = place.name;
+      if (!isAbandoned({ name, id: u.uploadId, startedAt: u.initiated })) continue;
+      const problem = await this.abortMultipartUpload(u.key, u.uploadId);
+      if (problem) sweep.failed.push(`${name}: ${problem}`);
+      else sweep.aborted.push(name);
+    }
+    return sweep;
+  }
+
   /** HEAD the new object; on any disagreement delete it (a bad copy must not count) and throw. */
   private async verifyUploaded(
     name: string,
@@ -544,7 +720,7 @@ export class S3Destination implements Destination {
       }
     }
     if (!problem) return;
-    await this.client
+    await this.cleanupClient
       .send(new DeleteObjectCommand({ Bucket: this.options.bucket, Key: key }))
       .catch(() => undefined);
     throw new LitekeepError(
@@ -629,15 +805,34 @@ export class S3Destination implements Destination {
     return legacy && isOwnedBy(legacy, this.host) ? legacy : undefined;
   }
 
-  async get(object: RemoteObject): Promise<Readable> {
+  async get(object: RemoteObject, options: { signal?: AbortSignal } = {}): Promise<Readable> {
     const key = object.id;
     try {
       const response = await this.client.send(
         new GetObjectCommand({ Bucket: this.options.bucket, Key: key }),
+        {
+          abortSignal: options.signal,
+        },
       );
       if (!(response.Body instanceof Readable))
         throw new Error('the SDK returned no Node stream for the body');
-      return response.Body;
+      const body = response.Body;
+      // The SDK's idle timeout also ends a download that stalls mid-body; say so in litekeep's words.
+      const out = new PassThrough();
+      body.on('error', (error: SdkError) =>
+        out.destroy(
+          networkCode(error) === 'timeout'
+            ? new LitekeepError(
+                `download of ${object.name} from ${this.name} stalled: no data for ` +
+                  `${formatDuration(this.options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS)} (idleTimeout); ` +
+                  `try again, or raise idleTimeout for a very slow link`,
+                { stage: 'restore', cause: error },
+              )
+            : (error as Error),
+        ),
+      );
+      out.on('close', () => body.destroy());
+      return body.pipe(out);
     } catch (error) {
       const e = error as SdkError;
       if (e.name === 'NoSuchKey' || e.name === 'NotFound') {
@@ -704,6 +899,21 @@ export interface S3RepositoryAccess {
 function isPreconditionFailed(error: unknown): boolean {
   const e = (error ?? {}) as SdkError;
   return e.name === 'PreconditionFailed' || e.$metadata?.httpStatusCode === 412;
+}
+
+/**
+ * The client with `signal` as the abort signal of every request that does not bring its own: one place that
+ * makes all of a destination's requests stop with the run (or with an upload's own stop).
+ */
+function withDefaultAbortSignal(client: S3Client, signal: AbortSignal | undefined): S3Client {
+  if (!signal) return client;
+  return new Proxy(client, {
+    get(target, property, receiver) {
+      if (property !== 'send') return Reflect.get(target, property, receiver);
+      return (command: Parameters<S3Client['send']>[0], options?: { abortSignal?: AbortSignal }) =>
+        target.send(command, { ...options, abortSignal: options?.abortSignal ?? signal });
+    },
+  });
 }
 
 function firstLine(message: string | undefined): string {

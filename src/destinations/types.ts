@@ -59,6 +59,22 @@ export interface PutOptions {
   onProgress?: (bytesDone: number) => void;
 }
 
+/** An upload that was started and never completed (an S3 multipart upload). */
+export interface IncompleteUpload {
+  /** The backup's file name. */
+  name: string;
+  /** Destination-specific id (the S3 UploadId). */
+  id: string;
+  /** When the server says it began, when it says. */
+  startedAt?: Date;
+}
+
+export interface IncompleteUploadSweep {
+  aborted: string[];
+  /** `name: why`, for each that could not be aborted. */
+  failed: string[];
+}
+
 /**
  * One place a backup can live, shared by any number of machines. Every implementation keeps each host's copies
  * apart (`<database>/<host>/<file>` or the host in the copy's metadata), writes only this host's, never
@@ -76,9 +92,15 @@ export interface Destination {
   list(): Promise<RemoteObject[]>;
   /** This host's copy of `name` (or a pre-host-folder copy of it that is this host's). */
   stat(name: string): Promise<RemoteObject | undefined>;
-  get(object: RemoteObject): Promise<Readable>;
+  /** A stream of the stored bytes of one copy; `signal` stops the download (the stream then errors). */
+  get(object: RemoteObject, options?: { signal?: AbortSignal }): Promise<Readable>;
   /** Removes one copy by its id; refuses another host's. */
   remove(object: RemoteObject): Promise<void>;
+  /**
+   * Destinations whose interrupted uploads keep costing (S3 multipart parts): aborts those `isAbandoned`
+   * accepts. Called at the start of each run, under the database's lock.
+   */
+  abortIncompleteUploads?(isAbandoned: (upload: IncompleteUpload) => boolean): Promise<IncompleteUploadSweep>;
 }
 
 /**

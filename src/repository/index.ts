@@ -25,4 +25,4 @@ export {
   type RepositoryPruneResult,
   type SnapshotOutcome,
 } from './run.js';
-export { formatOf, validateRepositorySettings, type DestinationFormat } from './settings.js';
+export { formatOf, type DestinationFormat } from './settings.js';

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import { oneLine } from '../util/errors.js';
+import { readHeadOutside } from './outside.js';
 
 /**
  * Replacing the content of a live database, the way the sqlite3 CLI's `.restore` does: through SQLite's own
@@ -23,17 +24,13 @@ const NOT_SQLITE = /^SQLITE_(NOTADB|CORRUPT)/;
 
 /** Page size and journal mode from the header: readable even while another process holds every lock. */
 function headerFacts(file: string): { journalMode?: string; pageSize?: number } {
-  const header = Buffer.alloc(20);
+  let header: Buffer;
   try {
-    const fd = fs.openSync(file, 'r');
-    try {
-      if (fs.readSync(fd, header, 0, 20, 0) < 20) return {};
-    } finally {
-      fs.closeSync(fd);
-    }
+    header = readHeadOutside(file, 20);
   } catch {
     return {};
   }
+  if (header.length < 20) return {};
   const raw = header.readUInt16BE(16);
   return { pageSize: raw === 1 ? 65536 : raw, journalMode: header[18] === 2 ? 'wal' : undefined };
 }
@@ -117,7 +114,10 @@ export async function copyIntoLiveDatabase(
         `${target} stayed locked by another connection for ${Math.round((options.waitMs ?? 10_000) / 1000)} s`,
       );
     }
-    await sleep(Math.min(50 * 2 ** attempt, 500));
+    // Busy-looping on purpose: an application that writes all the time holds the lock again right after each
+    // commit; only an attempt that comes in the short gap between two of its transactions gets it (SQLite's
+    // own busy handler, which the backup's connection lacks, would poll likewise).
+    await (attempt % 64 === 63 ? sleep(1) : new Promise((resolve) => setImmediate(resolve)));
   }
 }
 

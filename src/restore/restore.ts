@@ -20,14 +20,17 @@ import {
   openArtifact,
 } from '../pipeline/index.js';
 import { compareFingerprints, fingerprintOf, inspectDatabase } from '../snapshot/index.js';
-import { EXIT, errorCode, LitekeepError, oneLine } from '../util/errors.js';
+import { EXIT, LitekeepError, oneLine } from '../util/errors.js';
 import { removeTempsOfDeadProcesses } from '../util/process.js';
 import { snapshotCandidates } from '../repository/candidates.js';
 import { incrementalSpec } from '../repository/destination.js';
 import { RepositoryDamagedError } from '../repository/errors.js';
-import { fsyncDir, fsyncDirSync, fsyncFile, fsyncFileSync, publishNoClobber } from '../util/fs.js';
-import { compactStamp, systemTimeZone } from '../util/time.js';
+import { fsyncDir, fsyncDirSync, fsyncFile, publishNoClobber } from '../util/fs.js';
+import { compactStamp, formatTime, systemTimeZone } from '../util/time.js';
+import { didYouMean } from '../util/suggest.js';
+import { candidateFromFile, withProgress } from './file.js';
 import { describeUsers, processesUsing } from './in-use.js';
+import { copyOutside, fsyncOutside } from './outside.js';
 import {
   changePageSize,
   copyIntoLiveDatabase,
@@ -45,10 +48,11 @@ export class DamagedBackupError extends LitekeepError {
 }
 
 /**
- * What a failed verification says about the backup: `failed` when its bytes are proven bad, `error` when it
- * could not be judged (a network failure, a file gone, an identity that opens none of the stanzas).
+ * What a failed verification says about the backup: `failed` only when its bytes are proven bad (checksum,
+ * decoding, integrity, fingerprint); anything else — a network failure, a full temp folder, a file gone, an
+ * identity that opens none of its keys — is an `error`, which says nothing about the backup.
  */
-export function verdictOf(error: unknown, source: string): 'failed' | 'error' {
+export function verdictOf(error: unknown): 'failed' | 'error' {
   if (
     error instanceof DamagedBackupError ||
     error instanceof CorruptArtifactError ||
@@ -56,9 +60,7 @@ export function verdictOf(error: unknown, source: string): 'failed' | 'error' {
   )
     return 'failed';
   if (error instanceof DecryptionError) return isWrongKey(error) ? 'error' : 'failed';
-  // A local file that cannot be read (EIO) is as good as lost; a remote one may answer next time.
-  const code = errorCode((error as { cause?: unknown }).cause ?? error);
-  return source === 'local' && code !== 'ENOENT' && code !== 'EACCES' ? 'failed' : 'error';
+  return 'error';
 }
 
 export interface Candidate {
@@ -75,7 +77,12 @@ export interface Candidate {
   source: string;
   /** The machine whose copy it is, for a destination several machines share. */
   host?: string;
-  open: () => Promise<Readable>;
+  /** It is another machine's copy: nothing in this machine's catalog describes it. */
+  foreignHost?: boolean;
+  /** Why `latest` passes it over: its last verification failed. */
+  setAside?: string;
+  /** The stored bytes; `signal` stops the transfer. */
+  open: (signal?: AbortSignal) => Promise<Readable>;
   /** A snapshot of an incremental destination: its name (id) may be given as a unique prefix. */
   idPrefix?: boolean;
   /**
@@ -105,6 +112,10 @@ export interface SelectOptions {
   from?: string;
   /** Whose copies, on a destination several machines share (default: this host's, else the only one's). */
   host?: string;
+  /** The present (tests): backups after it are passed over by `latest` and `--at`. */
+  now?: Date;
+  /** `latest` may be a backup whose last verification failed (verify looks again). */
+  includeSetAside?: boolean;
 }
 
 export interface DecryptOptions {
@@ -116,7 +127,7 @@ export interface DecryptOptions {
 export async function listCandidates(
   target: DatabaseTarget,
   from = 'local',
-  options: { host?: string } = {},
+  options: { host?: string; ownOnly?: boolean } = {},
 ): Promise<Candidate[]> {
   if (!incrementalSpec(target, from)) return listFileCandidates(target, from, options);
   // An incremental destination holds snapshots, and still the full files it kept before it switched format.
@@ -130,13 +141,16 @@ export async function listCandidates(
 async function listFileCandidates(
   target: DatabaseTarget,
   from: string,
-  options: { host?: string },
+  options: { host?: string; ownOnly?: boolean },
 ): Promise<Candidate[]> {
-  const manager = new BackupManager(target);
+  // Only looks: a machine restoring from a destination gets no catalog until it restores.
+  const manager = new BackupManager(target, { readOnly: true });
   try {
     if (from === 'local') {
       const { backups } = await manager.listBackups();
+      const verdicts = manager.catalog.verdicts('local');
       return backups.map((b) => ({
+        ...setAsideOf(verdicts.get(b.name)),
         name: b.name,
         time: b.time,
         bytes: b.bytes,
@@ -151,8 +165,11 @@ async function listFileCandidates(
     const destination = await openDestination(target, from);
     const own = hostOf(target);
     const objects = await destination.list();
-    const host = chooseHost(objects, own, from, target.name, options.host);
+    const host = options.ownOnly ? own : chooseHost(objects, own, from, target.name, options.host);
     const known = new Map(manager.catalog.listBackups({ includeDeleted: true }).map((r) => [r.file, r]));
+    const verdicts = manager.catalog.verdicts(
+      host === own ? destination.name : `${destination.name}@${host}`,
+    );
     return uniqueByName(objects.filter((o) => (o.host ?? own) === host))
       .map((o: RemoteObject) => {
         const parsed = parseBackupName(o.name)!;
@@ -173,13 +190,23 @@ async function listFileCandidates(
           journalMode: o.metadata?.journalMode ?? record?.journalMode,
           source: destination.name,
           host,
-          open: () => destination.get(o),
+          ...(host === own ? {} : { foreignHost: true }),
+          ...setAsideOf(verdicts.get(o.name)),
+          open: (signal?: AbortSignal) => destination.get(o, { signal }),
         };
       })
       .sort((a, b) => b.time.getTime() - a.time.getTime() || (a.name < b.name ? 1 : -1));
   } finally {
     manager.close();
   }
+}
+
+function setAsideOf(verdict: { status: string; at?: string; error?: string } | undefined): {
+  setAside?: string;
+} {
+  return verdict?.status === 'failed'
+    ? { setAside: `failed verification ${verdict.at}: ${verdict.error}` }
+    : {};
 }
 
 /**
@@ -227,7 +254,9 @@ export function pickCandidate(candidates: Candidate[], options: SelectOptions): 
       uniqueIdPrefix(candidates, options.name);
     if (!found) {
       throw new LitekeepError(
-        `backup ${options.name} not found in ${from}; run 'litekeep list' to see the names`,
+        `backup ${options.name} not found in ${from}` +
+          `${didYouMean(options.name, ['latest', ...candidates.map((c) => c.name)])}` +
+          `; run 'litekeep list${from === 'local' ? '' : ` --from ${from}`}' to see the names`,
         {
           exitCode: EXIT.usage,
           stage: 'restore',
@@ -236,17 +265,40 @@ export function pickCandidate(candidates: Candidate[], options: SelectOptions): 
     }
     return found;
   }
-  if (options.at) {
-    const found = candidates.find((c) => c.time.getTime() <= options.at!.getTime());
-    if (!found) {
+  // `latest` and `--at` mean the newest usable backup: not one named in the future (a wrong clock), nor one
+  // whose last verification failed. A backup named outright is taken as asked.
+  const now = options.now ?? new Date();
+  const limit = Math.min(options.at?.getTime() ?? Infinity, now.getTime());
+  const usable = candidates.find(
+    (c) => c.time.getTime() <= limit && (options.includeSetAside || !c.setAside),
+  );
+  if (!usable) {
+    if (options.at && !candidates.some((c) => c.time.getTime() <= options.at!.getTime())) {
       throw new LitekeepError(
         `no backup in ${from} was taken at or before ${options.at.toISOString()}; the oldest is from ${candidates[candidates.length - 1].time.toISOString()}`,
         { exitCode: EXIT.failed, stage: 'restore' },
       );
     }
-    return found;
+    throw new LitekeepError(
+      `no usable backup in ${from}${options.at ? ` at or before ${options.at.toISOString()}` : ''}: ` +
+        `${describeSkipped(candidates).join('; ')}; name one to restore it anyway ('litekeep list' shows them)`,
+      { exitCode: EXIT.failed, stage: 'restore' },
+    );
   }
-  return candidates[0];
+  return usable;
+}
+
+/** Why `latest`/`--at` passed over each of these backups. */
+export function describeSkipped(candidates: Candidate[], now = new Date()): string[] {
+  return candidates
+    .map((c) =>
+      c.time.getTime() > now.getTime()
+        ? `${c.name} is dated in the future`
+        : c.setAside
+          ? `${c.name} failed its last verification`
+          : undefined,
+    )
+    .filter((r): r is string => r !== undefined);
 }
 
 /** A snapshot named by a unique prefix of its id (at least 4 hex digits), as restic and git accept. */
@@ -301,7 +353,8 @@ export async function fetchAndCheck(
       // Opened before any data flows so that a failure can close it: a stream that is destroyed before its
       // own open() finished would create the file after the cleanup below removed it.
       sink = await fsp.open(plainPath, 'wx', 0o600);
-      const source = await candidate.open();
+      signal?.throwIfAborted();
+      const source = await candidate.open(signal);
       input = source;
       // The artifact's bytes are hashed as they pass, before any decoding.
       source.on('error', (error) => artifactHash.destroy(error));
@@ -408,6 +461,10 @@ export interface RestoreOptions extends SelectOptions, DecryptOptions {
   /** Stops the restore before the target is touched; temp files are removed. */
   signal?: AbortSignal;
   onStep?: (message: string) => void;
+  /** Restore this backup file (a path) instead of choosing one from `from`. */
+  file?: string;
+  /** Bytes of the backup read so far, with its size (`restore <name>`, or `download <name> from <source>`). */
+  onProgress?: (stage: string, bytes: number, total?: number) => void;
 }
 
 export interface RestoreResult {
@@ -448,19 +505,35 @@ export async function restoreBackup(
   const step = options.onStep ?? (() => {});
   const from = options.from ?? 'local';
   const destinationPath = path.resolve(options.to ?? target.path);
-  const candidate = pickCandidate(await listCandidates(target, from, options), options);
+  const candidates = options.file ? [] : await listCandidates(target, from, options);
+  const picked = options.file ? candidateFromFile(target, options.file) : pickCandidate(candidates, options);
+  const remote = !options.file && from !== 'local';
+  const label = remote ? `download ${picked.name} from ${picked.source}` : `restore ${picked.name}`;
+  const candidate = withProgress(picked, label, options.onProgress);
   const whose = candidate.host && candidate.host !== hostOf(target) ? ` (host ${candidate.host})` : '';
-  step(`selected ${candidate.name} from ${candidate.source}${whose}, taken ${candidate.time.toISOString()}`);
+  if (!options.file && (!options.name || options.name === 'latest')) {
+    const newer = candidates.filter((c) => c.time.getTime() > candidate.time.getTime());
+    for (const reason of describeSkipped(newer, options.now)) step(`passed over: ${reason}`);
+  }
+  step(
+    `selected ${candidate.name} from ${candidate.source}${whose}, taken ${formatTime(candidate.time, target.settings.timeZone ?? systemTimeZone())}`,
+  );
 
   const dir = path.dirname(destinationPath);
-  if (!fs.existsSync(dir)) fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  await removeDeadTemps(dir, path.basename(destinationPath));
+  // A dry run creates nothing where the target would go: it fetches into the temp folder when that is missing.
+  const dryRunElsewhere = options.dryRun === true && !fs.existsSync(dir);
+  const tempDir = dryRunElsewhere ? await fsp.mkdtemp(path.join(os.tmpdir(), 'litekeep-restore-')) : dir;
+  if (!fs.existsSync(dir) && !options.dryRun) fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  if (!dryRunElsewhere) await removeDeadTemps(dir, path.basename(destinationPath));
   const temp = path.join(
-    dir,
+    tempDir,
     `.${path.basename(destinationPath)}.restore-${process.pid}-${Date.now().toString(36)}.tmp`,
   );
-  const removeTemp = () => removeWithSideFiles(temp);
-  const catalog = new BackupManager(target).catalog;
+  const removeTemp = async () => {
+    await removeWithSideFiles(temp);
+    if (dryRunElsewhere) await fsp.rm(tempDir, { recursive: true, force: true });
+  };
+  const catalog = new BackupManager(target, { readOnly: options.dryRun === true }).catalog;
   const record = (status: 'ok' | 'failed', error?: string, safetyCopy?: string) => {
     try {
       catalog.recordRestore({
@@ -478,6 +551,7 @@ export async function restoreBackup(
   let safetyCopy: string | undefined;
   try {
     const fetched = await fetchAndCheck(candidate, temp, options, 'full', options.signal);
+    options.signal?.throwIfAborted();
     step(
       `fetched into ${path.basename(temp)} and verified: sha256 ${candidate.sha256 ? 'matches the record' : 'not recorded, computed'} ${fetched.sha256.slice(0, 12)}…, integrity ${fetched.integrity}`,
     );
@@ -507,7 +581,15 @@ export async function restoreBackup(
     }
     options.signal?.throwIfAborted();
     const live = fs.existsSync(destinationPath) ? probeLiveDatabase(destinationPath) : undefined;
-    const who = live?.kind === 'busy' ? describeHolders(destinationPath) : undefined;
+    // SQLite sees every open connection of a WAL database, wherever it runs, but an idle connection in
+    // rollback mode holds no lock: what /proc shows counts too.
+    const visible = live && live.kind !== 'not-sqlite' ? processesUsing(destinationPath) : [];
+    const who =
+      visible.length > 0
+        ? describeUsers(visible)
+        : live?.kind === 'busy'
+          ? 'another connection (SQLite reports it open or locked; the process is not visible from here)'
+          : undefined;
 
     if (live?.kind === 'free' || live?.kind === 'busy') {
       if (who && !options.force) {
@@ -545,8 +627,7 @@ export async function restoreBackup(
         throw error;
       }
       // The backup API's commit is durable in rollback mode; a WAL commit is only fsynced at checkpoint.
-      for (const file of [destinationPath, `${destinationPath}-wal`])
-        if (fs.existsSync(file)) await fsyncFile(file);
+      fsyncOutside([destinationPath, `${destinationPath}-wal`]);
       step(`copied it into ${destinationPath} through SQLite's backup API`);
       result.method = 'sqlite-backup-api';
       result.journalMode = live.journalMode ?? String(journalModeOf(destinationPath));
@@ -558,7 +639,9 @@ export async function restoreBackup(
       await removeTemp();
     } else {
       if (live?.kind === 'not-sqlite') {
-        // Nothing can be using it through SQLite: keep it aside whole, then put the backup in its place.
+        // Nothing can be using it through SQLite: keep it aside whole, then put the backup in its place, owned
+        // and readable as the old file was, so that the application can open it.
+        await matchOwnership(temp, destinationPath);
         safetyCopy = await moveAside(destinationPath, target.settings.timeZone ?? systemTimeZone());
         result.safetyCopy = safetyCopy;
         step(
@@ -602,14 +685,6 @@ export async function restoreBackup(
   }
 }
 
-/** Who has the database open, as far as /proc shows it (another PID namespace or user may be invisible). */
-function describeHolders(dbPath: string): string {
-  const users = processesUsing(dbPath);
-  return users.length
-    ? describeUsers(users)
-    : 'another connection (SQLite reports it open or locked; the process is not visible from here)';
-}
-
 function journalModeOf(file: string): string | undefined {
   let db: Database.Database | undefined;
   try {
@@ -643,7 +718,7 @@ function checkLive(file: string, expected: Fingerprint, othersConnected: boolean
     return [
       othersConnected
         ? `the database changed right after the restore (${difference}): the application wrote to it`
-        : `the restored database differs from the backup: ${difference}`,
+        : `the database differs from the backup right after the restore (${difference}): another connection wrote to it, or the copy did not take — check it, the previous database is in the safety copy`,
     ];
   } catch (error) {
     if (error instanceof LitekeepError) throw error;
@@ -689,29 +764,32 @@ function safetyName(dbPath: string, timeZone: string): string {
  * main file lacks). Runs while the restore holds the live database's write lock, so no commit can slip in
  * between this copy and the replacement; a checkpoint by the app may still write WAL pages into the main file
  * meanwhile, but never changes a page the WAL does not also hold, so the pair stays consistent. Synchronous:
- * nothing else runs between the lock and the copy.
+ * nothing else runs between the lock and the copy, and the copy is made by another process (see outside.ts) so
+ * that this one's locks stay held.
  */
 function keepSafetyCopy(dbPath: string, timeZone: string): string {
   const safety = safetyName(dbPath, timeZone);
-  const made: string[] = [];
+  const pairs: [string, string][] = [[dbPath, safety]];
+  const wal = `${dbPath}-wal`;
+  if (fs.existsSync(wal) && fs.statSync(wal).size > 0) pairs.push([wal, `${safety}-wal`]);
   try {
-    for (const suffix of ['', '-wal']) {
-      const from = dbPath + suffix;
-      if (suffix && (!fs.existsSync(from) || fs.statSync(from).size === 0)) continue;
-      fs.copyFileSync(from, safety + suffix, fs.constants.COPYFILE_EXCL);
-      made.push(safety + suffix);
-      fs.chmodSync(safety + suffix, 0o600);
-      fsyncFileSync(safety + suffix);
-    }
+    copyOutside(pairs);
     fsyncDirSync(path.dirname(dbPath));
   } catch (error) {
-    for (const file of made) fs.rmSync(file, { force: true });
+    for (const [, to] of pairs) fs.rmSync(to, { force: true });
     throw new LitekeepError(
       `cannot keep the current database as ${safety} (${oneLine(error)}); nothing was changed — free space in ${path.dirname(dbPath)} or restore with --to PATH`,
       { stage: 'restore', cause: error },
     );
   }
   return safety;
+}
+
+/** The restored file takes the place of the old one: the application must be able to open it as before. */
+async function matchOwnership(file: string, like: string): Promise<void> {
+  const stat = await fsp.stat(like);
+  await fsp.chmod(file, stat.mode & 0o777);
+  if (process.getuid?.() === 0) await fsp.chown(file, stat.uid, stat.gid).catch(() => {});
 }
 
 /** Renames a file that is not a database (and its side files) out of the way, keeping it whole. */
@@ -726,6 +804,8 @@ async function moveAside(dbPath: string, timeZone: string): Promise<string> {
 export interface VerifyResult {
   backup: string;
   source: string;
+  /** Whose copy, when it is another machine's. */
+  host?: string;
   /** `error`: it could not be read just now, which says nothing about the backup (see verdictOf). */
   status: 'ok' | 'failed' | 'error';
   error?: string;
@@ -740,11 +820,21 @@ export interface VerifyResult {
  */
 export async function verifyBackup(
   target: DatabaseTarget,
-  options: SelectOptions & DecryptOptions & { all?: boolean; signal?: AbortSignal } = {},
+  options: SelectOptions &
+    DecryptOptions & {
+      all?: boolean;
+      signal?: AbortSignal;
+      /** Each result as soon as it is known (`verify all` takes a while). */
+      onResult?: (result: VerifyResult) => void;
+      /** Bytes of the backup being verified read so far, with its size (`stage` is `verify <name>`). */
+      onProgress?: (stage: string, bytes: number, total?: number) => void;
+    } = {},
 ): Promise<VerifyResult[]> {
   const from = options.from ?? 'local';
   const candidates = await listCandidates(target, from, options);
-  const chosen = options.all ? candidates : [pickCandidate(candidates, options)];
+  const chosen = options.all
+    ? candidates
+    : [pickCandidate(candidates, { includeSetAside: true, ...options })];
   if (chosen.length === 0) {
     throw new LitekeepError(`no backups found in ${from}`, { stage: 'verify' });
   }
@@ -757,11 +847,13 @@ export async function verifyBackup(
   try {
     for (const candidate of chosen) {
       options.signal?.throwIfAborted();
-      results.push(await verifyOne(candidate, workDir, options, manager.catalog, options.signal));
+      const checked = withProgress(candidate, `verify ${candidate.name}`, options.onProgress);
+      results.push(await verifyOne(checked, workDir, options, manager.catalog, options.signal));
       // A stop that came while the last check ran still stops: the caller asked for it.
       if (options.signal?.aborted) {
         throw new LitekeepError('verify stopped; its temp files were removed', { stage: 'verify' });
       }
+      options.onResult?.(results[results.length - 1]);
     }
   } finally {
     await fsp.rm(workDir, { recursive: true, force: true });
@@ -778,12 +870,18 @@ async function verifyOne(
   signal?: AbortSignal,
 ): Promise<VerifyResult> {
   const plain = path.join(workDir, `${candidate.name}.db`);
-  const result: VerifyResult = { backup: candidate.name, source: candidate.source, status: 'failed' };
+  const result: VerifyResult = {
+    backup: candidate.name,
+    source: candidate.source,
+    ...(candidate.foreignHost ? { host: candidate.host } : {}),
+    status: 'failed',
+  };
   try {
     const fetched = await fetchAndCheck(candidate, plain, decrypt, 'full', signal);
     result.sha256 = fetched.sha256;
     result.integrity = fetched.integrity;
-    const expected = candidate.fingerprint ?? catalog.getBackup(candidate.name)?.fingerprint;
+    // Only what was recorded of this very backup: another host's backup of the same name is another database.
+    const expected = candidate.fingerprint;
     if (expected) {
       const difference = compareFingerprints(expected, fetched.fingerprint);
       if (difference) throw new DamagedBackupError(`${candidate.name}: ${difference}`, { stage: 'verify' });
@@ -793,8 +891,9 @@ async function verifyOne(
   } catch (error) {
     // A missing or unusable identity says nothing about the backup: it is not recorded as a failed verification.
     if (error instanceof LitekeepError && error.exitCode === EXIT.usage) throw error;
-    if (signal?.aborted) throw error;
-    result.status = verdictOf(error, candidate.source);
+    // Nor does being stopped.
+    if (signal?.aborted) throw signal.reason;
+    result.status = verdictOf(error);
     result.error = oneLine(error);
   } finally {
     await removeWithSideFiles(plain);
@@ -802,7 +901,8 @@ async function verifyOne(
   try {
     catalog.recordVerification({
       backupFile: candidate.name,
-      destination: candidate.source,
+      // Verdicts steer this host's retention: another host's copy is recorded under its own key.
+      destination: candidate.foreignHost ? `${candidate.source}@${candidate.host}` : candidate.source,
       status: result.status,
       error: result.error,
       details: { sha256: result.sha256, integrity: result.integrity, fingerprint: result.fingerprint },

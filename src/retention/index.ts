@@ -15,6 +15,7 @@ export {
 export {
   applySafetyRails,
   compareNewestFirst,
+  holdAfterTimeGap,
   isoWeek,
   planRetention,
   type Dated,
@@ -22,4 +23,4 @@ export {
   type PlanOptions,
   type RetentionPlan,
 } from './planner.js';
-export { RotationPolicy } from './rotation.js';
+export { RotationPolicy, type NamedBackup } from './rotation.js';

@@ -240,3 +240,28 @@ export function applySafetyRails<T extends Dated>(plan: RetentionPlan<T>): Reten
   rescue((all) => all.find((d) => d.backup.good === true), 'newest good backup');
   return { ...plan, keep, remove };
 }
+
+const DAY_MS = 86400_000;
+
+/**
+ * Why a backup run should hold its removals back, or undefined when it need not: the backup it just made is
+ * dated more than `gapMs` (default 7 days) after the newest one before it — a clock set forward, or a machine
+ * that was off — and the plan would remove more than half of the backups that were there. Then the history
+ * waits for a person (`litekeep prune` applies the same plan on purpose) instead of vanishing in one run.
+ */
+export function holdAfterTimeGap(input: {
+  made: Date;
+  previousNewest?: Date;
+  before: number;
+  removing: number;
+  gapMs?: number;
+}): string | undefined {
+  if (!input.previousNewest || input.removing === 0) return undefined;
+  const gap = input.made.getTime() - input.previousNewest.getTime();
+  if (gap <= (input.gapMs ?? 7 * DAY_MS) || input.removing * 2 <= input.before) return undefined;
+  return (
+    `this backup is dated ${Math.round(gap / DAY_MS)} days after the newest one before it (a clock set ` +
+    `forward, or a long pause?) and retention would remove ${input.removing} of ${input.before} backups: ` +
+    `nothing was removed — check the clock, then run 'litekeep prune' to apply the policy`
+  );
+}

@@ -1,9 +1,54 @@
 import http from 'node:http';
 import net from 'node:net';
-import { Gauge, Registry } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
 import { EXIT, LitekeepError, oneLine } from '../util/errors.js';
 import { formatDuration } from '../util/duration.js';
 import type { LogSink } from './logger.js';
+
+/** What the daemon knows about one off-site destination of a database, read from the catalog. */
+export interface DestinationHealthInput {
+  name: string;
+  type: string;
+  /** When the newest backup held there was taken. */
+  newestCopyTime?: Date;
+  lastSuccess?: Date;
+  lastFailure?: Date;
+  lastFailureError?: string;
+  /** Whether the newest upload attempt there failed. */
+  lastAttemptFailed: boolean;
+  /** Local backups it lacks that its retention would keep. */
+  missing: number;
+  /** Upload attempts recorded there, by status. */
+  uploadsByStatus: Record<string, number>;
+}
+
+/**
+ * Why a destination needs attention, or undefined: its newest upload attempt failed, or its newest copy is
+ * older than `maxAgeMs` (or it has none while there are local backups). `status` and `/healthz` both judge by it.
+ */
+export function destinationProblem(
+  d: Pick<DestinationHealthInput, 'newestCopyTime' | 'lastAttemptFailed' | 'lastFailureError'>,
+  maxAgeMs: number | undefined,
+  hasLocalBackups: boolean,
+  now: Date = new Date(),
+): string | undefined {
+  const problems: string[] = [];
+  if (d.lastAttemptFailed)
+    problems.push(`its last upload failed: ${oneLine(d.lastFailureError ?? 'unknown error')}`);
+  if (maxAgeMs !== undefined) {
+    if (!d.newestCopyTime) {
+      if (hasLocalBackups) problems.push('it holds no copy yet');
+    } else {
+      const ageMs = now.getTime() - d.newestCopyTime.getTime();
+      if (ageMs > maxAgeMs) {
+        problems.push(
+          `its newest copy is ${formatDuration(ageMs)} old, older than maxAge ${formatDuration(maxAgeMs)}`,
+        );
+      }
+    }
+  }
+  return problems.length ? problems.join('; ') : undefined;
+}
 
 /** What the daemon knows about one database, read from its catalog. */
 export interface DatabaseStatus {
@@ -21,6 +66,8 @@ export interface DatabaseStatus {
   newestBackupTime?: Date;
   /** Whether that newest run succeeded. */
   newestBackupOk: boolean;
+  /** Its off-site destinations. */
+  destinations?: DestinationHealthInput[];
 }
 
 export interface DaemonStatus {
@@ -29,17 +76,32 @@ export interface DaemonStatus {
   databases: DatabaseStatus[];
 }
 
+export interface DestinationHealth {
+  name: string;
+  healthy: boolean;
+  reason: string;
+  newestCopyTime?: string;
+  lastSuccess?: string;
+  lastFailure?: string;
+  missing: number;
+}
+
 export interface DatabaseHealth {
   name: string;
+  /** The local backups: the newest succeeded and is younger than maxAge. */
   healthy: boolean;
   reason: string;
   newestBackupTime?: string;
   ageSeconds?: number;
+  destinations: DestinationHealth[];
 }
 
 export interface HealthReport {
+  /** Everything is fine: local backups and every destination. */
   healthy: boolean;
-  /** Empty when healthy; otherwise every failing database's reason, joined. */
+  /** `degraded`: the local backups are fine, but a destination is stale or its last upload failed. */
+  status: 'ok' | 'degraded' | 'unhealthy';
+  /** Empty when healthy; otherwise every failing database's and destination's reason, joined. */
   reason: string;
   maxAgeSeconds: number;
   databases: DatabaseHealth[];
@@ -52,11 +114,30 @@ export interface HealthReport {
 export function evaluateHealth(status: DaemonStatus, now: Date = new Date()): HealthReport {
   const maxAgeSeconds = Math.round(status.maxAgeMs / 1000);
   if (status.databases.length === 0) {
-    return { healthy: false, reason: 'no databases configured', maxAgeSeconds, databases: [] };
+    return {
+      healthy: false,
+      status: 'unhealthy',
+      reason: 'no databases configured',
+      maxAgeSeconds,
+      databases: [],
+    };
   }
+  const iso = (d: Date | undefined) => d?.toISOString();
   const databases = status.databases.map((db): DatabaseHealth => {
     const newest = db.newestBackupTime ?? db.lastSuccess;
-    const base = { name: db.name, newestBackupTime: newest?.toISOString() };
+    const destinations = (db.destinations ?? []).map((d): DestinationHealth => {
+      const problem = destinationProblem(d, status.maxAgeMs, db.backupsOnDisk > 0, now);
+      return {
+        name: d.name,
+        healthy: !problem,
+        reason: problem ?? 'ok',
+        newestCopyTime: iso(d.newestCopyTime),
+        lastSuccess: iso(d.lastSuccess),
+        lastFailure: iso(d.lastFailure),
+        missing: d.missing,
+      };
+    });
+    const base = { name: db.name, newestBackupTime: newest?.toISOString(), destinations };
     if (!newest) return { ...base, healthy: false, reason: 'no backup yet' };
     const ageMs = now.getTime() - newest.getTime();
     const ageSeconds = Math.round(ageMs / 1000);
@@ -74,10 +155,16 @@ export function evaluateHealth(status: DaemonStatus, now: Date = new Date()): He
     }
     return { ...base, ageSeconds, healthy: true, reason: 'ok' };
   });
-  const failing = databases.filter((db) => !db.healthy);
+  const reasons: string[] = [];
+  for (const db of databases) {
+    if (!db.healthy) reasons.push(`${db.name}: ${db.reason}`);
+    for (const d of db.destinations) if (!d.healthy) reasons.push(`${db.name} on ${d.name}: ${d.reason}`);
+  }
+  const localOk = databases.every((db) => db.healthy);
   return {
-    healthy: failing.length === 0,
-    reason: failing.map((db) => `${db.name}: ${db.reason}`).join('; '),
+    healthy: reasons.length === 0,
+    status: reasons.length === 0 ? 'ok' : localOk ? 'degraded' : 'unhealthy',
+    reason: reasons.join('; '),
     maxAgeSeconds,
     databases,
   };
@@ -108,11 +195,48 @@ export async function renderMetrics(
   const lastBytes = gauge('litekeep_last_backup_bytes', 'Size in bytes of the last backup as stored.');
   const onDisk = gauge('litekeep_backups_on_disk', 'Number of backups in the local store.');
   const onDiskBytes = gauge('litekeep_backups_on_disk_bytes', 'Total size in bytes of the local backups.');
-  const runs = gauge('litekeep_runs_total', 'Backup runs recorded in the catalog, by status.', [
-    'database',
-    'status',
-  ]);
-  const healthy = gauge('litekeep_healthy', '1 when the newest backup succeeded and is younger than maxAge.');
+  const runs = new Counter({
+    name: 'litekeep_runs_total',
+    help: 'Backup runs recorded in the catalog, by status.',
+    labelNames: ['database', 'status'],
+    registers: [registry],
+  });
+  const destinationLabels = ['database', 'destination'];
+  const newestCopy = gauge(
+    'litekeep_destination_newest_copy_timestamp_seconds',
+    'Unix time at which the newest backup held by the destination was taken.',
+    destinationLabels,
+  );
+  const destinationSuccess = gauge(
+    'litekeep_destination_last_success_timestamp_seconds',
+    'Unix time of the last successful upload to the destination.',
+    destinationLabels,
+  );
+  const destinationFailure = gauge(
+    'litekeep_destination_last_failure_timestamp_seconds',
+    'Unix time of the last failed upload to the destination.',
+    destinationLabels,
+  );
+  const destinationMissing = gauge(
+    'litekeep_destination_missing_copies',
+    'Local backups the destination lacks that its retention would keep.',
+    destinationLabels,
+  );
+  const destinationHealthy = gauge(
+    'litekeep_destination_healthy',
+    '1 when the newest upload to the destination succeeded and its newest copy is younger than maxAge.',
+    destinationLabels,
+  );
+  const uploads = new Counter({
+    name: 'litekeep_destination_uploads_total',
+    help: 'Upload attempts to the destination recorded in the catalog, by status.',
+    labelNames: ['database', 'destination', 'status'],
+    registers: [registry],
+  });
+  const healthy = gauge(
+    'litekeep_healthy',
+    '1 when the newest local backup succeeded and is younger than maxAge (destinations: litekeep_destination_healthy).',
+  );
   const maxAge = new Gauge({
     name: 'litekeep_max_age_seconds',
     help: 'The configured maxAge that /healthz checks against.',
@@ -133,9 +257,24 @@ export async function renderMetrics(
     onDisk.set(labels, db.backupsOnDisk);
     onDiskBytes.set(labels, db.bytesOnDisk);
     for (const [runStatus, count] of Object.entries(db.runsByStatus)) {
-      runs.set({ database: db.name, status: runStatus }, count);
+      runs.inc({ database: db.name, status: runStatus }, count);
     }
-    healthy.set(labels, health.databases.find((entry) => entry.name === db.name)?.healthy ? 1 : 0);
+    const dbHealth = health.databases.find((entry) => entry.name === db.name);
+    healthy.set(labels, dbHealth?.healthy ? 1 : 0);
+    for (const d of db.destinations ?? []) {
+      const dl = { database: db.name, destination: d.name };
+      const put = (metric: Gauge, value: number | undefined) => {
+        if (value !== undefined && Number.isFinite(value)) metric.set(dl, value);
+      };
+      put(newestCopy, seconds(d.newestCopyTime));
+      put(destinationSuccess, seconds(d.lastSuccess));
+      put(destinationFailure, seconds(d.lastFailure));
+      destinationMissing.set(dl, d.missing);
+      destinationHealthy.set(dl, dbHealth?.destinations.find((x) => x.name === d.name)?.healthy ? 1 : 0);
+      for (const [uploadStatus, count] of Object.entries(d.uploadsByStatus)) {
+        uploads.inc({ ...dl, status: uploadStatus }, count);
+      }
+    }
   }
   return { body: await registry.metrics(), contentType: registry.contentType };
 }
@@ -219,12 +358,8 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
       try {
         if (pathname === '/healthz') {
           const report = evaluateHealth(await options.getStatus());
-          sendJson(
-            res,
-            report.healthy ? 200 : 503,
-            { status: report.healthy ? 'ok' : 'unhealthy', checkedAt: new Date().toISOString(), ...report },
-            head,
-          );
+          // Degraded answers 503 too: a monitor that only looks at the status code must hear about it.
+          sendJson(res, report.healthy ? 200 : 503, { checkedAt: new Date().toISOString(), ...report }, head);
         } else if (pathname === '/metrics') {
           const { body, contentType } = await renderMetrics(await options.getStatus());
           res.writeHead(200, { 'content-type': contentType, 'content-length': Buffer.byteLength(body) });

@@ -32,6 +32,7 @@ export {
 export {
   startHttpServer,
   evaluateHealth,
+  destinationProblem,
   renderMetrics,
   parseListen,
   isLoopback,
@@ -39,6 +40,8 @@ export {
   type DaemonStatus,
   type DatabaseStatus,
   type DatabaseHealth,
+  type DestinationHealth,
+  type DestinationHealthInput,
   type HealthReport,
   type HttpServerOptions,
   type HttpServerHandle,

@@ -1,26 +1,25 @@
 import fs from 'node:fs';
-import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
+import Database from 'better-sqlite3';
 import { EXIT, LitekeepError } from '../util/errors.js';
 import { formatDuration } from '../util/duration.js';
 import { isProcessAlive } from '../util/process.js';
 
 export { isProcessAlive };
 
-/** What a lock file says about the run that holds it. */
+/** Who holds a lock, as its holder described itself. */
 export interface LockHolder {
   pid: number;
   host: string;
-  /** ISO-8601, UTC. */
+  /** ISO-8601, UTC; `unknown` when the holder has not described itself. */
   startedAt: string;
   purpose: string;
 }
 
 export interface LockOptions {
-  /** How long to wait for a live holder to let go before failing (default 0: fail at once). */
+  /** How long to wait for the holder to let go before failing (default 0: fail at once). */
   waitMs?: number;
   /** How often to look again while waiting (default 250 ms). */
   pollMs?: number;
@@ -31,9 +30,10 @@ export interface LockOptions {
 }
 
 export interface Lock {
+  /** The holder description file; the kernel lock is on `<path>.db`. */
   readonly path: string;
   readonly holder: LockHolder;
-  /** Removes the lock file, but only while it is still ours. Safe to call twice. */
+  /** Lets go of the lock and removes our description. Safe to call twice. */
   release(): Promise<void>;
   releaseSync(): void;
 }
@@ -41,36 +41,58 @@ export interface Lock {
 /** Another run holds the lock (exit code 1). */
 export class LockHeldError extends LitekeepError {
   override name = 'LockHeldError';
+  /** How long the holder has held it, when it said when it started. */
+  readonly heldForMs?: number;
   constructor(
     readonly lockPath: string,
     readonly holder: LockHolder,
     waitedMs: number,
   ) {
-    const sameHost = holder.host === os.hostname();
     super(
       `another run holds ${lockPath}: pid ${holder.pid} on host ${holder.host}, started ${holder.startedAt}, ` +
-        `purpose "${holder.purpose}"; waited ${formatDuration(waitedMs)} — ` +
-        (sameHost
-          ? 'let it finish, or raise lockWait to wait longer'
-          : `let it finish, raise lockWait, or delete the file if pid ${holder.pid} no longer runs on ${holder.host}`),
+        `purpose "${holder.purpose}"; waited ${formatDuration(waitedMs)} — let it finish, or raise lockWait to wait longer`,
       { exitCode: EXIT.failed, stage: 'lock' },
     );
+    const started = Date.parse(holder.startedAt);
+    if (Number.isFinite(started)) this.heldForMs = Math.max(0, Date.now() - started);
   }
 }
 
-/** A lock file that exists but holds no readable JSON is from a writer killed between create and write. */
-const UNREADABLE_STALE_MS = 10_000;
-/** The takeover guard is held for a few milliseconds; one this old was left by a killed process. */
-const GUARD_STALE_MS = 10_000;
-
-/** Locks this process holds, released on exit. */
-const heldHere = new Map<string, Lock>();
+/** Locks this process holds, let go on exit (the kernel would, but our descriptions should go too). */
+const heldHere = new Set<Lock>();
 let exitHookInstalled = false;
 
-type LockState =
-  | { kind: 'free' }
-  | { kind: 'held'; holder: LockHolder; fingerprint: string; mtimeMs: number }
-  | { kind: 'unreadable'; fingerprint: string; mtimeMs: number };
+function lockIoError(lockPath: string, action: string, error: unknown): LitekeepError {
+  const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+  return new LitekeepError(
+    `cannot ${action} lock ${lockPath}: ${code}; check that its folder exists and is writable by this user ` +
+      `(on a network share, that it supports file locks)`,
+    { exitCode: EXIT.failed, stage: 'lock', cause: error },
+  );
+}
+
+const isBusy = (error: unknown) => /^SQLITE_(BUSY|LOCKED)/.test((error as { code?: string }).code ?? '');
+
+/**
+ * One exclusive transaction on the lock database: SQLite takes a write lock (fcntl) on the file and keeps it
+ * while the transaction is open. The kernel drops it when the process ends, however it ends. Returns the open
+ * connection, or undefined when another connection (in this process or any other) holds it.
+ */
+function tryExclusive(dbPath: string): Database.Database | undefined {
+  let db: Database.Database | undefined;
+  try {
+    // timeout 0: never block the event loop in SQLite's busy handler; waiting is done by polling here.
+    db = new Database(dbPath, { timeout: 0 });
+    // No fd of our own on this file, ever: closing one would drop every fcntl lock this process has on it.
+    fs.chmodSync(dbPath, 0o600);
+    db.exec('BEGIN EXCLUSIVE');
+    return db;
+  } catch (error) {
+    db?.close();
+    if (isBusy(error)) return undefined;
+    throw lockIoError(dbPath, 'take the', error);
+  }
+}
 
 function parseHolder(raw: string): LockHolder | undefined {
   try {
@@ -87,170 +109,113 @@ function parseHolder(raw: string): LockHolder | undefined {
   }
 }
 
-async function inspect(lockPath: string): Promise<LockState> {
-  let raw: string;
-  let stat: fs.Stats;
+function describedHolder(lockPath: string): LockHolder | undefined {
   try {
-    // fstat and read through one descriptor, so the fingerprint describes the content we read.
-    const handle = await fsp.open(lockPath, 'r');
-    try {
-      stat = await handle.stat();
-      raw = await handle.readFile('utf8');
-    } finally {
-      await handle.close();
-    }
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'free' };
-    throw lockIoError(lockPath, 'read', error);
+    return parseHolder(fs.readFileSync(lockPath, 'utf8'));
+  } catch {
+    return undefined;
   }
-  const fingerprint = `${stat.ino}:${stat.mtimeMs}:${raw}`;
-  const holder = parseHolder(raw);
-  return holder
-    ? { kind: 'held', holder, fingerprint, mtimeMs: stat.mtimeMs }
-    : { kind: 'unreadable', fingerprint, mtimeMs: stat.mtimeMs };
 }
 
-/** Who holds the lock at `lockPath`, or undefined when nobody does. */
-export async function readLockHolder(lockPath: string): Promise<LockHolder | undefined> {
-  const state = await inspect(path.resolve(lockPath));
-  if (state.kind === 'free') return undefined;
-  if (state.kind === 'held') return state.holder;
+function holderUnknown(): LockHolder {
   return {
     pid: 0,
     host: 'unknown',
-    startedAt: new Date(state.mtimeMs).toISOString(),
-    purpose: 'unknown (lock file being written, or left unreadable)',
+    startedAt: 'unknown',
+    purpose: 'unknown (the holder has not described itself yet)',
   };
 }
 
-function isStale(state: Exclude<LockState, { kind: 'free' }>): boolean {
-  if (state.kind === 'unreadable') return Date.now() - state.mtimeMs > UNREADABLE_STALE_MS;
-  const { holder } = state;
-  // A pid on another host cannot be checked from here: only a person can decide that lock is stale.
-  if (holder.host !== os.hostname()) return false;
-  // Our own pid, written before this process started: an earlier process that had the same pid (pid 1 in a
-  // restarted container). Comparing times rather than asking "do we hold it" stays right while another
-  // acquire in this same process is between creating the file and recording it.
-  if (holder.pid === process.pid) return Date.parse(holder.startedAt) < performance.timeOrigin;
-  return !isProcessAlive(holder.pid);
-}
-
-function lockIoError(lockPath: string, action: string, error: unknown): LitekeepError {
-  const code = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
-  return new LitekeepError(
-    `cannot ${action} lock file ${lockPath}: ${code}; check that its folder exists and is writable by this user`,
-    { exitCode: EXIT.failed, stage: 'lock', cause: error },
-  );
-}
-
-async function tryCreate(lockPath: string, holder: LockHolder): Promise<boolean> {
-  let handle: fsp.FileHandle;
-  try {
-    handle = await fsp.open(lockPath, 'wx', 0o600);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
-    throw lockIoError(lockPath, 'create', error);
-  }
-  try {
-    await handle.writeFile(JSON.stringify(holder) + '\n');
-    await handle.sync();
-  } catch (error) {
-    await handle.close().catch(() => {});
-    await fsp.unlink(lockPath).catch(() => {});
-    throw lockIoError(lockPath, 'write', error);
-  }
-  await handle.close();
-  return true;
-}
-
 /**
- * Removes a stale lock under a short-lived guard file, re-reading it first: two processes that both saw the
- * same stale lock cannot both remove it, so the later one cannot delete a fresh lock the earlier one created.
- * Returns true when the stale lock is gone.
+ * The holder of a busy lock as described in its file. Just after a takeover the file may still describe the
+ * previous holder, who is gone: then look again for a moment before saying "unknown".
  */
-async function removeStale(lockPath: string, fingerprint: string): Promise<boolean> {
-  const guard = `${lockPath}.takeover`;
-  let handle: fsp.FileHandle;
-  try {
-    handle = await fsp.open(guard, 'wx', 0o600);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw lockIoError(guard, 'create', error);
-    try {
-      const stat = await fsp.stat(guard);
-      if (Date.now() - stat.mtimeMs > GUARD_STALE_MS) await fsp.unlink(guard);
-    } catch {
-      // Gone already, or removed by another taker: either way try again on the next round.
+async function currentHolder(lockPath: string): Promise<LockHolder> {
+  for (let tries = 0; ; tries++) {
+    const holder = describedHolder(lockPath);
+    const plausible =
+      holder && (holder.host !== os.hostname() || holder.pid === process.pid || isProcessAlive(holder.pid));
+    if (plausible) {
+      // A holder describes itself within milliseconds of taking the lock: a description that still reads the
+      // same a moment later is the holder's own (and not a dead holder's whose pid was reused meanwhile).
+      await sleep(50);
+      const again = describedHolder(lockPath);
+      if (again && again.pid === holder.pid && again.startedAt === holder.startedAt) return holder;
+      if (tries >= 20) return again ?? holderUnknown();
+      continue;
     }
-    return false;
+    if (tries >= 20) return holderUnknown();
+    await sleep(25);
   }
+}
+
+/** Who holds the lock at `lockPath`, or undefined when nobody does (it asks the kernel, not the file). */
+export async function readLockHolder(lockPath: string): Promise<LockHolder | undefined> {
+  const target = path.resolve(lockPath);
+  if (!fs.existsSync(`${target}.db`)) return undefined;
+  const probe = tryExclusive(`${target}.db`);
+  if (probe) {
+    probe.exec('ROLLBACK');
+    probe.close();
+    return undefined;
+  }
+  return currentHolder(target);
+}
+
+/** Written beside the lock after it is taken: temp file, then rename, so a reader never sees half of it. */
+function describe(lockPath: string, holder: LockHolder): void {
+  const temp = `${lockPath}.${process.pid}.${Date.now().toString(36)}.tmp`;
   try {
-    const now = await inspect(lockPath);
-    if (now.kind === 'free') return true;
-    if (now.fingerprint === fingerprint) {
-      await fsp.unlink(lockPath).catch((error: NodeJS.ErrnoException) => {
-        if (error.code !== 'ENOENT') throw lockIoError(lockPath, 'remove stale', error);
-      });
-      return true;
-    }
-    return false;
-  } finally {
-    await handle.close().catch(() => {});
-    await fsp.unlink(guard).catch(() => {});
+    fs.writeFileSync(temp, JSON.stringify(holder) + '\n', { mode: 0o600, flag: 'wx' });
+    fs.renameSync(temp, lockPath);
+  } catch {
+    // Only messages suffer: the kernel lock is what excludes other runs.
+    fs.rmSync(temp, { force: true });
   }
 }
 
 function installExitHook(): void {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
-  // A process.exit() in the middle of a run (second signal) must not leave a lock behind for others to judge.
   process.once('exit', () => {
-    for (const lock of heldHere.values()) lock.releaseSync();
+    for (const lock of heldHere) lock.releaseSync();
   });
 }
 
-function makeLock(lockPath: string, holder: LockHolder): Lock {
+function makeLock(lockPath: string, db: Database.Database, holder: LockHolder): Lock {
   let released = false;
-  const isOurs = (raw: string): boolean => {
-    const current = parseHolder(raw);
-    return (
-      current !== undefined &&
-      current.pid === holder.pid &&
-      current.host === holder.host &&
-      current.startedAt === holder.startedAt
-    );
+  const releaseSync = () => {
+    if (released) return;
+    released = true;
+    heldHere.delete(lock);
+    // Still ours while the transaction is open, so nobody else can be describing themselves in the file.
+    const current = describedHolder(lockPath);
+    if (current && current.pid === holder.pid && current.startedAt === holder.startedAt) {
+      fs.rmSync(lockPath, { force: true });
+    }
+    try {
+      db.exec('ROLLBACK');
+    } finally {
+      db.close();
+    }
   };
   const lock: Lock = {
     path: lockPath,
     holder,
-    async release() {
-      if (released) return;
-      released = true;
-      heldHere.delete(lockPath);
-      try {
-        if (isOurs(await fsp.readFile(lockPath, 'utf8'))) await fsp.unlink(lockPath);
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw lockIoError(lockPath, 'release', error);
-      }
-    },
-    releaseSync() {
-      if (released) return;
-      released = true;
-      heldHere.delete(lockPath);
-      try {
-        if (isOurs(fs.readFileSync(lockPath, 'utf8'))) fs.unlinkSync(lockPath);
-      } catch {
-        // Best effort: this runs on the way out; a lock left behind is detected as stale by the next taker.
-      }
-    },
+    release: async () => releaseSync(),
+    releaseSync,
   };
+  heldHere.add(lock);
   return lock;
 }
 
 /**
- * Takes the lock for one database: a file created exclusively (O_EXCL) holding `{pid, host, startedAt,
- * purpose}`, mode 0600, in a folder created 0700 when missing. The daemon and a manual `litekeep backup` both
- * take it, so only one run per database happens at a time, across processes. A lock left by a killed
- * process on this host is taken over; a live holder is waited for up to `waitMs`, then LockHeldError.
+ * Takes the lock of one database, held by the kernel: an exclusive SQLite transaction on `<lockPath>.db`
+ * (mode 0600, folder created 0700), kept open until `release()`. It ends with its process however that ends
+ * (killed, crashed, the machine or container gone), so a lock left behind never blocks anyone and no guess
+ * about pids or host names is needed. `<lockPath>` describes the holder ({pid, host, startedAt, purpose}) for
+ * messages. The daemon and a manual `litekeep backup` both take it, so only one run per database happens at a
+ * time, across processes. A holder is waited for up to `waitMs`, then LockHeldError.
  */
 export async function acquireLock(lockPath: string, options: LockOptions = {}): Promise<Lock> {
   const target = path.resolve(lockPath);
@@ -259,57 +224,34 @@ export async function acquireLock(lockPath: string, options: LockOptions = {}): 
   const purpose = options.purpose ?? 'backup';
   const started = Date.now();
   const deadline = started + waitMs;
-  let unreadableRetries = 0;
-  let staleRetries = 0;
 
   const dir = path.dirname(target);
   try {
-    const created = await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
-    if (created) await fsp.chmod(dir, 0o700);
+    const created = fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    if (created) fs.chmodSync(dir, 0o700);
   } catch (error) {
-    throw lockIoError(target, 'create the folder of', error);
+    throw lockIoError(target, 'create the folder of the', error);
   }
 
   for (;;) {
     options.signal?.throwIfAborted();
-    const holder: LockHolder = {
-      pid: process.pid,
-      host: os.hostname(),
-      startedAt: new Date().toISOString(),
-      purpose,
-    };
-    if (await tryCreate(target, holder)) {
-      const lock = makeLock(target, holder);
-      heldHere.set(target, lock);
+    const db = tryExclusive(`${target}.db`);
+    if (db) {
+      const holder: LockHolder = {
+        pid: process.pid,
+        host: os.hostname(),
+        startedAt: new Date().toISOString(),
+        purpose,
+      };
+      describe(target, holder);
       installExitHook();
-      return lock;
-    }
-    const state = await inspect(target);
-    if (state.kind === 'free') continue;
-    if (isStale(state)) {
-      if (await removeStale(target, state.fingerprint)) continue;
-      // Another taker is removing it right now: look again in a moment, then report whoever won.
-      if (staleRetries++ < 100) {
-        await sleep(20);
-        continue;
-      }
-    }
-    if (state.kind === 'unreadable' && Date.now() - state.mtimeMs < 1000 && unreadableRetries++ < 20) {
-      // Created a moment ago and not written yet: its holder is about to be readable.
-      await sleep(50);
-      continue;
+      return makeLock(target, db, holder);
     }
     if (Date.now() >= deadline) {
-      const holderNow =
-        state.kind === 'held' ? state.holder : ((await readLockHolder(target)) ?? holderUnknown());
-      throw new LockHeldError(target, holderNow, Date.now() - started);
+      throw new LockHeldError(target, await currentHolder(target), Date.now() - started);
     }
     await sleep(Math.min(pollMs, Math.max(1, deadline - Date.now())), undefined, {
       signal: options.signal,
     });
   }
-}
-
-function holderUnknown(): LockHolder {
-  return { pid: 0, host: 'unknown', startedAt: 'unknown', purpose: 'unknown' };
 }

@@ -1,4 +1,5 @@
 import { pino, type DestinationStream, type Logger, type LevelWithSilent } from 'pino';
+import { redactUrlsInText } from '../util/redact.js';
 
 /** The few logging calls the scheduler makes; a pino Logger satisfies it. */
 export interface LogSink {
@@ -84,7 +85,12 @@ class PrettyDestination implements DestinationStream {
 export function createLogger(options: LoggerOptions = {}): Logger {
   const target = options.destination ?? process.stdout;
   const pretty = options.pretty ?? Boolean(target.isTTY);
-  const pinoOptions = { level: options.level ?? 'info', base: { pid: process.pid } };
+  const pinoOptions = {
+    level: options.level ?? 'info',
+    base: { pid: process.pid },
+    // Whatever a line holds (an error's message and stack, a URL in a field), no URL credentials get out.
+    hooks: { streamWrite: (line: string) => redactUrlsInText(line) },
+  };
   if (pretty) return pino(pinoOptions, new PrettyDestination(target, Boolean(target.isTTY)));
   if (options.destination) return pino(pinoOptions, { write: (chunk: string) => target.write(chunk) });
   return pino(pinoOptions, pino.destination({ dest: 1, sync: true }));

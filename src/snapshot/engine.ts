@@ -61,6 +61,17 @@ function sizeWithWal(source: string): number {
 }
 
 /**
+ * The online backup API in a single step, under one read transaction, so that writers cannot make it restart.
+ * better-sqlite3 takes SQLITE_BUSY on the first step (a writer kept its lock past the busy timeout) for "no
+ * pages left", resolves, and deletes the unfinished copy; opening the missing file afterwards would make an
+ * empty database that passes integrity_check. That is a lock, reported as one, never an empty backup.
+ */
+export async function backupInOneStep(source: Database.Database, target: string): Promise<void> {
+  await source.backup(target, { progress: () => 0x7fffffff });
+  if (!fs.existsSync(target)) throw Object.assign(new Error('database is locked'), { code: 'SQLITE_BUSY' });
+}
+
+/**
  * Takes a consistent copy of a live database with SQLite's own mechanisms, never by copying the file:
  * `VACUUM INTO` (compacted), or the online backup API in one step under one read transaction so that
  * constant writers cannot make it restart forever. Then fsyncs and checks the copy.
@@ -81,7 +92,7 @@ export async function snapshotInProcess(
     if (request.mode === 'vacuum') {
       db.prepare('VACUUM INTO ?').run(request.target);
     } else {
-      await db.backup(request.target, { progress: () => 0x7fffffff });
+      await backupInOneStep(db, request.target);
     }
   } finally {
     db.close();

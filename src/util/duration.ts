@@ -70,3 +70,15 @@ export function formatDuration(ms: number): string {
   }
   return parts.join('');
 }
+
+/**
+ * A configured duration as one would write it: the largest unit that divides it exactly, so that `maxAge: 26h`
+ * shows as `26h` (formatDuration would say `1d2h`), `stopTimeout: 10m` as `10m`, 1500 as `1500ms`.
+ */
+export function durationAsWritten(ms: number): string {
+  if (ms === 0) return '0s';
+  for (const unit of ['w', 'd', 'h', 'm', 's'] as const) {
+    if (ms % UNIT_MS[unit] === 0) return `${ms / UNIT_MS[unit]}${unit}`;
+  }
+  return `${ms}ms`;
+}

@@ -1,3 +1,5 @@
+import { redactUrlsInText } from './redact.js';
+
 /** Exit codes (BRIEF §4): 0 success, 1 the job failed, 2 bad usage or configuration, 3 partly done. */
 export const EXIT = { ok: 0, failed: 1, usage: 2, partial: 3 } as const;
 
@@ -16,10 +18,13 @@ export class LitekeepError extends Error {
   }
 }
 
-/** First line of an error's message, without stack or nested causes. */
+/**
+ * First line of an error's message, without stack or nested causes, and with the credentials of any URL in it
+ * masked: this is the text that is printed, logged, notified and stored in the activity log.
+ */
 export function oneLine(error: unknown): string {
   const message = error instanceof Error ? error.message : String(error);
-  return message.split('\n')[0].trim();
+  return redactUrlsInText(message.split('\n')[0].trim());
 }
 
 export function errorCode(error: unknown): string | undefined {

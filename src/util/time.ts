@@ -85,6 +85,11 @@ export function formatZoned(date: Date, timeZone: string): string {
   return `${p.year}-${pad(p.month)}-${pad(p.day)} ${pad(p.hour)}:${pad(p.minute)}:${pad(p.second)}`;
 }
 
+/** The one human form of a time in litekeep's output: wall clock in the zone, and the zone (`... 03:00:00 UTC`). */
+export function formatTime(date: Date, timeZone: string): string {
+  return `${formatZoned(date, timeZone)} ${timeZone}`;
+}
+
 export function compactStamp(date: Date, timeZone: string): string {
   const p = zonedParts(date, timeZone);
   return `${p.year}-${pad(p.month)}-${pad(p.day)}-${pad(p.hour)}${pad(p.minute)}${pad(p.second)}`;

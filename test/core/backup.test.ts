@@ -148,11 +148,24 @@ describe('bad input gets one clear line, a non-zero exit, and loses nothing', ()
     await expectFailure(['backup', '--frobnicate'], 2, /unknown option '--frobnicate'/);
   });
 
-  it('no database configured at all', async () => {
+  it('no database configured at all: says which folder and files were looked at', async () => {
     const dir = tempDir();
     const r = await runCli(['backup'], { cwd: dir });
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/no database configured: set DATABASE_URL/);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toContain(
+      `no database configured: looked at no config file (litekeep.yml, litekeep.yaml or litekeep.json in ${dir}), ` +
+        `no .env file in ${dir} and the environment (no DATABASE_URL); set DATABASE_URL=sqlite:///path/to/app.db`,
+    );
+    // A .env that is there but names no database, and a config file without one, are named as such.
+    fs.writeFileSync(path.join(dir, '.env'), 'DATABSE_URL=sqlite:///app.db\n');
+    fs.writeFileSync(path.join(dir, 'litekeep.yml'), 'timeZone: UTC\n');
+    const named = await runCli(['list'], { cwd: dir });
+    expect(named.code).toBe(2);
+    expect(named.stderr).toContain(
+      `looked at config file ${path.join(dir, 'litekeep.yml')} (no database: or databases:), ` +
+        `env file ${path.join(dir, '.env')} (no DATABASE_URL)`,
+    );
   });
 
   it('a database held under an exclusive lock by another process: waits, then a clear error', async () => {
@@ -245,11 +258,13 @@ describe('live writes during the backup', () => {
         });
         let out = '';
         writer.stdout.on('data', (d: Buffer) => (out += d.toString()));
+        // Rows are committed and the writer goes on writing while the backup runs.
         await new Promise<void>((resolve) => writer.stdout.once('data', () => resolve()));
-        await new Promise((r) => setTimeout(r, 300));
         const args = ['backup', '--db', db, '--dir', path.join(dir, 'b'), '--json', '--compression', 'none'];
         if (!vacuum) args.push('--no-vacuum');
-        const r = await runCli(args);
+        // A rollback-journal database under a writer that never pauses can keep a reader waiting for a long
+        // while on a busy machine: a generous bound on that wait, so that only a torn copy fails this test.
+        const r = await runCli(args, { env: { LITEKEEP_BUSY_TIMEOUT: '60s' }, timeoutMs: 100_000 });
         writer.kill('SIGTERM');
         const exit = await new Promise<number>((resolve) => writer.on('close', (c) => resolve(c ?? 1)));
         const final = JSON.parse(out.trim().split('\n').pop()!);
@@ -271,7 +286,7 @@ describe('live writes during the backup', () => {
         expect(max).toBe(n); // no gaps: a prefix
         expect(n % 5).toBe(0); // whole transactions only
         expect(n).toBeLessThanOrEqual(final.committed);
-      });
+      }, 120_000);
     }
   }
 });

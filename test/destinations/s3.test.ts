@@ -15,7 +15,7 @@ import {
   type S3DestinationOptions,
 } from '../../src/destinations/s3.js';
 import type { ArtifactMetadata } from '../../src/destinations/types.js';
-import { startS3Server, type S3TestServer } from '../servers/s3-server.js';
+import { rawS3Client, startS3Server, type S3TestServer } from '../servers/s3-server.js';
 
 const MiB = 1024 * 1024;
 let server: S3TestServer;
@@ -27,14 +27,7 @@ beforeAll(async () => {
   server = await startS3Server();
   work = fs.mkdtempSync(path.join(os.tmpdir(), 'litekeep-s3-test-'));
   // An independent client, to see what the server holds without going through the code under test.
-  raw = new S3Client({
-    endpoint: server.endpoint,
-    forcePathStyle: true,
-    region: 'us-east-1',
-    credentials: { accessKeyId: server.accessKeyId, secretAccessKey: server.secretAccessKey },
-    requestChecksumCalculation: 'WHEN_REQUIRED',
-    responseChecksumValidation: 'WHEN_REQUIRED',
-  });
+  raw = rawS3Client(server);
 });
 
 afterAll(async () => {

@@ -1,11 +1,7 @@
 import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import Database from 'better-sqlite3';
 
-export function tempDir(prefix = 'litekeep-test-'): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
-}
+export { tempDir } from './temp.js';
 
 /** A small real database with `rows` rows in table `items`. */
 export function makeDatabase(file: string, rows = 200, journalMode: 'wal' | 'delete' = 'wal'): void {
@@ -16,6 +12,17 @@ export function makeDatabase(file: string, rows = 200, journalMode: 'wal' | 'del
   db.transaction(() => {
     for (let i = 0; i < rows; i++) insert.run(`item ${i}`, Buffer.alloc(64, i % 256));
   })();
+  db.close();
+}
+
+/** A database of `rows` rows of `bytesPerRow` random (incompressible) bytes in table `blobs`. */
+export function makeRandomDatabase(file: string, rows: number, bytesPerRow = 8000): void {
+  const db = new Database(file);
+  db.exec('CREATE TABLE blobs (id INTEGER PRIMARY KEY, data BLOB NOT NULL)');
+  db.prepare(
+    'WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) ' +
+      'INSERT INTO blobs (data) SELECT randomblob(?) FROM n',
+  ).run(rows, bytesPerRow);
   db.close();
 }
 

@@ -176,10 +176,11 @@ describe('litekeep daemon: catch-up, /healthz, /metrics and logs', () => {
       env: { ...w.env, LITEKEEP_CATCH_UP: 'false' },
     });
     const url = await healthUrl(daemon);
-    await daemon.waitFor(msg('litekeep daemon started'));
+    await daemon.waitFor(msg('daemon started'));
     // Longer than the catch-up delay (5 s) would take to start a run.
     await new Promise((resolve) => setTimeout(resolve, 7_000));
     expect(daemon.records.some(msg('run started'))).toBe(false);
+    expect(daemon.records.filter(msg('started'))).toHaveLength(1);
     expect(backupFiles(w.backups)).toEqual([]);
     expect((await getJson(`${url}/healthz`)).status).toBe(503);
     daemon.process.kill('SIGTERM');

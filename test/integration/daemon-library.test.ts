@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -8,6 +9,7 @@ import {
   loadConfig,
   type RunBackupResult,
 } from '../../src/index.js';
+import { cleanEnv, TSX_LOADER } from '../helpers/cli.js';
 import { countRows, makeDatabase, tempDir } from '../helpers/db.js';
 import { backupFiles, tempFiles } from './daemon-helpers.js';
 
@@ -103,6 +105,34 @@ describe('embedding: scheduleBackupTask and runBackupTask', () => {
     const status = await statusFromCatalog(loadConfig({ cwd: w.dir, env: w.env }).databases, 60_000);
     expect(status.databases[0]).toMatchObject({ name: 'app', backupsOnDisk: count, newestBackupOk: true });
     expect(status.databases[0].runsByStatus.ok).toBe(made.length);
+  });
+
+  it('is silent inside a host app unless the app passes a logger', async () => {
+    const host = (env: NodeJS.ProcessEnv) =>
+      new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
+        const w = workspace(10);
+        const child = spawn(
+          process.execPath,
+          ['--import', TSX_LOADER, path.join(__dirname, 'fixtures', 'host-app.ts')],
+          { cwd: w.dir, env: { ...cleanEnv(), ...w.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
+        );
+        let stdout = '';
+        let stderr = '';
+        child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+        child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+        child.on('error', reject);
+        child.on('close', (code) => resolve({ code, stdout, stderr }));
+      });
+    // The catch-up run (there is no backup yet) happens, and litekeep prints nothing of its own.
+    const quiet = await host({});
+    expect(quiet.code).toBe(0);
+    expect(quiet.stdout).toBe('{"app":"done","status":"ok"}\n');
+    expect(quiet.stderr).toBe('');
+    // With a logger, the same run is logged through it.
+    const logged = await host({ HOST_LOGGER: 'console' });
+    expect(logged.code).toBe(0);
+    expect(logged.stdout).toMatch(/backup of app done: backup-/);
+    expect(logged.stdout.trim().split('\n').pop()).toBe('{"app":"done","status":"ok"}');
   });
 
   it('statusFromCatalog reads a folder without backups without creating it', async () => {

@@ -5,10 +5,15 @@ import path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { Catalog } from '../../src/catalog/index.js';
 import { acquireLock } from '../../src/scheduler/index.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { runCli } from '../helpers/cli.js';
+import { runFixture, type Child } from '../scheduler/helpers.js';
+import { startRecorder } from '../servers/http-recorder.js';
 import { makeDatabase } from '../helpers/db.js';
 import {
   backupFiles,
+  getJson,
+  healthUrl,
   makeLargeDatabase,
   msg,
   spawnDaemon,
@@ -22,6 +27,11 @@ import {
 
 afterAll(removeDaemonDirs);
 afterEach(killDaemons);
+/** Lock holders spawned by a test, killed after it. */
+const stuck: Child[] = [];
+afterEach(() => {
+  for (const child of stuck.splice(0)) child.process.kill('SIGKILL');
+});
 let daemon: DaemonChild | undefined;
 
 function workspace() {
@@ -92,6 +102,77 @@ describe('one run at a time per database, across processes', () => {
     const catalog = Catalog.open(w.backups);
     expect(catalog.runsByStatus().failed).toBeUndefined();
     catalog.close();
+  });
+
+  it.each([
+    [
+      'another host (the container was recreated under a new name)',
+      () => ({ pid: process.pid, host: 'old-web-7f9c' }),
+    ],
+    ['a live pid unrelated to litekeep (reused after a reboot)', () => ({ pid: 1, host: os.hostname() })],
+  ])('a lock description left by %s does not block the next backup', async (_label, who) => {
+    const w = workspace();
+    makeDatabase(w.db, 20);
+    fs.mkdirSync(path.dirname(w.lock), { recursive: true, mode: 0o700 });
+    fs.writeFileSync(
+      w.lock,
+      JSON.stringify({ ...who(), startedAt: '2026-01-01T03:00:00.000Z', purpose: 'schedule backup of app' }),
+    );
+    const r = await runCli(['backup', '--json', '--compression', 'none'], { cwd: w.dir, env: w.env });
+    expect(r.code, r.stderr).toBe(0);
+    expect(backupFiles(w.backups)).toHaveLength(1);
+    expect(fs.existsSync(w.lock)).toBe(false);
+  });
+
+  it('a run that holds the lock longer than runTimeout is a failure: recorded, notified, in status and /healthz', async () => {
+    const w = workspace();
+    makeDatabase(w.db, 20);
+    const ntfy = await startRecorder();
+    const env = { ...w.env, LITEKEEP_NOTIFY_NTFY_SERVER: ntfy.url, LITEKEEP_NOTIFY_NTFY_TOPIC: 'stuck' };
+    try {
+      const first = await runCli(['backup', '--json'], { cwd: w.dir, env });
+      expect(first.code, first.stderr).toBe(0);
+      // A run that hangs while holding the lock (a stuck mount, a process stopped with SIGSTOP...).
+      const holder = runFixture('lock-child.ts', [w.lock, '600000', '0']);
+      stuck.push(holder);
+      await holder.waitForLine((line) => line.includes('"acquired"'));
+      const since = Date.parse(JSON.parse(fs.readFileSync(w.lock, 'utf8')).startedAt);
+      // Held for longer than the 1 s runTimeout of the runs below.
+      while (Date.now() - since < 1_500) await sleep(50);
+      const limited = { ...env, LITEKEEP_RUN_TIMEOUT: '1s' };
+
+      const blocked = await runCli(['backup', '--json'], { cwd: w.dir, env: limited });
+      expect(blocked.code, blocked.stderr).toBe(1);
+      const out = JSON.parse(blocked.stdout) as { status: string; stage: string; error: string };
+      expect(out).toMatchObject({ status: 'failed', stage: 'lock' });
+      expect(out.error).toMatch(
+        new RegExp(`^a run seems stuck: pid ${holder.process.pid} on host .* longer than runTimeout 1s`),
+      );
+      const catalog = Catalog.open(w.backups);
+      expect(catalog.runsByStatus()).toEqual({ ok: 1, failed: 1 });
+      catalog.close();
+      const alert = ntfy.requests.filter((r) => r.path === '/stuck').at(-1)!;
+      expect(alert.headers.priority).toBe('high');
+      expect(alert.body).toContain('a run seems stuck');
+      const status = JSON.parse((await runCli(['status', '--json'], { cwd: w.dir, env: limited })).stdout);
+      expect(status.lastFailure.error).toContain('a run seems stuck');
+
+      daemon = spawnDaemon(['--schedule', '*/2 * * * * *', '--http', '127.0.0.1:0'], {
+        cwd: w.dir,
+        env: { ...limited, LITEKEEP_CATCH_UP: 'false' },
+      });
+      const url = await healthUrl(daemon);
+      const failed = await daemon.waitFor(msg('backup of app failed'), 20_000);
+      expect(failed.level).toBe(50);
+      expect(String(failed.msg)).toContain('a run seems stuck');
+      const health = await getJson(`${url}/healthz`);
+      expect(health.status).toBe(503);
+      expect(String(health.body.reason)).toContain('a run seems stuck');
+      daemon.process.kill('SIGTERM');
+      expect((await daemon.exited).code, daemon.stderr()).toBe(0);
+    } finally {
+      await ntfy.close();
+    }
   });
 
   it('a lock left by a killed process is taken over by the next backup', async () => {

@@ -12,7 +12,8 @@ import { loadConfig, type DatabaseTarget } from '../../src/config/index.js';
 import { buildS3Metadata } from '../../src/destinations/s3.js';
 import { CLI_SOURCE, cleanEnv, runCli, TSX_LOADER } from '../helpers/cli.js';
 import { countRows, filesIn, makeDatabase, tempDir } from '../helpers/db.js';
-import { startS3Server, type S3TestServer } from '../servers/s3-server.js';
+import { canMount, mountTmpfs } from '../helpers/mount.js';
+import { rawS3Client, startS3Server, type S3TestServer } from '../servers/s3-server.js';
 
 const DAY = 86400_000;
 const made: string[] = [];
@@ -21,14 +22,7 @@ let raw: S3Client;
 
 beforeAll(async () => {
   s3 = await startS3Server();
-  raw = new S3Client({
-    endpoint: s3.endpoint,
-    forcePathStyle: true,
-    region: 'us-east-1',
-    credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
-    requestChecksumCalculation: 'WHEN_REQUIRED',
-    responseChecksumValidation: 'WHEN_REQUIRED',
-  });
+  raw = rawS3Client(s3);
 });
 
 afterAll(async () => {
@@ -146,16 +140,14 @@ describe('retention never removes a backup better than what it keeps', () => {
     expect(r.stderr).toMatch(/set aside and counted by no rule, because their newest verification failed/);
     expect(backupFiles(m.backups)).toEqual([good.file, bad1.file, bad2.file].sort());
 
-    // Asked for by name, the set-aside ones go; the verified one never does.
+    // Asked for, the set-aside ones go — but never the newest backup there is, nor the verified one.
     const cleaned = await cli(m, ['prune', '--remove-failed', ...onlyLast2]);
     expect(cleaned.code).toBe(0);
-    expect(backupFiles(m.backups)).toEqual([good.file]);
+    expect(backupFiles(m.backups)).toEqual([good.file, bad2.file].sort());
     const catalog = Catalog.open(m.backups);
     const deletions = catalog.history().filter((e) => e.kind === 'deletion');
     catalog.close();
-    expect(deletions.map((d) => (d as { backupFile: string }).backupFile).sort()).toEqual(
-      [bad1.file, bad2.file].sort(),
-    );
+    expect(deletions.map((d) => (d as { backupFile: string }).backupFile)).toEqual([bad1.file]);
   });
 
   it('the newest backup known to be good is never removed, even when the rules prefer newer unknown ones', async () => {
@@ -469,7 +461,7 @@ describe('no plaintext readable by others, nothing large left behind', () => {
         });
       });
       expect(out.code, `${command}: ${out.stderr}`).toBe(1);
-      expect(out.stderr).toMatch(new RegExp(`SIGINT received, stopping the ${command}`));
+      expect(out.stderr).toMatch(/SIGINT received, stopping the (restore|verification)/);
       expect(filesIn(m.dir).filter((f) => f.includes('.restore-'))).toEqual([]);
       expect(tempFolders(pid)).toEqual([]);
       expect(fs.readFileSync(m.db).equals(before)).toBe(true);
@@ -526,4 +518,132 @@ describe('nothing counts as a backup before its bytes decode back to the snapsho
       expect(filesIn(m.backups).filter((f) => f.endsWith('.tmp'))).toEqual([]);
     },
   );
+});
+
+describe('what the review of this change found', () => {
+  it("verifying another host's copy uses nothing this host recorded, and its verdict never steers this host's retention", async () => {
+    const prefix = `never/verify-${Date.now()}`;
+    const shared = tempDir('litekeep-shared-verify-');
+    made.push(shared);
+    const alpha = machine({ host: 'alpha', rows: 10, prefix, shared });
+    const beta = machine({ host: 'beta', rows: 20, prefix, shared });
+    const when = new Date(Date.now() - DAY);
+    const a = await backupAt(alpha, when);
+    await backupAt(beta, when);
+    for (const m of [alpha, beta]) expect((await cli(m, ['sync'])).code).toBe(0);
+    const v = await cli(alpha, ['verify', a.file, '--from', 'usb', '--host', 'beta']);
+    expect(v.stdout).toMatch(/^ok {6}app\/\S+ from usb \(host beta\): .*fingerprint not recorded/);
+    expect(v.code).toBe(0);
+    const catalog = Catalog.open(alpha.backups);
+    const verdicts = catalog.history().filter((e) => e.kind === 'verification');
+    catalog.close();
+    expect(verdicts.map((e) => (e as { destination: string }).destination)).toEqual(['usb@beta']);
+  });
+
+  it.skipIf(!canMount())(
+    'a full temp folder is an ERROR, not a FAILED backup; --remove-failed never removes the newest',
+    async () => {
+      const m = machine({ config: { destinations: [] } });
+      const now = Date.now();
+      const older = await backupAt(m, new Date(now - 2 * DAY));
+      const newest = await backupAt(m, new Date(now - DAY));
+      const small = mountTmpfs({ sizeKb: 64 });
+      try {
+        const v = await runCli(['verify', 'all'], { cwd: m.dir, env: { ...m.env, TMPDIR: small.dir } });
+        expect(v.code).toBe(1);
+        expect(v.stdout.match(/^ERROR /gm)).toHaveLength(2);
+        expect(v.stdout).not.toMatch(/^FAILED/m);
+      } finally {
+        small.unmount();
+      }
+      const r = await cli(m, ['prune', '--remove-failed', '--keep-last', '5']);
+      expect(r.code).toBe(0);
+      expect(backupFiles(m.backups)).toEqual([older.file, newest.file].sort());
+      // Both proven bad now: --remove-failed takes the older one, never the newest there is.
+      flipByte(older.path);
+      flipByte(newest.path);
+      expect((await cli(m, ['verify', 'all'])).stdout.match(/^FAILED/gm)).toHaveLength(2);
+      expect((await cli(m, ['prune', '--remove-failed', '--keep-last', '5'])).code).toBe(0);
+      expect(backupFiles(m.backups)).toEqual([newest.file]);
+    },
+  );
+
+  it('a run whose clock jumped forward removes nothing and says so; latest then passes over the future backup', async () => {
+    const m = machine({
+      config: { destinations: [], retention: { daily: 0, weekly: 0, monthly: 0, within: '30d' } },
+    });
+    const now = Date.now();
+    const past: BackupResult[] = [];
+    for (let d = 20; d >= 1; d--) past.push(await backupAt(m, new Date(now - d * DAY)));
+    // The run of a machine whose clock is a year ahead, as the daemon would do it.
+    const future = new Date(now + 365 * DAY);
+    const manager = new BackupManager(m.target());
+    let held: string | undefined;
+    try {
+      const b = await manager.createBackup({ now: future });
+      const prune = await manager.prune({ protect: [b.file], madeByRun: b.file, now: future });
+      held = prune.held;
+      expect(prune.removed).toEqual([]);
+    } finally {
+      manager.close();
+    }
+    expect(held).toMatch(
+      /dated 366 days after the newest one before it .* would remove 20 of 20 backups: nothing was removed/,
+    );
+    for (const b of past) expect(fs.existsSync(b.path)).toBe(true);
+    // The clock is right again: latest is the newest backup that is not in the future.
+    const r = await cli(m, ['restore', 'latest', '--dry-run']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/- passed over: backup-\S+ is dated in the future/);
+    expect(r.stdout).toContain(`- selected ${past.at(-1)!.file} from local`);
+  });
+
+  it('a local destination that overlaps the backup folder is refused', async () => {
+    const m = machine({ config: { destinations: [{ name: 'same', type: 'local', path: 'backups' }] } });
+    const r = await cli(m, ['backup']);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim()).toMatch(
+      /^litekeep: app: destination 'same' \(\S+\) overlaps the backup folder \S+; point its path at another disk or folder$/,
+    );
+    expect(fs.existsSync(m.backups)).toBe(false);
+  });
+
+  it('dry runs leave an older catalog as it is', async () => {
+    const m = machine({ config: { destinations: [] } });
+    await backupAt(m, new Date(Date.now() - DAY));
+    // Make the catalog look like one written before this version (schema 1).
+    const file = path.join(m.backups, '.litekeep', 'catalog.db');
+    const db = new Database(file);
+    db.pragma('user_version = 1');
+    db.close();
+    const before = fs.readFileSync(file);
+    for (const args of [['backup', '--dry-run'], ['prune', '--dry-run'], ['list'], ['status']]) {
+      const r = await cli(m, args);
+      expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(0);
+    }
+    const after = new Database(file, { readonly: true });
+    expect(after.pragma('user_version', { simple: true })).toBe(1);
+    after.close();
+    expect(fs.readFileSync(file).equals(before)).toBe(true);
+    const restored = path.join(m.dir, 'nowhere', 'yet', 'x.db');
+    expect((await cli(m, ['restore', 'latest', '--dry-run', '--to', restored])).code).toBe(0);
+    expect(fs.existsSync(path.join(m.dir, 'nowhere'))).toBe(false);
+  });
+
+  it('the first backup records the host name, and later runs keep it when the system one changes', async () => {
+    const m = machine({ config: {} });
+    const prefix = JSON.parse(fs.readFileSync(path.join(m.dir, 'litekeep.yml'), 'utf8')).destinations[0]
+      .prefix;
+    expect((await cli(m, ['backup'])).code).toBe(0);
+    const record = path.join(m.backups, '.litekeep', 'host');
+    expect(fs.readFileSync(record, 'utf8').trim()).toBe(os.hostname());
+    // As if the container had been recreated under another host name: the folder's record decides.
+    fs.writeFileSync(record, 'the-first-name\n');
+    const b = await cli(m, ['backup', '--json']);
+    expect(b.code).toBe(0);
+    const listing = JSON.parse((await cli(m, ['list', '--from', 'bucket', '--json'])).stdout).backups as {
+      id: string;
+    }[];
+    expect(listing.map((o) => o.id)).toContain(`${prefix}/app/the-first-name/${JSON.parse(b.stdout).file}`);
+  });
 });

@@ -72,7 +72,7 @@ describe('litekeep prune', () => {
     expect(text.code).toBe(0);
     expect(text.stdout).toContain('policy 7 daily, 4 weekly, 12 monthly, manual backups within 7d (UTC)');
     expect(text.stdout).toMatch(
-      /keep\s+backup-2020-12-27-030000\.db\s+2020-12-27 03:00:00\s+weekly 2020-W52/,
+      /keep\s+backup-2020-12-27-030000\.db\s+2020-12-27 03:00:00 UTC\s+weekly 2020-W52/,
     );
     expect(text.stdout).toMatch(/remove\s+backup-2020-12-26-030000\.db/);
     expect(text.stdout).toContain(`dry run: would remove ${DAYS.length - KEPT}, keep ${KEPT}`);
@@ -169,9 +169,9 @@ describe('litekeep prune', () => {
     const lines = r.stderr.trim().split('\n');
     expect(lines.sort()).toEqual(
       [
-        'warning: unrecognised file left alone: backup-2021-01-01-030000.db.bak',
-        'warning: unrecognised file left alone: backup-2021-01-01.db',
-        'warning: unrecognised file left alone: backup-2021-13-01-030000.db',
+        'litekeep: warning: unrecognised file left alone: backup-2021-01-01-030000.db.bak',
+        'litekeep: warning: unrecognised file left alone: backup-2021-01-01.db',
+        'litekeep: warning: unrecognised file left alone: backup-2021-13-01-030000.db',
       ].sort(),
     );
     expect(filesIn(w.backups)).toEqual(
@@ -195,7 +195,9 @@ describe('litekeep prune', () => {
       env: { ...env, ...ONLY_RULES },
     });
     expect(r.code).toBe(3);
-    expect(r.stderr).toMatch(new RegExp(`^warning: could not delete ${nameOf('2021-01-03')}: EPERM.*\\n$`));
+    expect(r.stderr).toMatch(
+      new RegExp(`^litekeep: warning: could not delete ${nameOf('2021-01-03')}: EPERM.*\\n$`),
+    );
     expect(r.stdout).toMatch(/FAILED\s+backup-2021-01-03-030000\.db/);
     expect(r.stdout).toContain('removed 3, kept 2, 1 could not be deleted');
     expect(backupFiles(w.backups)).toEqual(

@@ -1,13 +1,14 @@
 import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
+import { generateIdentity, readIdentityFile } from '../../src/pipeline/index.js';
+import { tempDir as trackedTempDir } from '../helpers/temp.js';
 
 export function tempDir(): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), 'litekeep-pipeline-'));
+  return trackedTempDir('litekeep-pipeline-');
 }
 
 /** A real SQLite database of about `mb` MB: text rows (compressible) plus some random blobs (not). */
@@ -27,7 +28,7 @@ export function makeDatabase(file: string, mb = 3): void {
 }
 
 export function sha256sum(file: string): string {
-  return execFileSync('sha256sum', [file], { encoding: 'utf8' }).split(' ')[0];
+  return crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
 }
 
 /** Runs a bash pipeline (pipefail), returning stdout; throws with stderr on failure. */
@@ -41,11 +42,22 @@ export function sh(script: string, env: Record<string, string> = {}): string {
 
 export const AGE_PTY = path.join(path.dirname(fileURLToPath(import.meta.url)), 'age-pty.py');
 
-/** age CLI key pair made by age-keygen. */
-export function ageKeygen(
-  dir: string,
-  name = 'cli-key.txt',
-): { file: string; recipient: string; identity: string } {
+export interface AgeKeyPair {
+  file: string;
+  recipient: string;
+  identity: string;
+}
+
+/** An age key pair made by the library: what tests use when the age programs may not be installed. */
+export async function ageKeyPair(dir: string, name = 'key.txt'): Promise<AgeKeyPair> {
+  const file = path.join(dir, name);
+  const { recipient } = await generateIdentity(file);
+  const [identity] = await readIdentityFile(file);
+  return { file, recipient, identity };
+}
+
+/** A key pair made by the age-keygen program (tests that call it first check that it is installed). */
+export function ageKeygen(dir: string, name = 'cli-key.txt'): AgeKeyPair {
   const file = path.join(dir, name);
   execFileSync('age-keygen', ['-o', file], { stdio: 'ignore' });
   const recipient = execFileSync('age-keygen', ['-y', file], { encoding: 'utf8' }).trim();

@@ -22,8 +22,17 @@ function addRows(file: string, rows: number, seed: number): void {
   db.close();
 }
 
-/** Runs `litekeep restore` and SIGKILLs it when its output shows `marker`, or after `delayMs`. */
-function restoreKilled(w: Workspace, kill: { marker?: string; delayMs?: number }): Promise<string> {
+/** When to kill: on a line of the restore's output, or once its temp file beside the target holds this many bytes. */
+interface KillPlan {
+  marker?: string;
+  tempBytes?: number;
+}
+
+/**
+ * Runs `litekeep restore` and SIGKILLs it at the event the plan names (never after a fixed delay, so that a
+ * slow or busy machine kills at the same points as a fast one). Resolves with its output once it has exited.
+ */
+function restoreKilled(w: Workspace, kill: KillPlan): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = spawn(
       process.execPath,
@@ -32,14 +41,27 @@ function restoreKilled(w: Workspace, kill: { marker?: string; delayMs?: number }
     );
     let out = '';
     const stop = () => child.kill('SIGKILL');
-    const timer = kill.delayMs !== undefined ? setTimeout(stop, kill.delayMs) : undefined;
+    // The temp file grows as the backup is fetched and decoded into it: watch it until it is big enough.
+    const watcher =
+      kill.tempBytes !== undefined
+        ? setInterval(() => {
+            for (const name of fs.readdirSync(w.dir)) {
+              if (!name.includes('.restore-') || !name.endsWith('.tmp')) continue;
+              try {
+                if (fs.statSync(path.join(w.dir, name)).size >= kill.tempBytes!) stop();
+              } catch {
+                // renamed or removed between the listing and the stat
+              }
+            }
+          }, 5)
+        : undefined;
     child.stdout.on('data', (d: Buffer) => {
       out += d.toString();
       if (kill.marker && out.includes(kill.marker)) stop();
     });
     child.on('error', reject);
     child.on('close', () => {
-      clearTimeout(timer);
+      clearInterval(watcher);
       resolve(out);
     });
   });
@@ -52,7 +74,7 @@ describe('a restore killed at any point', () => {
     const backups = path.join(dir, 'backups');
     const w: Workspace = { dir, db, backups, args: ['--db', db, '--dir', backups] };
     addRows(db, ROWS, 1);
-    await backup(w);
+    const made = await backup(w);
     const fresh = contents(db);
     // The old database: more rows in the main file, and more again only in its -wal (plus an open
     // transaction's frames); the main file alone would be a third state, the mix we must never see.
@@ -70,16 +92,16 @@ describe('a restore killed at any point', () => {
     expect(old.rows).toBe(ROWS + 350);
     expect(fresh.rows).toBe(ROWS);
 
-    // One full run first, to spread the kills over its length (whatever this machine's speed).
-    setOld();
-    const started = Date.now();
-    expect(await restoreKilled(w, {})).toContain('restored backup-');
-    const full = Date.now() - started;
-    const plans: { marker?: string; delayMs?: number }[] = [
+    // Kills at each step, and while the backup is being fetched into the temp file (a quarter, half, three
+    // quarters and all of the database's bytes written).
+    const dbBytes = made.plainBytes;
+    expect(dbBytes).toBeGreaterThan(ROWS * 2048);
+    const plans: KillPlan[] = [
       { marker: '- selected' },
+      ...[0.25, 0.5, 0.75, 1].map((f) => ({ tempBytes: Math.round(dbBytes * f) })),
       { marker: '- fetched into' },
       { marker: '- kept the current database' },
-      ...[0.5, 0.7, 0.8, 0.85, 0.9, 0.95, 1].map((f) => ({ delayMs: Math.round(full * f) })),
+      { marker: '- moved it into place' },
     ];
     const seen: string[] = [];
     for (const plan of plans) {
@@ -98,5 +120,9 @@ describe('a restore killed at any point', () => {
     expect(contents(db, { asApplication: true }).digest).toBe(fresh.digest);
     expect(filesIn(dir).filter((f) => f.includes('.restore-'))).toEqual([]);
     expect(seen).toHaveLength(plans.length);
-  });
+    // Killed before the safety copy, the old database stays; after the move, the new one is there.
+    expect(seen[0]).toBe('old');
+    expect(seen[seen.length - 1]).toBe('new');
+    // Each restore is a process of its own, started a dozen times: a bound for a slow machine, not a speed test.
+  }, 300_000);
 });

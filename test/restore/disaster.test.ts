@@ -79,7 +79,11 @@ describe('disaster recovery from Google Drive alone', () => {
     const bad = await runCli(['verify', '--from', 'drive'], { cwd: fresh, env: freshEnv });
     expect(bad.code).toBe(1);
     expect(bad.stdout).toMatch(/^FAILED {2}app\/\S+ from drive: /);
-    const refused = await runCli(['restore', '--from', 'drive'], { cwd: fresh, env: freshEnv });
+    // latest passes over a backup whose last verification failed; named, it is refused as damaged.
+    const none = await runCli(['restore', 'latest', '--from', 'drive'], { cwd: fresh, env: freshEnv });
+    expect(none.code).toBe(1);
+    expect(none.stderr.trim()).toMatch(/no usable backup in drive: \S+ failed its last verification/);
+    const refused = await runCli(['restore', b.file, '--from', 'drive'], { cwd: fresh, env: freshEnv });
     expect(refused.code).toBe(1);
     expect(refused.stderr.trim().split('\n')).toHaveLength(1);
     expect(refused.stderr).toMatch(/corrupt|damaged/);

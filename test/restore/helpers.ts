@@ -29,7 +29,13 @@ export function workspace(rows = 300, prefix = 'litekeep-restore-'): Workspace {
 export async function backup(w: Workspace, extra: string[] = [], env: NodeJS.ProcessEnv = {}) {
   const r = await runCli(['backup', ...w.args, '--json', ...extra], { cwd: w.dir, env });
   if (r.code !== 0) throw new Error(`backup failed (${r.code}): ${r.stderr}`);
-  return JSON.parse(r.stdout) as { file: string; path: string; sha256: string; plainSha256: string };
+  return JSON.parse(r.stdout) as {
+    file: string;
+    path: string;
+    sha256: string;
+    plainSha256: string;
+    plainBytes: number;
+  };
 }
 
 export function restore(w: Workspace, args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {

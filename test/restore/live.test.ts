@@ -53,7 +53,7 @@ function addRows(file: string, names: string[]): void {
 }
 
 function names(file: string): string[] {
-  const db = new Database(file, { readonly: true, fileMustExist: true });
+  const db = new Database(file, { readonly: true, fileMustExist: true, timeout: 10_000 });
   try {
     return (db.prepare('SELECT name FROM items ORDER BY id').all() as { name: string }[]).map((r) => r.name);
   } finally {
@@ -143,7 +143,7 @@ describe('restore over a live database goes through SQLite', () => {
     expect(names(w.db)).toEqual([...restoredNames, 'kept after the restore']);
   });
 
-  it('a rollback-journal database with an idle app connection is restored without --force; the app sees it', async () => {
+  it('a rollback-journal database with an idle app connection: refused (seen in /proc), --force restores and the app sees it', async () => {
     const w = workspace(30);
     // Rebuild the database in rollback (delete) mode, then back it up.
     const db = new Database(w.db);
@@ -154,11 +154,15 @@ describe('restore over a live database goes through SQLite', () => {
     addRows(w.db, ['gone with the restore']);
     const app = await startApp(w.db, { journalMode: 'delete' });
     try {
-      // Idle between transactions it holds no lock: SQLite lets the restore through, and the app's next
-      // transaction reads the new content (its change counter moved).
-      const r = await restore(w, ['latest']);
+      // Idle between transactions it holds no lock, so SQLite alone would not see it: /proc does.
+      const refused = await restore(w, ['latest']);
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toMatch(new RegExp(`is in use by pid ${app.child.pid} \\(node`));
+      const r = await restore(w, ['latest', '--force']);
       expect(r.stderr).toBe('');
       expect(r.code).toBe(0);
+      expect(r.stdout).toMatch(/restart it now/);
+      // Its next transaction reads the new content (the change counter moved).
       expect(JSON.parse(await app.ask('names'))).toEqual(restoredNames);
       expect(await app.ask('insert after')).toBe('inserted');
     } finally {
@@ -167,6 +171,25 @@ describe('restore over a live database goes through SQLite', () => {
     expect(journalMode(w.db)).toBe('delete');
     expect(names(w.db)).toEqual([...restoredNames, 'after']);
     expect(b.file).toMatch(/\.gz$/);
+  });
+
+  it('a file that is not a database is moved aside whole, and the restored file takes its owner and mode', async () => {
+    const w = workspace(12);
+    await backup(w, ['--compression', 'none']);
+    fs.writeFileSync(w.db, Buffer.alloc(8192, 0x5a));
+    fs.chmodSync(w.db, 0o664);
+    const root = process.getuid?.() === 0;
+    if (root) fs.chownSync(w.db, 65534, 65534);
+    const r = await restore(w, ['latest']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/is not a usable SQLite database .*moved it aside as/);
+    const stat = fs.statSync(w.db);
+    expect(stat.mode & 0o777).toBe(0o664);
+    if (root) expect([stat.uid, stat.gid]).toEqual([65534, 65534]);
+    expect(contents(w.db)).toMatchObject({ integrity: 'ok', rows: 12 });
+    const aside = filesIn(w.dir).find((f) => f.includes('.before-restore-'))!;
+    expect(fs.readFileSync(path.join(w.dir, aside)).equals(Buffer.alloc(8192, 0x5a))).toBe(true);
   });
 
   it('keeps the journal mode: a WAL database restored into a new file comes back in WAL mode', async () => {
@@ -186,4 +209,58 @@ describe('restore over a live database goes through SQLite', () => {
     // Private, like every file litekeep makes.
     expect(fs.statSync(to).mode & 0o777).toBe(0o600);
   });
+});
+
+describe('restore while an application keeps writing', () => {
+  it.each(['delete', 'wal'])(
+    '%s mode: no committed row is lost — each is in the safety copy or in the restored database — and it stays whole',
+    async (mode) => {
+      const w = workspace(500);
+      const db = new Database(w.db);
+      db.pragma(`journal_mode = ${mode}`);
+      db.close();
+      await backup(w, ['--compression', 'zstd']);
+      const restoredNames = names(w.db);
+      const writer = spawn(
+        process.execPath,
+        [path.join(__dirname, 'fixtures', 'busy-writer.mjs'), w.db, mode],
+        {
+          stdio: ['pipe', 'pipe', 'inherit'],
+        },
+      );
+      let out = '';
+      writer.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      const committed = () => Number(/committed (\d+)\n(?![\s\S]*committed)/.exec(out)?.[1] ?? 0);
+      const until = (n: number) =>
+        new Promise<void>((resolve) => {
+          const check = () => (committed() >= n ? resolve() : setTimeout(check, 5));
+          check();
+        });
+      await until(1);
+      const r = await restore(w, ['latest', '--force']);
+      // Let it write on the restored database for a moment (its own count says when), then stop it.
+      await until(committed() + 50);
+      writer.stdin!.end();
+      await new Promise((resolve) => writer.on('close', resolve));
+      const report = JSON.parse(out.trim().split('\n').pop()!) as { committed: number };
+      // The app wrote right after the copy: litekeep may say so, and nothing else.
+      expect(r.stderr).toMatch(
+        /^((litekeep: )?warning: (the database changed right after the restore|could not re-read \S+ after the restore: database is locked)[^\n]*\n)?$/,
+      );
+      expect(r.code).toBe(0);
+      expect(contents(w.db, { asApplication: true }).integrity).toBe('ok');
+      const safety = path.join(
+        w.dir,
+        filesIn(w.dir).find((f) => f.includes('.before-restore-'))!,
+      );
+      expect(contents(safety, { asApplication: true }).integrity).toBe('ok');
+      const before = names(safety).filter((n) => n.startsWith('w'));
+      const after = names(w.db).filter((n) => n.startsWith('w'));
+      // The restored database: the backup's rows, then what the app wrote after the restore.
+      expect(names(w.db).slice(0, restoredNames.length)).toEqual(restoredNames);
+      const all = Array.from({ length: report.committed }, (_, i) => `w${i}`);
+      expect([...before, ...after]).toEqual(all);
+      expect(after.length).toBeGreaterThan(0);
+    },
+  );
 });

@@ -31,7 +31,9 @@ describe('litekeep restore', () => {
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     // Each step is visible, and the summary names the file, the source and when it was taken.
-    expect(r.stdout).toMatch(/- selected backup-\S+\.db\.zst from local, taken \d{4}-\d\d-\d\dT/);
+    expect(r.stdout).toMatch(
+      /- selected backup-\S+\.db\.zst from local, taken \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\n/,
+    );
     expect(r.stdout).toMatch(
       /- fetched into \S+ and verified: sha256 matches the record [0-9a-f]{12}…, integrity ok/,
     );

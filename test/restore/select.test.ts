@@ -54,7 +54,9 @@ describe('restore --at', () => {
 
     const r = await runCli(['restore', '--at', '2026-03-01'], { cwd: w.dir, env });
     expect(r.code).toBe(0);
-    expect(r.stdout).toContain(`restored ${names[1]} from local (taken 2026-03-02T04:50:00.000Z)`);
+    expect(r.stdout).toContain(
+      `restored ${names[1]} from local (taken 2026-03-01 23:50:00 America/New_York)`,
+    );
     expect(countRows(w.db)).toBe(20);
 
     const early = await runCli(['restore', '--at', '2026-02-28'], { cwd: w.dir, env });

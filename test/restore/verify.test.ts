@@ -59,7 +59,7 @@ describe('litekeep verify, and restore --to / --dry-run', () => {
     const missing = await restore(w, ['backup-2001-01-01-000000.db']);
     expect(missing.code).toBe(2);
     expect(missing.stderr).toMatch(
-      /backup backup-2001-01-01-000000\.db not found in local; run 'litekeep list'/,
+      /backup backup-2001-01-01-000000\.db not found in local( \(did you mean \S+\?\))?; run 'litekeep list'/,
     );
   });
 });

@@ -125,6 +125,19 @@ describe('health and metrics server', () => {
           runsByStatus: { ok: 10, failed: 2, partial: 1 },
           newestBackupTime: success,
           newestBackupOk: true,
+          destinations: [
+            {
+              name: 'bucket',
+              type: 's3',
+              newestCopyTime: success,
+              lastSuccess: success,
+              lastFailure: failure,
+              lastFailureError: 'SlowDown',
+              lastAttemptFailed: false,
+              missing: 2,
+              uploadsByStatus: { ok: 9, failed: 3 },
+            },
+          ],
         }),
         database({ name: 'we"ird\\name' }),
       ],
@@ -151,13 +164,31 @@ describe('health and metrics server', () => {
     expect(value('litekeep_runs_total', { database: 'app', status: 'partial' })).toBe(1);
     expect(value('litekeep_backups_on_disk', { database: 'we\\"ird\\\\name' })).toBe(0);
     expect(value('litekeep_max_age_seconds', {})).toBe(26 * 3600);
+    const bucket = { database: 'app', destination: 'bucket' };
+    expect(value('litekeep_destination_newest_copy_timestamp_seconds', bucket)).toBe(
+      success.getTime() / 1000,
+    );
+    expect(value('litekeep_destination_last_success_timestamp_seconds', bucket)).toBe(
+      success.getTime() / 1000,
+    );
+    expect(value('litekeep_destination_last_failure_timestamp_seconds', bucket)).toBe(
+      failure.getTime() / 1000,
+    );
+    expect(value('litekeep_destination_missing_copies', bucket)).toBe(2);
+    expect(value('litekeep_destination_uploads_total', { ...bucket, status: 'failed' })).toBe(3);
+    expect(value('litekeep_destination_uploads_total', { ...bucket, status: 'ok' })).toBe(9);
     for (const name of [
       'litekeep_last_success_timestamp_seconds',
-      'litekeep_runs_total',
       'litekeep_healthy',
+      'litekeep_destination_newest_copy_timestamp_seconds',
+      'litekeep_destination_missing_copies',
+      'litekeep_destination_healthy',
     ]) {
       expect(text).toContain(`# TYPE ${name} gauge`);
     }
+    // Counts that only grow are counters, as Prometheus' rate() expects.
+    expect(text).toContain('# TYPE litekeep_runs_total counter');
+    expect(text).toContain('# TYPE litekeep_destination_uploads_total counter');
   });
 
   it('answers HEAD, 404 for unknown paths, 405 for other methods, 503 when the status cannot be read', async () => {
@@ -220,7 +251,57 @@ describe('health and metrics server', () => {
       now,
     );
     expect(report.healthy).toBe(false);
+    expect(report.status).toBe('unhealthy');
     expect(report.reason).toBe('b: no backup yet');
     expect(report.databases[0]).toMatchObject({ name: 'a', healthy: true, ageSeconds: 9 * 3600 });
+  });
+
+  it('evaluateHealth is degraded when the local backups are fine but a destination is stale or failing', () => {
+    const now = new Date('2025-06-10T12:00:00Z');
+    const fresh = new Date('2025-06-10T03:00:00Z');
+    const destination = {
+      type: 's3',
+      lastAttemptFailed: false,
+      missing: 0,
+      uploadsByStatus: {},
+    };
+    const report = evaluateHealth(
+      {
+        maxAgeMs: 26 * HOUR,
+        databases: [
+          database({
+            name: 'a',
+            newestBackupTime: fresh,
+            newestBackupOk: true,
+            backupsOnDisk: 3,
+            destinations: [
+              { ...destination, name: 'ok', newestCopyTime: fresh },
+              { ...destination, name: 'old', newestCopyTime: new Date('2025-06-08T03:00:00Z') },
+              {
+                ...destination,
+                name: 'failing',
+                newestCopyTime: fresh,
+                lastAttemptFailed: true,
+                lastFailureError: 'AccessDenied',
+              },
+              { ...destination, name: 'empty' },
+            ],
+          }),
+        ],
+      },
+      now,
+    );
+    expect(report).toMatchObject({ healthy: false, status: 'degraded' });
+    expect(report.databases[0].healthy).toBe(true);
+    expect(report.databases[0].destinations.map((d) => [d.name, d.healthy])).toEqual([
+      ['ok', true],
+      ['old', false],
+      ['failing', false],
+      ['empty', false],
+    ]);
+    expect(report.reason).toBe(
+      'a on old: its newest copy is 2d9h old, older than maxAge 1d2h; ' +
+        'a on failing: its last upload failed: AccessDenied; a on empty: it holds no copy yet',
+    );
   });
 });

@@ -32,8 +32,23 @@ export interface LoggedRequest {
 }
 
 export interface DriveFaults {
-  /** Answer the Nth data-carrying chunk PUT (1-based, counted over the server's life) with this status. */
-  chunkErrors: { chunk: number; status: number; retryAfter?: string }[];
+  /**
+   * Answer the Nth data-carrying chunk PUT (1-based, counted over the server's life) with this status, and the
+   * error reason Drive gives (default rateLimitExceeded for 429, backendError otherwise).
+   */
+  chunkErrors: { chunk: number; status: number; retryAfter?: string; reason?: string }[];
+  /**
+   * At the Nth chunk PUT the upload session expires, as Drive's do (after a week, or on server trouble): that
+   * request and every later one for the session get `status` (404 or 410), and the bytes are gone.
+   */
+  expireSessions: { chunk: number; status: 404 | 410 }[];
+  /**
+   * When the Nth chunk PUT delivers the last bytes, answer 308 with a Range covering all of them instead of
+   * the finished file (Drive does this while it finalizes); a status query then gets the file.
+   */
+  confirmAllWith308: number[];
+  /** Downloads (alt=media) send their headers and the first `afterBytes` bytes, then nothing, ever. */
+  stallDownloads?: { afterBytes: number };
   /** Destroy the connection of the Nth chunk PUT after this many body bytes arrived. */
   dropChunks: { chunk: number; afterBytes: number }[];
   /** Every refresh_token grant fails with invalid_grant. */
@@ -77,6 +92,8 @@ export interface DriveServer {
 
 interface Session {
   id: string;
+  /** Set when the session expired: the status every request for it gets. */
+  expired?: 404 | 410;
   metadata: Record<string, unknown>;
   total?: number;
   parts: Buffer[];
@@ -210,6 +227,8 @@ export async function startDriveServer(options: DriveServerOptions = {}): Promis
   const authorizations: Record<string, string>[] = [];
   const faults: DriveFaults = {
     chunkErrors: [],
+    expireSessions: [],
+    confirmAllWith308: [],
     dropChunks: [],
     invalidGrant: false,
     quotaExceeded: false,
@@ -511,6 +530,10 @@ export async function startDriveServer(options: DriveServerOptions = {}): Promis
       await readBody(req, entry);
       throw new HttpError(404, 'notFound', 'No such upload session.');
     }
+    if (session.expired) {
+      await readBody(req, entry);
+      throw new HttpError(session.expired, 'notFound', 'The upload session has expired.');
+    }
     const range = req.headers['content-range'] ?? '';
     const status = /^bytes \*\/(\d+|\*)$/.exec(range);
     if (status) {
@@ -524,7 +547,18 @@ export async function startDriveServer(options: DriveServerOptions = {}): Promis
       throw new HttpError(400, 'badContent', `Bad Content-Range: ${range}`);
     }
     const [start, end, total] = [Number(m[1]), Number(m[2]), Number(m[3])];
+    if (end < start) {
+      await readBody(req, entry);
+      throw new HttpError(400, 'badContent', `Empty or inverted range in Content-Range: ${range}`);
+    }
     const index = ++chunkCounter;
+    const expiry = faults.expireSessions.find((f) => f.chunk === index);
+    if (expiry) {
+      await readBody(req, entry);
+      session.expired = expiry.status;
+      session.parts = [];
+      throw new HttpError(expiry.status, 'notFound', 'The upload session has expired.');
+    }
     const drop = faults.dropChunks.find((f) => f.chunk === index);
     if (drop) {
       // Take part of the body, keep what a real Drive would (whole 256 KiB units), then cut the line.
@@ -565,8 +599,8 @@ export async function startDriveServer(options: DriveServerOptions = {}): Promis
         : {};
       throw new HttpError(
         injected.status,
-        injected.status === 429 ? 'rateLimitExceeded' : 'backendError',
-        'Injected failure',
+        injected.reason ?? (injected.status === 429 ? 'rateLimitExceeded' : 'backendError'),
+        injected.reason === 'userRateLimitExceeded' ? 'User Rate Limit Exceeded.' : 'Injected failure',
         headers,
       );
     }
@@ -586,6 +620,9 @@ export async function startDriveServer(options: DriveServerOptions = {}): Promis
     if (end + 1 > total) throw new HttpError(400, 'badContent', 'Chunk goes past the total size');
     session.parts.push(body);
     session.offset += body.length;
+    if (session.offset === total && faults.confirmAllWith308.includes(index)) {
+      return empty(res, entry, 308, { range: `bytes=0-${total - 1}` });
+    }
     sessionState(res, entry, session);
   }
 
@@ -614,6 +651,11 @@ export async function startDriveServer(options: DriveServerOptions = {}): Promis
           'content-type': 'application/octet-stream',
           'content-length': file.bytes.length,
         });
+        if (faults.stallDownloads) {
+          // Headers and a little data, then silence: the connection stays open until the server closes.
+          res.write(file.bytes.subarray(0, faults.stallDownloads.afterBytes));
+          return;
+        }
         return res.end(file.bytes);
       }
       return json(res, entry, 200, pick(resource(file), fileFields(query)));

@@ -9,6 +9,7 @@ import {
   type RunTrigger,
 } from '../../backup/task.js';
 import { EXIT, LitekeepError } from '../../util/errors.js';
+import { abortOnSignals } from '../signals.js';
 import { humanBytes, humanDuration } from '../../util/fs.js';
 import {
   addRetentionOptions,
@@ -17,7 +18,8 @@ import {
   selectTargets,
   type CommonOptions,
 } from '../context.js';
-import { print, printJson, Progress, warn } from '../output.js';
+import type { LitekeepConfig } from '../../config/index.js';
+import { print, printError, printFailure, printJson, startProgress, warn } from '../output.js';
 
 export function backupJson(r: RunBackupResult): Record<string, unknown> {
   return {
@@ -48,9 +50,20 @@ export function backupJson(r: RunBackupResult): Record<string, unknown> {
   };
 }
 
-export function printBackupSummary(r: RunBackupResult): void {
+/** How to restore this backup, as a command to copy: with `--identity` when it needs an age identity to read. */
+export function restoreHint(r: RunBackupResult, settings: LitekeepConfig): string {
+  const b = r.backup!;
+  let hint = `litekeep restore ${b.file} --db ${b.sourcePath} --dir ${path.dirname(b.path)}`;
+  if (b.encryption !== 'none' && settings.encryption.recipients?.length) {
+    hint += ` --identity ${settings.encryption.identity ?? 'KEY_FILE'}`;
+    if (!settings.encryption.identity) hint += '  (KEY_FILE: the age identity of encryption.recipients)';
+  }
+  return hint;
+}
+
+export function printBackupSummary(r: RunBackupResult, settings: LitekeepConfig): void {
   if (!r.backup) {
-    process.stderr.write(`litekeep: ${r.database}: ${r.error}\n`);
+    printError(`${r.database}: ${r.error}`);
     return;
   }
   const b = r.backup;
@@ -74,7 +87,11 @@ export function printBackupSummary(r: RunBackupResult): void {
           `for a ${humanBytes(d.snapshot.imageBytes)} database (dedup ${Math.round(d.snapshot.dedupRatio)}x)`,
       );
     else if (d.status === 'ok') print(`  uploaded to ${d.destination}${d.link ? `: ${d.link}` : ''}`);
-    else if (d.status === 'failed') print(`  upload to ${d.destination} FAILED: ${d.error}`);
+    else if (d.status === 'failed')
+      printFailure(
+        `  upload to ${d.destination} FAILED: ${d.error}`,
+        `${r.database}: upload to ${d.destination} failed: ${d.error}`,
+      );
   }
   if (r.prune) {
     const names = r.prune.removed.length ? `: ${r.prune.removed.join(', ')}` : '';
@@ -84,11 +101,14 @@ export function printBackupSummary(r: RunBackupResult): void {
     if (d.removed?.length) print(`  removed from ${d.destination}: ${d.removed.join(', ')}`);
   }
   for (const n of r.notifications.filter((n) => n.status === 'failed')) {
-    print(`  notification ${n.channel} (${n.event}) FAILED: ${n.error}`);
+    printFailure(
+      `  notification ${n.channel} (${n.event}) FAILED: ${n.error}`,
+      `${r.database}: notification ${n.channel} (${n.event}) failed: ${n.error}`,
+    );
   }
   for (const w of r.warnings) warn(w);
   if (r.status === 'partial') print(`  the local backup is safe, but not everything succeeded (exit 3)`);
-  print(`  restore with: litekeep restore ${b.file} --db ${b.sourcePath} --dir ${path.dirname(b.path)}`);
+  print(`  restore with: ${restoreHint(r, settings)}`);
 }
 
 /**
@@ -111,6 +131,12 @@ function printBackupPlan(plan: BackupRunPlan): void {
     for (const r of plan.removals) print(`    ${r.name} (${r.reasons.join('; ')})`);
   }
   if (plan.destinations.length) print(`  it would be uploaded to ${plan.destinations.join(', ')}`);
+  for (const d of plan.destinationRemovals) {
+    if (d.error) print(`  ${d.destination}: ${d.error}`);
+    else if (d.removals?.length)
+      print(`  ${d.destination} would remove: ${d.removals.map((r) => r.name).join(', ')}`);
+    else print(`  ${d.destination} would remove nothing`);
+  }
   print('  nothing was changed');
 }
 
@@ -159,17 +185,10 @@ export function registerBackup(program: Command): void {
     }
     const results: RunBackupResult[] = [];
     // Ctrl-C or a cron timeout stops the run cleanly: temp files are removed, no half-written backup is left.
-    const abort = new AbortController();
-    const onSignal = (signal: NodeJS.Signals) => {
-      if (abort.signal.aborted) process.exit(signal === 'SIGINT' ? 130 : 143);
-      process.stderr.write(`litekeep: ${signal} received, stopping the backup and removing its temp files\n`);
-      abort.abort();
-    };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
+    const abort = abortOnSignals('backup');
     for (const target of targets) {
       if (abort.signal.aborted) break;
-      const progress = new Progress(!options.json);
+      const progress = startProgress(options);
       const result = await runBackupForTarget(target, {
         trigger,
         signal: abort.signal,
@@ -182,7 +201,7 @@ export function registerBackup(program: Command): void {
       });
       progress.done();
       results.push(result);
-      if (!options.json) printBackupSummary(result);
+      if (!options.json) printBackupSummary(result, target.settings);
     }
     if (options.json)
       printJson(results.length === 1 ? backupJson(results[0]) : { results: results.map(backupJson) });

@@ -2,7 +2,8 @@ import type { Command } from 'commander';
 import { checkDestinations } from '../../repository/index.js';
 import { EXIT } from '../../util/errors.js';
 import { addTargetOptions, resolveConfig, selectTargets, type CommonOptions } from '../context.js';
-import { print, printPerDatabaseJson, stopOnSignal } from '../output.js';
+import { print, printPerDatabaseJson } from '../output.js';
+import { abortOnSignals } from '../signals.js';
 import { decryptOptionsFor } from './restore.js';
 
 /** `litekeep check`: proves the repositories of incremental destinations consistent (issue 14). */
@@ -25,7 +26,7 @@ export function registerCheck(program: Command): void {
     ) => {
       const out: unknown[] = [];
       let broken = false;
-      const abort = stopOnSignal('check');
+      const abort = abortOnSignals('check');
       try {
         for (const target of selectTargets(resolveConfig(options), options)) {
           const reports = await checkDestinations(target, {

@@ -5,7 +5,7 @@ import Database from 'better-sqlite3';
 import { runBackupForTarget } from '../../backup/task.js';
 import { loadConfig, targetForPath } from '../../config/index.js';
 import { addConfigOptions, type CommonOptions } from '../context.js';
-import { print } from '../output.js';
+import { print, startProgress } from '../output.js';
 import { printBackupSummary } from './backup.js';
 
 /** A small database with a few tables, so that a first run has something real to back up. */
@@ -54,8 +54,13 @@ export function registerDemo(program: Command): void {
     }
     let exitCode = 0;
     for (const target of targets) {
-      const result = await runBackupForTarget(target, { trigger: 'manual' });
-      printBackupSummary(result);
+      const progress = startProgress({});
+      const result = await runBackupForTarget(target, {
+        trigger: 'manual',
+        onProgress: (stage, bytes, total) => progress.update(stage, bytes, total),
+      });
+      progress.done();
+      printBackupSummary(result, target.settings);
       exitCode = Math.max(exitCode, result.exitCode);
     }
     print('');

@@ -1,45 +1,62 @@
 import type { Command } from 'commander';
 import { BackupManager } from '../../backup/manager.js';
 import type { DestinationStatus } from '../../backup/offsite.js';
-import { listRemote, statusOf, type DatabaseStatus, type RemoteListing } from '../../backup/status.js';
-import { describeConfig } from '../../config/index.js';
+import {
+  listRemote,
+  remoteStatusOf,
+  statusOf,
+  type DatabaseStatus,
+  type RemoteListing,
+  type RemoteStatus,
+} from '../../backup/status.js';
+import { CONFIG_LEAVES, describeConfig, type ConfigEntry, type ResolvedConfig } from '../../config/index.js';
 import { parseDurationMs } from '../../config/settings.js';
+import { durationAsWritten } from '../../util/duration.js';
 import { EXIT, LitekeepError } from '../../util/errors.js';
 import { humanBytes, humanDuration } from '../../util/fs.js';
-import { formatZoned } from '../../util/time.js';
-import {
-  addConfigOptions,
-  addTargetOptions,
-  resolveConfig,
-  selectTargets,
-  type CommonOptions,
-} from '../context.js';
+import { formatTime } from '../../util/time.js';
+import { addTargetOptions, resolveConfig, selectTargets, type CommonOptions } from '../context.js';
 import { age, print, printJson, printPerDatabaseJson, table, warn } from '../output.js';
+
+/** `--limit N`: a whole number of 1 or more. */
+export function parseLimit(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const limit = Number(text);
+  if (!Number.isInteger(limit) || limit < 1) {
+    throw new LitekeepError(`--limit must be a whole number >= 1, got '${text}'`, { exitCode: EXIT.usage });
+  }
+  return limit;
+}
 
 export function registerList(program: Command): void {
   const command = program
     .command('list')
     .description('list backups on disk (or on a destination), newest first, with what the activity log knows')
     .option('--from <destination>', 'list what a destination holds (drive, or a destination name)')
+    .option('--limit <n>', 'only the newest n backups')
     .option('--json', 'print JSON');
   addTargetOptions(command);
-  command.action(async (options: CommonOptions & { from?: string }) => {
+  command.action(async (options: CommonOptions & { from?: string; limit?: string }) => {
     const resolved = resolveConfig(options);
+    const limit = parseLimit(options.limit);
     const out: Record<string, unknown>[] = [];
-    for (const target of selectTargets(resolved, options)) {
+    for (const target of selectTargets(resolved, options, { folderAlone: true })) {
+      const timeZone = target.settings.timeZone!;
       if (options.from !== undefined && options.from !== 'local') {
         const listing = await listRemote(target, options.from);
+        listing.backups = listing.backups.slice(0, limit);
         if (options.json) out.push(listing);
-        else printRemoteListing(listing);
+        else printRemoteListing(listing, timeZone);
         continue;
       }
       const manager = new BackupManager(target, { readOnly: true });
       const listing = await manager.listBackups();
+      const backups = listing.backups.slice(0, limit);
       if (options.json) {
         out.push({
           database: target.name,
           backupDir: target.backupDir,
-          backups: listing.backups.map((b) => ({
+          backups: backups.map((b) => ({
             name: b.name,
             path: b.path,
             bytes: b.bytes,
@@ -51,26 +68,25 @@ export function registerList(program: Command): void {
             compression: b.record?.compression,
             encryption: b.record?.encryption,
           })),
+          total: listing.backups.length,
           unrecognized: listing.unrecognized,
         });
       } else {
         print(`${target.name}: ${target.backupDir}`);
-        if (listing.backups.length === 0) print('  no backups yet');
+        if (backups.length === 0) print('  no backups yet');
         else {
-          const rows = listing.backups.map((b) => [
+          const rows = backups.map((b) => [
             b.name,
             humanBytes(b.bytes),
+            formatTime(b.time, timeZone),
             age(b.time),
             b.record
               ? `${b.record.integrity ?? '?'}${b.record.recovered ? ' (found on disk)' : ''}`
               : 'not in catalog',
           ]);
-          print(
-            table(['name', 'size', 'age', 'integrity'], rows)
-              .split('\n')
-              .map((l) => '  ' + l)
-              .join('\n'),
-          );
+          print(indent(table(['name', 'size', 'taken', 'age', 'integrity'], rows)));
+          if (backups.length < listing.backups.length)
+            print(`  (the newest ${backups.length} of ${listing.backups.length})`);
         }
         for (const name of listing.unrecognized) warn(`unrecognised file left alone: ${name}`);
       }
@@ -80,7 +96,13 @@ export function registerList(program: Command): void {
   });
 }
 
-function printRemoteListing(l: RemoteListing): void {
+const indent = (text: string) =>
+  text
+    .split('\n')
+    .map((line) => '  ' + line)
+    .join('\n');
+
+function printRemoteListing(l: RemoteListing, timeZone: string): void {
   print(`${l.database} on ${l.from} (${l.type}):`);
   if (l.backups.length === 0) {
     print('  no backups there');
@@ -91,15 +113,11 @@ function printRemoteListing(l: RemoteListing): void {
     b.name,
     b.host ?? '',
     humanBytes(b.bytes),
+    formatTime(new Date(b.time), timeZone),
     age(new Date(b.time)),
     b.link ?? '',
   ]);
-  print(
-    table(['name', 'host', 'size', 'age', 'link'], rows)
-      .split('\n')
-      .map((line) => '  ' + line)
-      .join('\n'),
-  );
+  print(indent(table(['name', 'host', 'size', 'taken', 'age', 'link'], rows)));
 }
 
 /** The snapshots of an incremental destination: id, host, database size, what each added, dedup ratio. */
@@ -135,14 +153,9 @@ export function registerHistory(program: Command): void {
   addTargetOptions(command);
   command.action(async (options: CommonOptions & { limit: string; runs?: boolean }) => {
     const resolved = resolveConfig(options);
-    const limit = Number(options.limit);
-    if (!Number.isInteger(limit) || limit < 1) {
-      throw new LitekeepError(`--limit must be a whole number >= 1, got '${options.limit}'`, {
-        exitCode: EXIT.usage,
-      });
-    }
+    const limit = parseLimit(options.limit)!;
     const out: Record<string, unknown>[] = [];
-    for (const target of selectTargets(resolved, options)) {
+    for (const target of selectTargets(resolved, options, { folderAlone: true })) {
       const manager = new BackupManager(target, { readOnly: true });
       const events = options.runs
         ? manager.catalog.listRuns(limit).map((r) => ({ kind: 'run' as const, ...r }))
@@ -161,7 +174,7 @@ export function registerHistory(program: Command): void {
 }
 
 function describeEvent(e: Record<string, unknown>, timeZone: string): string {
-  const when = formatZoned(new Date(String(e.kind === 'run' ? e.startedAt : e.at)), timeZone);
+  const when = formatTime(new Date(String(e.kind === 'run' ? e.startedAt : e.at)), timeZone);
   const err = e.error ? ` — ${String(e.error)}` : '';
   switch (e.kind) {
     case 'run':
@@ -188,9 +201,10 @@ export function registerStatus(program: Command): void {
     .command('status')
     .description('last success, last failure, count and size; --max-age makes it fail when backups are stale')
     .option('--max-age <duration>', 'exit 1 when the newest backup is older than this (e.g. 26h)')
+    .option('--from <destination>', 'the status of what a destination holds (drive, or a destination name)')
     .option('--json', 'print JSON');
   addTargetOptions(command);
-  command.action(async (options: CommonOptions & { maxAge?: string }) => {
+  command.action(async (options: CommonOptions & { maxAge?: string; from?: string }) => {
     const resolved = resolveConfig(options);
     let maxAgeMs: number | undefined;
     if (options.maxAge !== undefined) {
@@ -201,30 +215,40 @@ export function registerStatus(program: Command): void {
         });
       }
     }
-    const out: DatabaseStatus[] = [];
+    const out: (DatabaseStatus | RemoteStatus)[] = [];
     let stale = false;
-    for (const target of selectTargets(resolved, options)) {
-      const status = await statusOf(new BackupManager(target, { readOnly: true }), maxAgeMs, {
-        destinations: true,
-      });
+    for (const target of selectTargets(resolved, options, { folderAlone: true })) {
+      const status =
+        options.from !== undefined && options.from !== 'local'
+          ? await remoteStatusOf(target, options.from, maxAgeMs)
+          : await statusOf(new BackupManager(target, { readOnly: true }), maxAgeMs, { destinations: true });
       if (status.stale) stale = true;
       out.push(status);
-      if (!options.json) printStatus(status, target.settings.timeZone!);
+      if (options.json) continue;
+      if ('from' in status) printRemoteStatus(status);
+      else printStatus(status, target.settings.timeZone!);
     }
     if (options.json) printPerDatabaseJson(out);
     if (stale) process.exitCode = EXIT.failed;
   });
 }
 
+function printRemoteStatus(s: RemoteStatus): void {
+  print(`${s.database} on ${s.from} (${s.type}):`);
+  print(`  backups: ${s.count}, ${humanBytes(s.totalBytes)}`);
+  print(`  newest: ${s.newest ? `${s.newest.name} (${age(new Date(s.newest.time))})` : 'none'}`);
+  if (s.stale) print(`  STALE: ${s.staleReason}`);
+}
+
 function printStatus(s: DatabaseStatus, timeZone: string): void {
   print(`${s.database}: ${s.backupDir}`);
   print(`  backups: ${s.count}, ${humanBytes(s.totalBytes)}`);
   print(`  newest: ${s.newest ? `${s.newest.name} (${age(new Date(s.newest.time))})` : 'none'}`);
-  print(`  last success: ${s.lastSuccess ? formatZoned(new Date(s.lastSuccess.at), timeZone) : 'never'}`);
+  print(`  last success: ${s.lastSuccess ? formatTime(new Date(s.lastSuccess.at), timeZone) : 'never'}`);
   print(
     `  last failure: ${
       s.lastFailure
-        ? `${formatZoned(new Date(s.lastFailure.at), timeZone)}${s.lastFailure.error ? ` — ${s.lastFailure.error}` : ''}`
+        ? `${formatTime(new Date(s.lastFailure.at), timeZone)}${s.lastFailure.error ? ` — ${s.lastFailure.error}` : ''}`
         : 'never'
     }`,
   );
@@ -242,12 +266,21 @@ function printStatus(s: DatabaseStatus, timeZone: string): void {
       continue;
     }
     print(`  ${d.destination} (${d.type}): ${held}`);
+    if (d.copies === undefined && d.newest && d.newestTime)
+      print(`    newest copy known: ${d.newest} (${age(new Date(d.newestTime))})`);
+    print(
+      `    last success: ${d.lastSuccess ? `${formatTime(new Date(d.lastSuccess.at), timeZone)} (${d.lastSuccess.file})` : 'never'}`,
+    );
     if (d.missing.length)
       print(`    missing ${d.missing.length}: ${d.missing.join(', ')} (litekeep sync uploads them)`);
+    else print('    missing: none');
     if (d.lastError)
-      print(`    last error: ${formatZoned(new Date(d.lastError.at), timeZone)} — ${d.lastError.error}`);
+      print(
+        `    last error${d.lastAttemptFailed ? '' : ' (since succeeded)'}: ${formatTime(new Date(d.lastError.at), timeZone)} — ${d.lastError.error}`,
+      );
     if (d.lastVerified)
       print(`    last verified: ${d.lastVerified.file} (${age(new Date(d.lastVerified.at))})`);
+    if (d.stale) print(`    STALE: ${d.staleReason}`);
   }
   if (s.stale) print(`  STALE: ${s.staleReason}`);
 }
@@ -272,6 +305,37 @@ function printRepositoryStatus(d: DestinationStatus): void {
   if (d.lastError) print(`    last error: ${d.lastError.at} — ${d.lastError.error}`);
   if (d.lastVerified)
     print(`    last verified: ${d.lastVerified.file.slice(0, 12)} (${age(new Date(d.lastVerified.at))})`);
+  if (d.stale) print(`    STALE: ${d.staleReason}`);
+}
+
+/** Durations as one writes them (`26h`), and `drive.enabled` with the reason Drive is on or off. */
+function shownEntries(
+  entries: ConfigEntry[],
+  resolved: ResolvedConfig,
+): { key: string; value: string; source: string }[] {
+  const durations = new Set(CONFIG_LEAVES.filter((l) => l.setting.isDuration).map((l) => l.path));
+  return entries
+    .filter((e) => e.value !== undefined)
+    .map((e) => {
+      let value =
+        durations.has(e.key) && typeof e.value === 'number'
+          ? durationAsWritten(e.value)
+          : typeof e.value === 'string'
+            ? e.value
+            : JSON.stringify(e.value);
+      let source = e.source;
+      if (e.key === 'drive.enabled' && e.value === true) {
+        const why = Object.keys(resolved.sources).find(
+          (k) => k.startsWith('drive.') && !resolved.sources[k].startsWith('default'),
+        );
+        if (why) source = `${source}; Drive is on: ${why} set in ${resolved.sources[why]}`;
+        else {
+          value = 'true (inactive)';
+          source = `${source}; Drive stays off: no GOOGLE_APPLICATION_CREDENTIALS or drive.* key set`;
+        }
+      }
+      return { key: e.key, value, source };
+    });
 }
 
 export function registerConfig(program: Command): void {
@@ -280,10 +344,13 @@ export function registerConfig(program: Command): void {
     .description('print the resolved configuration and where each value came from (secrets redacted)')
     .option('--keys', 'list every key with its environment variable and meaning')
     .option('--json', 'print JSON');
-  addConfigOptions(command);
+  addTargetOptions(command);
   command.action(async (options: CommonOptions & { keys?: boolean }) => {
     const resolved = resolveConfig(options);
-    const entries = describeConfig(resolved);
+    // --db: the settings of that database, with its own overrides (databases:) applied.
+    const selected = options.db ? selectTargets(resolved, options) : undefined;
+    const shown = selected ? { ...resolved, config: selected[0].settings, databases: selected } : resolved;
+    const entries = describeConfig(shown);
     if (options.json) {
       printJson({
         configFile: resolved.configFile ?? null,
@@ -291,7 +358,7 @@ export function registerConfig(program: Command): void {
         settings: Object.fromEntries(
           entries.map((e) => [e.key, { value: e.value ?? null, source: e.source }]),
         ),
-        databases: resolved.databases.map((t) => ({ name: t.name, path: t.path, backupDir: t.backupDir })),
+        databases: shown.databases.map((t) => ({ name: t.name, path: t.path, backupDir: t.backupDir })),
       });
       return;
     }
@@ -307,12 +374,14 @@ export function registerConfig(program: Command): void {
     print(`config file: ${resolved.configFile ?? '(none)'}`);
     print(`env file:    ${resolved.envFile ?? '(none)'}`);
     print('');
-    const rows = entries
-      .filter((e) => e.value !== undefined)
-      .map((e) => [e.key, typeof e.value === 'string' ? e.value : JSON.stringify(e.value), e.source]);
-    print(table(['key', 'value', 'source'], rows));
+    print(
+      table(
+        ['key', 'value', 'source'],
+        shownEntries(entries, shown).map((e) => [e.key, e.value, e.source]),
+      ),
+    );
     print('');
-    if (resolved.databases.length === 0) print('databases: none configured');
-    for (const t of resolved.databases) print(`database ${t.name}: ${t.path} → ${t.backupDir}`);
+    if (shown.databases.length === 0) print('databases: none configured');
+    for (const t of shown.databases) print(`database ${t.name}: ${t.path} → ${t.backupDir}`);
   });
 }

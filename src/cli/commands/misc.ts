@@ -2,10 +2,12 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { BackupManager } from '../../backup/manager.js';
 import { sendTestNotifications } from '../../backup/notifications.js';
-import { runDestinations } from '../../backup/offsite.js';
+import { destinationsOf, runDestinations } from '../../backup/offsite.js';
 import { withDatabaseLock } from '../../backup/task.js';
 import { generateIdentity } from '../../pipeline/index.js';
-import { EXIT } from '../../util/errors.js';
+import { errorCode, EXIT, LitekeepError, oneLine } from '../../util/errors.js';
+import { didYouMean } from '../../util/suggest.js';
+import { runCeiling } from '../../util/timeouts.js';
 import {
   addConfigOptions,
   addTargetOptions,
@@ -13,7 +15,8 @@ import {
   selectTargets,
   type CommonOptions,
 } from '../context.js';
-import { print, printJson, printPerDatabaseJson } from '../output.js';
+import { print, printJson, printPerDatabaseJson, startProgress } from '../output.js';
+import { abortOnSignals } from '../signals.js';
 
 export function registerNotify(program: Command): void {
   const notify = program.command('notify').description('notification tools');
@@ -62,12 +65,28 @@ export function registerKeygen(program: Command): void {
     .argument('[file]', 'where to write the identity', 'litekeep-age-key.txt')
     .action(async (file: string) => {
       const target = path.resolve(file);
-      const { recipient } = await generateIdentity(target);
+      let recipient: string;
+      try {
+        ({ recipient } = await generateIdentity(target));
+      } catch (error) {
+        const code = errorCode(error);
+        if (!code || !['EACCES', 'EPERM', 'ENOENT', 'ENOTDIR', 'EROFS', 'ENOSPC'].includes(code)) throw error;
+        const why =
+          code === 'ENOENT' || code === 'ENOTDIR'
+            ? 'its folder does not exist'
+            : `it is not writable (${code})`;
+        throw new LitekeepError(
+          `cannot write ${target}: ${why}; give a path in a folder you can write to: litekeep keygen /path/to/key.txt`,
+          { exitCode: EXIT.usage, cause: error },
+        );
+      }
       print(
         `wrote ${target} (keep it safe and OFF this machine too: without it backups cannot be decrypted)`,
       );
       print(`recipient: ${recipient}`);
-      print(`use it with: encryption: { recipients: [${recipient}] } in litekeep.yml`);
+      print(`use it in litekeep.yml:  encryption: { recipients: [${recipient}], identity: ${target} }`);
+      print(`or in .env:              LITEKEEP_ENCRYPTION_RECIPIENTS=${recipient}`);
+      print(`                         LITEKEEP_AGE_IDENTITY=${target}`);
     });
 }
 
@@ -77,22 +96,53 @@ export function registerSync(program: Command): void {
     .description(
       'upload backups that are missing from a destination (after an outage), then apply its retention',
     )
+    .option('--to <destination>', 'only this destination (drive, or a destination name)')
     .option('--no-drive', 'skip Google Drive')
     .option('--json', 'print JSON');
   addTargetOptions(command);
-  command.action(async (options: CommonOptions & { drive?: boolean }) => {
+  command.action(async (options: CommonOptions & { drive?: boolean; to?: string }) => {
     const resolved = resolveConfig(options);
     const out: unknown[] = [];
     let failed = false;
+    const progress = startProgress(options);
+    const stop = abortOnSignals('sync');
     for (const target of selectTargets(resolved, options)) {
+      if (options.to !== undefined) {
+        const names = destinationsOf(target).map((d) => d.name);
+        if (!names.includes(options.to)) {
+          throw new LitekeepError(
+            `no destination named ${options.to} for ${target.name}${didYouMean(options.to, names)}; ` +
+              (names.length
+                ? `configured: ${names.join(', ')}`
+                : 'none is configured (destinations: or drive.*)'),
+            { exitCode: EXIT.usage },
+          );
+        }
+      }
       const manager = new BackupManager(target);
-      const outcomes = await withDatabaseLock(target, 'sync', () =>
-        runDestinations(target, manager, undefined, {
-          skipDrive: options.drive === false,
-          onStep: options.json ? undefined : (m) => print(`- ${m}`),
-        }),
-      );
-      manager.close();
+      // It holds the database's lock like a backup run, so it has the same ceiling.
+      const ceiling = runCeiling(`sync of ${target.name}`, target.settings.runTimeout, stop.signal);
+      const outcomes = await withDatabaseLock(
+        target,
+        'sync',
+        () =>
+          runDestinations(target, manager, undefined, {
+            skipDrive: options.drive === false,
+            only: options.to,
+            signal: ceiling.signal,
+            onStep: options.json ? undefined : (m) => print(`- ${m}`),
+            onProgress: (stage, bytes, total) => progress.update(stage, bytes, total),
+          }),
+        ceiling.signal,
+      ).finally(() => {
+        progress.done();
+        ceiling.dispose();
+        manager.close();
+      });
+      if (ceiling.expired) {
+        for (const o of outcomes)
+          if (o.status === 'failed') o.error = `${o.error} (${oneLine(ceiling.expired)})`;
+      }
       if (outcomes.some((o) => o.status === 'failed')) failed = true;
       out.push({ database: target.name, destinations: outcomes });
       if (!options.json) {
@@ -107,6 +157,7 @@ export function registerSync(program: Command): void {
         }
       }
     }
+    stop.dispose();
     if (options.json) printPerDatabaseJson(out);
     if (failed) process.exitCode = EXIT.partial;
   });

@@ -7,7 +7,7 @@ import { incrementalSpec } from '../../repository/destination.js';
 import { pruneRepository } from '../../repository/index.js';
 import { EXIT, LitekeepError } from '../../util/errors.js';
 import { humanBytes } from '../../util/fs.js';
-import { formatZoned } from '../../util/time.js';
+import { formatTime } from '../../util/time.js';
 import {
   addRetentionOptions,
   addTargetOptions,
@@ -59,7 +59,8 @@ export function registerPrune(program: Command): void {
       const out: Record<string, unknown>[] = [];
       let failed = false;
       for (const target of selectTargets(resolved, options)) {
-        const manager = new BackupManager(target);
+        // A dry run only looks: its catalog is opened read-only (never created or migrated).
+        const manager = new BackupManager(target, { readOnly: options.dryRun === true });
         try {
           const removeFailed = options.removeFailed === true;
           const result = options.dryRun
@@ -76,7 +77,7 @@ export function registerPrune(program: Command): void {
           const rows = result.decisions.map((d) => [
             d.action === 'keep' ? 'keep' : options.dryRun ? 'remove' : d.deleted ? 'removed' : 'FAILED',
             d.name,
-            formatZoned(d.time, manager.timeZone),
+            formatTime(d.time, manager.timeZone),
             [d.reasons.join(', '), d.error ? `error: ${d.error}` : ''].filter(Boolean).join(' — '),
           ]);
           if (rows.length) {
@@ -130,7 +131,7 @@ async function pruneRepositoryCommand(
         `prune --from works on destinations with format: incremental; ${options.from} keeps full files, which each backup run prunes`,
         { exitCode: EXIT.usage },
       );
-    const manager = new BackupManager(target);
+    const manager = new BackupManager(target, { readOnly: options.dryRun === true });
     try {
       const run = () =>
         pruneRepository(spec, target, manager, {
@@ -148,7 +149,7 @@ async function pruneRepositoryCommand(
       const rows = result.decisions.map((d) => [
         d.action === 'keep' ? 'keep' : options.dryRun ? 'forget' : 'forgotten',
         d.id.slice(0, 12),
-        formatZoned(d.time, manager.timeZone),
+        formatTime(d.time, manager.timeZone),
         d.trigger,
         d.reasons.join(', '),
       ]);

@@ -1,13 +1,25 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import readline from 'node:readline/promises';
 import type { Command } from 'commander';
 import { readIdentityFile } from '../../pipeline/index.js';
-import { restoreBackup, verifyBackup, type DecryptOptions } from '../../restore/index.js';
+import {
+  listCandidates,
+  pickCandidate,
+  restoreBackup,
+  verifyBackup,
+  type DecryptOptions,
+} from '../../restore/index.js';
+import { candidateFromFile } from '../../restore/file.js';
 import type { DatabaseTarget } from '../../config/index.js';
 import { readPassphraseFile } from '../../backup/encryption.js';
 import { withDatabaseLock } from '../../backup/task.js';
 import { EXIT, LitekeepError } from '../../util/errors.js';
-import { systemTimeZone, zonedToDate } from '../../util/time.js';
+import { humanBytes } from '../../util/fs.js';
+import { formatTime, systemTimeZone, zonedToDate } from '../../util/time.js';
 import { addTargetOptions, resolveConfig, selectTargets, type CommonOptions } from '../context.js';
-import { print, printJson, printPerDatabaseJson, stopOnSignal, warn } from '../output.js';
+import { print, printFailure, printJson, printPerDatabaseJson, startProgress, warn } from '../output.js';
+import { abortOnSignals } from '../signals.js';
 
 interface RestoreFlags extends CommonOptions {
   from?: string;
@@ -17,6 +29,7 @@ interface RestoreFlags extends CommonOptions {
   force?: boolean;
   dryRun?: boolean;
   identity?: string;
+  yes?: boolean;
 }
 
 export async function decryptOptionsFor(target: DatabaseTarget, identity?: string): Promise<DecryptOptions> {
@@ -82,10 +95,34 @@ function singleTarget(options: RestoreFlags): DatabaseTarget {
   return targets[0];
 }
 
+/** A backup given by its path rather than by its name in the backup folder (or on a destination). */
+function isPath(name: string): boolean {
+  return name.includes('/') || name.includes(path.sep);
+}
+
+function describeFile(file: string, timeZone: string): string {
+  const stat = fs.statSync(file);
+  return `${file} (${humanBytes(stat.size)}, modified ${formatTime(stat.mtime, timeZone)})`;
+}
+
+/** Asks on the terminal; anything but y/yes is a no. */
+async function confirm(question: string): Promise<boolean> {
+  const rl = readline.createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    return /^y(es)?$/i.test((await rl.question(question)).trim());
+  } finally {
+    rl.close();
+  }
+}
+
+const isTerminal = () => process.stdin.isTTY === true && process.stderr.isTTY === true;
+
 export function registerRestore(program: Command): void {
   const command = program
     .command('restore [name]')
-    .description('restore a backup (a file name, or latest) over the database, keeping the current one aside')
+    .description(
+      'restore a backup (a name from litekeep list, latest, or the path of a backup file) over the database, keeping the current one aside',
+    )
     .option('--from <source>', 'local (default), drive, or a destination name')
     .option('--host <name>', "whose copies, on a destination several machines share (default: this host's)")
     .option('--at <time>', 'the newest backup taken at or before this time')
@@ -95,42 +132,86 @@ export function registerRestore(program: Command): void {
       'restore even while another process has the database open (through SQLite; restart that app after)',
     )
     .option('--dry-run', 'fetch and verify, change nothing')
+    .option('-y, --yes', 'do not ask before replacing the database')
     .option('--identity <file>', 'age identity file for encrypted backups (or LITEKEEP_AGE_IDENTITY)')
     .option('--json', 'print JSON');
   addTargetOptions(command);
   command.action(async (name: string | undefined, options: RestoreFlags) => {
     const target = singleTarget(options);
-    const at = parseAt(options.at, target.settings.timeZone ?? systemTimeZone());
+    const timeZone = target.settings.timeZone ?? systemTimeZone();
+    const at = parseAt(options.at, timeZone);
     if (name && at) throw new LitekeepError('give a backup name or --at, not both', { exitCode: EXIT.usage });
+    const file = name && isPath(name) ? name : undefined;
+    if (file && options.from) {
+      throw new LitekeepError('a backup file given by its path is read from there: leave out --from', {
+        exitCode: EXIT.usage,
+      });
+    }
+    const destination = path.resolve(options.to ?? target.path);
+    const replacesLive = !options.to && !options.dryRun && fs.existsSync(destination);
+    if (replacesLive && !options.yes) {
+      if (isTerminal()) {
+        // What will be replaced by what, before anything is fetched or locked.
+        const chosen = file
+          ? candidateFromFile(target, file)
+          : pickCandidate(await listCandidates(target, options.from ?? 'local', { host: options.host }), {
+              name,
+              at,
+              from: options.from,
+              host: options.host,
+            });
+        process.stderr.write(
+          `this replaces  ${describeFile(destination, timeZone)}\n` +
+            `with           ${chosen.name} from ${chosen.source} (taken ${formatTime(chosen.time, timeZone)}, ${humanBytes(chosen.bytes)})\n` +
+            `and keeps the current database as ${destination}.before-restore-<time>\n`,
+        );
+        if (!(await confirm('restore? [y/N] '))) {
+          throw new LitekeepError('restore cancelled; nothing was changed', { exitCode: EXIT.failed });
+        }
+        // Exactly what was shown, even if a newer backup arrives meanwhile.
+        if (!file) name = chosen.name;
+      } else if (!name && !at) {
+        throw new LitekeepError(
+          `restore over ${destination} without a terminal to confirm on needs the backup named: ` +
+            `litekeep restore latest (or a name from litekeep list, or --at TIME), or pass --yes`,
+          { exitCode: EXIT.usage },
+        );
+      }
+    }
     const decrypt = await decryptOptionsFor(target, options.identity);
-    const abort = stopOnSignal('restore');
+    const stop = abortOnSignals('restore');
+    const progress = startProgress(options);
     const restore = () =>
       restoreBackup(target, {
-        name,
-        at,
+        name: file ? undefined : name,
+        file,
+        at: name ? undefined : at,
         from: options.from,
         host: options.host,
         to: options.to,
         force: options.force,
         dryRun: options.dryRun,
-        signal: abort.signal,
+        signal: stop.signal,
         ...decrypt,
         onStep: options.json ? undefined : (message) => print(`- ${message}`),
+        onProgress: (stage, bytes, total) => progress.update(stage, bytes, total),
       });
     // No backup or prune of this database may run while it is being replaced.
-    const result = await (options.dryRun ? restore() : withDatabaseLock(target, 'restore', restore)).finally(
-      () => abort.dispose(),
-    );
+    const result = await (
+      options.dryRun ? restore() : withDatabaseLock(target, 'restore', restore, stop.signal)
+    ).finally(() => stop.dispose());
+    progress.done();
     for (const w of result.warnings) warn(w);
     if (options.json) printJson(result);
     else {
       const tables = Object.entries(result.tables)
         .map(([t, n]) => `${t} ${n}`)
         .join(', ');
+      const taken = formatTime(new Date(result.takenAt), timeZone);
       print(
         result.dryRun
-          ? `dry run: ${result.backup} from ${result.source} (taken ${result.takenAt}) restores cleanly into ${result.target}`
-          : `restored ${result.backup} from ${result.source} (taken ${result.takenAt}) into ${result.target}`,
+          ? `dry run: ${result.backup} from ${result.source} (taken ${taken}) restores cleanly into ${result.target}`
+          : `restored ${result.backup} from ${result.source} (taken ${taken}) into ${result.target}`,
       );
       if (tables) print(`  rows: ${tables}`);
       if (result.safetyCopy) print(`  previous database kept as ${result.safetyCopy}`);
@@ -156,33 +237,41 @@ export function registerVerify(program: Command): void {
     const targets = selectTargets(resolveConfig(options), options);
     const out: unknown[] = [];
     let failed = false;
-    const abort = stopOnSignal('verify');
+    const progress = startProgress(options);
+    const stop = abortOnSignals('verification');
     try {
       for (const target of targets) {
         const decrypt = await decryptOptionsFor(target, options.identity);
+        // Each result as soon as it is known: `verify all` over many backups takes a while.
         const results = await verifyBackup(target, {
           name: name === 'all' ? undefined : name,
           all: name === 'all',
           from: options.from,
           host: options.host,
-          signal: abort.signal,
+          signal: stop.signal,
           ...decrypt,
+          onProgress: (stage, bytes, total) => progress.update(stage, bytes, total),
+          onResult: (r) => {
+            if (r.status !== 'ok') failed = true;
+            if (options.json) return;
+            const where = `${target.name}/${r.backup} from ${r.source}${r.host ? ` (host ${r.host})` : ''}`;
+            if (r.status === 'ok')
+              print(
+                `ok      ${where}: sha256 ${r.sha256?.slice(0, 12)}…, integrity ok, fingerprint ${r.fingerprint}`,
+              );
+            else
+              printFailure(
+                `${r.status === 'failed' ? 'FAILED' : 'ERROR '}  ${where}: ${r.error}`,
+                `${target.name}: verification of ${r.backup} from ${r.source} ${r.status === 'failed' ? 'failed' : 'could not be done'}: ${r.error}`,
+              );
+          },
         });
-        for (const r of results) {
-          if (r.status !== 'ok') failed = true;
-          if (!options.json) {
-            print(
-              r.status === 'ok'
-                ? `ok      ${target.name}/${r.backup} from ${r.source}: sha256 ${r.sha256?.slice(0, 12)}…, integrity ok, fingerprint ${r.fingerprint}`
-                : `${r.status === 'failed' ? 'FAILED' : 'ERROR '}  ${target.name}/${r.backup} from ${r.source}: ${r.error}`,
-            );
-          }
-        }
         out.push({ database: target.name, results });
       }
     } finally {
-      abort.dispose();
+      stop.dispose();
     }
+    progress.done();
     if (options.json) printPerDatabaseJson(out);
     if (failed) process.exitCode = EXIT.failed;
   });
