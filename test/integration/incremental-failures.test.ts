@@ -154,6 +154,10 @@ describe('incremental destinations when things go wrong', () => {
       req.method === 'DELETE' && (req.url ?? '').includes('/repo/packs/') ? 'hold' : 'pass';
     let run = spawnCli(m, ['prune', '--from', 'bucket', ...keepTwo]);
     expect(await run.until(proxy.held())).toMatch(/^DELETE .*\/repo\/packs\//);
+    // A backup while collection runs cannot lose a chunk it relies on: it does not run at all (database lock).
+    const during = await m.cli(['backup', '--trigger', 'scheduled']);
+    expect(during.code, during.stderr).toBe(1);
+    expect(during.stderr).toMatch(/another run holds .*lock/);
     run.child.kill('SIGKILL');
     await run.done;
     proxy.rule = () => 'pass';

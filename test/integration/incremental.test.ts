@@ -4,6 +4,7 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { changeDatabase } from '../repository/helpers.js';
 import { startDriveServer, type DriveServer } from '../servers/drive-server.js';
+import { startRecorder, type Recorder } from '../servers/http-recorder.js';
 import { startS3Server, type S3TestServer } from '../servers/s3-server.js';
 import {
   driveDestination,
@@ -23,17 +24,20 @@ import {
 let s3: S3TestServer;
 let drive: DriveServer;
 let raw: S3Client;
+let webhook: Recorder;
 
 beforeAll(async () => {
   s3 = await startS3Server();
   drive = await startDriveServer();
   raw = rawS3(s3);
+  webhook = await startRecorder();
 });
 
 afterAll(async () => {
   raw?.destroy();
   await s3?.close();
   await drive?.close();
+  await webhook?.close();
   for (const dir of made.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
 });
 
@@ -56,7 +60,11 @@ async function onStore(kind: Kind): Promise<{ m: Machine; name: string; objects:
       objects = async () => driveRepoFiles(drive, `f-${unique}`);
       return [driveDestination(drive, `f-${unique}`)];
     },
-    { drive: kind === 'drive' ? drive : undefined },
+    {
+      drive: kind === 'drive' ? drive : undefined,
+      // One store is enough to see the figures reach the notification.
+      config: kind === 'local' ? { notify: { attempts: 1, webhook: { url: `${webhook.url}/local` } } } : {},
+    },
   );
   return { m, name: kind === 'local' ? 'usb' : kind === 's3' ? 'bucket' : 'gdrive', objects };
 }
@@ -119,6 +127,25 @@ describe('incremental destinations: round trip on every store', () => {
       const check = await m.cli(['check', '--from', name, '--read-data']);
       expect(check.code, check.stdout + check.stderr).toBe(0);
       expect(check.stdout).toMatch(/^ok/);
+
+      // Bytes added and the dedup ratio of each snapshot: in the run result, status and the notification.
+      expect(s3snap.dedupRatio).toBeGreaterThan(s2.dedupRatio);
+      expect(s2.dedupRatio).toBeGreaterThan(s1.dedupRatio);
+      const status = await m.cli(['status', '--json']);
+      expect(status.code, status.stderr).toBe(0);
+      const d = (JSON.parse(status.stdout).destinations as Json[]).find((x) => x.destination === name);
+      expect(d.format).toBe('incremental');
+      expect(d.copies).toBe(3);
+      expect(d.newestSnapshot.id).toBe(s3snap.id);
+      expect(d.newestSnapshot.addedBytes).toBeGreaterThan(0);
+      expect(d.newestSnapshot.addedBytes).toBeLessThan(16 * 1024);
+      expect(d.newestSnapshot.dedupRatio).toBeGreaterThan(s2.dedupRatio);
+      if (kind === 'local') {
+        const texts = webhook.requests.filter((r) => r.path === '/local').map((r) => r.body);
+        const last = texts.filter((t) => t.includes(s3snap.id.slice(0, 12)));
+        expect(last.length, texts.join('\n')).toBe(1);
+        expect(last[0]).toMatch(/added, dedup \d+x/);
+      }
     });
   }
 });
