@@ -117,6 +117,12 @@ describe('incremental destinations: round trip on every store', () => {
         expect(JSON.parse(r.stdout).integrity).toBe('ok');
         expect(rowsOf(out)).toEqual(state.rows);
       }
+      // --at picks the newest snapshot taken at or before a time: the second one, at its own time.
+      const listedSecond = (JSON.parse(listed.stdout).backups as Json[]).find((b) => b.name === states[1].id);
+      const atOut = path.join(m.dir, 'restored-at.db');
+      const at = await m.cli(['restore', '--at', listedSecond.time, '--from', name, '--to', atOut, '--json']);
+      expect(at.code, at.stderr).toBe(0);
+      expect(rowsOf(atOut)).toEqual(states[1].rows);
       const verified = await m.cli(['verify', 'all', '--from', name, '--json']);
       expect(verified.code, verified.stdout + verified.stderr).toBe(0);
       expect((JSON.parse(verified.stdout).results as Json[]).map((r) => r.status)).toEqual([
