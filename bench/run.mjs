@@ -4,7 +4,7 @@
 // pipeline micro-benchmark run on request. Not a test: it prints figures.
 //
 //   npm run bench [-- --sizes 100M,1G,4G --runs 5]        (or BENCH_SIZES=100M,1G,4G BENCH_RUNS=5 npm run bench)
-//   npm run bench -- --only cli|s3|remote|pipeline|web [--size MiB]
+//   npm run bench -- --only cli|s3|remote|pipeline|web|incremental [--size MiB] [--rss-sizes MiB,MiB]
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -35,7 +35,16 @@ else if (only === 's3') runScript('s3.mjs', ['--size', size]);
 else if (only === 'remote') runScript('remote.ts', ['--size', size], ['--import', 'tsx']);
 // The status page rendered from a catalog of 10,000 runs (issue 16).
 else if (only === 'web') runScript('web.mjs', []);
-else {
-  console.error(`--only ${only}: expected cli, s3, remote, pipeline or web`);
+// Incremental against full and restic (issue 14): a database of --size MiB, peak memory at each of --rss-sizes.
+else if (only === 'incremental') {
+  const rssAt = rest.indexOf('--rss-sizes');
+  runScript('incremental.mjs', [
+    '--size',
+    sizeAt >= 0 ? size : '1024',
+    '--rss-sizes',
+    rssAt >= 0 ? rest[rssAt + 1] : '1024,4096',
+  ]);
+} else {
+  console.error(`--only ${only}: expected cli, s3, remote, pipeline, web or incremental`);
   process.exitCode = 2;
 }

@@ -55,6 +55,16 @@ export type { RetentionPolicy, RetentionPlan, Decision, NamedBackup } from './re
 export { restoreBackup, verifyBackup, listCandidates } from './restore/index.js';
 export type { RestoreOptions, RestoreResult, VerifyResult } from './restore/index.js';
 
+export {
+  REPOSITORY_VERSION,
+  checkDestinations,
+  pruneRepository,
+  Repository,
+  writeSnapshot,
+  restoreImage,
+} from './repository/index.js';
+export type { BlobStore, CheckReport, RepositoryPruneResult, SnapshotOutcome } from './repository/index.js';
+
 export { Catalog } from './catalog/index.js';
 export type { BackupRecord, RunRecord, HistoryEvent, Fingerprint } from './catalog/index.js';
 

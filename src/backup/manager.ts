@@ -62,6 +62,13 @@ export interface BackupResult {
   trigger: BackupTrigger;
   /** The artifact on disk was decoded back to `plainSha256` before it was published. */
   artifactChecked: boolean;
+  /** With keepImage: the plain page image of this backup (a temp file, or the backup itself when unpacked). */
+  image?: { path: string; temporary: boolean };
+}
+
+/** Removes the page image a run kept for its incremental destinations (see CreateBackupOptions.keepImage). */
+export async function discardImage(backup: BackupResult | undefined): Promise<void> {
+  if (backup?.image?.temporary) await fsp.rm(backup.image.path, { force: true });
 }
 
 /**
@@ -86,6 +93,11 @@ export interface CreateBackupOptions {
    * what it stores.
    */
   onPacked?: (artifactPath: string) => void | Promise<void>;
+  /**
+   * Keep the checked snapshot (the plain page image) for incremental destinations: `BackupResult.image` names
+   * it, and the caller removes it when `temporary` (discardImage). A killed run's is swept by the next one.
+   */
+  keepImage?: boolean;
 }
 
 export interface BackupEntry {
@@ -385,6 +397,10 @@ export class BackupManager {
         }
       }
       const file = await this.publish(artifact, createdAt, compression, encryption.kind);
+      const image = options.keepImage
+        ? { path: packed ? snapshotTemp : path.join(this.backupDir, file), temporary: packed }
+        : undefined;
+      if (image?.temporary) temps.splice(temps.indexOf(snapshotTemp), 1);
       await cleanup();
       const result: BackupResult = {
         database: this.target.name,
@@ -410,6 +426,7 @@ export class BackupManager {
         trigger: options.trigger ?? 'scheduled',
         // Unpacked, the artifact is the copy that was hashed while SQLite checked it.
         artifactChecked: true,
+        ...(image ? { image } : {}),
       };
       try {
         this.catalog.recordBackup({ ...result, runId: options.runId, integrity: facts.integrity });

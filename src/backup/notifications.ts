@@ -84,7 +84,7 @@ function eventFor(target: DatabaseTarget, kind: RunEvent['kind'], result: RunBac
   if (result.backup) succeeded.push('local backup kept');
   for (const d of result.destinations) {
     const label = d.type === 'google-drive' ? 'Drive upload' : `upload to ${d.destination}`;
-    if (d.status === 'ok') succeeded.push(`${label} done`);
+    if (d.status === 'ok') succeeded.push(d.snapshot ? `snapshot to ${d.destination} done` : `${label} done`);
     else if (d.status === 'failed') failed.push(`${label} failed${d.error ? `: ${d.error}` : ''}`);
   }
   for (const w of result.prune?.failed ?? []) failed.push(`could not delete ${w.name}`);
@@ -106,7 +106,25 @@ function eventFor(target: DatabaseTarget, kind: RunEvent['kind'], result: RunBac
     succeeded,
     failed,
     partial: kind === 'success' && failed.length > 0,
+    ...snapshotsOf(result),
   };
+}
+
+/** Incremental destinations: each snapshot's bytes added and dedup ratio (issue 14). */
+function snapshotsOf(result: RunBackupResult): Pick<RunEvent, 'snapshots'> {
+  const snapshots = result.destinations.flatMap((d) =>
+    d.status === 'ok' && d.snapshot
+      ? [
+          {
+            destination: d.destination,
+            id: d.snapshot.id,
+            addedBytes: d.snapshot.uploadedBytes,
+            dedupRatio: d.snapshot.dedupRatio,
+          },
+        ]
+      : [],
+  );
+  return snapshots.length ? { snapshots } : {};
 }
 
 function toOutcomes(results: NotificationResult[]): NotificationOutcome[] {

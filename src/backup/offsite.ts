@@ -28,6 +28,10 @@ import { oneLine } from '../util/errors.js';
 import { standingOf } from './standing.js';
 import { VERSION } from '../version.js';
 import type { BackupEntry, BackupManager, BackupResult } from './manager.js';
+import type { CollectResult } from '../repository/collect.js';
+import { isIncremental } from '../repository/destination.js';
+import { repositoryStatus } from '../repository/status.js';
+import { snapshotToDestination, type RunImage, type SnapshotOutcome } from '../repository/run.js';
 
 export interface DestinationOutcome {
   destination: string;
@@ -47,6 +51,9 @@ export interface DestinationOutcome {
   /** The copies this run's retention removed there. */
   removed?: string[];
   pruneErrors?: string[];
+  /** Incremental destinations: the run's snapshot (bytes added, dedup ratio) and what collection freed. */
+  snapshot?: SnapshotOutcome;
+  collected?: CollectResult;
   /** Incomplete uploads of earlier, interrupted runs that were aborted at the start of this one. */
   abortedUploads?: string[];
 }
@@ -60,6 +67,8 @@ export interface OffsiteOptions {
   syncOnly?: boolean;
   /** Apply each destination's retention after a successful upload (default true). */
   prune?: boolean;
+  /** The run's page image, kept for incremental destinations (BackupResult.image). */
+  image?: RunImage;
   /** Only this destination (by name), e.g. `litekeep sync --to offsite`. */
   only?: string;
   /** Bytes sent of each upload, with its size: `stage` is `upload to <destination>`. */
@@ -124,9 +133,23 @@ export async function runDestinations(
     return [{ destination: 'configuration', type: '?', status: 'failed', error: oneLine(error) }];
   }
   for (const spec of specs) {
-    outcomes.push(await syncOne(spec, target, manager, backup, options));
+    outcomes.push(
+      isIncremental(spec)
+        ? await snapshotToDestination(spec, target, manager, backup, options.image, options)
+        : await syncOne(spec, target, manager, backup, options),
+    );
   }
   return outcomes;
+}
+
+/** Whether this run feeds an incremental destination (which needs the online backup API's page image). */
+export function hasIncrementalDestination(target: DatabaseTarget, skipDrive: boolean): boolean {
+  try {
+    return destinationsOf(target, { skipDrive }).some(isIncremental);
+  } catch {
+    // A broken destination list fails in runDestinations, with its message.
+    return false;
+  }
 }
 
 async function syncOne(
@@ -591,6 +614,12 @@ export interface DestinationStatus {
   lastVerified?: { file: string; at: string };
   /** Why the destination could not be listed just now. */
   error?: string;
+  /** `incremental`: a repository of snapshots (copies counts snapshots, bytes everything stored). */
+  format?: 'incremental';
+  /** Incremental: the newest snapshot's bytes added and dedup ratio. */
+  newestSnapshot?: { id: string; addedBytes: number; dedupRatio: number };
+  /** Incremental: local backups taken after its newest snapshot, which it did not get (not copied later). */
+  missed?: string[];
   /** With a maxAge: its newest copy is older, there is none, or its last upload failed (`staleReason` says). */
   stale: boolean;
   staleReason?: string;
@@ -648,21 +677,29 @@ export async function destinationStatuses(
       stale: false,
     };
     let newestCopy = known.newestCopy;
-    try {
-      const objects = ownCopies(await (await createDestination(spec, target)).list(), hostOf(target));
-      const sorted = objects
-        .map((o) => ({ o, time: remoteTime(o, manager.timeZone) }))
-        .sort((a, b) => b.time.getTime() - a.time.getTime());
-      status.copies = objects.length;
-      status.bytes = objects.reduce((sum, o) => sum + o.bytes, 0);
-      newestCopy = sorted[0] ? { file: sorted[0].o.name, time: sorted[0].time } : undefined;
-      status.newest = newestCopy?.file;
-      status.newestTime = newestCopy?.time.toISOString();
-      status.missing = missingOn(spec, manager, backups, objects).map((b) => b.name);
-      status.missingCount = status.missing.length;
-    } catch (error) {
-      // Unreachable now: the activity log says what reached it.
-      status.error = oneLine(error);
+    if (isIncremental(spec)) {
+      const repoStatus = await repositoryStatus(status, spec, target, backups);
+      newestCopy = repoStatus.newestTime
+        ? { file: repoStatus.newest!, time: new Date(repoStatus.newestTime) }
+        : undefined;
+      Object.assign(status, repoStatus);
+    } else {
+      try {
+        const objects = ownCopies(await (await createDestination(spec, target)).list(), hostOf(target));
+        const sorted = objects
+          .map((o) => ({ o, time: remoteTime(o, manager.timeZone) }))
+          .sort((a, b) => b.time.getTime() - a.time.getTime());
+        status.copies = objects.length;
+        status.bytes = objects.reduce((sum, o) => sum + o.bytes, 0);
+        newestCopy = sorted[0] ? { file: sorted[0].o.name, time: sorted[0].time } : undefined;
+        status.newest = newestCopy?.file;
+        status.newestTime = newestCopy?.time.toISOString();
+        status.missing = missingOn(spec, manager, backups, objects).map((b) => b.name);
+        status.missingCount = status.missing.length;
+      } catch (error) {
+        // Unreachable now: the activity log says what reached it.
+        status.error = oneLine(error);
+      }
     }
     const problem = destinationProblem(
       {

@@ -1,6 +1,8 @@
 import type { DatabaseTarget } from '../config/index.js';
 import { hostOf, openDestination } from '../destinations/factory.js';
 import { humanDuration } from '../util/fs.js';
+import { incrementalSpec } from '../repository/destination.js';
+import { listRepositorySnapshots } from '../repository/status.js';
 import { BackupManager } from './manager.js';
 import { destinationStatuses, remoteTime, type DestinationStatus } from './offsite.js';
 
@@ -127,6 +129,8 @@ export type RemoteListing = {
   database: string;
   from: string;
   type: string;
+  /** `incremental`: the entries are snapshots of a repository (name = snapshot id). */
+  format?: 'incremental';
   backups: {
     name: string;
     id: string;
@@ -137,11 +141,18 @@ export type RemoteListing = {
     /** The machine that made it (several may share a destination). */
     host?: string;
     inCatalog: boolean;
+    /** Incremental snapshots: retention series, bytes the snapshot added, image bytes per byte added. */
+    trigger?: string;
+    addedBytes?: number;
+    dedupRatio?: number;
+    /** A snapshot whose manifest cannot be read. */
+    error?: string;
   }[];
 };
 
 /** A destination's backups of one database, newest first, with what the catalog knows. */
 export async function listRemote(target: DatabaseTarget, from: string): Promise<RemoteListing> {
+  if (incrementalSpec(target, from)) return listRepositorySnapshots(target, from);
   const destination = await openDestination(target, from);
   const manager = new BackupManager(target, { readOnly: true });
   try {

@@ -10,10 +10,17 @@ import { formatDuration } from '../util/duration.js';
 import { runCeiling } from '../util/timeouts.js';
 import { EXIT, LitekeepError, oneLine } from '../util/errors.js';
 import { encryptionSettings } from './encryption.js';
-import { BackupManager, type BackupResult, type BackupTrigger, type PruneResult } from './manager.js';
+import {
+  BackupManager,
+  discardImage,
+  type BackupResult,
+  type BackupTrigger,
+  type PruneResult,
+} from './manager.js';
 import {
   destinationPolicy,
   destinationsOf,
+  hasIncrementalDestination,
   planDestination,
   runDestinations,
   type DestinationOutcome,
@@ -193,9 +200,14 @@ export async function runBackupForTarget(
     }
 
     result.stage = 'snapshot';
+    // Incremental destinations (issue 14) need a page-exact image: the online backup API (VACUUM INTO
+    // renumbers pages), kept for them until they have their snapshots.
+    const incremental =
+      options.upload !== false && hasIncrementalDestination(target, options.drive === false);
     const backup = await manager.createBackup({
       trigger: backupTriggerOf(trigger),
-      vacuum: options.vacuum,
+      vacuum: incremental ? false : options.vacuum,
+      keepImage: incremental,
       runId,
       signal,
       onProgress: options.onProgress,
@@ -214,6 +226,7 @@ export async function runBackupForTarget(
         runId,
         signal,
         onStep: step,
+        image: backup.image,
         onProgress: options.onProgress,
       });
       offsiteFailed = result.destinations.some((d) => d.status === 'failed');
@@ -309,6 +322,9 @@ export async function runBackupForTarget(
       warnings.push(`could not record the run: ${oneLine(error)}`);
     }
   }
+  await discardImage(result.backup).catch((error: unknown) => {
+    warnings.push(`could not remove the snapshot image: ${oneLine(error)}`);
+  });
   try {
     await release?.();
   } catch (error) {

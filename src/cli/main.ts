@@ -14,6 +14,7 @@ import { registerAuth } from './commands/auth.js';
 import { registerDaemon, registerSchedule } from './commands/daemon.js';
 import { registerKeygen, registerNotify, registerSync } from './commands/misc.js';
 import { registerRestore, registerVerify } from './commands/restore.js';
+import { registerCheck } from './commands/check.js';
 
 /** Every command below `command`, nested ones too (`notify test`, `auth google`). */
 function allCommands(command: Command): Command[] {
@@ -58,6 +59,7 @@ export function buildProgram(): Command {
   registerDemo(program);
   registerRestore(program);
   registerVerify(program);
+  registerCheck(program);
   registerSync(program);
   registerNotify(program);
   registerKeygen(program);

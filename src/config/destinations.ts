@@ -1,3 +1,4 @@
+import { MAX_PACK_SIZE, MIN_PACK_SIZE } from '../repository/format.js';
 import { parseRetentionPolicy } from '../retention/index.js';
 import { redactUrl } from '../util/redact.js';
 import { ConfigError } from './settings.js';
@@ -11,7 +12,10 @@ import { ConfigError } from './settings.js';
 
 export type DestinationType = 'local' | 'google-drive' | 's3' | 'rclone' | 'sftp';
 
-export const COMMON_DESTINATION_KEYS = ['name', 'type', 'retention', 'enabled'];
+/** `format` (full | incremental) and `packSize` (incremental only) are src/repository/'s: docs/format.md. */
+export const COMMON_DESTINATION_KEYS = ['name', 'type', 'retention', 'enabled', 'format', 'packSize'];
+/** The types that can hold an incremental repository: those with a blob store in src/repository/stores. */
+export const INCREMENTAL_TYPES: DestinationType[] = ['local', 's3', 'google-drive'];
 export const DESTINATION_KEYS: Record<DestinationType, string[]> = {
   local: ['path'],
   'google-drive': [
@@ -121,6 +125,24 @@ export function validateDestinationEntry(
     } catch (error) {
       throw new ConfigError(`${(error as Error).message}${from}`);
     }
+  }
+  if (entry.format !== undefined && entry.format !== 'full' && entry.format !== 'incremental')
+    invalid('format', 'expected full or incremental');
+  if (entry.format === 'incremental' && !INCREMENTAL_TYPES.includes(type)) {
+    throw new ConfigError(
+      `${where}.format incremental${from} is not available for ${type} destinations yet (only ${INCREMENTAL_TYPES.join(', ')}): ` +
+        `remove format (full files) or use a local, s3 or google-drive destination`,
+    );
+  }
+  if (entry.packSize !== undefined) {
+    const n = Number(entry.packSize);
+    if (!isWholeNumber(entry.packSize) || n < MIN_PACK_SIZE || n > MAX_PACK_SIZE)
+      invalid(
+        'packSize',
+        `expected bytes from ${MIN_PACK_SIZE} (1 MiB) to ${MAX_PACK_SIZE} (256 MiB), e.g. 16777216`,
+      );
+    if (entry.format !== 'incremental')
+      invalid('packSize', 'it applies only to format: incremental; remove it or set format: incremental');
   }
   const text = (key: string, required = false) => {
     const v = entry[key];

@@ -924,7 +924,94 @@ export class GoogleDriveDestination implements Destination {
     if (res.status !== 404 && (res.status < 200 || res.status >= 300))
       throw this.failure(res, this.options.trash === false ? `delete of ${name}` : `trashing ${name}`);
   }
+
+  // ---------------------------------------------------------------- incremental repositories (issue 14)
+
+  private uploaders?: Map<string, GoogleDriveDestination>;
+
+  /**
+   * Raw files and folders for src/repository/stores/drive.ts, through this destination's HTTP layer (auth,
+   * retries, resumable uploads, checksum verification, error messages). Full-file backups never use it.
+   */
+  repositoryAccess(): DriveRepositoryAccess {
+    return {
+      folderLabel: this.options.folderId ?? this.options.folderName ?? 'litekeep-backups',
+      folderId: () => this.folder(true) as Promise<string>,
+      list: (q) => this.listFiles(q),
+      createFolder: async (name, parent, appProperties) =>
+        (
+          await this.json<DriveFile>({
+            method: 'POST',
+            url: this.filesUrl(),
+            params: { fields: 'id', supportsAllDrives: true },
+            data: { name, mimeType: FOLDER_MIME, parents: [parent], appProperties },
+            label: `creating folder ${name}`,
+          })
+        ).id,
+      upload: async (localPath, name, parentId, appProperties, signal) => {
+        // Uploads go into the destination's folder: one per parent folder, sharing these credentials' settings.
+        this.uploaders ??= new Map();
+        let uploader = this.uploaders.get(parentId);
+        if (!uploader) {
+          uploader = new GoogleDriveDestination({ ...this.options, folderId: parentId });
+          this.uploaders.set(parentId, uploader);
+        }
+        const total = (await fsStat(localPath)).size;
+        const counter: Counter = { retries: 0 };
+        const { file, sha256, md5 } = await uploader.upload(localPath, name, total, appProperties, counter, {
+          signal,
+        });
+        await uploader.verifyUploaded(file, name, total, sha256, md5, undefined, signal);
+        return { id: file.id, sha256 };
+      },
+      download: (id, name) => this.get({ id, name, bytes: 0 }),
+      remove: async (id, name) => {
+        const res = await this.call(
+          this.options.trash === false
+            ? {
+                method: 'DELETE',
+                url: this.filesUrl(id),
+                params: { supportsAllDrives: true },
+                label: `delete of ${name}`,
+              }
+            : {
+                method: 'PATCH',
+                url: this.filesUrl(id),
+                params: { fields: 'id,trashed', supportsAllDrives: true },
+                data: { trashed: true },
+                label: `trashing ${name}`,
+              },
+        );
+        if (res.status !== 404 && (res.status < 200 || res.status >= 300))
+          throw this.failure(res, `removal of ${name}`);
+      },
+    };
+  }
 }
+
+/** What a repository on Drive needs of the destination's HTTP layer (see repositoryAccess). */
+export interface DriveRepositoryAccess {
+  /** The configured folder (id or name), for messages. */
+  folderLabel: string;
+  /** This destination's folder (created when missing, unless it is a configured folderId). */
+  folderId(): Promise<string>;
+  /** Files matching a Drive query, every page. */
+  list(q: string): Promise<DriveFileInfo[]>;
+  createFolder(name: string, parent: string, appProperties: Record<string, string>): Promise<string>;
+  /** A resumable upload into folder `parentId`, verified against Drive's checksum. */
+  upload(
+    localPath: string,
+    name: string,
+    parentId: string,
+    appProperties: Record<string, string>,
+    signal?: AbortSignal,
+  ): Promise<{ id: string; sha256: string }>;
+  download(id: string, name: string): Promise<Readable>;
+  /** Trashes (or, with trash: false, deletes) a file by id; one that is gone already is fine. */
+  remove(id: string, name: string): Promise<void>;
+}
+
+export type DriveFileInfo = DriveFile;
 
 function asJsonSafe(data: unknown): { error?: string; error_description?: string } | undefined {
   try {

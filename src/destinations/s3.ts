@@ -801,6 +801,36 @@ export class S3Destination implements Destination {
   destroy(): void {
     this.client.destroy();
   }
+
+  // ---------------------------------------------------------------- incremental repositories (issue 14)
+
+  /**
+   * What src/repository/stores/s3.ts needs to keep a repository under `<prefix>/<database>/<host>/repo/`: this
+   * destination's client (its options, retries and timeouts), its bucket and settings, its error messages.
+   */
+  repositoryAccess(): S3RepositoryAccess {
+    return {
+      client: this.client,
+      name: this.name,
+      bucket: this.options.bucket,
+      databasePrefix: this.keyPrefix,
+      storageClass: this.options.storageClass,
+      serverSideEncryption: this.options.serverSideEncryption,
+      describeError: (action, error, stage) => this.describeError(action, error, stage),
+    };
+  }
+}
+
+/** See S3Destination.repositoryAccess. */
+export interface S3RepositoryAccess {
+  client: S3Client;
+  name: string;
+  bucket: string;
+  /** `<prefix>/<database>/`. */
+  databasePrefix: string;
+  storageClass?: string;
+  serverSideEncryption?: string;
+  describeError(action: string, error: unknown, stage?: string): LitekeepError;
 }
 
 /** 412: a conditional write found the key taken (or, on a multipart upload, completed meanwhile). */

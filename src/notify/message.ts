@@ -89,6 +89,11 @@ export function buildMessage(event: RunEvent, options: MessageOptions = {}): Mes
         const names = event.removed?.length ? `: ${event.removed.join(', ')}` : '';
         add('Rotated', `${event.rotated} old backup${event.rotated === 1 ? '' : 's'} removed${names}`);
       }
+      for (const snap of event.snapshots ?? [])
+        add(
+          `Snapshot (${snap.destination})`,
+          `${snap.id.slice(0, 12)}: ${formatBytes(snap.addedBytes)} added, dedup ${Math.round(snap.dedupRatio)}x`,
+        );
       add('Duration', event.durationMs !== undefined ? formatDuration(event.durationMs) : undefined);
       if (status === 'partial') {
         add('Outcome', outcome);

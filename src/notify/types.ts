@@ -30,6 +30,8 @@ export interface RunEvent {
   failed?: string[];
   /** Success overall but something failed (exit 3): counts as a failure for `on: failure`. */
   partial?: boolean;
+  /** Snapshots written to incremental destinations: bytes each added and its dedup ratio (database / added). */
+  snapshots?: { destination: string; id: string; addedBytes: number; dedupRatio: number }[];
 }
 
 export interface NtfyOptions {

@@ -22,6 +22,9 @@ import {
 import { compareFingerprints, fingerprintOf, inspectDatabase } from '../snapshot/index.js';
 import { EXIT, LitekeepError, oneLine } from '../util/errors.js';
 import { removeTempsOfDeadProcesses } from '../util/process.js';
+import { snapshotCandidates } from '../repository/candidates.js';
+import { incrementalSpec } from '../repository/destination.js';
+import { RepositoryDamagedError } from '../repository/errors.js';
 import { fsyncDir, fsyncDirSync, fsyncFile, makeDirsSync, publishNoClobber } from '../util/fs.js';
 import { compactStamp, formatTime, systemTimeZone } from '../util/time.js';
 import { didYouMean } from '../util/suggest.js';
@@ -50,7 +53,12 @@ export class DamagedBackupError extends LitekeepError {
  * identity that opens none of its keys — is an `error`, which says nothing about the backup.
  */
 export function verdictOf(error: unknown): 'failed' | 'error' {
-  if (error instanceof DamagedBackupError || error instanceof CorruptArtifactError) return 'failed';
+  if (
+    error instanceof DamagedBackupError ||
+    error instanceof CorruptArtifactError ||
+    error instanceof RepositoryDamagedError
+  )
+    return 'failed';
   if (error instanceof DecryptionError) return isWrongKey(error) ? 'error' : 'failed';
   return 'error';
 }
@@ -75,6 +83,24 @@ export interface Candidate {
   setAside?: string;
   /** The stored bytes; `signal` stops the transfer. */
   open: (signal?: AbortSignal) => Promise<Readable>;
+  /** A snapshot of an incremental destination: its name (id) may be given as a unique prefix. */
+  idPrefix?: boolean;
+  /**
+   * A snapshot of an incremental destination writes its page image into `plainPath` itself, checking every
+   * chunk against its id, instead of streaming an artifact through `open`. Facts sealed in its manifest become
+   * known once it is opened with the identity.
+   */
+  fetchImage?: (
+    plainPath: string,
+    decrypt: DecryptOptions,
+    signal?: AbortSignal,
+  ) => Promise<{
+    sha256: string;
+    plainSha256: string;
+    expectedPlainSha256?: string;
+    fingerprint?: Fingerprint;
+    journalMode?: string;
+  }>;
 }
 
 export interface SelectOptions {
@@ -102,6 +128,20 @@ export async function listCandidates(
   target: DatabaseTarget,
   from = 'local',
   options: { host?: string; ownOnly?: boolean } = {},
+): Promise<Candidate[]> {
+  if (!incrementalSpec(target, from)) return listFileCandidates(target, from, options);
+  // An incremental destination holds snapshots, and still the full files it kept before it switched format.
+  const snapshots = await snapshotCandidates(target, from, options);
+  const files = await listFileCandidates(target, from, options).catch(() => []);
+  return [...snapshots, ...files].sort(
+    (a, b) => b.time.getTime() - a.time.getTime() || (a.name < b.name ? 1 : -1),
+  );
+}
+
+async function listFileCandidates(
+  target: DatabaseTarget,
+  from: string,
+  options: { host?: string; ownOnly?: boolean },
 ): Promise<Candidate[]> {
   // Only looks: a machine restoring from a destination gets no catalog until it restores.
   const manager = new BackupManager(target, { readOnly: true });
@@ -210,7 +250,8 @@ export function pickCandidate(candidates: Candidate[], options: SelectOptions): 
     // An exact name wins over a shorter one given without its .zst/.age suffixes.
     const found =
       candidates.find((c) => c.name === options.name) ??
-      candidates.find((c) => c.name.startsWith(`${options.name}.`));
+      candidates.find((c) => c.name.startsWith(`${options.name}.`)) ??
+      uniqueIdPrefix(candidates, options.name);
     if (!found) {
       throw new LitekeepError(
         `backup ${options.name} not found in ${from}` +
@@ -260,6 +301,18 @@ export function describeSkipped(candidates: Candidate[], now = new Date()): stri
     .filter((r): r is string => r !== undefined);
 }
 
+/** A snapshot named by a unique prefix of its id (at least 4 hex digits), as restic and git accept. */
+function uniqueIdPrefix(candidates: Candidate[], prefix: string): Candidate | undefined {
+  if (!/^[0-9a-f]{4,}$/.test(prefix)) return undefined;
+  const matches = candidates.filter((c) => c.idPrefix && c.name.startsWith(prefix));
+  if (matches.length > 1)
+    throw new LitekeepError(`snapshot id ${prefix} is ambiguous (${matches.length} match); give more of it`, {
+      exitCode: EXIT.usage,
+      stage: 'restore',
+    });
+  return matches[0];
+}
+
 export interface FetchedBackup {
   plainPath: string;
   sha256: string;
@@ -280,43 +333,63 @@ export async function fetchAndCheck(
   integrityMode: 'full' | 'quick' = 'full',
   signal?: AbortSignal,
 ): Promise<FetchedBackup> {
-  const parsed = parseBackupName(candidate.name)!;
   const artifactHash = createSha256Counter();
   const plainHash = createSha256Counter();
   let input: Readable | undefined;
   let sink: fsp.FileHandle | undefined;
   try {
-    const packed = parsed.compression !== 'none' || parsed.encryption !== 'none';
-    if (parsed.encryption === 'age' && !decrypt.identities?.length && decrypt.passphrase === undefined) {
-      throw new LitekeepError(
-        `${candidate.name} is encrypted; pass --identity FILE (or LITEKEEP_AGE_IDENTITY) or set LITEKEEP_PASSPHRASE`,
-        { exitCode: EXIT.usage, stage: 'restore' },
-      );
+    async function streamArtifact(): Promise<{
+      artifact: { sha256: string; bytes?: number };
+      plain: { sha256: string; bytes?: number };
+    }> {
+      const parsed = parseBackupName(candidate.name)!;
+      const packed = parsed.compression !== 'none' || parsed.encryption !== 'none';
+      if (parsed.encryption === 'age' && !decrypt.identities?.length && decrypt.passphrase === undefined) {
+        throw new LitekeepError(
+          `${candidate.name} is encrypted; pass --identity FILE (or LITEKEEP_AGE_IDENTITY) or set LITEKEEP_PASSPHRASE`,
+          { exitCode: EXIT.usage, stage: 'restore' },
+        );
+      }
+      // Opened before any data flows so that a failure can close it: a stream that is destroyed before its
+      // own open() finished would create the file after the cleanup below removed it.
+      sink = await fsp.open(plainPath, 'wx', 0o600);
+      signal?.throwIfAborted();
+      const source = await candidate.open(signal);
+      input = source;
+      // The artifact's bytes are hashed as they pass, before any decoding.
+      source.on('error', (error) => artifactHash.destroy(error));
+      const hashed = source.pipe(artifactHash);
+      const decoded = packed
+        ? await openArtifact(hashed, {
+            compression: parsed.compression,
+            encrypted: parsed.encryption === 'age',
+            identities: decrypt.identities,
+            passphrase: decrypt.passphrase,
+          })
+        : hashed;
+      const out = sink.createWriteStream();
+      // The stream owns the handle from here and closes it, on success and on error alike.
+      sink = undefined;
+      await pipeline(decoded, plainHash, out, { signal });
+      await fsyncFile(plainPath);
+      return {
+        artifact: { sha256: artifactHash.sha256, bytes: artifactHash.bytes },
+        plain: { sha256: plainHash.sha256, bytes: plainHash.bytes },
+      };
     }
-    // Opened before any data flows so that a failure can close it: a stream that is destroyed before its
-    // own open() finished would create the file after the cleanup below removed it.
-    sink = await fsp.open(plainPath, 'wx', 0o600);
-    signal?.throwIfAborted();
-    const source = await candidate.open(signal);
-    input = source;
-    // The artifact's bytes are hashed as they pass, before any decoding.
-    source.on('error', (error) => artifactHash.destroy(error));
-    const hashed = source.pipe(artifactHash);
-    const decoded = packed
-      ? await openArtifact(hashed, {
-          compression: parsed.compression,
-          encrypted: parsed.encryption === 'age',
-          identities: decrypt.identities,
-          passphrase: decrypt.passphrase,
-        })
-      : hashed;
-    const out = sink.createWriteStream();
-    // The stream owns the handle from here and closes it, on success and on error alike.
-    sink = undefined;
-    await pipeline(decoded, plainHash, out, { signal });
-    await fsyncFile(plainPath);
-    const artifact = { sha256: artifactHash.sha256, bytes: artifactHash.bytes };
-    const plain = { sha256: plainHash.sha256, bytes: plainHash.bytes };
+    let artifact: { sha256: string };
+    let plain: { sha256: string };
+    if (candidate.fetchImage) {
+      // A snapshot of an incremental destination: its chunks are fetched, checked and placed by the repository.
+      const image = await candidate.fetchImage(plainPath, decrypt, signal);
+      artifact = { sha256: image.sha256 };
+      plain = { sha256: image.plainSha256 };
+      candidate.plainSha256 ??= image.expectedPlainSha256;
+      candidate.fingerprint ??= image.fingerprint;
+      candidate.journalMode ??= image.journalMode;
+    } else {
+      ({ artifact, plain } = await streamArtifact());
+    }
     if (candidate.sha256 && artifact.sha256 !== candidate.sha256) {
       throw new DamagedBackupError(
         `${candidate.name} from ${candidate.source} is damaged: its sha256 is ${artifact.sha256.slice(0, 12)}…, ` +

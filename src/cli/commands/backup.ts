@@ -74,7 +74,12 @@ export function printBackupSummary(r: RunBackupResult, settings: LitekeepConfig)
   );
   print(`  sha256 ${b.sha256}`);
   for (const d of r.destinations) {
-    if (d.status === 'ok') print(`  uploaded to ${d.destination}${d.link ? `: ${d.link}` : ''}`);
+    if (d.status === 'ok' && d.snapshot)
+      print(
+        `  snapshot ${d.snapshot.id.slice(0, 12)} on ${d.destination}: ${humanBytes(d.snapshot.uploadedBytes)} uploaded ` +
+          `for a ${humanBytes(d.snapshot.imageBytes)} database (dedup ${Math.round(d.snapshot.dedupRatio)}x)`,
+      );
+    else if (d.status === 'ok') print(`  uploaded to ${d.destination}${d.link ? `: ${d.link}` : ''}`);
     else if (d.status === 'failed')
       printFailure(
         `  upload to ${d.destination} FAILED: ${d.error}`,

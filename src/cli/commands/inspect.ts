@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import type { DestinationStatus } from '../../backup/offsite.js';
 import type { DatabaseStatus, RemoteListing, RemoteStatus } from '../../backup/status.js';
 import { CONFIG_LEAVES, describeConfig, type ConfigEntry, type ResolvedConfig } from '../../config/index.js';
 import { parseDurationMs } from '../../config/settings.js';
@@ -103,6 +104,7 @@ function printRemoteListing(l: RemoteListing, timeZone: string): void {
     print('  no backups there');
     return;
   }
+  if (l.format === 'incremental') return printSnapshotListing(l);
   const rows = l.backups.map((b) => [
     b.name,
     b.host ?? '',
@@ -112,6 +114,29 @@ function printRemoteListing(l: RemoteListing, timeZone: string): void {
     b.link ?? '',
   ]);
   print(indent(table(['name', 'host', 'size', 'taken', 'age', 'link'], rows)));
+}
+
+/** The snapshots of an incremental destination: id, host, database size, what each added, dedup ratio. */
+function printSnapshotListing(l: RemoteListing): void {
+  const rows = l.backups.map((b) =>
+    b.error
+      ? [b.name.slice(0, 12), b.host ?? '', '', '', '', '', `DAMAGED: ${b.error}`]
+      : [
+          b.name.slice(0, 12),
+          b.host ?? '',
+          age(new Date(b.time)),
+          b.trigger ?? '',
+          humanBytes(b.bytes),
+          humanBytes(b.addedBytes ?? 0),
+          `${Math.round(b.dedupRatio ?? 0)}x`,
+        ],
+  );
+  print(
+    table(['snapshot', 'host', 'age', 'trigger', 'database', 'added', 'dedup'], rows)
+      .split('\n')
+      .map((line) => '  ' + line)
+      .join('\n'),
+  );
 }
 
 export function registerHistory(program: Command): void {
@@ -237,6 +262,10 @@ function printStatus(s: DatabaseStatus, timeZone: string): void {
         ? `unreachable: ${d.error}`
         : `${d.copies} cop${d.copies === 1 ? 'y' : 'ies'}, ${humanBytes(d.bytes ?? 0)}` +
           `, newest ${d.newest && d.newestTime ? `${d.newest} (${age(new Date(d.newestTime))})` : 'none'}`;
+    if (d.format === 'incremental') {
+      printRepositoryStatus(d);
+      continue;
+    }
     print(`  ${d.destination} (${d.type}): ${held}`);
     if (d.copies === undefined && d.newest && d.newestTime)
       print(`    newest copy known: ${d.newest} (${age(new Date(d.newestTime))})`);
@@ -255,6 +284,29 @@ function printStatus(s: DatabaseStatus, timeZone: string): void {
     if (d.stale) print(`    STALE: ${d.staleReason}`);
   }
   if (s.stale) print(`  STALE: ${s.staleReason}`);
+}
+
+/** An incremental destination in `status`: snapshots, stored bytes, the newest's bytes added and dedup. */
+function printRepositoryStatus(d: DestinationStatus): void {
+  const held =
+    d.copies === undefined
+      ? `unreachable: ${d.error}`
+      : `${d.copies} snapshot${d.copies === 1 ? '' : 's'}, ${humanBytes(d.bytes ?? 0)} stored` +
+        (d.newestSnapshot && d.newestTime
+          ? `, newest ${d.newestSnapshot.id.slice(0, 12)} (${age(new Date(d.newestTime))}): added ` +
+            `${humanBytes(d.newestSnapshot.addedBytes)}, dedup ${Math.round(d.newestSnapshot.dedupRatio)}x`
+          : ', newest none');
+  print(`  ${d.destination} (${d.type}, incremental): ${held}`);
+  if (d.copies !== undefined && d.error)
+    print(`    problem: ${d.error} (litekeep check --from ${d.destination})`);
+  if (d.missed?.length)
+    print(
+      `    missed ${d.missed.length} backup(s) since its newest snapshot (the next run's snapshot stands alone): ${d.missed.join(', ')}`,
+    );
+  if (d.lastError) print(`    last error: ${d.lastError.at} — ${d.lastError.error}`);
+  if (d.lastVerified)
+    print(`    last verified: ${d.lastVerified.file.slice(0, 12)} (${age(new Date(d.lastVerified.at))})`);
+  if (d.stale) print(`    STALE: ${d.staleReason}`);
 }
 
 /** Durations as one writes them (`26h`), and `drive.enabled` with the reason Drive is on or off. */

@@ -1,0 +1,376 @@
+#!/usr/bin/env node
+// Incremental backups (issue 14): bytes uploaded and time of the second snapshot after (a) 1% of rows updated at
+// random, (b) 1% new rows appended, (c) no change — litekeep `format: incremental` against litekeep `full` and
+// `restic backup` of a `.backup` copy of the same states; restore time incremental vs full; peak RSS of the
+// whole process tree; and the chunking measurement behind docs/format.md. Not a test: it prints figures.
+//
+//   node bench/incremental.mjs [--size MiB] [--rss-sizes 1024,4096] [--dir DIR] [--keep] [--no-restic]
+import { execFileSync, spawnSync } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
+import { Compressor } from 'zstd-napi';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const cli = path.join(root, 'dist', 'cli', 'main.js');
+const arg = (name, fallback) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? process.argv[i + 1] : fallback;
+};
+const size = Number(arg('size', '1024'));
+const rssSizes = arg('rss-sizes', `${size}`).split(',').map(Number);
+const keep = process.argv.includes('--keep');
+const workDir = arg('dir') ?? fs.mkdtempSync(path.join(os.tmpdir(), 'litekeep-bench-incr-'));
+const useRestic = !process.argv.includes('--no-restic') && spawnSync('restic', ['version']).status === 0;
+const MiB = 1024 * 1024;
+const mb = (bytes) => `${(bytes / MiB).toFixed(2)} MiB`;
+const sec = (s) => `${s.toFixed(2)} s`;
+
+if (!fs.existsSync(cli)) {
+  console.error('build first: npm run build');
+  process.exit(2);
+}
+
+// ---------------------------------------------------------------- a realistic database
+
+const WORDS =
+  'the a to and of in is you that it for on was with as have be at not this are or but from by they we say her she will an my one all would there their what so up out if about who get which go me when make can like time no just him know take people into year your good some could them see other than then now look only come its over think also back after use two how our work first well way even new want because any these give day most us'.split(
+    ' ',
+  );
+
+function sentence(rand, words) {
+  const out = [];
+  for (let i = 0; i < words; i++) out.push(WORDS[rand() % WORDS.length]);
+  return out.join(' ');
+}
+
+function prng(seed) {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return x >>> 0;
+  };
+}
+
+/**
+ * Users and messages with an index, text of varying length and a few blobs, 4 KiB pages, WAL: about `mib` MiB.
+ * Deterministic (seeded), so the same size gives the same file.
+ */
+function buildDatabase(file, mib) {
+  const db = new Database(file);
+  db.pragma('page_size = 4096');
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = OFF');
+  db.exec(`CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT NOT NULL, name TEXT NOT NULL, created INTEGER);
+    CREATE TABLE messages (id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL, created INTEGER NOT NULL,
+      subject TEXT, body TEXT NOT NULL, attachment BLOB);
+    CREATE INDEX messages_by_user ON messages (user_id, created);`);
+  const rand = prng(42);
+  const insertUser = db.prepare('INSERT INTO users (email, name, created) VALUES (?, ?, ?)');
+  const insertMessage = db.prepare(
+    'INSERT INTO messages (user_id, created, subject, body, attachment) VALUES (?, ?, ?, ?, ?)',
+  );
+  const users = Math.max(100, mib * 40);
+  db.transaction(() => {
+    for (let i = 0; i < users; i++) insertUser.run(`user${i}@example.com`, sentence(rand, 2), 1700000000 + i);
+  })();
+  let t = 1700000000;
+  while (
+    fs.statSync(file).size + (fs.existsSync(`${file}-wal`) ? fs.statSync(`${file}-wal`).size : 0) <
+    mib * MiB
+  ) {
+    db.transaction(() => {
+      for (let i = 0; i < 5000; i++) {
+        const attach = rand() % 100 < 3 ? crypto.randomBytes(2048 + (rand() % 6144)) : null;
+        insertMessage.run(
+          rand() % users,
+          (t += 7),
+          sentence(rand, 6),
+          sentence(rand, 20 + (rand() % 120)),
+          attach,
+        );
+      }
+    })();
+    db.pragma('wal_checkpoint(TRUNCATE)');
+  }
+  db.close();
+}
+
+/** (a): 1% of the messages get a new body, chosen at random. */
+function updateRandomRows(file, share) {
+  const db = new Database(file);
+  const rand = prng(7);
+  const max = db.prepare('SELECT MAX(id) FROM messages').pluck().get();
+  const count = db.prepare('SELECT COUNT(*) FROM messages').pluck().get();
+  const update = db.prepare('UPDATE messages SET body = ? WHERE id = ?');
+  db.transaction(() => {
+    for (let i = 0; i < Math.round(count * share); i++)
+      update.run(sentence(rand, 20 + (rand() % 120)), 1 + (rand() % max));
+  })();
+  db.pragma('wal_checkpoint(TRUNCATE)');
+  db.close();
+}
+
+/** (b): 1% more messages, appended. */
+function appendRows(file, share) {
+  const db = new Database(file);
+  const rand = prng(9);
+  const count = db.prepare('SELECT COUNT(*) FROM messages').pluck().get();
+  const users = db.prepare('SELECT COUNT(*) FROM users').pluck().get();
+  let t = db.prepare('SELECT MAX(created) FROM messages').pluck().get();
+  const insert = db.prepare('INSERT INTO messages (user_id, created, subject, body) VALUES (?, ?, ?, ?)');
+  db.transaction(() => {
+    for (let i = 0; i < Math.round(count * share); i++)
+      insert.run(rand() % users, (t += 7), sentence(rand, 6), sentence(rand, 20 + (rand() % 120)));
+  })();
+  db.pragma('wal_checkpoint(TRUNCATE)');
+  db.close();
+}
+
+// ---------------------------------------------------------------- measuring
+
+/** Wall time and peak RSS of a command and every child it waited for (python's getrusage of children). */
+function measure(command, args, options = {}) {
+  const probe = [
+    'import json,resource,subprocess,sys,time',
+    't=time.monotonic()',
+    'r=subprocess.run(json.loads(sys.argv[1]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=sys.argv[2])',
+    'd=time.monotonic()-t',
+    'u=resource.getrusage(resource.RUSAGE_CHILDREN)',
+    'print(json.dumps({"seconds": d, "maxrss_kb": u.ru_maxrss, "code": r.returncode, "out": r.stdout.decode()[-200000:], "err": r.stderr.decode()[-2000:]}))',
+  ].join('\n');
+  const out = execFileSync(
+    'python3',
+    ['-c', probe, JSON.stringify([command, ...args]), options.cwd ?? process.cwd()],
+    {
+      env: { ...process.env, ...options.env },
+      encoding: 'utf8',
+      maxBuffer: 64 * MiB,
+    },
+  );
+  const result = JSON.parse(out);
+  if (result.code !== 0 && !options.allowFail)
+    throw new Error(`${command} ${args.join(' ')} failed (${result.code}): ${result.err}`);
+  return result;
+}
+
+function dirBytes(dir) {
+  if (!fs.existsSync(dir)) return 0;
+  let total = 0;
+  for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, entry.name);
+    total += entry.isDirectory() ? dirBytes(p) : fs.statSync(p).size;
+  }
+  return total;
+}
+
+function workspace(name, format) {
+  const dir = path.join(workDir, name);
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(
+    path.join(dir, 'litekeep.yml'),
+    JSON.stringify({
+      database: path.join(workDir, 'app.db'),
+      backupDir: 'backups',
+      timeZone: 'UTC',
+      host: 'bench',
+      vacuum: false,
+      prune: false,
+      notify: {},
+      destinations: [{ name: 'dest', type: 'local', path: 'dest', format }],
+    }),
+  );
+  return dir;
+}
+
+function litekeepBackup(dir) {
+  const r = measure(process.execPath, [cli, 'backup', '--json', '--trigger', 'scheduled'], { cwd: dir });
+  const out = JSON.parse(r.out);
+  return { ...r, json: out, destination: out.destinations[0] };
+}
+
+/** Chunking: zstd level 3 on the whole file, on every page alone, and on runs of 16 and 64 pages. */
+function chunkingFigures(file) {
+  const data = fs.readFileSync(file);
+  const c = new Compressor();
+  c.setParameters({ compressionLevel: 3, checksumFlag: true });
+  const page = 4096;
+  const frames = (pages) => {
+    const started = process.hrtime.bigint();
+    let out = 0;
+    for (let p = 0; p < data.length; p += pages * page)
+      out += c.compress(data.subarray(p, p + pages * page)).length;
+    const us = Number(process.hrtime.bigint() - started) / 1000 / (data.length / page);
+    return { ratio: data.length / out, usPerPage: us };
+  };
+  const whole = (() => {
+    const started = process.hrtime.bigint();
+    let out = 0;
+    // In 64 MiB pieces: one frame per piece compresses like the whole file, without holding its output twice.
+    for (let p = 0; p < data.length; p += 64 * MiB) out += c.compress(data.subarray(p, p + 64 * MiB)).length;
+    return {
+      ratio: data.length / out,
+      usPerPage: Number(process.hrtime.bigint() - started) / 1000 / (data.length / page),
+    };
+  })();
+  return { whole, onePage: frames(1), sixteen: frames(16), sixtyFour: frames(64) };
+}
+
+// ---------------------------------------------------------------- the run
+
+function main() {
+  const loaded = os.loadavg()[0];
+  console.log(
+    `litekeep incremental bench: node ${process.version}, ${os.cpus().length} cores, load ${loaded.toFixed(1)}, ` +
+      `restic ${useRestic ? execFileSync('restic', ['version'], { encoding: 'utf8' }).split(' ')[1] : 'absent'}, work dir ${workDir}`,
+  );
+  const db = path.join(workDir, 'app.db');
+  console.log(`building a ${size} MiB database (users, messages with an index, text, a few blobs)…`);
+  buildDatabase(db, size);
+  console.log(`database: ${mb(fs.statSync(db).size)}`);
+
+  const chunking = chunkingFigures(db);
+  console.log('\nchunking (zstd -3 on the database file):');
+  for (const [name, f] of Object.entries(chunking))
+    console.log(`  ${name.padEnd(10)} ratio ${f.ratio.toFixed(2)}  ${f.usPerPage.toFixed(1)} µs/page`);
+
+  const incremental = workspace('incremental', 'incremental');
+  const full = workspace('full', 'full');
+  const resticRepo = path.join(workDir, 'restic');
+  const resticEnv = {
+    RESTIC_PASSWORD: 'bench',
+    RESTIC_REPOSITORY: resticRepo,
+    RESTIC_CACHE_DIR: path.join(workDir, 'restic-cache'),
+  };
+  const copy = path.join(workDir, 'copy', 'app.db');
+  fs.mkdirSync(path.dirname(copy), { recursive: true });
+  if (useRestic) measure('restic', ['init'], { env: resticEnv });
+
+  const resticBackup = () => {
+    fs.rmSync(copy, { force: true });
+    const d = new Database(db, { readonly: true });
+    return d.backup(copy, { progress: () => 0x7fffffff }).then(() => {
+      d.close();
+      // restic 0.14's data_added counts bytes before compression: what it stored is the repository's growth.
+      const before = dirBytes(resticRepo);
+      const r = measure('restic', ['backup', '--json', '--host', 'bench', path.dirname(copy)], {
+        env: resticEnv,
+      });
+      return { seconds: r.seconds, added: dirBytes(resticRepo) - before, maxrss_kb: r.maxrss_kb };
+    });
+  };
+
+  const rows = [];
+  const step = async (label, change) => {
+    change?.();
+    const inc = litekeepBackup(incremental);
+    const fullRun = litekeepBackup(full);
+    const restic = useRestic ? await resticBackup() : undefined;
+    const snap = inc.destination.snapshot;
+    rows.push({
+      label,
+      incBytes: snap.uploadedBytes,
+      incSnapshotSeconds: inc.destination.durationMs / 1000,
+      incRunSeconds: inc.seconds,
+      incRss: inc.maxrss_kb,
+      fullBytes: fullRun.destination.bytes,
+      fullRunSeconds: fullRun.seconds,
+      resticBytes: restic?.added,
+      resticSeconds: restic?.seconds,
+      snapshot: snap.id,
+      fullFile: fullRun.json.file,
+    });
+    console.log(
+      `${label}: incremental ${mb(snap.uploadedBytes)} (snapshot stage ${sec(inc.destination.durationMs / 1000)}, ` +
+        `run ${sec(inc.seconds)}); full ${mb(fullRun.destination.bytes)} (run ${sec(fullRun.seconds)})` +
+        (restic ? `; restic added ${mb(restic.added)} (${sec(restic.seconds)})` : ''),
+    );
+  };
+
+  return (async () => {
+    await step('first snapshot');
+    await step('(a) 1% of rows updated at random', () => updateRandomRows(db, 0.01));
+    await step('(b) 1% new rows appended', () => appendRows(db, 0.01));
+    await step('(c) no change');
+
+    console.log(
+      '\n| case | incremental | full (zstd) | restic added | incremental / full | incremental / restic | incremental snapshot time | full run | restic time |',
+    );
+    console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+    for (const r of rows)
+      console.log(
+        `| ${r.label} | ${mb(r.incBytes)} | ${mb(r.fullBytes)} | ${r.resticBytes === undefined ? '—' : mb(r.resticBytes)} | ` +
+          `${(r.incBytes / r.fullBytes).toFixed(3)}x | ${r.resticBytes ? `${(r.incBytes / r.resticBytes).toFixed(3)}x` : '—'} | ` +
+          `${sec(r.incSnapshotSeconds)} | ${sec(r.fullRunSeconds)} | ${r.resticSeconds === undefined ? '—' : sec(r.resticSeconds)} |`,
+      );
+
+    // Restore: the last incremental snapshot against the full compressed file of the same state.
+    const incOut = path.join(workDir, 'restored-incremental.db');
+    const fullOut = path.join(workDir, 'restored-full.db');
+    const last = rows.at(-1);
+    const incRestore = measure(
+      process.execPath,
+      [cli, 'restore', last.snapshot, '--from', 'dest', '--to', incOut],
+      { cwd: incremental },
+    );
+    const fullRestore = measure(process.execPath, [cli, 'restore', last.fullFile, '--to', fullOut], {
+      cwd: full,
+    });
+    console.log(
+      `\nrestore: incremental ${sec(incRestore.seconds)} (peak RSS ${(incRestore.maxrss_kb / 1024).toFixed(0)} MB), ` +
+        `full ${sec(fullRestore.seconds)}: ${(incRestore.seconds / fullRestore.seconds).toFixed(2)}x (target ≤ 1.5x)`,
+    );
+
+    const a = rows[1];
+    const b = rows[2];
+    const c = rows[3];
+    console.log('\ntargets:');
+    console.log(
+      `  (a) ≤ 0.15x full: ${(a.incBytes / a.fullBytes).toFixed(3)}x; ≤ 0.2x restic: ${a.resticBytes ? (a.incBytes / a.resticBytes).toFixed(3) + 'x' : '—'}`,
+    );
+    console.log(`  (b) ≤ 0.05x full: ${(b.incBytes / b.fullBytes).toFixed(3)}x`);
+    console.log(`  (c) ≤ 1 MiB and ≤ 5 s: ${mb(c.incBytes)}, snapshot stage ${sec(c.incSnapshotSeconds)}`);
+    console.log(`  repository on disk after all: ${mb(dirBytes(path.join(incremental, 'dest')))}`);
+
+    // Peak RSS of the first snapshot (everything new: the worst case) at each size.
+    console.log('\npeak RSS of a first incremental snapshot (whole process tree):');
+    for (const mib of rssSizes) {
+      const dir = path.join(workDir, `rss-${mib}`);
+      fs.mkdirSync(dir, { recursive: true });
+      const file = path.join(dir, 'app.db');
+      if (mib === size) fs.copyFileSync(db, file);
+      else buildDatabase(file, mib);
+      fs.writeFileSync(
+        path.join(dir, 'litekeep.yml'),
+        JSON.stringify({
+          database: file,
+          backupDir: 'backups',
+          timeZone: 'UTC',
+          host: 'bench',
+          prune: false,
+          notify: {},
+          destinations: [{ name: 'dest', type: 'local', path: 'dest', format: 'incremental' }],
+        }),
+      );
+      const r = measure(process.execPath, [cli, 'backup', '--json', '--trigger', 'scheduled'], { cwd: dir });
+      console.log(
+        `  ${mib} MiB: ${(r.maxrss_kb / 1024).toFixed(0)} MB peak RSS, ${sec(r.seconds)} (target < 200 MB, flat)`,
+      );
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  })();
+}
+
+main()
+  .catch((error) => {
+    console.error(error);
+    process.exitCode = 1;
+  })
+  .finally(() => {
+    if (!keep && !arg('dir')) fs.rmSync(workDir, { recursive: true, force: true });
+  });
