@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CLI_SOURCE, cleanEnv, runCli, TSX_LOADER } from '../helpers/cli.js';
-import { filesIn, makeDatabase, tempDir } from '../helpers/db.js';
+import { countRows, filesIn, makeDatabase, tempDir } from '../helpers/db.js';
 import {
   FOLDER_MIME,
   startDriveServer,
@@ -156,6 +156,50 @@ describe('Drive through the CLI', () => {
     // Pruned on Drive means trashed (recoverable), not deleted.
     expect(backupsIn(w.folder).find((f) => f.name === names[0])?.trashed).toBe(true);
     expect(backupNames(w.backups).sort()).toEqual(names.slice(1).sort());
+  });
+
+  it('two hosts share one Drive folder: each keeps and prunes only its own copies; a new machine asks which host', async () => {
+    const alpha = await workspace({ drive: driveSection(), retention: { last: 1 } });
+    const beta = await workspace({ drive: driveSection(), retention: { last: 1 } });
+    // One folder for both, as two machines configured alike would have.
+    for (const w of [alpha, beta]) {
+      const file = path.join(w.dir, 'litekeep.yml');
+      const config = JSON.parse(fs.readFileSync(file, 'utf8'));
+      config.drive.folder = alpha.folder;
+      fs.writeFileSync(file, JSON.stringify(config, null, 2));
+    }
+    alpha.env = { LITEKEEP_HOST: 'alpha' };
+    beta.env = { LITEKEEP_HOST: 'beta' };
+    makeDatabase(path.join(beta.dir, 'app.db'), 25); // 65 rows: beta's copies restore apart from alpha's
+    const a1 = await backup(alpha);
+    const b1 = await backup(beta);
+    expect([a1.code, b1.code]).toEqual([0, 0]);
+    const live = () => backupsIn(alpha.folder).filter((f) => !f.trashed);
+    const owned = () => live().map((f) => `${f.appProperties.host}/${f.name}`);
+    expect(owned().sort()).toEqual([`alpha/${a1.out.file}`, `beta/${b1.out.file}`].sort());
+
+    // alpha's retention (last 1) removes alpha's old copy on its next run, never beta's. Backups are named to
+    // the second: the next one waits for the next second.
+    const second = Math.floor(Date.now() / 1000);
+    while (Math.floor(Date.now() / 1000) === second) await new Promise((resolve) => setTimeout(resolve, 20));
+    const a2 = await backup(alpha);
+    expect(a2.code).toBe(0);
+    expect(owned().sort()).toEqual([`alpha/${a2.out.file}`, `beta/${b1.out.file}`].sort());
+
+    // A new machine with the same config and no copies of its own: it asks, then restores the host it is told.
+    const gamma = await workspace({ drive: driveSection() });
+    fs.copyFileSync(path.join(alpha.dir, 'litekeep.yml'), path.join(gamma.dir, 'litekeep.yml'));
+    fs.rmSync(path.join(gamma.dir, 'app.db'));
+    const env = { LITEKEEP_HOST: 'gamma' };
+    const ask = await runCli(['restore', 'latest', '--from', 'drive'], { cwd: gamma.dir, env });
+    expect(ask.code).toBe(2);
+    expect(ask.stderr.trim()).toMatch(/from several hosts \(alpha, beta\); choose one with --host NAME$/);
+    const r = await runCli(['restore', b1.out.file, '--from', 'drive', '--host', 'beta'], {
+      cwd: gamma.dir,
+      env,
+    });
+    expect(r.code, r.stderr).toBe(0);
+    expect(countRows(path.join(gamma.dir, 'app.db'))).toBe(65);
   });
 
   it('a missing credentials file named by GOOGLE_APPLICATION_CREDENTIALS: keep the local backup, exit 3, say how to fix', async () => {
