@@ -12,8 +12,9 @@ const SETTINGS = path.resolve(__dirname, '../../src/destinations/sftp-settings.t
  */
 function checkAsUserWithoutAccess(keyFile: string, knownHosts: string, tmp: string) {
   const script =
-    `if (process.getuid() === 0) process.setuid(65534);` +
+    // Loaded first, as root (the checkout may sit where `nobody` cannot read), then the user changes.
     `const { checkSftpSettings } = await import(${JSON.stringify(SETTINGS)});` +
+    `if (process.getuid() === 0) process.setuid(65534);` +
     `try { checkSftpSettings(${JSON.stringify({ host: '127.0.0.1', path: 'x', keyFile, knownHosts })}, "destination 'box'"); console.log('accepted'); }` +
     `catch (e) { console.log(e.message); }`;
   // tsx compiles into TMPDIR, which `nobody` must be able to write.
