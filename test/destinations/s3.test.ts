@@ -1,6 +1,5 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -16,6 +15,7 @@ import {
 } from '../../src/destinations/s3.js';
 import type { ArtifactMetadata } from '../../src/destinations/types.js';
 import { rawS3Client, startS3Server, type S3TestServer } from '../servers/s3-server.js';
+import { startFaultProxy, type FaultProxy } from '../servers/s3-fault-proxy.js';
 
 const MiB = 1024 * 1024;
 let server: S3TestServer;
@@ -93,55 +93,11 @@ async function readAll(stream: Readable): Promise<Buffer> {
 
 const sha256 = (b: Buffer) => crypto.createHash('sha256').update(b).digest('hex');
 
-/**
- * A loopback proxy in front of s3rver that can fail chosen requests, as a flaky network or an overloaded
- * S3 would. Headers pass through untouched, so SigV4 signatures made for the proxy's host still verify.
- */
-async function faultyProxy(
-  fault: (req: http.IncomingMessage, n: number) => 'pass' | 'destroy' | number,
-): Promise<{ endpoint: string; seen: string[]; close(): Promise<void> }> {
-  const target = new URL(server.endpoint);
-  const seen: string[] = [];
-  let n = 0;
-  const proxy = http.createServer((req, res) => {
-    n += 1;
-    seen.push(`${req.method} ${req.url}`);
-    const action = fault(req, n);
-    if (action === 'destroy') {
-      // Read part of the body first so the connection drops mid-upload, not before it.
-      req.once('data', () => req.socket.destroy());
-      return;
-    }
-    if (typeof action === 'number') {
-      req.resume();
-      req.on('end', () => {
-        res.writeHead(action, { 'content-type': 'application/xml' });
-        res.end(
-          `<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code><Message>injected ${action}</Message></Error>`,
-        );
-      });
-      return;
-    }
-    const upstream = http.request(
-      { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
-      (up) => {
-        res.writeHead(up.statusCode ?? 502, up.headers);
-        up.pipe(res);
-      },
-    );
-    upstream.on('error', () => res.destroy());
-    req.pipe(upstream);
-  });
-  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
-  return {
-    endpoint: `http://127.0.0.1:${(proxy.address() as net.AddressInfo).port}`,
-    seen,
-    close: () =>
-      new Promise<void>((resolve) => {
-        proxy.closeAllConnections();
-        proxy.close(() => resolve());
-      }),
-  };
+/** test/servers/s3-fault-proxy.ts in front of this file's s3rver, failing requests by `rule`. */
+async function faultyProxy(rule: FaultProxy['rule']): Promise<FaultProxy> {
+  const proxy = await startFaultProxy(server.endpoint);
+  proxy.rule = rule;
+  return proxy;
 }
 
 async function closedPort(): Promise<number> {

@@ -61,7 +61,7 @@ export async function startFaultProxy(upstreamEndpoint: string): Promise<FaultPr
       req.on('end', () => {
         res.writeHead(action, { 'content-type': 'application/xml' });
         res.end(
-          `<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code><Message>injected</Message></Error>`,
+          `<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code><Message>injected ${action}</Message></Error>`,
         );
       });
       return;
