@@ -27,7 +27,8 @@ import {
 } from './offsite.js';
 import { notifyRun, type NotificationOutcome } from './notifications.js';
 
-export type RunTrigger = 'manual' | 'schedule' | 'catch-up' | 'api';
+/** `replication`: a base snapshot taken because WAL shipping started or found a gap (issue 15). */
+export type RunTrigger = 'manual' | 'schedule' | 'catch-up' | 'api' | 'replication';
 
 /** The retention series a run's backup belongs to: only a person's `manual` run is not on a schedule. */
 export function backupTriggerOf(trigger: RunTrigger): BackupTrigger {
@@ -204,6 +205,9 @@ export async function runBackupForTarget(
     // renumbers pages), kept for them until they have their snapshots.
     const incremental =
       options.upload !== false && hasIncrementalDestination(target, options.drive === false);
+    // Point-in-time recovery starts from a snapshot: what had been shipped before the copy, the WAL's end after.
+    const capture = incremental ? await import('../pitr/capture.js') : undefined;
+    const shippedBefore = capture ? await capture.shippedBeforeOf(target) : undefined;
     const backup = await manager.createBackup({
       trigger: backupTriggerOf(trigger),
       vacuum: incremental ? false : options.vacuum,
@@ -212,6 +216,10 @@ export async function runBackupForTarget(
       signal,
       onProgress: options.onProgress,
     });
+    const wal =
+      capture && shippedBefore
+        ? { before: shippedBefore, walEndAfter: await capture.walMarkOf(target.path), finishedAt: new Date() }
+        : undefined;
     result.backup = backup;
     step(`backup written: ${backup.path}`);
     // Backups the catalog does not know (it was lost or replaced) are recorded again from the files.
@@ -226,7 +234,7 @@ export async function runBackupForTarget(
         runId,
         signal,
         onStep: step,
-        image: backup.image,
+        image: backup.image && { ...backup.image, wal },
         onProgress: options.onProgress,
       });
       offsiteFailed = result.destinations.some((d) => d.status === 'failed');

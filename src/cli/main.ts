@@ -15,6 +15,7 @@ import { registerDaemon, registerSchedule } from './commands/daemon.js';
 import { registerKeygen, registerNotify, registerSync } from './commands/misc.js';
 import { registerRestore, registerVerify } from './commands/restore.js';
 import { registerCheck } from './commands/check.js';
+import { registerReplicate } from './commands/replicate.js';
 
 /** Every command below `command`, nested ones too (`notify test`, `auth google`). */
 function allCommands(command: Command): Command[] {
@@ -60,6 +61,7 @@ export function buildProgram(): Command {
   registerRestore(program);
   registerVerify(program);
   registerCheck(program);
+  registerReplicate(program);
   registerSync(program);
   registerNotify(program);
   registerKeygen(program);

@@ -164,7 +164,10 @@ function flattenAgainstSchema(
       if (value !== null && value !== undefined) out[p] = value;
     } else {
       if (value === null || value === undefined) continue;
-      if (child.shorthand && (typeof value === 'string' || typeof value === 'number')) {
+      if (
+        child.shorthand &&
+        (typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean')
+      ) {
         out[`${p}.${child.shorthand}`] = value;
         continue;
       }

@@ -110,6 +110,16 @@ export const configSchema = section({
       doc: 'age identity file used to decrypt at restore and verify',
     }),
   }),
+  replicate: section(
+    {
+      enabled: boolean({
+        default: false,
+        doc: 'the daemon ships every commit of this WAL database to its format: incremental destinations (`replicate: true` sets it)',
+      }),
+      interval: duration({ default: '1s', doc: 'how often the WAL is read and new commits shipped' }),
+    },
+    { shorthand: 'enabled' },
+  ),
   schedule: requiredString({ default: '0 3 * * *', doc: 'cron expression of the daemon (5 or 6 fields)' }),
   catchUp: boolean({ default: true, doc: 'run at daemon start when the newest backup missed its slot' }),
   maxAge: duration({ default: '26h', doc: 'status/healthz fail when the newest backup is older than this' }),
@@ -220,4 +230,5 @@ export const DATABASE_OVERRIDE_KEYS = [
   'retention',
   'compression',
   'encryption',
+  'replicate',
 ] as const;

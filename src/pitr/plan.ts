@@ -12,9 +12,15 @@ import { continues, type SegmentMetadata } from './segment.js';
  * on; every commit through `walEndAfter` was made by then, so it is replayed whenever the base is used.
  */
 
-export interface CommitRef {
+/** A commit in the WAL: its generation (salts, checkpoint sequence) and its commit frame. */
+export interface WalMark {
   generation: { salt1: number; salt2: number; checkpointSequence: number };
   frame: number;
+}
+
+/** A commit the shipper shipped: with the shipper's epoch, which orders it among every segment shipped. */
+export interface CommitRef extends WalMark {
+  epoch: number;
 }
 
 export interface BaseSnapshot {
@@ -22,7 +28,7 @@ export interface BaseSnapshot {
   /** The last commit shipped before the capture began; undefined when nothing had been shipped. */
   shippedBefore: CommitRef | undefined;
   /** The WAL's last commit, read right after the capture; undefined when the WAL held none. */
-  walEndAfter: CommitRef | undefined;
+  walEndAfter: WalMark | undefined;
   /** When the capture ended (and `walEndAfter` was read). */
   finishedAt: number;
 }
@@ -52,44 +58,73 @@ export interface RecoveryWindow {
   to: number;
 }
 
-const sameGeneration = (a: CommitRef['generation'], b: SegmentMetadata['generation']) =>
+const sameSalts = (a: WalMark['generation'], b: WalMark['generation']) =>
   a.salt1 === b.salt1 && a.salt2 === b.salt2;
 
-/** Segments in the order they were shipped: by generation (checkpoint sequence), then by first frame. */
+/**
+ * Segments in the order they were shipped: by epoch, generation (checkpoint sequence), then first frame. A group
+ * shipped again after a kill starts where the first attempt started and reaches at least as far (committed
+ * frames of a generation never change), so of segments starting at the same frame only the longest is kept.
+ */
 export function inShippingOrder(segments: StoredSegment[]): StoredSegment[] {
-  return [...segments].sort(
+  const sorted = [...segments].sort(
     (a, b) =>
+      a.metadata.epoch - b.metadata.epoch ||
       a.metadata.generation.checkpointSequence - b.metadata.generation.checkpointSequence ||
-      a.metadata.firstFrame - b.metadata.firstFrame,
+      a.metadata.firstFrame - b.metadata.firstFrame ||
+      b.metadata.lastFrame - a.metadata.lastFrame,
   );
+  const kept: StoredSegment[] = [];
+  for (const segment of sorted) {
+    const last = kept.at(-1)?.metadata;
+    const m = segment.metadata;
+    if (
+      last &&
+      last.epoch === m.epoch &&
+      sameSalts(last.generation, m.generation) &&
+      last.firstFrame === m.firstFrame
+    )
+      continue;
+    kept.push(segment);
+  }
+  return kept;
+}
+
+/** Whether the segment holds frames shipped after `from`. */
+function isAfter(from: CommitRef, m: SegmentMetadata): boolean {
+  if (m.epoch !== from.epoch) return m.epoch > from.epoch;
+  if (sameSalts(from.generation, m.generation)) return m.lastFrame > from.frame;
+  return m.generation.checkpointSequence > from.generation.checkpointSequence;
 }
 
 /** Index of the first segment replay starts with for this base, or -1 when none follows it. */
 function firstAfter(base: BaseSnapshot, ordered: StoredSegment[]): number {
   const from = base.shippedBefore;
-  if (!from) return ordered.length ? 0 : -1;
+  if (from) return ordered.findIndex((s) => isAfter(from, s.metadata));
+  // Nothing shipped before the capture: replay can only start at the first frame of the generation the
+  // capture ended in (every frame from there on is a page image at or after the base's).
+  const end = base.walEndAfter;
+  if (!end) return -1;
   return ordered.findIndex(
-    (s) =>
-      (sameGeneration(from.generation, s.metadata.generation) && s.metadata.lastFrame > from.frame) ||
-      s.metadata.generation.checkpointSequence > from.generation.checkpointSequence,
+    (s) => sameSalts(end.generation, s.metadata.generation) && s.metadata.firstFrame === 1,
   );
 }
 
 /**
- * Whether the segment at `index` may start replay for `base`: it holds the frame right after the base's
- * shipped commit (same generation), or begins the next generation after a proven reset, or the base had
+ * Whether the segment may start replay for `base`: it holds the frame right after the base's shipped commit
+ * (same epoch and generation), or begins the very next generation after a proven reset, or the base had
  * nothing shipped before it and this is the first segment shipped after a start.
  */
 function startsCleanly(base: BaseSnapshot, segment: SegmentMetadata): boolean {
   const from = base.shippedBefore;
-  if (!from) return segment.after === 'start' || segment.firstFrame === 1;
-  if (sameGeneration(from.generation, segment.generation)) return segment.firstFrame <= from.frame + 1;
-  return segment.after === 'reset' && segment.firstFrame === 1;
-}
-
-/** Orders commits as SQLite made them: by WAL generation, then by frame. */
-function compare(a: CommitRef, generation: CommitRef['generation'], frame: number): number {
-  return a.generation.checkpointSequence - generation.checkpointSequence || a.frame - frame;
+  if (!from) return segment.firstFrame === 1;
+  if (segment.epoch !== from.epoch) return false;
+  if (sameSalts(from.generation, segment.generation)) return segment.firstFrame <= from.frame + 1;
+  return (
+    segment.after === 'reset' &&
+    segment.firstFrame === 1 &&
+    segment.generation.checkpointSequence === (from.generation.checkpointSequence + 1) >>> 0
+  );
 }
 
 /** The plan for the state at `target`: the newest base finished by then, and the segments after it up to then. */
@@ -106,51 +141,48 @@ export function planRecovery(
   const steps: ReplayStep[] = [];
   let reaches = base.finishedAt;
   const end = base.walEndAfter;
-  // Whether replay has covered every commit the base may hold.
+  const from = base.shippedBefore;
+  // Whether replay has covered every commit the base may hold: until then, every commit is replayed.
   let covered =
-    !end ||
-    (base.shippedBefore !== undefined &&
-      compare(end, base.shippedBefore.generation, base.shippedBefore.frame) <= 0);
+    !end || (from !== undefined && sameSalts(end.generation, from.generation) && end.frame <= from.frame);
+  const alone = (segment: string): RecoveryPlan => ({
+    base,
+    steps: [],
+    reaches: base.finishedAt,
+    stoppedByGap: { after: base.finishedAt, segment },
+  });
   const start = firstAfter(base, ordered);
   let previous: SegmentMetadata | undefined;
   for (let i = Math.max(start, 0); start >= 0 && i < ordered.length; i++) {
     const segment = ordered[i];
     const m = segment.metadata;
+    const wanted = !covered || m.commits[0].seenAt <= target;
     const whole = previous ? continues(previous, m) : startsCleanly(base, m);
-    const needed = m.commits.filter(
-      (c) => c.seenAt <= target || (end !== undefined && compare(end, m.generation, c.frame) >= 0),
-    );
     if (!whole) {
-      if (!covered)
-        return {
-          base,
-          steps: [],
-          reaches: base.finishedAt,
-          stoppedByGap: { after: base.finishedAt, segment: segment.id },
-        };
+      // A gap before the base's end: replaying part of what it holds could put back older pages.
+      if (!covered) return alone(segment.id);
       // A gap only matters if what lies beyond it was asked for.
-      if (needed.length > 0)
-        return { base, steps, reaches, stoppedByGap: { after: reaches, segment: segment.id } };
+      if (wanted) return { base, steps, reaches, stoppedByGap: { after: reaches, segment: segment.id } };
       break;
     }
-    if (needed.length === 0) break;
-    const through = needed.at(-1)!;
-    steps.push({ segment, throughFrame: through.frame });
-    for (const c of needed) if (c.seenAt <= target) reaches = Math.max(reaches, c.seenAt);
-    if (end && compare(end, m.generation, through.frame) <= 0) covered = true;
-    if (needed.length < m.commits.length) break;
+    if (!wanted) break;
+    let through: number | undefined;
+    let taken = 0;
+    for (const c of m.commits) {
+      const forEnd = !covered;
+      if (forEnd && end && sameSalts(end.generation, m.generation) && c.frame >= end.frame) covered = true;
+      if (!forEnd && c.seenAt > target) break;
+      through = c.frame;
+      taken++;
+      if (c.seenAt <= target) reaches = Math.max(reaches, c.seenAt);
+    }
+    steps.push({ segment, throughFrame: through! });
+    if (taken < m.commits.length) break;
     previous = m;
   }
-  if (!covered)
-    return {
-      base,
-      steps: [],
-      reaches: base.finishedAt,
-      stoppedByGap: { after: base.finishedAt, segment: '(not shipped yet)' },
-    };
+  if (!covered) return alone('(not shipped yet)');
   return { base, steps, reaches };
 }
-
 /**
  * The moments recovery can reach to the second: from each base's end to the last commit replay reaches from it
  * without crossing a gap. Overlapping stretches are merged; what lies between two windows is a gap.

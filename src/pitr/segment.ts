@@ -37,6 +37,11 @@ export interface SegmentMetadata {
   database: string;
   host: string;
   pageSize: number;
+  /**
+   * Counts the shipper's fresh starts: 0 on the first, one more after every gap or lost position. Segments are
+   * ordered by epoch first, because a WAL that was deleted and created again starts its checkpoint sequence over.
+   */
+  epoch: number;
   /** The WAL generation: salts and checkpoint sequence from its header. */
   generation: { salt1: number; salt2: number; checkpointSequence: number; bigEndianChecksum: boolean };
   /** First and last frame index (inclusive) within the generation. */
@@ -128,6 +133,19 @@ export function decodeSegment(bytes: Buffer, name: string): Segment {
     return fail('has unreadable metadata');
   }
   const { pageSize, firstFrame, lastFrame } = metadata;
+  const g = metadata.generation as Partial<SegmentMetadata['generation']> | undefined;
+  if (
+    !Number.isInteger(metadata.epoch) ||
+    metadata.epoch < 0 ||
+    ![512, 1024, 2048, 4096, 8192, 16384, 32768, 65536].includes(pageSize) ||
+    !Number.isInteger(firstFrame) ||
+    !Number.isInteger(lastFrame) ||
+    typeof g !== 'object' ||
+    ![g.salt1, g.salt2, g.checkpointSequence].every((v) => Number.isInteger(v)) ||
+    !Array.isArray(metadata.commits) ||
+    !['start', 'continuation', 'reset', 'gap'].includes(metadata.after)
+  )
+    fail('has incomplete or invalid metadata');
   const count = lastFrame - firstFrame + 1;
   const frameBytes = FRAME_PREFIX_BYTES + pageSize;
   if (!(count > 0) || body.length - PREFIX_BYTES - jsonLength !== count * frameBytes) {
@@ -169,6 +187,7 @@ export function decodeSegment(bytes: Buffer, name: string): Segment {
 export function continues(previous: SegmentMetadata, next: SegmentMetadata): boolean {
   const a = previous.generation;
   const b = next.generation;
+  if (previous.epoch !== next.epoch) return false;
   if (a.salt1 === b.salt1 && a.salt2 === b.salt2) {
     return (
       next.after === 'continuation' &&

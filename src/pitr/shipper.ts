@@ -13,11 +13,27 @@ import { readCommitted, type WalPosition } from './wal.js';
 /** Where segments go. `put` must not report success before the segment is durable. */
 export interface SegmentSink {
   put(name: string, bytes: Buffer): Promise<void>;
+  /**
+   * Whether a segment of that name is already stored (shipped by a pass that was killed before it recorded its
+   * position): it holds the same frames, so it is kept as it is rather than written again.
+   */
+  has?(name: string): Promise<boolean>;
+  /** The epoch a fresh start uses: one more than any segment stored (0 for none). */
+  nextEpoch?(): Promise<number>;
 }
 
 export interface ShipperState {
   format: 1;
+  /** The repository the position belongs to: a position is worth nothing for another one. */
+  repository?: string;
+  /** The fresh starts so far (see SegmentMetadata.epoch). */
+  epoch: number;
   position: WalPosition | undefined;
+  /**
+   * When a gap (or a fresh start) was found that no base snapshot has covered yet: kept here, with the position,
+   * so that a shipper killed before the base was taken takes it after its restart.
+   */
+  baseNeededSince?: number;
   /** The last commit shipped: what a base snapshot taken now records as `shippedBefore`. */
   lastShipped: CommitRef | undefined;
 }
@@ -43,12 +59,30 @@ export interface ShipperOptions {
   now?: () => number;
   /** Bytes of frames per segment at most (a large transaction group spans several). */
   segmentBytes?: number;
+  /** The repository the segments go to: a state recorded for another one is ignored (a fresh start). */
+  repository?: string;
 }
 
 /** A segment's name: in shipping order when sorted, and the same for the same frames when shipped again. */
-export function segmentName(m: Pick<SegmentMetadata, 'generation' | 'firstFrame' | 'lastFrame'>): string {
+export function segmentName(
+  m: Pick<SegmentMetadata, 'epoch' | 'generation' | 'firstFrame' | 'lastFrame'>,
+): string {
   const hex = (n: number, width: number) => n.toString(16).padStart(width, '0');
-  return `${hex(m.generation.checkpointSequence, 8)}-${hex(m.generation.salt1, 8)}-${hex(m.firstFrame, 8)}-${hex(m.lastFrame, 8)}.lkwal`;
+  return `${hex(m.epoch, 8)}-${hex(m.generation.checkpointSequence, 8)}-${hex(m.generation.salt1, 8)}-${hex(m.firstFrame, 8)}-${hex(m.lastFrame, 8)}.lkwal`;
+}
+
+const SEGMENT_NAME = /^([0-9a-f]{8})-([0-9a-f]{8})-([0-9a-f]{8})-([0-9a-f]{8})-([0-9a-f]{8})\.lkwal$/;
+
+/** What a segment's name says (epoch, checkpoint sequence, salt-1, frames), or undefined for another name. */
+export function parseSegmentName(
+  name: string,
+):
+  | { epoch: number; checkpointSequence: number; salt1: number; firstFrame: number; lastFrame: number }
+  | undefined {
+  const m = SEGMENT_NAME.exec(name);
+  if (!m) return undefined;
+  const [epoch, checkpointSequence, salt1, firstFrame, lastFrame] = m.slice(1).map((h) => parseInt(h, 16));
+  return { epoch, checkpointSequence, salt1, firstFrame, lastFrame };
 }
 
 export class ReplicationError extends Error {
@@ -88,27 +122,36 @@ export class WalShipper {
 
   private async loadState(): Promise<ShipperState> {
     if (this.state) return this.state;
-    try {
-      const parsed = JSON.parse(await fs.readFile(this.options.stateFile, 'utf8')) as ShipperState;
-      if (parsed.format !== 1) {
-        throw new ReplicationError(
-          `${this.options.stateFile} was written by another litekeep version (format ${String(parsed.format)}); upgrade litekeep`,
-        );
-      }
-      this.state = parsed;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
-        if (error instanceof ReplicationError) throw error;
-        // A state file that does not parse is no position at all: start over, which counts as a gap.
-        this.state = { format: 1, position: undefined, lastShipped: undefined };
-      } else this.state = { format: 1, position: undefined, lastShipped: undefined };
-    }
-    return this.state!;
+    const saved = await readShipperState(this.options.stateFile);
+    // No position, or one for another repository: a fresh start (a gap), in an epoch after every stored one.
+    if (!saved?.position || saved.repository !== this.options.repository) {
+      this.state = {
+        format: 1,
+        repository: this.options.repository,
+        epoch: (await this.options.sink.nextEpoch?.()) ?? (saved ? saved.epoch + 1 : 0),
+        position: undefined,
+        lastShipped: undefined,
+      };
+    } else this.state = saved;
+    return this.state;
   }
 
   /** The last commit shipped (for a base snapshot's `shippedBefore`). */
   async lastShipped(): Promise<CommitRef | undefined> {
     return (await this.loadState()).lastShipped;
+  }
+
+  /** Since when a base snapshot is owed (a gap or a fresh start no base has covered), if one is. */
+  async baseNeededSince(): Promise<number | undefined> {
+    return (await this.loadState()).baseNeededSince;
+  }
+
+  /** A base snapshot whose capture began at `startedAt` was written: it covers every gap found before then. */
+  async baseTaken(startedAt: number): Promise<void> {
+    const state = await this.loadState();
+    if (state.baseNeededSince === undefined || state.baseNeededSince > startedAt) return;
+    delete state.baseNeededSince;
+    await writeFileAtomic(this.options.stateFile, JSON.stringify(state));
   }
 
   /** One pass: ships everything committed since the last pass, as one or more segments. */
@@ -124,9 +167,15 @@ export class WalShipper {
       if (!state.position) {
         after = 'start';
         result.gap ??= 'start';
+        state.baseNeededSince ??= (this.options.now ?? Date.now)();
       } else if (read.reset) {
         after = read.reset.lostFrames ? 'gap' : 'reset';
-        if (read.reset.lostFrames) result.gap = 'lost-frames';
+        if (read.reset.lostFrames) {
+          result.gap = 'lost-frames';
+          state.baseNeededSince ??= (this.options.now ?? Date.now)();
+          // Recovery never crosses a gap; a new epoch also keeps the order if the WAL started its count over.
+          state.epoch += 1;
+        }
       } else after = 'continuation';
       const startChecksum = after === 'continuation' ? state.position!.checksum : header.checksum;
       const generation = {
@@ -140,6 +189,7 @@ export class WalShipper {
           database: this.options.database,
           host: this.options.host,
           pageSize: header.pageSize,
+          epoch: state.epoch,
           generation,
           after,
         },
@@ -148,18 +198,29 @@ export class WalShipper {
         (this.options.now ?? Date.now)(),
       );
       const name = segmentName({
+        epoch: state.epoch,
         generation,
         firstFrame: read.frames[0].index,
         lastFrame: read.frames.at(-1)!.index,
       });
-      const sealed = this.options.seal ? await this.options.seal(plain) : plain;
-      await this.options.sink.put(name, sealed);
+      if (!(await this.options.sink.has?.(name))) {
+        const sealed = this.options.seal ? await this.options.seal(plain) : plain;
+        await this.options.sink.put(name, sealed);
+        result.bytes += sealed.length;
+      }
       state.position = read.next;
-      state.lastShipped = { generation: { ...generation }, frame: read.next.frame };
+      state.lastShipped = {
+        epoch: state.epoch,
+        generation: {
+          salt1: generation.salt1,
+          salt2: generation.salt2,
+          checkpointSequence: generation.checkpointSequence,
+        },
+        frame: read.next.frame,
+      };
       await writeFileAtomic(this.options.stateFile, JSON.stringify(state));
       result.segments.push(name);
       result.frames += read.frames.length;
-      result.bytes += sealed.length;
     }
   }
 
@@ -189,20 +250,67 @@ export class WalShipper {
   }
 }
 
+/**
+ * A shipper's saved state, or undefined when there is none or it cannot be read (a fresh start then). A state
+ * written by a newer litekeep is refused rather than misread.
+ */
+export async function readShipperState(stateFile: string): Promise<ShipperState | undefined> {
+  let text: string;
+  try {
+    text = await fs.readFile(stateFile, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new ReplicationError(
+      `cannot read ${stateFile} (${(error as NodeJS.ErrnoException).code ?? String(error)}); check its owner and mode`,
+    );
+  }
+  let parsed: Partial<ShipperState>;
+  try {
+    parsed = JSON.parse(text) as Partial<ShipperState>;
+  } catch {
+    return undefined;
+  }
+  if (parsed.format !== 1)
+    throw new ReplicationError(
+      `${stateFile} was written by another litekeep version (format ${String(parsed.format)}); upgrade litekeep`,
+    );
+  return {
+    format: 1,
+    repository: parsed.repository,
+    epoch: Number.isInteger(parsed.epoch) ? parsed.epoch! : 0,
+    position: parsed.position,
+    ...(typeof parsed.baseNeededSince === 'number' ? { baseNeededSince: parsed.baseNeededSince } : {}),
+    lastShipped: parsed.lastShipped,
+  };
+}
+
 /** A folder as a sink: each segment written atomically (temp, fsync, rename), private to its owner. */
 export function folderSink(
   dir: string,
 ): SegmentSink & { list(): Promise<string[]>; get(name: string): Promise<Buffer> } {
+  const list = async () => {
+    try {
+      return (await fs.readdir(dir)).filter((n) => n.endsWith('.lkwal')).sort();
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw error;
+    }
+  };
   return {
     put: (name, bytes) => writeFileAtomic(`${dir}/${name}`, bytes),
-    list: async () => {
-      try {
-        return (await fs.readdir(dir)).filter((n) => n.endsWith('.lkwal')).sort();
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
-        throw error;
-      }
-    },
+    has: async (name) => (await list()).includes(name),
+    nextEpoch: async () => nextEpochOf(await list()),
+    list,
     get: (name) => fs.readFile(`${dir}/${name}`),
   };
+}
+
+/** One more than the highest epoch among these segment names; 0 when there is none. */
+export function nextEpochOf(names: Iterable<string>): number {
+  let next = 0;
+  for (const name of names) {
+    const parsed = parseSegmentName(name);
+    if (parsed) next = Math.max(next, parsed.epoch + 1);
+  }
+  return next;
 }

@@ -1,4 +1,5 @@
 import crypto from 'node:crypto';
+import type { CommitRef, WalMark } from '../pitr/plan.js';
 
 /*
  * The incremental repository format, version 1 (docs/format.md is the specification; keep the two in step).
@@ -119,10 +120,13 @@ export const keys = {
   index: (id: string) => `index/${id}`,
   snapshot: (id: string) => `snapshots/${id}`,
   key: (id: string) => `keys/${id}`,
+  /** A WAL segment (docs/wal-segments.md), by its name. */
+  wal: (name: string) => `wal/${name}`,
   packsPrefix: 'packs/',
   indexPrefix: 'index/',
   snapshotsPrefix: 'snapshots/',
   keysPrefix: 'keys/',
+  walPrefix: 'wal/',
 };
 
 /** The id in a key of one of the content-addressed folders, or undefined for anything else. */
@@ -381,6 +385,13 @@ export interface SnapshotBody {
   added: { packs: number; bytes: number; chunks: number };
   /** The local full backup of the same run, when there was one. */
   backupFile?: string;
+  /**
+   * Where the capture stood in the database's WAL (docs/wal-segments.md): the last commit shipped as a WAL
+   * segment before the copy began, the WAL's last commit read right after it, and when that was. Only what
+   * point-in-time recovery needs to start from this snapshot; a reader that ignores it restores the snapshot
+   * exactly as well.
+   */
+  wal?: { shippedBefore?: CommitRef; walEndAfter?: WalMark; finishedAt: string };
   litekeepVersion: string;
   /** Unencrypted repositories: the facts in the clear. */
   facts?: SnapshotFacts;
@@ -421,9 +432,30 @@ export function decodeManifest(plain: Buffer, what: string): SnapshotBody {
     (body.pageCount as number) >= 1 &&
     Array.isArray(body.tree) &&
     body.tree.every((t) => typeof t === 'string' && isHexId(t)) &&
-    (body.facts !== undefined || typeof body.sealed === 'string');
+    (body.facts !== undefined || typeof body.sealed === 'string') &&
+    (body.wal === undefined ||
+      (typeof body.wal === 'object' &&
+        body.wal !== null &&
+        !Number.isNaN(Date.parse(body.wal.finishedAt)) &&
+        (body.wal.shippedBefore === undefined || isWalMark(body.wal.shippedBefore, true)) &&
+        (body.wal.walEndAfter === undefined || isWalMark(body.wal.walEndAfter, false))));
   if (!valid) throw new FormatError(`${what}: is incomplete or has invalid values`);
   return body as SnapshotBody;
+}
+
+function isWalMark(value: unknown, withEpoch: boolean): boolean {
+  const m = value as Partial<CommitRef> | null;
+  return (
+    typeof m === 'object' &&
+    m !== null &&
+    Number.isInteger(m.frame) &&
+    (!withEpoch || Number.isInteger(m.epoch)) &&
+    typeof m.generation === 'object' &&
+    m.generation !== null &&
+    [m.generation.salt1, m.generation.salt2, m.generation.checkpointSequence].every((v) =>
+      Number.isInteger(v),
+    )
+  );
 }
 
 /** Tree blocks a page image of `pageCount` pages needs. */

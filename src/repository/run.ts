@@ -14,6 +14,7 @@ import {
   type RetentionPolicy,
 } from '../retention/index.js';
 import { EXIT, LitekeepError, oneLine } from '../util/errors.js';
+import { walFieldFor, type WalCapture } from '../pitr/capture.js';
 import { forgetAndCollect, type CollectResult } from './collect.js';
 import { configuredDecrypt, openRepositoryStore, stateDirOf } from './destination.js';
 import { shortId } from './ids.js';
@@ -36,9 +37,12 @@ export interface SnapshotOutcome {
 /** The page image a run kept for its incremental destinations (see BackupManager.createBackup keepImage). */
 export interface RunImage {
   path: string;
+  /** Where the copy stood in the WAL: makes each snapshot a base for point-in-time recovery. */
+  wal?: WalCapture;
 }
 
-async function openForWrite(
+/** The repository of this machine on an incremental destination, opened (and made on first use) for writing. */
+export async function openForWrite(
   spec: DestinationSpec,
   target: DatabaseTarget,
   mustExist = false,
@@ -123,6 +127,7 @@ export async function snapshotToDestination(
         sqliteVersion: backup.sqliteVersion,
         journalMode: backup.journalMode,
         backupFile: backup.file,
+        wal: walFieldFor(image.wal, spec.name, repo.id),
       },
       { packSize: packSizeOf(spec.settings), signal: options.signal },
     );

@@ -42,6 +42,8 @@ export interface SnapshotImage {
   journalMode: string;
   /** The local full backup of the same run. */
   backupFile?: string;
+  /** Where the capture stood in the database's WAL: what makes the snapshot a base for WAL segments. */
+  wal?: SnapshotBody['wal'];
 }
 
 export interface WriteSnapshotOptions {
@@ -165,6 +167,7 @@ export async function writeSnapshot(
       tree,
       added: { packs: packs.stats.packs, bytes: packs.stats.uploaded, chunks: packs.stats.chunks },
       ...(image.backupFile ? { backupFile: image.backupFile } : {}),
+      ...(image.wal ? { wal: image.wal } : {}),
       litekeepVersion: VERSION,
       ...(await repo.sealFacts(facts)),
     };

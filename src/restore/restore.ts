@@ -85,6 +85,9 @@ export interface Candidate {
   open: (signal?: AbortSignal) => Promise<Readable>;
   /** A snapshot of an incremental destination: its name (id) may be given as a unique prefix. */
   idPrefix?: boolean;
+  /** What fetching it found out that the user should read: steps (`notes`) and `warnings` (a point in time). */
+  notes?: string[];
+  warnings?: string[];
   /**
    * A snapshot of an incremental destination writes its page image into `plainPath` itself, checking every
    * chunk against its id, instead of streaming an artifact through `open`. Facts sealed in its manifest become
@@ -486,6 +489,8 @@ export interface RestoreResult {
   appMustRestart?: boolean;
   /** Things the user should know although the restore worked. */
   warnings: string[];
+  /** A point in time restored only up to the last whole point before it (its warning says why). */
+  reachedShort?: boolean;
 }
 
 /**
@@ -505,8 +510,15 @@ export async function restoreBackup(
   const step = options.onStep ?? (() => {});
   const from = options.from ?? 'local';
   const destinationPath = path.resolve(options.to ?? target.path);
-  const candidates = options.file ? [] : await listCandidates(target, from, options);
-  const picked = options.file ? candidateFromFile(target, options.file) : pickCandidate(candidates, options);
+  // `--at` on a destination with WAL segments: the state of the last commit by then (point-in-time recovery).
+  const pointInTime =
+    !options.file && options.at && (!options.name || options.name === 'latest') && from !== 'local'
+      ? await (await import('../pitr/recover.js')).pointInTimeCandidate(target, from, options.at, options)
+      : undefined;
+  const candidates = options.file || pointInTime ? [] : await listCandidates(target, from, options);
+  const picked = options.file
+    ? candidateFromFile(target, options.file)
+    : (pointInTime ?? pickCandidate(candidates, options));
   const remote = !options.file && from !== 'local';
   const label = remote ? `download ${picked.name} from ${picked.source}` : `restore ${picked.name}`;
   const candidate = withProgress(picked, label, options.onProgress);
@@ -552,20 +564,23 @@ export async function restoreBackup(
   try {
     const fetched = await fetchAndCheck(candidate, temp, options, 'full', options.signal);
     options.signal?.throwIfAborted();
+    for (const note of picked.notes ?? []) step(note);
     step(
       `fetched into ${path.basename(temp)} and verified: sha256 ${candidate.sha256 ? 'matches the record' : 'not recorded, computed'} ${fetched.sha256.slice(0, 12)}…, integrity ${fetched.integrity}`,
     );
     const result: RestoreResult = {
       backup: candidate.name,
       source: candidate.source,
-      takenAt: candidate.time.toISOString(),
+      // The original: a point-in-time restore learns the moment it reached while it fetches.
+      takenAt: picked.time.toISOString(),
       target: destinationPath,
       sha256: fetched.sha256,
       plainSha256: fetched.plainSha256,
       integrity: fetched.integrity,
       dryRun: options.dryRun === true,
       tables: fetched.fingerprint.tables,
-      warnings: [],
+      warnings: [...(picked.warnings ?? [])],
+      ...(picked.warnings?.length ? { reachedShort: true } : {}),
     };
     if (options.dryRun) {
       await removeTemp();

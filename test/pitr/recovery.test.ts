@@ -36,6 +36,7 @@ function scenario() {
   const segments = new Map<string, Buffer>();
   let position: WalPosition | undefined;
   let shippedCommit: CommitRef | undefined;
+  let epoch = 0;
   let last: WalRead | undefined;
 
   /** One shipper pass: what is committed since the last pass becomes a segment seen at `seenAt`. */
@@ -51,11 +52,13 @@ function scenario() {
           ? 'gap'
           : 'reset'
         : 'continuation';
+    if (kind === 'gap') epoch += 1;
     const bytes = encodeSegment(
       {
         database: 'app',
         host: 'alpha',
         pageSize: header.pageSize,
+        epoch,
         generation: {
           salt1: header.salt1,
           salt2: header.salt2,
@@ -72,7 +75,7 @@ function scenario() {
     segments.set(id, bytes);
     position = read.next;
     last = read;
-    shippedCommit = { generation: header, frame: read.next!.frame };
+    shippedCommit = { epoch, generation: header, frame: read.next!.frame };
     return id;
   }
 

@@ -1,7 +1,5 @@
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import readline from 'node:readline';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { planRecovery, type BaseSnapshot } from '../../src/pitr/plan.js';
@@ -10,70 +8,9 @@ import { decodeSegment } from '../../src/pitr/segment.js';
 import { assertWalMode, folderSink, ReplicationError, WalShipper } from '../../src/pitr/shipper.js';
 import { walEnd } from '../../src/pitr/wal.js';
 import { tempDir } from '../helpers/db.js';
+import { readState, startWriter, stopWriters } from './app-writer.js';
 
-/**
- * An app in its own process: each transaction inserts row n and sets meta.last = n, with the app's own
- * autocheckpoint at 20 pages so that its checkpoints reset the WAL while litekeep follows it.
- */
-const WRITER = `
-const Database = require('better-sqlite3');
-const db = new Database(process.argv[1]);
-db.pragma('journal_mode = wal');
-db.pragma('wal_autocheckpoint = 20');
-db.exec("CREATE TABLE IF NOT EXISTS notes (n INTEGER PRIMARY KEY, body TEXT NOT NULL)");
-db.exec("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, last INTEGER NOT NULL)");
-db.exec("INSERT OR IGNORE INTO meta VALUES ('last', 0)");
-const insert = db.prepare('INSERT INTO notes (n, body) VALUES (?, ?)');
-const mark = db.prepare("UPDATE meta SET last = ? WHERE k = 'last'");
-const commit = db.transaction((n) => { insert.run(n, 'note ' + n + ' ' + 'x'.repeat(300 + (n % 7) * 200)); mark.run(n); });
-let n = 0;
-require('readline').createInterface({ input: process.stdin }).on('line', (line) => {
-  const [verb, count] = line.split(' ');
-  if (verb === 'burst') for (let i = 0; i < Number(count); i++) commit(++n);
-  if (verb === 'checkpoint') db.pragma('wal_checkpoint(' + count + ')');
-  process.stdout.write('done ' + n + '\\n');
-});
-process.stdout.write('ready\\n');
-`;
-
-const children: ChildProcessWithoutNullStreams[] = [];
-afterEach(() => {
-  for (const c of children.splice(0)) c.kill('SIGKILL');
-});
-
-function startWriter(file: string) {
-  const child = spawn(process.execPath, ['-e', WRITER, file], {
-    cwd: path.resolve('.'),
-    env: { ...process.env, NODE_PATH: path.resolve('node_modules') },
-  });
-  children.push(child);
-  const lines = readline.createInterface({ input: child.stdout });
-  const waiting: ((line: string) => void)[] = [];
-  lines.on('line', (line) => waiting.shift()?.(line));
-  const next = () => new Promise<string>((resolve) => waiting.push(resolve));
-  const ready = next();
-  return {
-    ready,
-    /** Sends a command; resolves with the last committed n. */
-    async send(command: string): Promise<number> {
-      const reply = next();
-      child.stdin.write(`${command}\n`);
-      return Number((await reply).split(' ')[1]);
-    },
-  };
-}
-
-function readState(file: string) {
-  const db = new Database(file, { readonly: true });
-  try {
-    expect(db.pragma('integrity_check', { simple: true })).toBe('ok');
-    const ns = (db.prepare('SELECT n FROM notes ORDER BY n').all() as { n: number }[]).map((r) => r.n);
-    const last = (db.prepare("SELECT last FROM meta WHERE k = 'last'").get() as { last: number }).last;
-    return { ns, last };
-  } finally {
-    db.close();
-  }
-}
+afterEach(stopWriters);
 
 describe('shipping a live WAL while the app writes and checkpoints', () => {
   it('restores exactly the commits seen by each of many moments, across restarts and resets', async () => {

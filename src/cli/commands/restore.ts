@@ -149,14 +149,22 @@ export function registerRestore(program: Command): void {
     if (replacesLive && !options.yes) {
       if (isTerminal()) {
         // What will be replaced by what, before anything is fetched or locked.
+        // `--at` on a destination with WAL segments is a point in time, not one of the listed backups.
+        const pointInTime =
+          !file && at && !name && options.from && options.from !== 'local'
+            ? await (
+                await import('../../pitr/recover.js')
+              ).pointInTimeCandidate(target, options.from, at, { host: options.host })
+            : undefined;
         const chosen = file
           ? candidateFromFile(target, file)
-          : pickCandidate(await listCandidates(target, options.from ?? 'local', { host: options.host }), {
+          : (pointInTime ??
+            pickCandidate(await listCandidates(target, options.from ?? 'local', { host: options.host }), {
               name,
               at,
               from: options.from,
               host: options.host,
-            });
+            }));
         process.stderr.write(
           `this replaces  ${describeFile(destination, timeZone)}\n` +
             `with           ${chosen.name} from ${chosen.source} (taken ${formatTime(chosen.time, timeZone)}, ${humanBytes(chosen.bytes)})\n` +
@@ -166,7 +174,7 @@ export function registerRestore(program: Command): void {
           throw new LitekeepError('restore cancelled; nothing was changed', { exitCode: EXIT.failed });
         }
         // Exactly what was shown, even if a newer backup arrives meanwhile.
-        if (!file) name = chosen.name;
+        if (!file && !pointInTime) name = chosen.name;
       } else if (!name && !at) {
         throw new LitekeepError(
           `restore over ${destination} without a terminal to confirm on needs the backup named: ` +
@@ -199,6 +207,8 @@ export function registerRestore(program: Command): void {
     ).finally(() => stop.dispose());
     progress.done();
     for (const w of result.warnings) warn(w);
+    // A point in time that could only be reached in part (a gap, a damaged segment): restored, but not all.
+    if (result.reachedShort) process.exitCode = EXIT.partial;
     if (options.json) printJson(result);
     else {
       const tables = Object.entries(result.tables)

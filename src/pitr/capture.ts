@@ -1,0 +1,75 @@
+import path from 'node:path';
+import type { DatabaseTarget } from '../config/index.js';
+import { destinationSpecs, type DestinationSpec } from '../destinations/factory.js';
+import { isIncremental, stateDirOf } from '../repository/destination.js';
+import type { CommitRef, WalMark } from './plan.js';
+import { readShipperState } from './shipper.js';
+import { walEnd } from './wal.js';
+
+/**
+ * What a backup run records so that its snapshot can be a base for WAL segments (docs/wal-segments.md): the
+ * last commit each destination's shipper had shipped before the copy began, and the WAL's last commit right
+ * after it. Light on purpose: every backup run with an incremental destination loads it.
+ */
+
+/** Where a destination's shipping position is kept: `<backupDir>/.litekeep/replication/<destination>.json`. */
+export function replicationStateFile(target: DatabaseTarget, destination: string): string {
+  return path.join(stateDirOf(target), 'replication', `${encodeURIComponent(destination)}.json`);
+}
+
+/** The incremental destinations replication ships to. */
+export function replicationDestinations(target: DatabaseTarget): DestinationSpec[] {
+  return destinationSpecs(target, target.driveConfigured).filter(isIncremental);
+}
+
+/** What a base capture records per destination before its copy begins: the last commit shipped there. */
+export type ShippedBefore = Record<string, { repository?: string; lastShipped?: CommitRef }>;
+
+export async function shippedBeforeOf(target: DatabaseTarget): Promise<ShippedBefore> {
+  const marks: ShippedBefore = {};
+  for (const spec of replicationDestinations(target)) {
+    const state = await readShipperState(replicationStateFile(target, spec.name)).catch(() => undefined);
+    if (state?.lastShipped)
+      marks[spec.name] = { repository: state.repository, lastShipped: state.lastShipped };
+  }
+  return marks;
+}
+
+/** The WAL's last commit now, or undefined when there is no WAL or it holds no commit. */
+export async function walMarkOf(databasePath: string): Promise<WalMark | undefined> {
+  try {
+    const end = await walEnd(`${databasePath}-wal`);
+    if (!end || end.frame === 0) return undefined;
+    const g = end.generation;
+    return {
+      generation: { salt1: g.salt1, salt2: g.salt2, checkpointSequence: g.checkpointSequence },
+      frame: end.frame,
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Where one backup run's copy stood in the WAL. */
+export interface WalCapture {
+  before: ShippedBefore;
+  walEndAfter?: WalMark;
+  finishedAt: Date;
+}
+
+/** A capture's WAL marks as one destination's manifest records them (SnapshotBody.wal). */
+export function walFieldFor(
+  capture: WalCapture | undefined,
+  destination: string,
+  repositoryId: string,
+): { shippedBefore?: CommitRef; walEndAfter?: WalMark; finishedAt: string } | undefined {
+  if (!capture) return undefined;
+  const before = capture.before[destination];
+  return {
+    ...(before?.lastShipped && before.repository === repositoryId
+      ? { shippedBefore: before.lastShipped }
+      : {}),
+    ...(capture.walEndAfter ? { walEndAfter: capture.walEndAfter } : {}),
+    finishedAt: capture.finishedAt.toISOString(),
+  };
+}

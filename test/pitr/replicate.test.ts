@@ -1,0 +1,226 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config/index.js';
+import { walMarkOf } from '../../src/pitr/capture.js';
+import { restoreBackup } from '../../src/restore/restore.js';
+import { runCli, spawnCli, type CliChild } from '../helpers/cli.js';
+import { tempDir } from '../helpers/db.js';
+import { readState, startWriter, stopWriters } from './app-writer.js';
+
+/**
+ * `litekeep replicate` as users run it: its own process following an app that writes and checkpoints in
+ * another, killed with SIGKILL at random moments and started again, down while the app's checkpoints reset
+ * the WAL; then restores to many moments, each checked against what the app had committed by then.
+ */
+
+const children: CliChild[] = [];
+afterEach(() => {
+  stopWriters();
+  for (const c of children.splice(0)) c.process.kill('SIGKILL');
+});
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, ms = 90_000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+function setUp() {
+  const dir = tempDir('litekeep-replicate-');
+  const db = path.join(dir, 'app.db');
+  fs.writeFileSync(
+    path.join(dir, 'litekeep.yml'),
+    JSON.stringify({
+      database: 'app.db',
+      backupDir: 'backups',
+      timeZone: 'UTC',
+      host: 'web1',
+      retention: { last: 100 },
+      notify: {},
+      destinations: [{ name: 'vault', type: 'local', path: 'vault', format: 'incremental' }],
+    }),
+  );
+  const repo = path.join(dir, 'vault', 'app', 'web1', 'repo');
+  const stateFile = path.join(dir, 'backups', '.litekeep', 'replication', 'vault.json');
+  const snapshots = () =>
+    fs.existsSync(`${repo}/snapshots`) ? fs.readdirSync(`${repo}/snapshots`).length : 0;
+  /**
+   * Everything the WAL holds now has been shipped, and no base snapshot is owed (after a gap, recovery is whole
+   * again only once the new base is written). The app is idle while this is asked.
+   */
+  const shipped = async () => {
+    const end = await walMarkOf(db);
+    if (!end || !fs.existsSync(stateFile)) return false;
+    const state = JSON.parse(fs.readFileSync(stateFile, 'utf8'));
+    const last = state.lastShipped;
+    return (
+      state.baseNeededSince === undefined &&
+      last !== undefined &&
+      last.generation.salt1 === end.generation.salt1 &&
+      last.generation.salt2 === end.generation.salt2 &&
+      last.frame === end.frame
+    );
+  };
+  const replicate = () => {
+    const child = spawnCli(['replicate', '--interval', '100ms'], { cwd: dir, timeoutMs: 600_000 });
+    children.push(child);
+    return child;
+  };
+  return { dir, db, repo, stateFile, snapshots, shipped, replicate };
+}
+
+describe('litekeep replicate', () => {
+  it('restores exactly the commits made by each of 50 moments, across kill -9, restarts and WAL resets', async () => {
+    const t = setUp();
+    const writer = startWriter(t.db);
+    expect(await writer.ready).toBe('ready');
+    let last = await writer.send('burst 3');
+
+    let litekeep = t.replicate();
+    // A first start is a gap: the base snapshot it takes makes recovery whole from then on.
+    await waitFor('the first base snapshot', () => t.snapshots() >= 1);
+    await waitFor('the first commits shipped', t.shipped);
+
+    /** Moments when every commit so far was shipped and the next burst had not begun: the answer is exact. */
+    const quiet: { from: number; to: number; last: number }[] = [];
+    let kills = 0;
+    let gaps = 0;
+    for (let round = 0; round < 16; round++) {
+      if (round % 5 === 4) {
+        // Down while the app writes and its checkpoints reset the WAL (autocheckpoint 20 pages): a gap.
+        litekeep.process.kill('SIGKILL');
+        await litekeep.exited;
+        kills++;
+        last = await writer.send('burst 40');
+        last = await writer.send('checkpoint PASSIVE');
+        last = await writer.send('burst 2');
+        const before = t.snapshots();
+        litekeep = t.replicate();
+        await waitFor('a new base after the gap', () => t.snapshots() > before);
+        gaps++;
+      } else {
+        last = await writer.send(`burst ${1 + ((round * 7) % 11)}`);
+        if (round % 3 === 1) {
+          // Killed at a random moment while it ships, and started again.
+          await sleep(Math.floor(Math.random() * 150));
+          litekeep.process.kill('SIGKILL');
+          await litekeep.exited;
+          kills++;
+          litekeep = t.replicate();
+        }
+      }
+      await waitFor(`round ${round} shipped`, t.shipped);
+      const from = Date.now();
+      await sleep(300);
+      quiet.push({ from, to: Date.now() - 1, last });
+    }
+    expect(kills).toBeGreaterThanOrEqual(6);
+    expect(gaps).toBe(3);
+    litekeep.process.kill('SIGTERM');
+    expect((await litekeep.exited).code).toBe(0);
+
+    // Segments are private to their owner, like every backup.
+    const segments = fs.readdirSync(path.join(t.repo, 'wal'));
+    expect(segments.length).toBeGreaterThan(16);
+    for (const name of segments) expect(fs.statSync(path.join(t.repo, 'wal', name)).mode & 0o777).toBe(0o600);
+
+    const target = loadConfig({ cwd: t.dir }).databases[0];
+    // 50 moments in random order over the whole run; a few through the CLI, the rest through the library.
+    const moments = Array.from({ length: 50 }, (_, i) => {
+      const q = quiet[i % quiet.length];
+      return { at: new Date(q.from + Math.floor(Math.random() * (q.to - q.from))), last: q.last };
+    }).sort(() => Math.random() - 0.5);
+    for (const [i, moment] of moments.entries()) {
+      const out = path.join(t.dir, `restored-${i}.db`);
+      if (i < 4) {
+        const r = await runCli(['restore', '--from', 'vault', '--at', moment.at.toISOString(), '--to', out], {
+          cwd: t.dir,
+          timeoutMs: 120_000,
+        });
+        expect(r.code, r.stderr).toBe(0);
+        expect(r.stdout).toMatch(/point in time .*: base snapshot [0-9a-f]{12} .* WAL segment/);
+      } else {
+        const result = await restoreBackup(target, { from: 'vault', at: moment.at, to: out });
+        expect(result.warnings, `moment ${moment.at.toISOString()}`).toEqual([]);
+      }
+      const state = readState(out);
+      expect(state.last, `moment ${moment.at.toISOString()}`).toBe(moment.last);
+      expect(state.ns).toEqual(Array.from({ length: moment.last }, (_, k) => k + 1));
+      fs.rmSync(out);
+    }
+  }, 600_000);
+
+  it('stops at the last whole point before a damaged or missing segment, and says so', async () => {
+    const t = setUp();
+    const writer = startWriter(t.db);
+    expect(await writer.ready).toBe('ready');
+    await writer.send('burst 3');
+    const first = await runCli(['replicate', '--once'], { cwd: t.dir });
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stdout).toMatch(/base snapshot taken/);
+    const marks: { at: Date; last: number }[] = [];
+    for (let round = 0; round < 4; round++) {
+      const last = await writer.send('burst 2');
+      await sleep(20);
+      const r = await runCli(['replicate', '--once'], { cwd: t.dir });
+      expect(r.code, r.stderr).toBe(0);
+      marks.push({ at: new Date(), last });
+      await sleep(20);
+    }
+    const names = fs.readdirSync(path.join(t.repo, 'wal')).sort();
+    const third = names[names.length - 2];
+    const file = path.join(t.repo, 'wal', third);
+    const bytes = fs.readFileSync(file);
+    bytes[Math.floor(bytes.length / 2)] ^= 0xff;
+    fs.writeFileSync(file, bytes);
+
+    const out = path.join(t.dir, 'restored.db');
+    const r = await runCli(['restore', '--from', 'vault', '--at', marks[3].at.toISOString(), '--to', out], {
+      cwd: t.dir,
+    });
+    expect(r.code, r.stderr).toBe(3);
+    expect(r.stderr).toMatch(
+      new RegExp(`restored to .*, not ${marks[3].at.toISOString()}: WAL segment ${third} cannot be used`),
+    );
+    expect(readState(out).last).toBe(marks[1].last);
+
+    fs.rmSync(file);
+    fs.rmSync(out);
+    const missing = await runCli(
+      ['restore', '--from', 'vault', '--at', marks[3].at.toISOString(), '--to', out],
+      {
+        cwd: t.dir,
+      },
+    );
+    expect(missing.code, missing.stderr).toBe(3);
+    expect(missing.stderr).toMatch(/does not follow the one before it \(a gap/);
+    expect(readState(out).last).toBe(marks[1].last);
+  }, 300_000);
+
+  it('refuses what it cannot replicate, naming the fix', async () => {
+    const t = setUp();
+    const none = await runCli(['replicate', '--once'], { cwd: t.dir });
+    expect(none.code).toBe(2);
+    expect(none.stderr).toMatch(/cannot read .*app\.db .*check the database path/);
+    fs.writeFileSync(
+      path.join(t.dir, 'litekeep.yml'),
+      JSON.stringify({
+        database: 'app.db',
+        backupDir: 'backups',
+        destinations: [{ name: 'v', type: 'local', path: 'v' }],
+      }),
+    );
+    const writer = startWriter(t.db);
+    await writer.ready;
+    const full = await runCli(['replicate', '--once'], { cwd: t.dir });
+    expect(full.code).toBe(2);
+    expect(full.stderr).toMatch(/no format: incremental destination to replicate to/);
+  });
+});
