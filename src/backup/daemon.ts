@@ -181,6 +181,79 @@ export interface DaemonProcess {
   http?: HttpServerHandle;
 }
 
+/**
+ * The daemon's WAL shipping (issue 15) for the databases with `replicate: true`, logged like its runs. A database
+ * that cannot be replicated (not WAL, no incremental destination) stops the daemon at start, as a bad setting.
+ */
+async function prepareReplication(
+  targets: DatabaseTarget[],
+  logger: LogSink,
+): Promise<{ start(): void; stop(options?: { abort?: boolean }): Promise<void> } | undefined> {
+  if (targets.length === 0) return undefined;
+  const { createReplicators } = await import('../pitr/service.js');
+  const runs = new AbortController();
+  const shipping = new AbortController();
+  const replicators = await createReplicators(targets, {
+    signal: runs.signal,
+    onEvent: (event) => {
+      const { kind, database } = event;
+      if (kind === 'started')
+        logger.info(
+          { database, destinations: event.destinations, intervalMs: event.intervalMs },
+          `replicating ${database} to ${event.destinations.join(', ')}`,
+        );
+      else if (kind === 'gap')
+        logger[event.reason === 'start' ? 'info' : 'warn'](
+          { database, destination: event.destination, gap: event.reason },
+          event.reason === 'start'
+            ? `shipping ${database} to ${event.destination} starts here: taking a base snapshot`
+            : `replication gap on ${event.destination}: the WAL was reset before some commits of ${database} were read; taking a new base snapshot`,
+        );
+      else if (kind === 'error')
+        logger.error(
+          { database, destination: event.destination, error: event.error },
+          `shipping ${database} to ${event.destination} failed: ${event.error}`,
+        );
+      else if (kind === 'base')
+        logger[event.ok ? 'info' : 'error'](
+          { database, ok: event.ok },
+          `base snapshot of ${database} ${event.ok ? 'taken' : 'failed'}: ${event.detail}`,
+        );
+      else
+        logger.debug(
+          {
+            database,
+            destination: event.destination,
+            segments: event.result.segments.length,
+            frames: event.result.frames,
+          },
+          `shipped ${event.result.frames} frames of ${database} to ${event.destination}`,
+        );
+    },
+  });
+  for (const r of replicators) await r.prepare();
+  let done: Promise<unknown> = Promise.resolve();
+  return {
+    start() {
+      done = Promise.all(
+        replicators.map((r) =>
+          r.run(shipping.signal).catch((error: unknown) => {
+            logger.error(
+              { database: r.target.name },
+              `replication of ${r.target.name} stopped: ${oneLine(error)}`,
+            );
+          }),
+        ),
+      );
+    },
+    async stop(options = {}) {
+      if (options.abort) runs.abort();
+      shipping.abort();
+      await done.catch(() => {});
+    },
+  };
+}
+
 /** `litekeep daemon`: the schedule, signal handling and the optional health/metrics server. */
 export async function runDaemon(
   resolved: ResolvedConfig,
@@ -245,6 +318,17 @@ export async function runDaemon(
       }),
     });
   }
+  // Replication is checked before anything is scheduled: a database it cannot follow is exit 2, like a bad setting.
+  let replication: Awaited<ReturnType<typeof prepareReplication>>;
+  try {
+    replication = await prepareReplication(
+      resolved.databases.filter((t) => t.settings.replicate.enabled),
+      logger,
+    );
+  } catch (error) {
+    await http?.close();
+    throw error;
+  }
   try {
     schedule = scheduleBackupTask({
       resolved,
@@ -258,7 +342,23 @@ export async function runDaemon(
     await http?.close();
     throw error;
   }
-  installSignalHandlers(schedule.daemon, { stopTimeoutMs: resolved.config.stopTimeout ?? 600_000, logger });
+  replication?.start();
+  // A stopping daemon also stops shipping, after any base snapshot being taken (shipping is safe to cut).
+  const handle = replication
+    ? {
+        ...schedule.daemon,
+        stop: async (o?: { timeoutMs?: number }) => {
+          await Promise.all([schedule!.daemon.stop(o), replication.stop()]);
+        },
+        abort: async () => {
+          await Promise.all([schedule!.daemon.abort(), replication.stop({ abort: true })]);
+        },
+        nextRun: () => schedule!.daemon.nextRun(),
+        running: () => schedule!.daemon.running(),
+        trigger: (t?: Parameters<DaemonHandle['trigger']>[0]) => schedule!.daemon.trigger(t),
+      }
+    : schedule.daemon;
+  installSignalHandlers(handle, { stopTimeoutMs: resolved.config.stopTimeout ?? 600_000, logger });
   // The server logged where it listens and the schedule "daemon started" with its next run: one line each.
   return { schedule, http };
 }

@@ -6,6 +6,7 @@ import { walMarkOf } from '../../src/pitr/capture.js';
 import { restoreBackup } from '../../src/restore/restore.js';
 import { runCli, spawnCli, type CliChild } from '../helpers/cli.js';
 import { tempDir } from '../helpers/db.js';
+import { killDaemons, msg, spawnDaemon } from '../integration/daemon-helpers.js';
 import { readState, startWriter, stopWriters } from './app-writer.js';
 
 /**
@@ -17,6 +18,7 @@ import { readState, startWriter, stopWriters } from './app-writer.js';
 const children: CliChild[] = [];
 afterEach(() => {
   stopWriters();
+  killDaemons();
   for (const c of children.splice(0)) c.process.kill('SIGKILL');
 });
 
@@ -32,7 +34,7 @@ async function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T 
   }
 }
 
-function setUp() {
+function setUp(extra: object = {}) {
   const dir = tempDir('litekeep-replicate-');
   const db = path.join(dir, 'app.db');
   fs.writeFileSync(
@@ -45,6 +47,7 @@ function setUp() {
       retention: { last: 100 },
       notify: {},
       destinations: [{ name: 'vault', type: 'local', path: 'vault', format: 'incremental' }],
+      ...extra,
     }),
   );
   const repo = path.join(dir, 'vault', 'app', 'web1', 'repo');
@@ -204,6 +207,29 @@ describe('litekeep replicate', () => {
     expect(readState(out).last).toBe(marks[1].last);
   }, 300_000);
 
+  it('runs in the daemon for a database with replicate: true, and stops with it', async () => {
+    const t = setUp({
+      replicate: { enabled: true, interval: '100ms' },
+      schedule: '0 3 * * *',
+      catchUp: false,
+    });
+    const writer = startWriter(t.db);
+    expect(await writer.ready).toBe('ready');
+    await writer.send('burst 4');
+    const daemon = spawnDaemon([], { cwd: t.dir });
+    await daemon.waitFor(msg('replicating app to vault'));
+    await daemon.waitFor(msg('base snapshot of app taken'), 90_000);
+    const last = await writer.send('burst 6');
+    await waitFor('the burst shipped', t.shipped);
+    const at = new Date();
+    daemon.process.kill('SIGTERM');
+    expect((await daemon.exited).code).toBe(0);
+    const target = loadConfig({ cwd: t.dir }).databases[0];
+    const out = path.join(t.dir, 'restored.db');
+    await restoreBackup(target, { from: 'vault', at, to: out });
+    expect(readState(out).last).toBe(last);
+  }, 180_000);
+
   it('refuses what it cannot replicate, naming the fix', async () => {
     const t = setUp();
     const none = await runCli(['replicate', '--once'], { cwd: t.dir });
@@ -222,5 +248,18 @@ describe('litekeep replicate', () => {
     const full = await runCli(['replicate', '--once'], { cwd: t.dir });
     expect(full.code).toBe(2);
     expect(full.stderr).toMatch(/no format: incremental destination to replicate to/);
+    // The daemon refuses at start too, before it schedules anything.
+    fs.writeFileSync(
+      path.join(t.dir, 'litekeep.yml'),
+      JSON.stringify({
+        database: 'app.db',
+        backupDir: 'backups',
+        replicate: true,
+        destinations: [{ name: 'v', type: 'local', path: 'v' }],
+      }),
+    );
+    const daemon = await runCli(['daemon'], { cwd: t.dir });
+    expect(daemon.code).toBe(2);
+    expect(daemon.stderr).toMatch(/no format: incremental destination to replicate to/);
   });
 });

@@ -55,11 +55,7 @@ export function registerReplicate(program: Command): void {
     .option('--json', 'print one JSON line per event');
   addTargetOptions(command);
   command.action(async (options: ReplicateFlags) => {
-    const [{ Replicator }, { runBackupForTarget }, { openForWrite }] = await Promise.all([
-      import('../../pitr/replicate.js'),
-      import('../../backup/task.js'),
-      import('../../repository/run.js'),
-    ]);
+    const { createReplicators } = await import('../../pitr/service.js');
     const resolved = resolveConfig(
       options,
       options.interval ? { 'replicate.interval': options.interval } : {},
@@ -88,27 +84,7 @@ export function registerReplicate(program: Command): void {
       else print(text.line);
     };
     const stop = abortOnSignals('replication');
-    const replicators = targets.map(
-      (target) =>
-        new Replicator(target, {
-          onEvent: report,
-          openRepository: (spec) => openForWrite(spec, target),
-          takeBase: async (reason) => {
-            const result = await runBackupForTarget(target, { trigger: 'replication', signal: stop.signal });
-            const snapshots = result.destinations.filter((d) => d.snapshot && d.status === 'ok');
-            const ok = snapshots.length > 0;
-            report({
-              kind: 'base',
-              database: target.name,
-              ok,
-              detail: ok
-                ? `${reason}; ${snapshots.map((d) => `${d.snapshot!.id.slice(0, 12)} on ${d.destination}`).join(', ')}`
-                : `${reason}; ${result.error ?? result.destinations.find((d) => d.status === 'failed')?.error ?? 'no snapshot was written'}`,
-            });
-            return snapshots.map((d) => d.destination);
-          },
-        }),
-    );
+    const replicators = await createReplicators(targets, { onEvent: report, signal: stop.signal });
     try {
       for (const r of replicators) await r.prepare();
       if (options.once) {

@@ -1,0 +1,38 @@
+import type { DatabaseTarget } from '../config/index.js';
+import { Replicator, type ReplicationEvent } from './replicate.js';
+
+/**
+ * The replicators of `litekeep replicate` and of the daemon, built the same way: each opens its destinations'
+ * repositories as a backup run does, and takes its base snapshots as whole backup runs (trigger `replication`),
+ * reported as `base` events.
+ */
+export async function createReplicators(
+  targets: DatabaseTarget[],
+  options: { onEvent: (event: ReplicationEvent) => void; signal: AbortSignal },
+): Promise<Replicator[]> {
+  const [{ runBackupForTarget }, { openForWrite }] = await Promise.all([
+    import('../backup/task.js'),
+    import('../repository/run.js'),
+  ]);
+  return targets.map(
+    (target) =>
+      new Replicator(target, {
+        onEvent: options.onEvent,
+        openRepository: (spec) => openForWrite(spec, target),
+        takeBase: async (reason) => {
+          const result = await runBackupForTarget(target, { trigger: 'replication', signal: options.signal });
+          const snapshots = result.destinations.filter((d) => d.snapshot && d.status === 'ok');
+          options.onEvent({
+            kind: 'base',
+            database: target.name,
+            ok: snapshots.length > 0,
+            detail:
+              snapshots.length > 0
+                ? `${reason}; ${snapshots.map((d) => `${d.snapshot!.id.slice(0, 12)} on ${d.destination}`).join(', ')}`
+                : `${reason}; ${result.error ?? result.destinations.find((d) => d.status === 'failed')?.error ?? 'no snapshot was written'}`,
+          });
+          return snapshots.map((d) => d.destination);
+        },
+      }),
+  );
+}
