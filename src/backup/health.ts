@@ -3,6 +3,7 @@ import path from 'node:path';
 import type { DatabaseTarget } from '../config/index.js';
 import type { DatabaseStatus, DaemonStatus } from '../scheduler/index.js';
 import { CATALOG_DIR } from '../catalog/index.js';
+import { replicationStatusOf } from '../pitr/capture.js';
 import { BackupManager, type BackupEntry } from './manager.js';
 import { destinationStatesFromCatalog, type DestinationState } from './offsite.js';
 
@@ -66,6 +67,8 @@ export async function databaseStatusOf(
       uploadsByStatus: d.uploadsByStatus,
     })),
   };
+  const replication = await replicationStatusOf(target);
+  if (replication.length) status.replication = replication;
   return { status, backups, destinations };
 }
 

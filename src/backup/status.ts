@@ -3,6 +3,7 @@ import { hostOf, openDestination } from '../destinations/factory.js';
 import { humanDuration } from '../util/fs.js';
 import { incrementalSpec } from '../repository/destination.js';
 import { listRepositorySnapshots } from '../repository/status.js';
+import { replicationStatusOf, type ReplicationStatus } from '../pitr/capture.js';
 import { BackupManager } from './manager.js';
 import { destinationStatuses, remoteTime, type DestinationStatus } from './offsite.js';
 
@@ -17,6 +18,8 @@ export interface DatabaseStatus {
   lastVerified: { destination: string; file: string; at: string }[];
   /** Per off-site destination (only when asked for: listing them costs requests). */
   destinations?: DestinationStatus[];
+  /** WAL shipping per incremental destination (docs/wal-segments.md), when it ever ran. */
+  replication?: ReplicationStatus[];
   maxAgeMs?: number;
   stale: boolean;
   staleReason?: string;
@@ -59,6 +62,8 @@ export async function statusOf(
   };
   if (options.destinations)
     status.destinations = await destinationStatuses(manager.target, manager, maxAgeMs);
+  const replication = await replicationStatusOf(manager.target, now);
+  if (replication.length) status.replication = replication;
   Object.assign(status, staleness(newest?.time, maxAgeMs, now));
   // An off-site copy that stopped arriving is as stale as a local one: the point of it is to be there.
   const offsite = (status.destinations ?? []).filter((d) => d.stale);

@@ -73,3 +73,73 @@ export function walFieldFor(
     finishedAt: capture.finishedAt.toISOString(),
   };
 }
+
+/** Where shipping to one destination stands, from its state file and the WAL as it is now. */
+export interface ReplicationStatus {
+  destination: string;
+  /** When a segment was last shipped there. */
+  lastShippedAt?: string;
+  segmentsShipped: number;
+  bytesShipped: number;
+  /**
+   * Committed frames in the WAL not shipped yet; undefined when the WAL was reset since the last shipment (the
+   * shipper has not read the new generation yet) or nothing was ever shipped.
+   */
+  framesBehind?: number;
+  /**
+   * Replication lag in ms: 0 when every commit in the WAL has been shipped, else the time since the last
+   * shipment (commits have waited at most that long).
+   */
+  lagMs?: number;
+  /** A base snapshot is owed since then (a gap or a fresh start no base covers yet). */
+  baseOwedSince?: string;
+}
+
+/** Replication status of each incremental destination that has a shipping state; none when never replicated. */
+export async function replicationStatusOf(
+  target: DatabaseTarget,
+  now = Date.now(),
+): Promise<ReplicationStatus[]> {
+  const out: ReplicationStatus[] = [];
+  let specs: DestinationSpec[];
+  try {
+    specs = replicationDestinations(target);
+  } catch {
+    return out;
+  }
+  const end = specs.length ? await walMarkOf(target.path) : undefined;
+  for (const spec of specs) {
+    const state = await readShipperState(replicationStateFile(target, spec.name)).catch(() => undefined);
+    if (!state) continue;
+    const last = state.lastShipped;
+    let framesBehind: number | undefined;
+    if (last && !end) framesBehind = 0;
+    else if (
+      last &&
+      end &&
+      end.generation.salt1 === last.generation.salt1 &&
+      end.generation.salt2 === last.generation.salt2
+    )
+      framesBehind = Math.max(0, end.frame - last.frame);
+    const lagMs =
+      framesBehind === 0
+        ? 0
+        : state.lastShippedAt !== undefined
+          ? Math.max(0, now - state.lastShippedAt)
+          : undefined;
+    out.push({
+      destination: spec.name,
+      ...(state.lastShippedAt !== undefined
+        ? { lastShippedAt: new Date(state.lastShippedAt).toISOString() }
+        : {}),
+      segmentsShipped: state.segmentsShipped ?? 0,
+      bytesShipped: state.bytesShipped ?? 0,
+      ...(framesBehind !== undefined ? { framesBehind } : {}),
+      ...(lagMs !== undefined ? { lagMs } : {}),
+      ...(state.baseNeededSince !== undefined
+        ? { baseOwedSince: new Date(state.baseNeededSince).toISOString() }
+        : {}),
+    });
+  }
+  return out;
+}

@@ -36,6 +36,10 @@ export interface ShipperState {
   baseNeededSince?: number;
   /** The last commit shipped: what a base snapshot taken now records as `shippedBefore`. */
   lastShipped: CommitRef | undefined;
+  /** When that was (ms since the epoch), and what has been shipped since this state began (status, metrics). */
+  lastShippedAt?: number;
+  segmentsShipped?: number;
+  bytesShipped?: number;
 }
 
 export interface ShipResult {
@@ -207,7 +211,10 @@ export class WalShipper {
         const sealed = this.options.seal ? await this.options.seal(plain) : plain;
         await this.options.sink.put(name, sealed);
         result.bytes += sealed.length;
+        state.bytesShipped = (state.bytesShipped ?? 0) + sealed.length;
       }
+      state.segmentsShipped = (state.segmentsShipped ?? 0) + 1;
+      state.lastShippedAt = (this.options.now ?? Date.now)();
       state.position = read.next;
       state.lastShipped = {
         epoch: state.epoch,
@@ -221,31 +228,6 @@ export class WalShipper {
       await writeFileAtomic(this.options.stateFile, JSON.stringify(state));
       result.segments.push(name);
       result.frames += read.frames.length;
-    }
-  }
-
-  /** Ships every `intervalMs` until the signal aborts; `onPass` hears each pass (errors included). */
-  async run(
-    intervalMs: number,
-    signal: AbortSignal,
-    onPass: (outcome: { result?: ShipResult; error?: unknown }) => Promise<void> | void,
-  ): Promise<void> {
-    await assertWalMode(this.options.databasePath);
-    while (!signal.aborted) {
-      try {
-        await onPass({ result: await this.shipOnce() });
-      } catch (error) {
-        await onPass({ error });
-      }
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(done, intervalMs);
-        function done() {
-          clearTimeout(timer);
-          signal.removeEventListener('abort', done);
-          resolve();
-        }
-        signal.addEventListener('abort', done, { once: true });
-      });
     }
   }
 }
@@ -280,6 +262,9 @@ export async function readShipperState(stateFile: string): Promise<ShipperState 
     epoch: Number.isInteger(parsed.epoch) ? parsed.epoch! : 0,
     position: parsed.position,
     ...(typeof parsed.baseNeededSince === 'number' ? { baseNeededSince: parsed.baseNeededSince } : {}),
+    ...(typeof parsed.lastShippedAt === 'number' ? { lastShippedAt: parsed.lastShippedAt } : {}),
+    segmentsShipped: Number.isInteger(parsed.segmentsShipped) ? parsed.segmentsShipped : 0,
+    bytesShipped: Number.isInteger(parsed.bytesShipped) ? parsed.bytesShipped : 0,
     lastShipped: parsed.lastShipped,
   };
 }

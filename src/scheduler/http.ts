@@ -2,6 +2,7 @@ import crypto from 'node:crypto';
 import http from 'node:http';
 import net from 'node:net';
 import type { Gauge } from 'prom-client';
+import type { ReplicationStatus } from '../pitr/capture.js';
 import { EXIT, LitekeepError, oneLine } from '../util/errors.js';
 import { formatDuration } from '../util/duration.js';
 import type { LogSink } from './logger.js';
@@ -69,6 +70,8 @@ export interface DatabaseStatus {
   newestBackupOk: boolean;
   /** Its off-site destinations. */
   destinations?: DestinationHealthInput[];
+  /** WAL shipping per incremental destination, when it ever ran. */
+  replication?: ReplicationStatus[];
 }
 
 export interface DaemonStatus {
@@ -279,6 +282,49 @@ export async function renderMetrics(
       for (const [uploadStatus, count] of Object.entries(d.uploadsByStatus)) {
         uploads.inc({ ...dl, status: uploadStatus }, count);
       }
+    }
+  }
+  const replicationLag = gauge(
+    'litekeep_replication_lag_seconds',
+    'Seconds the oldest commit not shipped yet may have waited: 0 when every commit in the WAL is shipped.',
+    destinationLabels,
+  );
+  const replicationBehind = gauge(
+    'litekeep_replication_frames_behind',
+    'Committed WAL frames not shipped to the destination yet.',
+    destinationLabels,
+  );
+  const replicationLast = gauge(
+    'litekeep_replication_last_ship_timestamp_seconds',
+    'Unix time of the last WAL segment shipped to the destination.',
+    destinationLabels,
+  );
+  const replicationOwed = gauge(
+    'litekeep_replication_base_owed',
+    '1 while a base snapshot is owed after a gap or a fresh start (recovery since then waits for it).',
+    destinationLabels,
+  );
+  const segmentsShipped = new Counter({
+    name: 'litekeep_replication_segments_shipped_total',
+    help: 'WAL segments shipped to the destination since its shipping state began.',
+    labelNames: destinationLabels,
+    registers: [registry],
+  });
+  const bytesShipped = new Counter({
+    name: 'litekeep_replication_bytes_shipped_total',
+    help: 'Bytes of WAL segments stored on the destination since its shipping state began.',
+    labelNames: destinationLabels,
+    registers: [registry],
+  });
+  for (const db of status.databases) {
+    for (const r of db.replication ?? []) {
+      const dl = { database: db.name, destination: r.destination };
+      if (r.lagMs !== undefined) replicationLag.set(dl, r.lagMs / 1000);
+      if (r.framesBehind !== undefined) replicationBehind.set(dl, r.framesBehind);
+      if (r.lastShippedAt) replicationLast.set(dl, Date.parse(r.lastShippedAt) / 1000);
+      replicationOwed.set(dl, r.baseOwedSince ? 1 : 0);
+      segmentsShipped.inc(dl, r.segmentsShipped);
+      bytesShipped.inc(dl, r.bytesShipped);
     }
   }
   return { body: await registry.metrics(), contentType: registry.contentType };

@@ -6,7 +6,7 @@ import { walMarkOf } from '../../src/pitr/capture.js';
 import { restoreBackup } from '../../src/restore/restore.js';
 import { runCli, spawnCli, type CliChild } from '../helpers/cli.js';
 import { tempDir } from '../helpers/db.js';
-import { killDaemons, msg, spawnDaemon } from '../integration/daemon-helpers.js';
+import { healthUrl, killDaemons, msg, spawnDaemon } from '../integration/daemon-helpers.js';
 import { readState, startWriter, stopWriters } from './app-writer.js';
 
 /**
@@ -168,6 +168,17 @@ describe('litekeep replicate', () => {
     const first = await runCli(['replicate', '--once'], { cwd: t.dir });
     expect(first.code, first.stderr).toBe(0);
     expect(first.stdout).toMatch(/base snapshot taken/);
+    // status: behind while nothing ships, caught up after a pass.
+    await writer.send('burst 2');
+    const behind = JSON.parse((await runCli(['status', '--json'], { cwd: t.dir })).stdout);
+    expect(behind.replication[0].destination).toBe('vault');
+    expect(behind.replication[0].framesBehind).toBeGreaterThan(0);
+    expect(behind.replication[0].lagMs).toBeGreaterThan(0);
+    expect((await runCli(['replicate', '--once'], { cwd: t.dir })).code).toBe(0);
+    const text = await runCli(['status'], { cwd: t.dir });
+    expect(text.stdout).toMatch(
+      /replication to vault: caught up, last shipped (just now|.* ago), \d+ segments \(/,
+    );
     const marks: { at: Date; last: number }[] = [];
     for (let round = 0; round < 4; round++) {
       const last = await writer.send('burst 2');
@@ -216,12 +227,22 @@ describe('litekeep replicate', () => {
     const writer = startWriter(t.db);
     expect(await writer.ready).toBe('ready');
     await writer.send('burst 4');
-    const daemon = spawnDaemon([], { cwd: t.dir });
+    const daemon = spawnDaemon(['--http', '127.0.0.1:0'], { cwd: t.dir });
+    const url = await healthUrl(daemon);
     await daemon.waitFor(msg('replicating app to vault'));
     await daemon.waitFor(msg('base snapshot of app taken'), 90_000);
     const last = await writer.send('burst 6');
     await waitFor('the burst shipped', t.shipped);
     const at = new Date();
+    // /metrics: caught up, and what was shipped.
+    const metrics = await (await fetch(new URL('/metrics', url))).text();
+    const value = (name: string) =>
+      Number(new RegExp(`^${name}\\{database="app",destination="vault"\\} (\\S+)$`, 'm').exec(metrics)?.[1]);
+    expect(value('litekeep_replication_frames_behind')).toBe(0);
+    expect(value('litekeep_replication_lag_seconds')).toBe(0);
+    expect(value('litekeep_replication_base_owed')).toBe(0);
+    expect(value('litekeep_replication_segments_shipped_total')).toBeGreaterThanOrEqual(2);
+    expect(value('litekeep_replication_bytes_shipped_total')).toBeGreaterThan(0);
     daemon.process.kill('SIGTERM');
     expect((await daemon.exited).code).toBe(0);
     const target = loadConfig({ cwd: t.dir }).databases[0];

@@ -283,6 +283,24 @@ function printStatus(s: DatabaseStatus, timeZone: string): void {
       print(`    last verified: ${d.lastVerified.file} (${age(new Date(d.lastVerified.at))})`);
     if (d.stale) print(`    STALE: ${d.staleReason}`);
   }
+  for (const r of s.replication ?? []) {
+    const where =
+      r.framesBehind === 0
+        ? 'caught up'
+        : r.framesBehind !== undefined
+          ? `${r.framesBehind} frames behind`
+          : 'the WAL was reset since the last shipment';
+    const last = r.lastShippedAt
+      ? `, last shipped ${age(new Date(r.lastShippedAt))}`
+      : ', nothing shipped yet';
+    print(
+      `  replication to ${r.destination}: ${where}${last}, ${r.segmentsShipped} segment${r.segmentsShipped === 1 ? '' : 's'} (${humanBytes(r.bytesShipped)})`,
+    );
+    if (r.baseOwedSince)
+      print(
+        `    a base snapshot is owed since ${formatTime(new Date(r.baseOwedSince), timeZone)} (a gap or a fresh start): recovery to moments since then waits for it`,
+      );
+  }
   if (s.stale) print(`  STALE: ${s.staleReason}`);
 }
 
