@@ -515,6 +515,24 @@ export class Catalog {
   }
 
   /**
+   * Every copy whose newest conclusive verification (`ok` or `failed`; an `error` is none) passed and that was
+   * not removed from that place since: the proof the status page's "newest verified backup" is chosen from. A
+   * copy verified again and found bad no longer counts. As many rows as verified copies still held.
+   */
+  verifiedCopies(): (VerificationRecord & { id: number })[] {
+    const rows = this.db
+      .prepare(
+        `SELECT v.* FROM verifications v WHERE v.id IN
+           (SELECT MAX(id) FROM verifications WHERE status IN ('ok', 'failed') GROUP BY backup_file, destination)
+         AND v.status = 'ok'
+         AND NOT EXISTS (SELECT 1 FROM deletions d WHERE d.status = 'ok' AND d.destination = v.destination
+           AND d.backup_file = v.backup_file AND d.at >= v.at)`,
+      )
+      .all() as Row[];
+    return rows.map((row) => camel(row) as unknown as VerificationRecord & { id: number });
+  }
+
+  /**
    * The newest conclusive verification of each backup at one place (`local` or a destination name): `ok` or
    * `failed`. An `error` (could not be read) is no verdict and leaves the one before it standing.
    */
