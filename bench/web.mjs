@@ -4,7 +4,7 @@
 // grows with the history. Each catalog size is measured in a fresh process of its own, against the same
 // folder contents but for the length of the log. Not a test: it prints figures.
 //
-//   node bench/web.mjs [--runs 1000,10000] [--views 200] [--dir DIR] [--keep]
+//   node bench/web.mjs [--runs 1000,10000,100000] [--views 200] [--dir DIR] [--keep]
 //   node bench/web.mjs --measure DIR --views N     (one measurement, JSON on stdout; used by the above)
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -217,7 +217,7 @@ async function main() {
     console.error('build first: npm run build');
     process.exit(2);
   }
-  const sizes = arg('runs', '1000,10000').split(',').map(Number);
+  const sizes = arg('runs', '1000,10000,100000').split(',').map(Number);
   const workDir = arg('dir') ?? fs.mkdtempSync(path.join(os.tmpdir(), 'litekeep-bench-web-'));
   console.log(
     `\n## Status page (GET / through the daemon's server, ${views} views each, first 10 not counted)\n`,

@@ -84,7 +84,8 @@ export async function statusFromCatalog(
       databases.push(emptyDatabaseStatus(target.name));
       continue;
     }
-    const manager = new BackupManager(target);
+    // Read-only like the status page: a health probe every few seconds must not touch the activity log.
+    const manager = new BackupManager(target, { readOnly: true });
     try {
       databases.push((await databaseStatusOf(target, manager, options)).status);
     } finally {

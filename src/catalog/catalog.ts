@@ -6,6 +6,8 @@ import { makeDirsSync } from '../util/fs.js';
 
 export const CATALOG_DIR = '.litekeep';
 export const CATALOG_FILE = 'catalog.db';
+/** Page cache of a read-only connection, in KiB. */
+const READ_CACHE_KIB = 2000;
 
 export interface Fingerprint {
   tables: Record<string, number>;
@@ -186,6 +188,9 @@ export class Catalog {
     let disk: Database.Database | undefined;
     try {
       disk = new Database(file, { readonly: true, fileMustExist: true, timeout: 10_000 });
+      // A reader's page cache is the one memory cost that grows with the log (better-sqlite3's default is
+      // 16 MB a connection): 2 MB holds what the bounded queries of status, /healthz and the page touch.
+      disk.pragma(`cache_size = -${READ_CACHE_KIB}`);
       const version = disk.pragma('user_version', { simple: true }) as number;
       if (version === MIGRATIONS.length) return new Catalog(disk, file);
       if (version > MIGRATIONS.length) throw new Error(`catalog schema version ${version} is newer`);
@@ -400,20 +405,14 @@ export class Catalog {
 
   /**
    * The files a destination holds as far as the log knows: uploaded there and not deleted there since (a
-   * deletion at the same instant as the upload wins). One aggregate in SQLite, so its cost in this process is
-   * the number of copies held, not the length of the history.
+   * deletion at the same instant as the upload wins). Read from `held_copies`, which triggers keep as uploads
+   * and deletions are recorded, so its cost is the number of copies held, not the length of the history.
    */
   heldOn(destination: string): string[] {
-    const rows = this.db
-      .prepare(
-        `SELECT u.backup_file AS file FROM
-           (SELECT backup_file, MAX(at) AS at FROM uploads WHERE destination = ? AND status = 'ok'
-            GROUP BY backup_file) u
-         WHERE NOT EXISTS (SELECT 1 FROM deletions d WHERE d.destination = ? AND d.status = 'ok'
-           AND d.backup_file = u.backup_file AND d.at >= u.at)`,
-      )
-      .all(destination, destination) as { file: string }[];
-    return rows.map((r) => r.file);
+    return this.db
+      .prepare(`SELECT backup_file FROM held_copies WHERE destination = ? ORDER BY backup_file`)
+      .pluck()
+      .all(destination) as string[];
   }
 
   /** The newest upload attempt to a destination, of any status or of one. */
@@ -509,6 +508,27 @@ export class Catalog {
       .prepare(
         `SELECT * FROM verifications WHERE id IN
            (SELECT MAX(v.id) FROM verifications v WHERE v.status = 'ok' ${kept} GROUP BY v.destination)`,
+      )
+      .all() as Row[];
+    return rows.map((row) => camel(row) as unknown as VerificationRecord & { id: number });
+  }
+
+  /**
+   * Every copy still there whose newest conclusive verification (`ok` or `failed`; an `error` is none) passed:
+   * the proof the status page's "newest verified backup" is chosen from. A copy verified again and found bad no
+   * longer counts. "Still there": a local backup not removed, or a copy a destination holds (`heldOn`). One
+   * index probe per copy held, so its cost is the copies kept, not the number of verifications ever made.
+   */
+  verifiedCopies(): (VerificationRecord & { id: number })[] {
+    const rows = this.db
+      .prepare(
+        `WITH copies (backup_file, destination) AS (
+           SELECT file, 'local' FROM backups WHERE deleted_at IS NULL
+           UNION SELECT backup_file, destination FROM held_copies)
+         SELECT v.* FROM copies c JOIN verifications v ON v.id =
+           (SELECT MAX(x.id) FROM verifications x WHERE x.backup_file = c.backup_file
+              AND x.destination = c.destination AND x.status IN ('ok', 'failed'))
+         WHERE v.status = 'ok'`,
       )
       .all() as Row[];
     return rows.map((row) => camel(row) as unknown as VerificationRecord & { id: number });

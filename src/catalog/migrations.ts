@@ -121,4 +121,46 @@ export const MIGRATIONS: readonly string[] = [
   CREATE INDEX uploads_destination_status ON uploads(destination, status, id);
   CREATE INDEX backups_created ON backups(created_at);
   `,
+  // 4: what the status page, /healthz and /metrics read on every view, without walking the whole history: the
+  // backups still there (a handful among every one ever made), the runs counted by status, each copy's newest
+  // verdict, and the copies each destination holds, kept up to date by triggers as uploads and deletions are
+  // recorded. A copy is held when its newest successful upload there is later than every successful removal
+  // from there (a removal at the same instant wins): the rule the query this table replaces applied.
+  `
+  CREATE INDEX backups_live ON backups(created_at) WHERE deleted_at IS NULL;
+  CREATE INDEX runs_status ON runs(status);
+  CREATE INDEX verifications_verdict ON verifications(backup_file, destination, id)
+    WHERE status IN ('ok', 'failed');
+
+  CREATE TABLE held_copies (
+    destination TEXT NOT NULL,
+    backup_file TEXT NOT NULL,
+    uploaded_at TEXT NOT NULL,
+    PRIMARY KEY (destination, backup_file)
+  ) WITHOUT ROWID;
+
+  INSERT INTO held_copies (destination, backup_file, uploaded_at)
+    SELECT u.destination, u.backup_file, u.at FROM
+      (SELECT destination, backup_file, MAX(at) AS at FROM uploads WHERE status = 'ok'
+       GROUP BY destination, backup_file) u
+    WHERE NOT EXISTS (SELECT 1 FROM deletions d WHERE d.status = 'ok' AND d.destination = u.destination
+      AND d.backup_file = u.backup_file AND d.at >= u.at);
+
+  -- An upload makes a copy held unless a removal at or after it is recorded already (records out of order).
+  CREATE TRIGGER held_copies_upload AFTER INSERT ON uploads WHEN NEW.status = 'ok'
+  BEGIN
+    INSERT INTO held_copies (destination, backup_file, uploaded_at)
+      SELECT NEW.destination, NEW.backup_file, NEW.at
+      WHERE NOT EXISTS (SELECT 1 FROM deletions d WHERE d.status = 'ok' AND d.destination = NEW.destination
+        AND d.backup_file = NEW.backup_file AND d.at >= NEW.at)
+      ON CONFLICT (destination, backup_file) DO UPDATE SET uploaded_at = MAX(uploaded_at, excluded.uploaded_at);
+  END;
+
+  -- A removal ends the copy uploaded at or before it; one uploaded later stays.
+  CREATE TRIGGER held_copies_deletion AFTER INSERT ON deletions WHEN NEW.status = 'ok'
+  BEGIN
+    DELETE FROM held_copies WHERE destination = NEW.destination AND backup_file = NEW.backup_file
+      AND uploaded_at <= NEW.at;
+  END;
+  `,
 ];

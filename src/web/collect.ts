@@ -89,7 +89,11 @@ export async function collectStatus(source: StatusSource, now = new Date()): Pro
               trigger: newest.record?.trigger === 'manual' ? 'manual' : 'scheduled',
             }
           : undefined,
-        newestVerified: newestVerified(verifications, (file) => backupTime(manager, file)),
+        newestVerified: newestVerified(
+          catalog.verifiedCopies(),
+          new Set(read.backups.map((b) => b.name)),
+          (file) => backupTime(manager, file),
+        ),
         backups: { count: read.backups.length, bytes: read.backups.reduce((sum, b) => sum + b.bytes, 0) },
         chart: chartOf(manager, now),
         activity: catalog.history(ACTIVITY_LIMIT).map(activityView),
@@ -197,13 +201,18 @@ function backupTime(manager: BackupManager, file: string): Date | undefined {
   return parsed ? timeFromBackupName(parsed, manager.timeZone) : undefined;
 }
 
-/** Of the newest successful verification at each place, the one of the newest backup. */
+/**
+ * The newest backup with a copy whose newest verdict passed and that is still there (a local copy: on disk),
+ * whichever place proved it; a newer backup that was never verified, or whose verification failed, is not it.
+ */
 function newestVerified(
-  verifications: VerificationRecord[],
+  copies: VerificationRecord[],
+  onDisk: Set<string>,
   timeOf: (file: string) => Date | undefined,
 ): DatabaseView['newestVerified'] {
   let best: { v: VerificationRecord; time?: Date } | undefined;
-  for (const v of verifications) {
+  for (const v of copies) {
+    if (v.destination === 'local' && !onDisk.has(v.backupFile)) continue;
     const time = timeOf(v.backupFile);
     const key = time?.getTime() ?? -Infinity;
     const bestKey = best?.time?.getTime() ?? -Infinity;

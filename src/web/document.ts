@@ -121,7 +121,7 @@ export interface DatabaseView {
   lastRun?: RunView;
   nextRun: string | null;
   newestBackup?: { file: string; time: string; bytes: number; trigger: 'manual' | 'scheduled' };
-  /** The newest backup with a successful verification, where and when. */
+  /** The newest backup with a copy still there whose newest verification passed: which, where and when. */
   newestVerified?: { file: string; time?: string; source: string; at: string };
   backups: { count: number; bytes: number };
   destinations: DestinationView[];

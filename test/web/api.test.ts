@@ -1,6 +1,9 @@
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CATALOG_DIR, CATALOG_FILE } from '../../src/catalog/index.js';
 import type { StatusDocument } from '../../src/web/index.js';
 import { runCli } from '../helpers/cli.js';
 import {
@@ -12,6 +15,8 @@ import {
   spawnDaemon,
   type DaemonChild,
 } from '../integration/daemon-helpers.js';
+import { startGate } from '../servers/gate.js';
+import { s3DestinationEntry, startS3Server } from '../servers/s3-server.js';
 import { SECRETS, statusWorkspace, type StatusWorkspace } from './helpers.js';
 
 const DAY_MS = 86_400_000;
@@ -41,6 +46,49 @@ async function status(base = url): Promise<{ response: Response; text: string; d
   const response = await fetch(`${base}/api/status`);
   const text = await response.text();
   return { response, text, doc: JSON.parse(text) as StatusDocument };
+}
+
+/**
+ * Every file under a folder with its size, modification time and sha256: what "wrote nothing" compares. An
+ * activity log's `-shm` is only named: it is SQLite's shared-memory index of the WAL, in which every reader
+ * (`litekeep status` too) takes its read lock, so its time changes with each reading; it holds no data.
+ */
+function fingerprint(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const walk = (d: string) => {
+    for (const entry of fs.readdirSync(d, { withFileTypes: true })) {
+      const full = path.join(d, entry.name);
+      const rel = path.relative(dir, full);
+      if (entry.isDirectory()) {
+        out[`${rel}/`] = 'folder';
+        walk(full);
+      } else if (entry.name.endsWith('-shm')) {
+        out[rel] = 'shared-memory index';
+      } else {
+        const stat = fs.statSync(full);
+        const hash = crypto.createHash('sha256').update(fs.readFileSync(full)).digest('hex');
+        out[rel] = `${stat.size} bytes, mtime ${stat.mtimeMs}, sha256 ${hash}`;
+      }
+    }
+  };
+  walk(dir);
+  return out;
+}
+
+/** Rows per table of an activity log, read through a read-only connection of the test's own. */
+function rowCounts(backupDir: string): Record<string, number> {
+  const db = new Database(path.join(backupDir, CATALOG_DIR, CATALOG_FILE), { readonly: true });
+  try {
+    const tables = db
+      .prepare(`SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'`)
+      .pluck()
+      .all() as string[];
+    return Object.fromEntries(
+      tables.map((t) => [t, db.prepare(`SELECT COUNT(*) FROM "${t}"`).pluck().get() as number]),
+    );
+  } finally {
+    db.close();
+  }
 }
 
 const post = (headers: Record<string, string> = {}, base = url) =>
@@ -140,6 +188,41 @@ describe('GET /api/status', () => {
   });
 });
 
+describe('viewing changes nothing', () => {
+  it('leaves the activity logs, backup folders and destination byte for byte as they were after many views', async () => {
+    // Everything the daemon could write to: each database's backup folder (its activity log inside), the
+    // destination folder, and the databases themselves.
+    const places = [...w.targets.map((t) => t.backupDir), path.join(w.dir, 'usb')];
+    const databases = w.targets.map((t) => t.path);
+    // Counted first: the test's own read-only connection must not be what the comparison sees.
+    const rowsBefore = w.targets.map((t) => rowCounts(t.backupDir));
+    const before = places.map(fingerprint);
+    const dbBefore = databases.map((f) => fs.readFileSync(f));
+    const first = (await status()).doc;
+    expect(first.databases.every((db) => db.activity.length > 0)).toBe(true);
+
+    // Many views, several at a time, of every reading path: the page, its JSON, HEAD, the assets.
+    const paths = ['/', '/api/status', '/assets/page.js', '/assets/page.css', '/healthz', '/metrics'];
+    for (let round = 0; round < 20; round++) {
+      const asked = [...paths, '/', '/api/status'];
+      const answers = await Promise.all(
+        asked.map((p) => fetch(`${url}${p}`).then(async (r) => (await r.text(), r.status))),
+      );
+      // /healthz says 503 for this workspace (its bucket cannot be reached); everything else is a 200.
+      expect(answers).toEqual(asked.map((p) => (p === '/healthz' ? 503 : 200)));
+      expect((await fetch(`${url}/`, { method: 'HEAD' })).status).toBe(200);
+    }
+    const last = (await status()).doc;
+
+    expect(places.map(fingerprint)).toEqual(before);
+    databases.forEach((f, i) => expect(fs.readFileSync(f).equals(dbBefore[i])).toBe(true));
+    expect(w.targets.map((t) => rowCounts(t.backupDir))).toEqual(rowsBefore);
+    // No activity was recorded by looking: the log reads the same, event for event.
+    expect(last.databases.map((db) => db.activity)).toEqual(first.databases.map((db) => db.activity));
+    expect(last.databases.map((db) => db.lastRun)).toEqual(first.databases.map((db) => db.lastRun));
+  });
+});
+
 describe('POST /api/backup ("back up now")', () => {
   it('refuses without the token, with a wrong one and with the wrong method; starts one manual run with it', async () => {
     const before = ['app', 'notes'].map((name) => {
@@ -202,6 +285,110 @@ describe('POST /api/backup ("back up now")', () => {
     expect(page).toContain('<section class="database"');
     expect(page).not.toContain('backup-now');
     expect((await status(base)).doc.actions).toEqual({ backupNow: false });
+    child.kill();
+  });
+});
+
+describe('POST /api/backup while a run is going', () => {
+  it('answers 409 and starts no second run; the one going finishes', async () => {
+    const s3 = await startS3Server();
+    const gate = await startGate(s3.endpoint);
+    try {
+      const busy = statusWorkspace({
+        http: { allowActions: true },
+        destinations: [
+          { name: 'usb', type: 'local', path: 'usb' },
+          s3DestinationEntry(s3, { endpoint: gate.endpoint }),
+        ],
+      });
+      // The bucket's first answer waits until the test lets it go: the run stays in its upload meanwhile.
+      const held = gate.holdAnswer(() => true);
+      const child = spawnDaemon(['--http', '127.0.0.1:0'], {
+        cwd: busy.dir,
+        env: { LITEKEEP_HTTP_TOKEN: SECRETS.token, LITEKEEP_CATCH_UP: 'false' },
+      });
+      const base = await healthUrl(child);
+      const auth = { authorization: `Bearer ${SECRETS.token}` };
+
+      const first = await post(auth, base);
+      expect(first.status).toBe(202);
+      await held.arrived;
+      const again = [await post(auth, base), await post(auth, base)];
+      for (const r of again) {
+        expect(r.status).toBe(409);
+        expect(await r.json()).toEqual({
+          started: false,
+          error: 'a backup is running already: wait for it to finish',
+        });
+      }
+      expect((await status(base)).doc.schedule.running).toBe(true);
+      expect(child.records.filter(msg('back up now asked for: running'))).toHaveLength(2);
+
+      held.release();
+      await child.waitFor(msg('run finished'), 90_000);
+      // One run of each database, the one asked for first; the refused requests started none.
+      expect(child.records.filter(msg('run started'))).toHaveLength(1);
+      for (const name of ['app', 'notes']) {
+        const catalog = busy.catalog(name);
+        const runs = catalog.listRuns(1000);
+        catalog.close();
+        expect(runs).toHaveLength(1);
+        expect(runs[0]).toMatchObject({ trigger: 'manual', status: 'ok' });
+      }
+      expect((await status(base)).doc.schedule.running).toBe(false);
+      child.kill();
+    } finally {
+      await gate.close();
+      await s3.close();
+    }
+  });
+});
+
+describe('the newest verified backup', () => {
+  it('is the newest backup whose newest verification passed, not a newer unverified one nor one that failed since', async () => {
+    const v = statusWorkspace({
+      retention: { last: 10 },
+      destinations: [{ name: 'usb', type: 'local', path: 'usb' }],
+    });
+    for (let i = 0; i < 4; i++) await v.backup('app');
+    const dir = v.target('app').backupDir;
+    const [b1, b2, b3, b4] = backupFiles(dir);
+    expect(b4).toBeDefined();
+    const verify = async (file: string, from: string, code: number) => {
+      const r = await runCli(['verify', file, '--db', 'app', '--from', from], { cwd: v.dir });
+      expect(r.code, r.stderr).toBe(code);
+    };
+    await verify(b1, 'local', 0);
+    await verify(b2, 'usb', 0);
+    // Verified later, but an older backup: the newest verification at usb is not what counts.
+    await verify(b1, 'usb', 0);
+    // b3 passed once, then its local copy went bad and the next verification found it.
+    await verify(b3, 'local', 0);
+    const bad = path.join(dir, b3);
+    const bytes = fs.readFileSync(bad);
+    bytes[Math.floor(bytes.length / 2)] ^= 0xff;
+    fs.writeFileSync(bad, bytes);
+    await verify(b3, 'local', 1);
+    // b4, the newest, was never verified.
+
+    const child = spawnDaemon(['--http', '127.0.0.1:0'], {
+      cwd: v.dir,
+      env: { LITEKEEP_CATCH_UP: 'false' },
+    });
+    const base = await healthUrl(child);
+    const app = (await status(base)).doc.databases.find((d) => d.name === 'app')!;
+    expect(app.newestBackup?.file).toBe(b4);
+    expect(app.newestVerified).toMatchObject({ file: b2, source: 'usb' });
+    const catalog = v.catalog('app');
+    const proof = catalog.verdicts('usb').get(b2);
+    catalog.close();
+    expect(proof?.status).toBe('ok');
+    expect(app.newestVerified?.at).toBe(proof?.at);
+
+    const page = await (await fetch(`${base}/`)).text();
+    const line = page.match(/<dt>Newest verified backup<\/dt><dd>(.*?)<\/dd>/)?.[1] ?? '';
+    expect(line).toContain(`<code>${b2}</code> on usb, verified`);
+    for (const other of [b1, b3, b4]) expect(line).not.toContain(other);
     child.kill();
   });
 });

@@ -210,6 +210,38 @@ describe('the status page in a real browser', () => {
     expect(await focused()).toMatchObject({ tag: 'A', href: '/api/status' });
   });
 
+  it('refreshes itself every 30 seconds in place: a run made meanwhile appears without a reload', async (ctx) => {
+    needChromium(ctx);
+    const page = await newPage();
+    // The page's own clock, stopped and driven by the test: 30 seconds pass without waiting for them.
+    const start = Date.now();
+    await page.clock.install({ time: start });
+    await page.clock.pauseAt(start + 1000);
+    const problems = watch(page);
+    await page.goto(`${url}/`);
+    await page.waitForLoadState('networkidle');
+    const asked: string[] = [];
+    page.on('request', (r) => {
+      if (new URL(r.url()).pathname === '/') asked.push(r.resourceType());
+    });
+    let reloaded = false;
+    page.on('framenavigated', () => (reloaded = true));
+    const notesRuns = page.locator('section[data-database="notes"] table.activity tr[data-kind="run"]');
+    const shown = await notesRuns.count();
+
+    await w.backup('notes');
+    await page.clock.runFor(29_000);
+    expect(asked).toEqual([]);
+    await expect(notesRuns.count()).resolves.toBe(shown);
+    await page.clock.runFor(1_000);
+    await expect.poll(() => notesRuns.count(), { timeout: 15_000 }).toBe(shown + 1);
+    // One request for the page by its script, the new part swapped in; no navigation, nothing refused by the CSP.
+    expect(asked).toEqual(['fetch']);
+    expect(reloaded).toBe(false);
+    expect(await page.locator('#refresh-state').textContent()).toBe('');
+    expect(problems).toEqual([]);
+  });
+
   it('reads without JavaScript: the same databases, and no "back up now" form that could not work', async (ctx) => {
     needChromium(ctx);
     const page = await newPage({ javaScript: false });
