@@ -22,17 +22,29 @@ stream.on('end', () =>
 );
 `;
 
+/** `signal` stops the hashing (the promise then rejects): an upload that failed does not wait for it. */
 export function hashFileInWorker(
   path: string,
   types: string[],
+  signal?: AbortSignal,
 ): Promise<{ bytes: number; digests: Record<string, string> }> {
   return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(Object.assign(new Error('cancelled'), { name: 'AbortError' }));
     const worker = new Worker(CODE, { eval: true, workerData: { path, types } });
+    const stop = () => {
+      void worker.terminate();
+      reject(Object.assign(new Error('cancelled'), { name: 'AbortError' }));
+    };
+    signal?.addEventListener('abort', stop, { once: true });
     worker.once('message', (message: { error?: string; bytes: number; digests: Record<string, string> }) => {
+      signal?.removeEventListener('abort', stop);
       void worker.terminate();
       if (message.error) reject(new Error(`cannot read ${path}: ${message.error}`));
       else resolve(message);
     });
-    worker.once('error', reject);
+    worker.once('error', (error) => {
+      signal?.removeEventListener('abort', stop);
+      reject(error);
+    });
   });
 }

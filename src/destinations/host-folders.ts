@@ -41,10 +41,21 @@ export interface LocalDigests {
 export interface Uploaded {
   bytes: number;
   /**
-   * The local file's digests, computed while it was sent and perhaps still being finished: a check starts the
-   * storage's own hashing at once and waits for these only to compare. Missing ones come from the local file.
+   * The local file's digests (sha256 and the storage's own hash, in one read of the file), begun before the
+   * upload and perhaps still being finished: a check starts the storage's own hashing at once and waits for
+   * these only to compare.
    */
   local: Promise<LocalDigests>;
+}
+
+/** What `upload` reports. */
+export interface Sent {
+  bytes: number;
+  /**
+   * Settles once the copy is on the storage's disk (an SFTP fsync): awaited, alongside the check, before the
+   * copy is renamed into place. Absent where the upload itself ends durable (or the storage offers no way).
+   */
+  durable?: Promise<void>;
 }
 
 /** The operations of one connection to a folder-like storage, all on paths relative to the database folder. */
@@ -58,7 +69,7 @@ export interface FolderOps {
   /** Writes a small file of this host's, replacing it when it exists. */
   writeText(path: string, text: string): Promise<void>;
   /** Uploads to `path` (a temp name that nobody else uses), creating folders as needed. */
-  upload(localPath: string, path: string, metadata: ArtifactMetadata, options: PutOptions): Promise<Uploaded>;
+  upload(localPath: string, path: string, metadata: ArtifactMetadata, options: PutOptions): Promise<Sent>;
   /** Why the copy at `path` is not what was sent (size, a hash the storage offers, or a read-back); or undefined. */
   verify(path: string, uploaded: Uploaded, localPath: string): Promise<string | undefined>;
   /**
@@ -78,6 +89,12 @@ export interface FolderOps {
 export interface FolderStore {
   /** The database folder as the user would name it, e.g. `dropbox:backups/app` or `sftp://u@host:22/backups/app`. */
   readonly root: string;
+  /**
+   * Starts hashing the local file for an upload: sha256 and the hash this storage checks copies with, in one
+   * read on another thread. Called before connecting, so that the hashing overlaps the handshake and the upload;
+   * `signal` stops it when the upload ends without it.
+   */
+  digestLocal(localPath: string, signal: AbortSignal): Promise<LocalDigests>;
   /** Runs `work` on one connection (opened and closed around it). */
   session<T>(work: (ops: FolderOps) => Promise<T>): Promise<T>;
   /** A stream of one file's bytes that fails (never ends short) when the transfer breaks. */
@@ -229,6 +246,10 @@ export class HostFolderDestination implements Destination {
       options.onProgress?.(metadata.bytes);
       return { id: this.idOf(final), bytes: metadata.bytes, attempts: 1, durationMs: Date.now() - started };
     };
+    // Begun before the connection: what the copy is compared with, and the proof the file is the backup.
+    const hashing = new AbortController();
+    const local = this.store.digestLocal(localPath, hashing.signal);
+    local.catch(() => undefined);
     try {
       return await this.store.session(async (ops) => {
         const entries = await ops.listHost(segment);
@@ -241,18 +262,20 @@ export class HostFolderDestination implements Destination {
         const temp = `${segment}/${tempNameFor(name)}`;
         let published = false;
         try {
-          const uploaded = await ops.upload(localPath, temp, metadata, options);
+          const sent = await ops.upload(localPath, temp, metadata, options);
           let problem: string | undefined;
-          if (uploaded.bytes !== metadata.bytes) {
-            problem = `sent ${uploaded.bytes} bytes but the backup has ${metadata.bytes}`;
+          if (sent.bytes !== metadata.bytes) {
+            problem = `sent ${sent.bytes} bytes but the backup has ${metadata.bytes}`;
           } else {
-            const [verdict, local] = await Promise.all([
-              ops.verify(temp, uploaded, localPath),
-              uploaded.local,
+            // The storage's hash, the local one and the flush to the server's disk all at once.
+            const [verdict, digests] = await Promise.all([
+              ops.verify(temp, { bytes: sent.bytes, local }, localPath),
+              local,
+              sent.durable,
             ]);
             // The local file itself first: a copy that matches a changed file is no copy of the backup.
-            if (local.sha256 !== metadata.sha256 || local.bytes !== metadata.bytes) {
-              problem = `the local file's sha256 ${local.sha256} is not the recorded ${metadata.sha256} (it changed during upload?)`;
+            if (digests.sha256 !== metadata.sha256 || digests.bytes !== metadata.bytes) {
+              problem = `the local file's sha256 ${digests.sha256} is not the recorded ${metadata.sha256} (it changed during upload?)`;
             } else problem = verdict;
           }
           if (problem) {
@@ -279,6 +302,8 @@ export class HostFolderDestination implements Destination {
       });
     } catch (error) {
       throw this.fail(`upload of ${name}`, error, 'upload');
+    } finally {
+      hashing.abort(); // a copy already there, or a failure: the hash is not needed any more
     }
   }
 

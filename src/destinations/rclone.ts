@@ -66,10 +66,12 @@ interface RcloneItem {
 }
 
 /**
- * Hashes in the order litekeep prefers them for checking a copy: those Node computes itself, cheapest first
- * where the storage hashes on demand — md5 where a server runs md5sum (SFTP: coreutils' md5sum is faster than
- * its sha1sum), sha1 where rclone hashes a local disk itself (Go's sha1 is faster than its md5) — then any
- * other the backend has (rclone computes those of the local file). docs/benchmarks.md has the figures.
+ * Hashes in the order litekeep prefers them for checking a copy: those Node computes itself (beside sha256, in
+ * the same read), then any other the backend has (rclone computes those of the local file). md5 first where
+ * the storage is not a local disk: an SFTP server such as rclone's answers md5sum from the hash it made while
+ * receiving (instant; its sha1sum reads 512 MiB again, 0.7 s), and OpenSSH's md5sum and sha1sum take the same
+ * time. sha1 first on a local disk, which rclone itself reads again (Go's sha1 is a little faster than its
+ * md5, and Node's sha1 takes 0.45 s for 512 MiB against 0.75 s for its md5). docs/benchmarks.md has the figures.
  */
 const NODE_HASHES = ['md5', 'sha1', 'sha256'];
 const NODE_HASHES_LOCAL = ['sha1', 'md5', 'sha256'];
@@ -244,12 +246,29 @@ class RcloneStore implements FolderStore {
     return out?.item ?? undefined;
   }
 
-  /** Digest of the local file, computed by Node where it can, else by rclone (Dropbox, QuickXor, ...). */
-  private async localDigest(type: string, localPath: string): Promise<string> {
+  /**
+   * sha256 of the local file and the hash copies are checked with, where Node computes it, in one read on
+   * another thread: begun as soon as the backend's hashes are known, before the listing and the upload.
+   */
+  async digestLocal(localPath: string, signal: AbortSignal): Promise<LocalDigests> {
+    const type = await this.hashType();
+    return digestFile(
+      path.resolve(localPath),
+      type && NODE_HASHES.includes(type) && type !== 'sha256' ? [type] : [],
+      signal,
+    );
+  }
+
+  /**
+   * Digest of the local file where the first read did not make it: by Node together with sha256, which must
+   * match the first read's (so both describe the same bytes), else by rclone (Dropbox, QuickXor, ...).
+   */
+  private async localDigest(type: string, localPath: string, first: LocalDigests): Promise<string> {
     if (NODE_HASHES.includes(type)) {
-      const hash = crypto.createHash(type);
-      await pipeline(fs.createReadStream(localPath), hash);
-      return hash.digest('hex');
+      const again = await digestFile(localPath, [type]);
+      if (again.sha256 !== first.sha256)
+        throw new Error(`${localPath} changed while it was uploaded (its sha256 differs between two reads)`);
+      return again.digests[type];
     }
     const out = await this.rc<{ item: RcloneItem | null }>('operations/stat', {
       fs: path.dirname(localPath),
@@ -281,26 +300,30 @@ class RcloneStore implements FolderStore {
     },
     writeText: async (relative, text) => {
       try {
+        // Checked by reading it back, which is one small download, rather than by rclone's hash check, which on
+        // an SFTP server runs md5sum over a new SSH channel (0.15–0.4 s per sidecar; docs/benchmarks.md).
         await this.daemon.write(
           this.location,
           path.posix.dirname(relative),
           path.posix.basename(relative),
           text,
+          { IgnoreChecksum: true },
         );
+        const chunks: Buffer[] = [];
+        for await (const chunk of await this.daemon.read(this.location, relative))
+          chunks.push(chunk as Buffer);
+        if (!Buffer.concat(chunks).equals(Buffer.from(text)))
+          throw new Error(`${joinRemote(this.root, relative)} does not hold what was just written to it`);
       } catch (error) {
         throw this.explain(error);
       }
     },
     upload: async (localPath, relative, metadata, options) => {
-      const [features, type] = await Promise.all([this.backendFeatures(), this.hashType()]);
+      const features = await this.backendFeatures();
       const absolute = path.resolve(localPath);
       // rclone reads the file itself (a copy, not a stream through rcat: it knows the size, can retry, and
-      // applies metadata, which rcat 1.60 ignores); Node hashes the same file at the same time, on the other core.
-      const digesting = digestFile(
-        absolute,
-        type && NODE_HASHES.includes(type) && type !== 'sha256' ? [type] : [],
-      );
-      const copying = this.rc(
+      // applies metadata, which rcat 1.60 ignores); Node hashes the same file meanwhile (digestLocal).
+      await this.rc(
         'operations/copyfile',
         {
           srcFs: path.dirname(absolute),
@@ -316,11 +339,9 @@ class RcloneStore implements FolderStore {
         },
         { async: true, signal: options.signal },
       );
-      digesting.catch(() => undefined);
-      await copying;
       const { size } = await fsp.stat(absolute);
       options.onProgress?.(size);
-      return { bytes: size, local: digesting };
+      return { bytes: size };
     },
     verify: async (relative, uploaded, localPath) => {
       const type = await this.hashType();
@@ -332,7 +353,9 @@ class RcloneStore implements FolderStore {
       const sent = await uploaded.local;
       if (type && remote) {
         const local =
-          type === 'sha256' ? sent.sha256 : (sent.digests[type] ?? (await this.localDigest(type, localPath)));
+          type === 'sha256'
+            ? sent.sha256
+            : (sent.digests[type] ?? (await this.localDigest(type, localPath, sent)));
         return remote.toLowerCase() === local.toLowerCase()
           ? undefined
           : `the remote's ${type} ${remote} is not the local file's ${local}`;
@@ -396,8 +419,8 @@ class RcloneStore implements FolderStore {
  * sha256 (and the other hashes asked for) of the local file in one pass on another thread: what rclone's copy
  * is compared with. rclone runs in its own process meanwhile; one thread leaves it the other core.
  */
-async function digestFile(localPath: string, extra: string[]): Promise<LocalDigests> {
-  const { bytes, digests } = await hashFileInWorker(localPath, ['sha256', ...extra]);
+async function digestFile(localPath: string, extra: string[], signal?: AbortSignal): Promise<LocalDigests> {
+  const { bytes, digests } = await hashFileInWorker(localPath, ['sha256', ...extra], signal);
   const { sha256, ...others } = digests;
   return { bytes, sha256, digests: others };
 }

@@ -20,6 +20,8 @@ import {
   type FolderEntry,
   type FolderOps,
   type FolderStore,
+  type LocalDigests,
+  type Sent,
   type Uploaded,
 } from './host-folders.js';
 import {
@@ -173,6 +175,23 @@ class ParallelReader extends Readable {
     this.finished = true;
     this.sftp.close(this.handle, () => this.push(null));
   }
+}
+
+/** The hash that SFTP servers are asked for first (verify), computed beside sha256 before the upload. */
+const LOCAL_HASH = 'md5';
+
+/**
+ * The local file's `type` digest: from the read that made its sha256, or where that read did not make it, from
+ * a new read that makes both, whose sha256 must match the first (so both describe the same bytes).
+ */
+async function localDigestOf(uploaded: Uploaded, type: string, localPath: string): Promise<string> {
+  const first = await uploaded.local;
+  const known = first.digests[type];
+  if (known) return known;
+  const again = await hashFileInWorker(localPath, ['sha256', type]);
+  if (again.digests.sha256 !== first.sha256)
+    throw new Error(`${localPath} changed while it was uploaded (its sha256 differs between two reads)`);
+  return again.digests[type];
 }
 
 function promised<T>(
@@ -361,14 +380,12 @@ class SftpSession implements FolderOps {
     relative: string,
     _metadata: unknown,
     options: { signal?: AbortSignal; onProgress?: (bytes: number) => void },
-  ): Promise<Uploaded> {
+  ): Promise<Sent> {
     const target = this.at(relative);
     await this.ensureDir(posix.dirname(target));
     const handle = await this.call<Buffer>(target, (cb) => this.sftp.open(target, 'wx', { mode: 0o600 }, cb));
-    // The same file hashed on another thread while this one sends it: what is compared with the server's
-    // hash. A backup does not change once written; if it did, the two would disagree and the copy not count.
-    const hashing = hashFileInWorker(localPath, ['sha256', 'md5']);
-    hashing.catch(() => undefined);
+    const close = () =>
+      this.request<void>((cb) => this.sftp.close(handle, (e) => cb(e, undefined))).catch(() => undefined);
     let position = 0;
     try {
       // ssh2 splits a longer write into several sent one after another, and servers that need writes in order
@@ -408,20 +425,17 @@ class SftpSession implements FolderOps {
       }
       while (inFlight > 0 && failure === undefined) await new Promise<void>((r) => (wake = r));
       if (failure !== undefined) throw this.describe(failure, target);
-      await this.fsync(handle, target);
+    } catch (error) {
+      await close();
+      throw error;
     } finally {
       this.wakeWriter = undefined;
-      await this.request<void>((cb) => this.sftp.close(handle, (e) => cb(e, undefined))).catch(
-        () => undefined,
-      );
     }
-    const local = hashing.then(({ bytes, digests }) => ({
-      bytes,
-      sha256: digests.sha256,
-      digests: { md5: digests.md5 },
-    }));
-    local.catch(() => undefined);
-    return { bytes: position, local };
+    // Every byte is written: the server flushes them to its disk while it hashes them (verify), both before
+    // the copy is renamed into place.
+    const durable = this.fsync(handle, target).finally(close);
+    durable.catch(() => undefined); // awaited by put, unless the copy is refused before
+    return { bytes: position, durable };
   }
 
   /** Runs a command over SSH and returns what it printed, or undefined when the server runs no commands. */
@@ -442,20 +456,15 @@ class SftpSession implements FolderOps {
     return Promise.race([run, this.broken]);
   }
 
-  private async localDigest(type: string, localPath: string): Promise<string> {
-    const hash = crypto.createHash(type);
-    await pipeline(fs.createReadStream(localPath), hash);
-    return hash.digest('hex');
-  }
-
   async verify(relative: string, uploaded: Uploaded, localPath: string): Promise<string | undefined> {
     const target = this.at(relative);
     const stat = await this.statOrUndefined(target);
     if (!stat) return 'the copy is missing right after upload';
     if (stat.size !== uploaded.bytes)
       return `the server holds ${stat.size} bytes, ${uploaded.bytes} were sent`;
-    // A hash the server computes from its own disk, where it runs commands (OpenSSH with a shell, rclone's
-    // server): md5 first (coreutils' md5sum is faster than its sha1sum), then sha1.
+    // A hash the server computes, where it runs commands (OpenSSH with a shell, rclone's server): md5 first
+    // (rclone's server answers it from the hash it made while receiving, instantly, where its sha1sum reads the
+    // file again; OpenSSH's md5sum and sha1sum take the same time), then sha1.
     for (const [type, length] of [
       ['md5', 32],
       ['sha1', 40],
@@ -463,7 +472,7 @@ class SftpSession implements FolderOps {
       const out = await this.exec(`${type}sum ${shellArgument(target)}`);
       const remote = out && new RegExp(`^([0-9a-f]{${length}})\\b`, 'i').exec(out.trim())?.[1];
       if (!remote) continue;
-      const local = (await uploaded.local).digests[type] ?? (await this.localDigest(type, localPath));
+      const local = await localDigestOf(uploaded, type, localPath);
       return remote.toLowerCase() === local
         ? undefined
         : `the server's ${type} ${remote} is not the local file's ${local}`;
@@ -726,6 +735,11 @@ class SftpStore implements FolderStore {
       `the connection to ${this.server} broke during a request on ${path} (${e?.message ?? String(error)}); check that the server is up, then run again`,
     );
   };
+
+  async digestLocal(localPath: string, signal: AbortSignal): Promise<LocalDigests> {
+    const { bytes, digests } = await hashFileInWorker(localPath, ['sha256', LOCAL_HASH], signal);
+    return { bytes, sha256: digests.sha256, digests: { [LOCAL_HASH]: digests[LOCAL_HASH] } };
+  }
 
   async session<T>(work: (ops: FolderOps) => Promise<T>): Promise<T> {
     const { client, sftp } = await this.connect();

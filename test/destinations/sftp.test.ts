@@ -173,6 +173,32 @@ describe.skipIf(SSHD_MISSING)(titled('SftpDestination against OpenSSH', SSHD_MIS
     }
   });
 
+  it('checks with sha1 on a server without md5sum (the local file read again with sha256), and refuses a wrong sha1', async () => {
+    const bin = path.join(work, 'no-md5-bin');
+    fs.mkdirSync(bin, { recursive: true });
+    fs.writeFileSync(path.join(bin, 'md5sum'), '#!/bin/sh\necho "md5sum: not found" >&2\nexit 127\n', {
+      mode: 0o755,
+    });
+    const server = await startSshServer({ setEnv: { PATH: `${bin}:/usr/bin:/bin` } });
+    try {
+      const good = path.join(server.dir, 'sha1');
+      const { file, data, metadata } = randomArtifact(work, 3 * MiB);
+      await destination(server, { path: good }).put(file, NAME, metadata);
+      expect(fs.readFileSync(path.join(good, 'app', 'web1', NAME)).equals(data)).toBe(true);
+      // Now its sha1sum reports other bytes than it holds.
+      fs.writeFileSync(path.join(bin, 'sha1sum'), `#!/bin/sh\necho ${'0'.repeat(40)}  "$1"\n`, {
+        mode: 0o755,
+      });
+      const bad = path.join(server.dir, 'bad-sha1');
+      await expect(destination(server, { path: bad }).put(file, NAME, metadata)).rejects.toThrow(
+        /failed verification: the server's sha1 0{40} is not the local file's [0-9a-f]{40}; the remote copy was removed/,
+      );
+      expect(tree(bad)).toEqual([]);
+    } finally {
+      await server.close();
+    }
+  });
+
   it('refuses a server whose key is unknown, changed or revoked, and a missing known_hosts, naming the fix', async () => {
     const { file, metadata } = randomArtifact(work, 100);
     const otherKey = 'AAAAC3NzaC1lZDI1NTE5AAAAIGm2Yw2bPG1p2xI6b6y6q6jQbR6m4cQ2Fh6Dq1n3c1m2';
