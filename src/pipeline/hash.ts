@@ -1,7 +1,6 @@
 import crypto from 'node:crypto';
-import fs from 'node:fs';
+import fsp from 'node:fs/promises';
 import { Transform, type TransformCallback } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 
 const PROGRESS_STEP = 1024 * 1024;
 
@@ -63,14 +62,19 @@ export function createSha256Counter(onProgress?: (bytes: number) => void): Sha25
 export async function sha256File(file: string): Promise<{ sha256: string; bytes: number }> {
   const hash = crypto.createHash('sha256');
   let bytes = 0;
-  await pipeline(
-    fs.createReadStream(file, { highWaterMark: 256 * 1024 }),
-    async (source: AsyncIterable<Buffer>) => {
-      for await (const chunk of source) {
-        hash.update(chunk);
-        bytes += chunk.length;
-      }
-    },
-  );
+  // One buffer for the whole file, not one per piece as a read stream allocates: hashing many packs or backups
+  // in one run left the allocator holding memory it did not give back.
+  const buffer = Buffer.allocUnsafe(256 * 1024);
+  const handle = await fsp.open(file, 'r');
+  try {
+    for (;;) {
+      const { bytesRead } = await handle.read(buffer, 0, buffer.length, null);
+      if (bytesRead === 0) break;
+      hash.update(buffer.subarray(0, bytesRead));
+      bytes += bytesRead;
+    }
+  } finally {
+    await handle.close();
+  }
   return { sha256: hash.digest('hex'), bytes };
 }

@@ -9,7 +9,7 @@ import { oneLine } from '../util/errors.js';
 import { RepositoryDamagedError } from './errors.js';
 import { FormatError, keys, type ChunkEntry, type PackContents } from './format.js';
 import { shortId } from './ids.js';
-import { fileBytes, readPackContents, readSegment, type PackBytes } from './pack.js';
+import { fileBytes, handleBytes, readPackContents, readSegment, type PackBytes } from './pack.js';
 import type { Repository } from './repository.js';
 import { BlobNotFoundError } from './store.js';
 
@@ -33,7 +33,8 @@ export class FetchedPack {
     readonly id: string,
     readonly bytes: PackBytes,
     readonly contents: PackContents,
-    private readonly file: string,
+    /** The private copy, removed on close; undefined when the store's own file was read in place. */
+    private readonly file: string | undefined,
     readonly downloaded: number,
   ) {}
 
@@ -43,9 +44,12 @@ export class FetchedPack {
     kind: 'data' | 'tree',
     dir: string,
     signal?: AbortSignal,
+    options: { chunks?: boolean } = {},
   ): Promise<FetchedPack> {
     const key = keys.pack(id);
     const what = `pack ${shortId(id)}`;
+    if (repo.store.localFile && !(kind === 'data' && repo.encrypted))
+      return FetchedPack.inPlace(repo, id, kind, repo.store.localFile(key), options);
     const file = path.join(dir, `pack-${id}-${crypto.randomBytes(4).toString('hex')}`);
     const hashing = new Hashing();
     try {
@@ -81,7 +85,7 @@ export class FetchedPack {
     }
     const bytes = await fileBytes(file);
     try {
-      const contents = await readPackContents(bytes, what);
+      const contents = await readPackContents(bytes, what, options);
       if (contents.kind !== kind)
         throw new FormatError(`${what}: holds ${contents.kind} chunks, ${kind} expected`);
       return new FetchedPack(id, bytes, contents, file, hashing.bytes);
@@ -94,15 +98,84 @@ export class FetchedPack {
     }
   }
 
-  /** The chunk table by id (hex). */
+  /**
+   * A pack of a local-folder store that needs no decryption, read where it is: hashed through one open handle
+   * and then read through the same handle, so the bytes read are the bytes whose sha256 was checked even if
+   * the file were replaced meanwhile (and every chunk is still checked against its id). No private copy.
+   */
+  private static async inPlace(
+    repo: Repository,
+    id: string,
+    kind: 'data' | 'tree',
+    file: string,
+    options: { chunks?: boolean },
+  ): Promise<FetchedPack> {
+    const key = keys.pack(id);
+    const what = `pack ${shortId(id)}`;
+    let handle: fsp.FileHandle;
+    try {
+      handle = await fsp.open(file, 'r');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT')
+        throw new RepositoryDamagedError(
+          `${what} (${key}) is missing from ${repo.location}; run litekeep check`,
+          key,
+          error,
+        );
+      throw error;
+    }
+    try {
+      const hash = crypto.createHash('sha256');
+      const buffer = Buffer.allocUnsafe(256 * 1024);
+      let bytes = 0;
+      for (;;) {
+        const { bytesRead } = await handle.read(buffer, 0, buffer.length, bytes);
+        if (bytesRead === 0) break;
+        hash.update(buffer.subarray(0, bytesRead));
+        bytes += bytesRead;
+      }
+      if (hash.digest('hex') !== id)
+        throw new RepositoryDamagedError(
+          `${what} in ${repo.location} is damaged: its sha256 is not its name`,
+          key,
+        );
+      const packBytes = await handleBytes(handle);
+      if (packBytes.size !== bytes)
+        throw new RepositoryDamagedError(`${what} in ${repo.location} changed while it was read`, key);
+      try {
+        const contents = await readPackContents(packBytes, what, options);
+        if (contents.kind !== kind)
+          throw new FormatError(`${what}: holds ${contents.kind} chunks, ${kind} expected`);
+        return new FetchedPack(id, packBytes, contents, undefined, bytes);
+      } catch (error) {
+        if (error instanceof FormatError)
+          throw new RepositoryDamagedError(`${error.message} (in ${repo.location})`, key, error);
+        throw error;
+      }
+    } catch (error) {
+      await handle.close();
+      throw error;
+    }
+  }
+
+  /** The chunk table by id (hex); empty when fetched with `chunks: false`. */
   table(): Map<string, ChunkEntry> {
     return new Map(this.contents.chunks.map((c) => [c.id.toString('hex'), c]));
   }
 
-  /** Segment `n`'s plain bytes; in `into` when given and big enough (valid until the next call with it). */
-  async segment(n: number, into?: Buffer): Promise<Buffer> {
+  /**
+   * Segment `n`'s plain bytes; in `into` when given and big enough (valid until the next call with it), its
+   * stored frame read into `frameInto` on the same terms.
+   */
+  async segment(n: number, into?: Buffer, frameInto?: Buffer): Promise<Buffer> {
     try {
-      return await readSegment(this.bytes, this.contents.segments[n], `pack ${shortId(this.id)}`, into);
+      return await readSegment(
+        this.bytes,
+        this.contents.segments[n],
+        `pack ${shortId(this.id)}`,
+        into,
+        frameInto,
+      );
     } catch (error) {
       if (error instanceof FormatError)
         throw new RepositoryDamagedError(error.message, keys.pack(this.id), error);
@@ -112,6 +185,6 @@ export class FetchedPack {
 
   async close(): Promise<void> {
     await this.bytes.close();
-    await fsp.rm(this.file, { force: true });
+    if (this.file) await fsp.rm(this.file, { force: true });
   }
 }

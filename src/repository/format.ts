@@ -201,7 +201,12 @@ export function encodeTrailer(contents: PackContents): Buffer {
  * Reads a trailer and checks that it describes a pack that can exist: segments in order inside `bodyEnd`,
  * chunks inside their segment. `bodyEnd` is where the segments must end (the trailer's own offset).
  */
-export function decodeTrailer(bytes: Buffer, bodyEnd: number, what: string): PackContents {
+export function decodeTrailer(
+  bytes: Buffer,
+  bodyEnd: number,
+  what: string,
+  options: { chunks?: boolean } = {},
+): PackContents {
   const fail = (why: string): never => {
     throw new FormatError(`${what}: ${why}`);
   };
@@ -233,6 +238,12 @@ export function decodeTrailer(bytes: Buffer, bodyEnd: number, what: string): Pac
   p += 4;
   need(chunkCount * CHUNK_RECORD);
   const chunks: ChunkEntry[] = [];
+  // A restore finds chunks through the index and checks each against its id: it needs only the segments.
+  if (options.chunks === false) {
+    p += chunkCount * CHUNK_RECORD;
+    if (p !== bytes.length) fail('its chunk table has trailing bytes');
+    return { kind: kind!, segments, chunks };
+  }
   for (let i = 0; i < chunkCount; i++) {
     const id = Buffer.from(bytes.subarray(p, p + ID_BYTES));
     const segment = bytes.readUInt32LE(p + ID_BYTES);

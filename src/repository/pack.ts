@@ -1,5 +1,4 @@
 import fsp from 'node:fs/promises';
-import { Compressor } from 'zstd-napi';
 import zstdBinding from 'zstd-napi/binding.js';
 import {
   encodeFooter,
@@ -21,40 +20,65 @@ export interface PackLimits {
   level?: number;
 }
 
-/**
 /** One compression context for every pack a process builds: a context holds a few MiB of native memory. */
-let sharedCompressor: { level: number; compressor: Compressor } | undefined;
-function compressorFor(level: number): Compressor {
-  if (sharedCompressor?.level !== level) {
-    const compressor = new Compressor();
-    compressor.setParameters({ compressionLevel: level, checksumFlag: true });
-    sharedCompressor = { level, compressor };
+let sharedContext: { level: number; cctx: InstanceType<typeof zstdBinding.CCtx> } | undefined;
+function contextFor(level: number): InstanceType<typeof zstdBinding.CCtx> {
+  if (sharedContext?.level !== level) {
+    const cctx = new zstdBinding.CCtx();
+    cctx.setParameter(zstdBinding.CParameter.compressionLevel, level);
+    cctx.setParameter(zstdBinding.CParameter.checksumFlag, 1);
+    sharedContext = { level, cctx };
   }
-  return sharedCompressor.compressor;
+  return sharedContext.cctx;
+}
+
+/** A segment just closed by a streaming builder: its frame (valid until the next add) and its chunks. */
+export interface ClosedSegment {
+  n: number;
+  frame: Buffer;
+  plainLength: number;
+  chunks: ChunkEntry[];
 }
 
 /**
- * Builds one plain pack in memory: chunks go into the open segment; a full segment becomes one zstd frame
- * (with its content checksum). Packs are a few MiB, so memory stays a few packs whatever the database size.
+ * Builds one plain pack: chunks go into the open segment; a full segment becomes one zstd frame (with its
+ * content checksum). In memory (`finish`, for tests and small packs), or streaming: each frame is handed out
+ * as soon as its segment closes (`takeSegment`) and the caller writes it away, so that a writer holds one
+ * segment, not a pack of tens of MiB (and no buffer per segment either, which the garbage collector returned
+ * late and the allocator not at all).
  */
 export class PackBuilder {
-  private readonly compressor: Compressor;
-  private readonly frames: Buffer[] = [];
+  private readonly cctx: InstanceType<typeof zstdBinding.CCtx>;
   private readonly segments: SegmentEntry[] = [];
   private readonly chunks: ChunkEntry[] = [];
   /** The open segment's plain bytes, copied in place: no buffer per chunk. */
   private stage: Buffer;
+  /** In memory: magic, then the frames so far. Streaming: the last frame. */
+  private body: Buffer;
   private openCount = 0;
   private openBytes = 0;
+  private openFirstChunk = 0;
   private offset = PACK_MAGIC.length;
-  private framedBytes = 0;
+  private closed?: ClosedSegment;
+  private finished = false;
 
   constructor(
     readonly kind: ChunkKind,
     private readonly limits: PackLimits,
+    private readonly streaming = false,
+    reuse?: { stage: Buffer; body: Buffer },
   ) {
-    this.compressor = compressorFor(limits.level ?? 3);
-    this.stage = Buffer.allocUnsafe(limits.segmentBytes);
+    this.cctx = contextFor(limits.level ?? 3);
+    const bound = zstdBinding.compressBound(limits.segmentBytes);
+    this.stage =
+      reuse && reuse.stage.length >= limits.segmentBytes
+        ? reuse.stage
+        : Buffer.allocUnsafe(limits.segmentBytes);
+    this.body =
+      reuse && reuse.body.length >= bound
+        ? reuse.body
+        : Buffer.allocUnsafe(streaming ? bound : PACK_MAGIC.length + bound);
+    if (!streaming) PACK_MAGIC.copy(this.body, 0);
   }
 
   get chunkCount(): number {
@@ -63,10 +87,11 @@ export class PackBuilder {
 
   /** Bytes of the pack so far, counting the open segment as if it did not compress. */
   get sizeEstimate(): number {
-    return this.framedBytes + this.openBytes;
+    return this.offset - PACK_MAGIC.length + this.openBytes;
   }
 
   add(id: Buffer, data: Buffer): void {
+    if (this.finished) throw new Error('this pack is finished');
     if (
       this.openCount > 0 &&
       (this.openCount >= this.limits.segmentChunks || this.openBytes + data.length > this.limits.segmentBytes)
@@ -85,32 +110,68 @@ export class PackBuilder {
     this.openBytes += data.length;
   }
 
-  private closeSegment(): void {
-    if (this.openCount === 0) return;
-    const plain = this.stage.subarray(0, this.openBytes);
-    const frame = this.compressor.compress(plain);
-    this.segments.push({ offset: this.offset, storedLength: frame.length, plainLength: plain.length });
-    this.frames.push(frame);
-    this.offset += frame.length;
-    this.framedBytes += frame.length;
-    this.openCount = 0;
-    this.openBytes = 0;
+  /** Streaming: the segment that the last add (or finishParts) closed, once; its frame is valid until the next add. */
+  takeSegment(): ClosedSegment | undefined {
+    const closed = this.closed;
+    this.closed = undefined;
+    return closed;
   }
 
-  /** The finished plain pack as its parts in order (magic, segments, trailer, footer), and what it holds. */
+  private closeSegment(): void {
+    if (this.openCount === 0) return;
+    if (this.closed) throw new Error('the last closed segment was not taken');
+    const plain = this.stage.subarray(0, this.openBytes);
+    const bound = zstdBinding.compressBound(plain.length);
+    const at = this.streaming ? 0 : this.offset;
+    if (this.body.length < at + bound) {
+      // Grows by half again (in memory), or to this segment's bound (streaming, a chunk larger than a segment).
+      const grown = Buffer.allocUnsafe(Math.max(at + bound, Math.ceil(this.body.length * 1.5)));
+      this.body.copy(grown, 0, 0, at);
+      this.body = grown;
+    }
+    const length = this.cctx.compress2(this.body.subarray(at, at + bound), plain);
+    const n = this.segments.length;
+    this.segments.push({ offset: this.offset, storedLength: length, plainLength: plain.length });
+    if (this.streaming)
+      this.closed = {
+        n,
+        frame: this.body.subarray(0, length),
+        plainLength: plain.length,
+        chunks: this.chunks.slice(this.openFirstChunk),
+      };
+    this.offset += length;
+    this.openCount = 0;
+    this.openBytes = 0;
+    this.openFirstChunk = this.chunks.length;
+  }
+
+  /**
+   * Closes the last segment and returns the pack's remaining parts in order, and what it holds. In memory:
+   * magic, segments, trailer, footer. Streaming: the trailer and footer (take the last segment first).
+   * The parts are views of this builder's buffers: valid until they are handed on (`buffers`).
+   */
   finishParts(): { parts: Buffer[]; frames: Buffer[]; contents: PackContents } {
     this.closeSegment();
+    this.finished = true;
     const contents: PackContents = { kind: this.kind, segments: this.segments, chunks: this.chunks };
     const trailer = encodeTrailer(contents);
+    if (this.streaming) return { parts: [trailer, encodeFooter(trailer)], frames: [], contents };
+    const frames = this.segments.map((s) => this.body.subarray(s.offset, s.offset + s.storedLength));
     return {
-      parts: [PACK_MAGIC, ...this.frames, trailer, encodeFooter(trailer)],
-      frames: this.frames,
+      parts: [this.body.subarray(0, this.offset), trailer, encodeFooter(trailer)],
+      frames,
       contents,
     };
   }
 
+  /** The buffers, for the next pack of the same writer once this one's parts are written. */
+  buffers(): { stage: Buffer; body: Buffer } {
+    return { stage: this.stage, body: this.body };
+  }
+
   /** The finished plain pack in one buffer (tests, small packs). */
   finish(): { plain: Buffer; contents: PackContents } {
+    if (this.streaming) throw new Error('a streaming pack has no finish(): write its segments as they close');
     const { parts, contents } = this.finishParts();
     return { plain: Buffer.concat(parts), contents };
   }
@@ -119,7 +180,8 @@ export class PackBuilder {
 /** Random access to the bytes of a plain pack: in memory, or a file on disk. */
 export interface PackBytes {
   readonly size: number;
-  read(offset: number, length: number): Promise<Buffer>;
+  /** `length` bytes at `offset`; in `into` when given and big enough (valid until it is used again). */
+  read(offset: number, length: number, into?: Buffer): Promise<Buffer>;
   close(): Promise<void>;
 }
 
@@ -132,12 +194,16 @@ export function bufferBytes(buffer: Buffer): PackBytes {
 }
 
 export async function fileBytes(file: string): Promise<PackBytes> {
-  const handle = await fsp.open(file, 'r');
+  return handleBytes(await fsp.open(file, 'r'));
+}
+
+/** Random access through an open file (closed by `close`). */
+export async function handleBytes(handle: fsp.FileHandle): Promise<PackBytes> {
   const { size } = await handle.stat();
   return {
     size,
-    async read(offset, length) {
-      const out = Buffer.allocUnsafe(length);
+    async read(offset, length, into) {
+      const out = into && into.length >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
       let done = 0;
       while (done < length) {
         const { bytesRead } = await handle.read(out, done, length - done, offset + done);
@@ -151,8 +217,15 @@ export async function fileBytes(file: string): Promise<PackBytes> {
   };
 }
 
-/** Reads a plain pack's trailer (checked against its checksum) without reading its segments. */
-export async function readPackContents(bytes: PackBytes, what: string): Promise<PackContents> {
+/**
+ * Reads a plain pack's trailer (checked against its checksum) without reading its segments; with
+ * `chunks: false` its chunk records are checked for length but not decoded (`chunks` is empty).
+ */
+export async function readPackContents(
+  bytes: PackBytes,
+  what: string,
+  options: { chunks?: boolean } = {},
+): Promise<PackContents> {
   if (bytes.size < PACK_MAGIC.length + PACK_FOOTER) throw new FormatError(`${what}: too short to be a pack`);
   const magic = await bytes.read(0, PACK_MAGIC.length);
   if (!magic.equals(PACK_MAGIC)) throw new FormatError(`${what}: not a litekeep pack (no LKPACK header)`);
@@ -163,7 +236,7 @@ export async function readPackContents(bytes: PackBytes, what: string): Promise<
   const trailer = await bytes.read(trailerStart, trailerLength);
   if (!encodeFooter(trailer).equals(footer))
     throw new FormatError(`${what}: its chunk table fails its checksum`);
-  return decodeTrailer(trailer, trailerStart, what);
+  return decodeTrailer(trailer, trailerStart, what, options);
 }
 
 /**
@@ -175,8 +248,9 @@ export async function readSegment(
   segment: SegmentEntry,
   what: string,
   into?: Buffer,
+  frameInto?: Buffer,
 ): Promise<Buffer> {
-  const frame = await bytes.read(segment.offset, segment.storedLength);
+  const frame = await bytes.read(segment.offset, segment.storedLength, frameInto);
   return decompressSegment(frame, segment.plainLength, what, into);
 }
 

@@ -1,12 +1,11 @@
-import crypto from 'node:crypto';
-import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { RepositoryDamagedError } from './errors.js';
 import { FetchedPack } from './fetch.js';
-import { keys, type ChunkEntry, type SnapshotBody } from './format.js';
+import { keys, type SnapshotBody } from './format.js';
 import { shortId } from './ids.js';
 import { LocalIndex, syncLocalIndex } from './local-index.js';
+import { PrefixHasher } from './prefix-hash.js';
 import type { Repository } from './repository.js';
 import { readTreeBlocks } from './tree.js';
 
@@ -38,78 +37,87 @@ export async function restoreImage(
   file: string,
   options: ReadOptions = {},
 ): Promise<ImageRestored> {
-  const hasher = repo.requireHasher();
+  const ids = repo.requireHasher();
   const what = `snapshot of ${body.time}`;
   const ownIndex = options.index === undefined;
-  const index = options.index ?? LocalIndex.open(path.join(repo.localDir, 'read-index.db'));
+  // A restore builds its index whole and then joins a snapshot's pages against it: a larger cache pays there.
+  const index = options.index ?? LocalIndex.open(path.join(repo.localDir, 'read-index.db'), { cacheMiB: 12 });
   const workDir = await fsp.mkdtemp(path.join(repo.localDir, 'packs-'));
   const sink = await fsp.open(file, 'wx', 0o600);
   const stats = { packs: 0, downloaded: 0 };
+  let hasher: PrefixHasher | undefined;
   try {
     if (ownIndex) await syncLocalIndex(index, repo.store, { signal: options.signal });
     const db = index.db;
     db.exec(`
       DROP TABLE IF EXISTS temp.plan;
-      CREATE TEMP TABLE plan (page INTEGER PRIMARY KEY, chunk BLOB NOT NULL, pack INTEGER);
+      CREATE TEMP TABLE plan (
+        page INTEGER PRIMARY KEY, chunk BLOB NOT NULL, pack INTEGER, seg INTEGER, off INTEGER, len INTEGER);
     `);
     await planPages(repo, index, body, workDir, options.signal);
     await sink.truncate(body.pageCount * body.pageSize);
 
-    // Which pack each page is read from: the first pack that holds its chunk.
-    db.exec(`UPDATE temp.plan SET pack = (SELECT c.pack FROM chunks c WHERE c.id = temp.plan.chunk LIMIT 1)`);
+    // Which pack each page is read from (any that holds its chunk: each is checked against its id), and where.
+    db.exec(`
+      UPDATE temp.plan AS t SET pack = c.pack, seg = c.segment, off = c.offset, len = c.length
+        FROM chunks AS c WHERE c.id = t.chunk;
+      CREATE INDEX temp.plan_by_place ON plan (pack, seg, off, page);
+    `);
     const missing = db.prepare('SELECT page, chunk FROM temp.plan WHERE pack IS NULL LIMIT 1').get() as
       { page: number; chunk: Buffer } | undefined;
     if (missing)
       throw new RepositoryDamagedError(
         `${what} needs chunk ${shortId(missing.chunk)} (page ${missing.page + 1}), which no index of ${repo.location} lists; run litekeep check`,
       );
+    // Packs in the order of the first page they serve, so that the written prefix of the file (which another
+    // thread hashes as it grows) advances while the packs are read, instead of all at the end.
     const packs = db
       .prepare(
-        'SELECT DISTINCT p.pk AS pk, p.id AS id FROM temp.plan t JOIN packs p ON p.pk = t.pack ORDER BY p.id',
+        `SELECT p.pk AS pk, p.id AS id, MIN(t.page) AS first FROM temp.plan t JOIN packs p ON p.pk = t.pack
+         GROUP BY p.pk ORDER BY first`,
       )
       .all() as { pk: number; id: string }[];
-    const pagesOf = db.prepare('SELECT page, chunk FROM temp.plan WHERE pack = ? ORDER BY page');
+    // Segment by segment, so that each is decompressed once; in each, offset by offset, so that runs of pages
+    // go out in one write. Rows as arrays, a segment's at a time: a restore reads one per page.
+    const segmentsOf = db.prepare('SELECT DISTINCT seg FROM temp.plan WHERE pack = ? ORDER BY seg').pluck();
+    const pagesOf = db
+      .prepare(
+        'SELECT page, seg, off, len, chunk FROM temp.plan WHERE pack = ? AND seg = ? ORDER BY off, page',
+      )
+      .raw();
+    const written = new WrittenPages(body.pageCount);
+    const imageHash = new PrefixHasher(file);
+    hasher = imageHash;
 
     let next = 0;
     const worker = async () => {
-      // One segment buffer per worker, reused: a restore allocates nothing per page.
+      // One segment buffer and one frame buffer per worker, reused: a restore allocates nothing per segment.
       const scratch = Buffer.allocUnsafe(repo.config.segmentBytes);
+      const frameScratch = Buffer.allocUnsafe(repo.config.segmentBytes + 4096);
       while (next < packs.length) {
         const { pk, id } = packs[next++];
         options.signal?.throwIfAborted();
-        const pack = await FetchedPack.fetch(repo, id, 'data', workDir, options.signal);
+        const pack = await FetchedPack.fetch(repo, id, 'data', workDir, options.signal, { chunks: false });
         try {
           stats.packs++;
           stats.downloaded += pack.downloaded;
-          const table = pack.table();
-          const wanted = pagesOf.all(pk) as { page: number; chunk: Buffer }[];
-          // Segment by segment, so that each is decompressed once.
-          const bySegment = new Map<number, { page: number; entry: ChunkEntry }[]>();
-          for (const w of wanted) {
-            const entry = table.get(w.chunk.toString('hex'));
-            if (!entry)
+          for (const n of segmentsOf.all(pk) as number[]) {
+            const rows = pagesOf.all(pk, n) as PageRow[];
+            if (n >= pack.contents.segments.length)
               throw new RepositoryDamagedError(
-                `pack ${shortId(id)} does not hold chunk ${shortId(w.chunk)} that the index says it holds; run litekeep check`,
+                `pack ${shortId(id)} does not hold chunk ${shortId(rows[0][CHUNK])} that the index says it holds; run litekeep check`,
                 keys.pack(id),
               );
-            const list = bySegment.get(entry.segment) ?? [];
-            list.push({ page: w.page, entry });
-            bySegment.set(entry.segment, list);
-          }
-          for (const [n, list] of [...bySegment].sort((a, b) => a[0] - b[0])) {
-            const segment = await pack.segment(n, scratch);
-            const checked = new Set<ChunkEntry>();
-            for (const { entry } of list) {
-              if (checked.has(entry)) continue;
-              const data = segment.subarray(entry.offset, entry.offset + entry.length);
-              if (data.length !== body.pageSize || !hasher.id(data).equals(entry.id))
+            const segment = await pack.segment(n, scratch, frameScratch);
+            await writeSegmentPages(sink, segment, rows, body.pageSize, (data, row) => {
+              if (data.length !== body.pageSize || !ids.id(data).equals(row[CHUNK]))
                 throw new RepositoryDamagedError(
-                  `pack ${shortId(id)} is damaged: chunk ${shortId(entry.id)} does not match its id; restore another snapshot and run litekeep check`,
+                  `pack ${shortId(id)} is damaged: chunk ${shortId(row[CHUNK])} does not match its id; restore another snapshot and run litekeep check`,
                   keys.pack(id),
                 );
-              checked.add(entry);
-            }
-            await writePages(sink, segment, list, body.pageSize);
+            });
+            for (const row of rows) written.mark(row[PAGE]);
+            imageHash.advance(written.prefix() * body.pageSize);
           }
         } finally {
           await pack.close();
@@ -119,14 +127,16 @@ export async function restoreImage(
     await Promise.all(Array.from({ length: Math.min(options.parallel ?? 3, packs.length) }, worker));
     await sink.sync();
     await sink.close();
-    const hash = crypto.createHash('sha256');
-    let bytes = 0;
-    for await (const part of fs.createReadStream(file, { highWaterMark: 1024 * 1024 })) {
-      hash.update(part as Buffer);
-      bytes += (part as Buffer).length;
-    }
-    return { sha256: hash.digest('hex'), bytes, packsRead: stats.packs, bytesDownloaded: stats.downloaded };
+    const { size } = await fsp.stat(file);
+    const image = await imageHash.finish(size);
+    return {
+      sha256: image.sha256,
+      bytes: image.bytes,
+      packsRead: stats.packs,
+      bytesDownloaded: stats.downloaded,
+    };
   } catch (error) {
+    await hasher?.stop();
     await sink.close().catch(() => undefined);
     await fsp.rm(file, { force: true });
     throw error;
@@ -175,27 +185,52 @@ async function planPages(
   );
 }
 
+/** One page to restore: [page, segment, offset in the segment, length, chunk id]. */
+type PageRow = [number, number, number, number, Buffer];
+const PAGE = 0;
+const OFFSET = 2;
+const LENGTH = 3;
+const CHUNK = 4;
+
 /**
- * Writes the pages of one segment, in page order, one write per run of consecutive pages (a first snapshot's
- * segment is 64 pages in a row): a write per page costs more than everything else a restore does.
+ * Writes the pages of one segment (`rows`, ordered by offset): each chunk is checked once, before any
+ * page of it is written, and a run of consecutive pages stored one after another goes out in one write (a
+ * first snapshot's segment is 64 pages in a row): a write per page costs more than everything else a restore
+ * does.
  */
-async function writePages(
+async function writeSegmentPages(
   handle: fsp.FileHandle,
   segment: Buffer,
-  list: { page: number; entry: ChunkEntry }[],
+  rows: PageRow[],
   pageSize: number,
+  check: (data: Buffer, row: PageRow) => void,
 ): Promise<void> {
-  const sorted = [...list].sort((a, b) => a.page - b.page);
-  for (let i = 0; i < sorted.length;) {
-    let j = i + 1;
-    while (j < sorted.length && sorted[j].page === sorted[j - 1].page + 1) j++;
-    const run = sorted.slice(i, j);
-    const contiguous = run.every((r, k) => k === 0 || r.entry.offset === run[k - 1].entry.offset + pageSize);
-    const data = contiguous
-      ? segment.subarray(run[0].entry.offset, run[0].entry.offset + run.length * pageSize)
-      : Buffer.concat(run.map((r) => segment.subarray(r.entry.offset, r.entry.offset + pageSize)));
-    await writeFully(handle, data, run[0].page * pageSize);
-    i = j;
+  // The chunk last checked: a page whose row names the same id at the same place needs no second hash.
+  let checked: PageRow | undefined;
+  for (let i = 0; i < rows.length;) {
+    let j = i;
+    for (;;) {
+      const row = rows[j];
+      if (checked?.[OFFSET] !== row[OFFSET] || !checked[CHUNK].equals(row[CHUNK])) {
+        check(segment.subarray(row[OFFSET], row[OFFSET] + row[LENGTH]), row);
+        checked = row;
+      }
+      const following = rows[j + 1];
+      if (
+        j + 1 >= rows.length ||
+        following[PAGE] !== row[PAGE] + 1 ||
+        following[OFFSET] !== row[OFFSET] + pageSize
+      )
+        break;
+      j++;
+    }
+    const start = rows[i][OFFSET];
+    await writeFully(
+      handle,
+      segment.subarray(start, start + (j - i + 1) * pageSize),
+      rows[i][PAGE] * pageSize,
+    );
+    i = j + 1;
   }
 }
 
@@ -204,5 +239,29 @@ async function writeFully(handle: fsp.FileHandle, data: Buffer, position: number
   while (done < data.length) {
     const { bytesWritten } = await handle.write(data, done, data.length - done, position + done);
     done += bytesWritten;
+  }
+}
+
+/**
+ * Which pages are written, one bit each (4 MB for 100 GiB of 4 KiB pages), and how long the run of written
+ * pages from the start of the file is.
+ */
+class WrittenPages {
+  private readonly bits: Uint8Array;
+  private first = 0;
+
+  constructor(private readonly count: number) {
+    this.bits = new Uint8Array(Math.ceil(count / 8));
+  }
+
+  mark(page: number): void {
+    this.bits[page >> 3] |= 1 << (page & 7);
+  }
+
+  /** The number of pages from page 0 on that are all written. */
+  prefix(): number {
+    while (this.first < this.count && (this.bits[this.first >> 3] & (1 << (this.first & 7))) !== 0)
+      this.first++;
+    return this.first;
   }
 }

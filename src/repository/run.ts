@@ -32,6 +32,8 @@ export interface SnapshotOutcome {
   uploadedBytes: number;
   dedupRatio: number;
   addedChunks: number;
+  /** The earlier snapshot whose page image this one is byte for byte (its tree reused, no page read). */
+  sameImageAs?: string;
 }
 
 /** The page image a run kept for its incremental destinations (see BackupManager.createBackup keepImage). */
@@ -145,7 +147,9 @@ export async function snapshotToDestination(
       durationMs: written.durationMs,
     });
     options.onStep?.(
-      `snapshot ${shortId(written.id)} written to ${spec.name}: ${written.addedChunks} new chunks, ${written.uploadedBytes} bytes uploaded`,
+      written.sameImageAs
+        ? `snapshot ${shortId(written.id)} written to ${spec.name}: the database is unchanged since snapshot ${shortId(written.sameImageAs)}, ${written.uploadedBytes} bytes uploaded (a manifest)`
+        : `snapshot ${shortId(written.id)} written to ${spec.name}: ${written.addedChunks} new chunks, ${written.uploadedBytes} bytes uploaded`,
     );
   } catch (error) {
     outcome.status = 'failed';
@@ -193,6 +197,7 @@ function snapshotOutcome(written: SnapshotWritten): SnapshotOutcome {
     uploadedBytes: written.uploadedBytes,
     dedupRatio: written.dedupRatio,
     addedChunks: written.addedChunks,
+    ...(written.sameImageAs ? { sameImageAs: written.sameImageAs } : {}),
   };
 }
 

@@ -32,6 +32,11 @@ export interface BlobStore {
   ): Promise<'stored' | 'exists'>;
   /** The object's bytes; BlobNotFoundError when there is none. */
   get(key: string, options?: { signal?: AbortSignal }): Promise<Readable>;
+  /**
+   * Where the object is as a file on this machine, when the store is a local folder: a reader may open it in
+   * place instead of copying it (whether it exists is for the reader to find out).
+   */
+  localFile?(key: string): string;
   /** Every object whose key starts with `prefix`, fetched page by page. */
   list(prefix: string): AsyncIterable<BlobInfo>;
   stat(key: string): Promise<BlobInfo | undefined>;

@@ -2,7 +2,8 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { Readable, Transform, Writable } from 'node:stream';
+import { once } from 'node:events';
+import { PassThrough, Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { LitekeepError, oneLine } from '../util/errors.js';
 import { VERSION } from '../version.js';
@@ -12,18 +13,18 @@ import {
   encodeIndex,
   encodeManifest,
   keys,
+  PACK_MAGIC,
   sha256Hex,
   SNAPSHOT_VERSION,
-  type ChunkEntry,
   type ChunkKind,
   type IndexedPack,
-  type PackContents,
   type SnapshotBody,
   type SnapshotFacts,
 } from './format.js';
 import { shortId } from './ids.js';
 import type { LocalIndex } from './local-index.js';
-import { decompressSegment, PackBuilder } from './pack.js';
+import { decompressSegment, PackBuilder, type ClosedSegment } from './pack.js';
+import { readTreeBlocks } from './tree.js';
 import type { Repository } from './repository.js';
 
 /** The page image of one run, already integrity-checked, and what is known about it. */
@@ -70,6 +71,8 @@ export interface SnapshotWritten {
   /** Image bytes per uploaded byte. */
   dedupRatio: number;
   durationMs: number;
+  /** The earlier snapshot whose page image this one is byte for byte: its tree was reused, no page was read. */
+  sameImageAs?: string;
 }
 
 /** Index files list at most this many chunks, so that neither the writer nor a reader holds more. */
@@ -107,46 +110,56 @@ export async function writeSnapshot(
 
   let handle: fsp.FileHandle | undefined;
   try {
-    packs.begin();
-    handle = await fsp.open(image.path, 'r');
-    const { size } = await handle.stat();
-    if (size !== imageBytes)
-      throw new LitekeepError(
-        `the snapshot file has ${size} bytes, not ${image.pageCount} pages of ${image.pageSize}: it changed after the check`,
-        { stage: 'upload' },
-      );
-    const whole = crypto.createHash('sha256');
-    const pagesPerRead = Math.max(1, Math.floor(READ_BLOCK / image.pageSize));
-    const buffer = Buffer.allocUnsafe(pagesPerRead * image.pageSize);
-    for (let page = 0; page < image.pageCount;) {
-      options.signal?.throwIfAborted();
-      const pages = Math.min(pagesPerRead, image.pageCount - page);
-      const length = pages * image.pageSize;
-      let got = 0;
-      while (got < length) {
-        const { bytesRead } = await handle.read(buffer, got, length - got, page * image.pageSize + got);
-        if (bytesRead === 0) throw new LitekeepError('the snapshot file ended early', { stage: 'upload' });
-        got += bytesRead;
+    // The same page image as a snapshot this machine wrote before (the run's sha256 of the checked copy says
+    // so): its tree already names every page, and every chunk it needs is still stored.
+    const same = await sameImageAs(repo, index, image, options.signal);
+    let sha256: string;
+    if (same) {
+      tree.push(...same.tree);
+      sha256 = image.sha256;
+      options.onProgress?.(imageBytes, imageBytes);
+    } else {
+      packs.begin();
+      handle = await fsp.open(image.path, 'r');
+      const { size } = await handle.stat();
+      if (size !== imageBytes)
+        throw new LitekeepError(
+          `the snapshot file has ${size} bytes, not ${image.pageCount} pages of ${image.pageSize}: it changed after the check`,
+          { stage: 'upload' },
+        );
+      const whole = crypto.createHash('sha256');
+      const pagesPerRead = Math.max(1, Math.floor(READ_BLOCK / image.pageSize));
+      const buffer = Buffer.allocUnsafe(pagesPerRead * image.pageSize);
+      for (let page = 0; page < image.pageCount;) {
+        options.signal?.throwIfAborted();
+        const pages = Math.min(pagesPerRead, image.pageCount - page);
+        const length = pages * image.pageSize;
+        let got = 0;
+        while (got < length) {
+          const { bytesRead } = await handle.read(buffer, got, length - got, page * image.pageSize + got);
+          if (bytesRead === 0) throw new LitekeepError('the snapshot file ended early', { stage: 'upload' });
+          got += bytesRead;
+        }
+        whole.update(buffer.subarray(0, length));
+        for (let i = 0; i < pages; i++) {
+          const data = buffer.subarray(i * image.pageSize, (i + 1) * image.pageSize);
+          const id = hasher.id(data);
+          await packs.add('data', id, data);
+          block.push(id);
+          if (block.length === fanout) await closeBlock();
+        }
+        page += pages;
+        options.onProgress?.(page * image.pageSize, imageBytes);
       }
-      whole.update(buffer.subarray(0, length));
-      for (let i = 0; i < pages; i++) {
-        const data = buffer.subarray(i * image.pageSize, (i + 1) * image.pageSize);
-        const id = hasher.id(data);
-        await packs.add('data', id, data);
-        block.push(id);
-        if (block.length === fanout) await closeBlock();
-      }
-      page += pages;
-      options.onProgress?.(page * image.pageSize, imageBytes);
+      await closeBlock();
+      sha256 = whole.digest('hex');
+      if (sha256 !== image.sha256)
+        throw new LitekeepError(
+          `the snapshot file read for the repository is not the one that was checked (sha256 ${shortId(sha256)}…, expected ${shortId(image.sha256)}…); nothing was stored under a manifest`,
+          { stage: 'upload' },
+        );
+      await packs.finish();
     }
-    await closeBlock();
-    const sha256 = whole.digest('hex');
-    if (sha256 !== image.sha256)
-      throw new LitekeepError(
-        `the snapshot file read for the repository is not the one that was checked (sha256 ${shortId(sha256)}…, expected ${shortId(image.sha256)}…); nothing was stored under a manifest`,
-        { stage: 'upload' },
-      );
-    await packs.finish();
 
     const facts: SnapshotFacts = {
       imageSha256: sha256,
@@ -174,6 +187,7 @@ export async function writeSnapshot(
     const manifest = repo.encodeManifestObject(encodeManifest(body));
     const id = sha256Hex(manifest);
     await repo.putBuffer(keys.snapshot(id), manifest);
+    index.recordImage({ snapshot: id, sha256, pageSize: image.pageSize, pageCount: image.pageCount });
     const uploaded = packs.stats.uploaded + manifest.length;
     return {
       id,
@@ -187,6 +201,7 @@ export async function writeSnapshot(
       uploadedBytes: uploaded,
       dedupRatio: imageBytes / Math.max(1, uploaded),
       durationMs: Date.now() - started,
+      ...(same ? { sameImageAs: same.id } : {}),
     };
   } catch (error) {
     await packs.abandon();
@@ -204,6 +219,68 @@ export async function writeSnapshot(
     await handle?.close();
     await packs.cleanup();
   }
+}
+
+/**
+ * The earlier snapshot of exactly this page image, when one can stand for it: the last snapshot this machine
+ * wrote to the repository (the local index remembers it with the sha256 the run computed of its image) has the
+ * same sha256, page size and page count, its manifest is still stored, and every tree block and chunk its tree
+ * names is in the local index (as in step with the store as for any other run's dedup). Anything else — a
+ * changed byte anywhere, in the file or still in the WAL, gives another sha256 — and the image is read.
+ */
+async function sameImageAs(
+  repo: Repository,
+  index: LocalIndex,
+  image: SnapshotImage,
+  signal?: AbortSignal,
+): Promise<{ id: string; tree: string[] } | undefined> {
+  const last = index.lastImage();
+  if (
+    !last ||
+    last.sha256 !== image.sha256 ||
+    last.pageSize !== image.pageSize ||
+    last.pageCount !== image.pageCount
+  )
+    return undefined;
+  let body: SnapshotBody;
+  try {
+    body = await repo.readManifest(last.snapshot);
+  } catch {
+    // Forgotten by retention, or unreadable: read the image as any other run does.
+    return undefined;
+  }
+  const fanout = repo.config.treeFanout;
+  if (
+    body.repository !== repo.id ||
+    body.pageSize !== image.pageSize ||
+    body.pageCount !== image.pageCount ||
+    body.tree.length !== Math.ceil(image.pageCount / fanout)
+  )
+    return undefined;
+  const workDir = await fsp.mkdtemp(path.join(repo.localDir, 'same-'));
+  let complete = true;
+  let pages = 0;
+  try {
+    const counts = new Map<string, number>();
+    for (const id of body.tree) counts.set(id, (counts.get(id) ?? 0) + 1);
+    await readTreeBlocks(
+      repo,
+      index,
+      counts.keys(),
+      workDir,
+      (treeId, ids) => {
+        pages += ids.length * counts.get(treeId)!;
+        if (complete && !ids.every((id) => index.hasChunk(id))) complete = false;
+      },
+      { signal, onMissing: () => (complete = false) },
+    );
+  } catch (error) {
+    if (signal?.aborted) throw error;
+    return undefined;
+  } finally {
+    await fsp.rm(workDir, { recursive: true, force: true });
+  }
+  return complete && pages === image.pageCount ? { id: last.snapshot, tree: body.tree } : undefined;
 }
 
 export interface PackWriterOptions {
@@ -231,6 +308,10 @@ export class PackWriter {
   private batchChunks = 0;
   private open: Record<ChunkKind, Set<string>> = { data: new Set(), tree: new Set() };
   private builders: Record<ChunkKind, PackBuilder>;
+  /** The temp file each open pack is being written into, segment by segment. */
+  private files: Partial<Record<ChunkKind, PackFile>> = {};
+  /** Reused to prove each new segment decodes to its chunks. */
+  private proofScratch?: Buffer;
 
   constructor(
     private readonly repo: Repository,
@@ -241,8 +322,8 @@ export class PackWriter {
     this.limits = { segmentChunks: repo.config.segmentChunks, segmentBytes: repo.config.segmentBytes };
     this.uploads = new UploadQueue(options.uploads ?? 2, options.signal);
     this.builders = {
-      data: new PackBuilder('data', this.limits),
-      tree: new PackBuilder('tree', this.limits),
+      data: new PackBuilder('data', this.limits, true),
+      tree: new PackBuilder('tree', this.limits, true),
     };
   }
 
@@ -262,9 +343,32 @@ export class PackWriter {
   /** Adds a chunk whatever the local index says: repacking copies chunks that live in packs about to go. */
   async addCopy(kind: ChunkKind, id: Buffer, data: Buffer): Promise<void> {
     if (this.open[kind].has(id.toString('hex'))) return;
-    this.builders[kind].add(id, data);
+    const builder = this.builders[kind];
+    builder.add(id, data);
     this.open[kind].add(id.toString('hex'));
-    if (this.builders[kind].sizeEstimate >= this.packSize) await this.seal(kind);
+    await this.writeClosedSegment(kind, builder);
+    if (builder.sizeEstimate >= this.packSize) await this.seal(kind);
+  }
+
+  /** A segment the builder just closed: proven to decode to its chunks, then written into the pack's file. */
+  private async writeClosedSegment(kind: ChunkKind, builder: PackBuilder): Promise<void> {
+    const closed = builder.takeSegment();
+    if (!closed) return;
+    this.proofScratch = proveSegment(this.repo, closed, this.proofScratch);
+    let file = this.files[kind];
+    if (!file) {
+      const temp = path.join(
+        this.repo.localDir,
+        `.pack-${crypto.randomBytes(8).toString('hex')}.${process.pid}.${crypto.randomBytes(4).toString('hex')}.tmp`,
+      );
+      this.temps.add(temp);
+      // Tree packs hold only keyed ids and stay readable without the identity, for collection.
+      const encrypt = kind === 'data' && this.repo.encryption !== undefined;
+      file = await PackFile.create(temp, encrypt ? this.repo.encryption!.encryptStream() : undefined);
+      this.files[kind] = file;
+      await file.write(PACK_MAGIC);
+    }
+    await file.write(closed.frame);
   }
 
   /** Seals the open packs, waits for every upload and writes the last index file; commits the local index. */
@@ -283,26 +387,26 @@ export class PackWriter {
   }
 
   async cleanup(): Promise<void> {
+    for (const file of Object.values(this.files)) await file?.abandon();
+    this.files = {};
     for (const temp of this.temps) await fsp.rm(temp, { force: true });
   }
 
   private async seal(kind: ChunkKind): Promise<void> {
     const builder = this.builders[kind];
-    this.builders[kind] = new PackBuilder(kind, this.limits);
-    this.open[kind] = new Set();
     if (builder.chunkCount === 0) return;
+    this.open[kind] = new Set();
     const repo = this.repo;
-    const { parts, frames, contents } = builder.finishParts();
-    proveChunks(repo, frames, contents);
-    const temp = path.join(
-      repo.localDir,
-      `.pack-${crypto.randomBytes(8).toString('hex')}.${process.pid}.${crypto.randomBytes(4).toString('hex')}.tmp`,
-    );
-    this.temps.add(temp);
-    // Tree packs hold only keyed ids and stay readable without the identity, for collection.
-    const encrypt = kind === 'data' && repo.encryption !== undefined;
-    const written = await writeParts(temp, parts, encrypt ? repo.encryption!.encryptStream() : undefined);
-    if (encrypt) await proveDecrypts(repo, temp, written.plainSha256);
+    const { parts, contents } = builder.finishParts();
+    await this.writeClosedSegment(kind, builder);
+    const file = this.files[kind]!;
+    this.files[kind] = undefined;
+    for (const part of parts) await file.write(part);
+    const written = await file.close();
+    const temp = file.path;
+    this.builders[kind] = new PackBuilder(kind, this.limits, true, builder.buffers());
+    if (kind === 'data' && repo.encryption !== undefined)
+      await proveDecrypts(repo, temp, written.plainSha256);
     const id = written.sha256;
     const stored = { length: written.bytes };
     const record: IndexedPack = { id, storedSize: stored.length, ...contents };
@@ -370,60 +474,105 @@ export function indexBatches(packs: IndexedPack[]): IndexedPack[][] {
 }
 
 /**
- * Invariant 2 for packs, first half: every segment of the pack as built decompresses, and every chunk in it
- * hashes back to the id it is filed under. One segment at a time, so memory stays one segment.
+ * Invariant 2 for packs, first half: each segment of a new pack decompresses, and every chunk in it hashes back
+ * to the id it is filed under, before the segment is written. Returns the scratch buffer, for the next one.
  */
-function proveChunks(repo: Repository, frames: Buffer[], contents: PackContents): void {
+function proveSegment(repo: Repository, closed: ClosedSegment, scratch: Buffer | undefined): Buffer {
   const hasher = repo.requireHasher();
-  const bySegment = new Map<number, ChunkEntry[]>();
-  for (const chunk of contents.chunks)
-    bySegment.set(chunk.segment, [...(bySegment.get(chunk.segment) ?? []), chunk]);
-  let scratch: Buffer | undefined;
-  contents.segments.forEach((s, n) => {
-    if (!scratch || scratch.length < s.plainLength) scratch = Buffer.allocUnsafe(s.plainLength);
-    const plain = decompressSegment(frames[n], s.plainLength, `segment ${n} of the new pack`, scratch);
-    for (const chunk of bySegment.get(n) ?? [])
-      if (!hasher.id(plain.subarray(chunk.offset, chunk.offset + chunk.length)).equals(chunk.id))
-        throw new LitekeepError(
-          'a new pack does not decode to the pages it was built from; nothing was stored',
-          {
-            stage: 'upload',
-          },
-        );
-  });
+  if (!scratch || scratch.length < closed.plainLength) scratch = Buffer.allocUnsafe(closed.plainLength);
+  const plain = decompressSegment(
+    closed.frame,
+    closed.plainLength,
+    `segment ${closed.n} of the new pack`,
+    scratch,
+  );
+  for (const chunk of closed.chunks)
+    if (!hasher.id(plain.subarray(chunk.offset, chunk.offset + chunk.length)).equals(chunk.id))
+      throw new LitekeepError(
+        'a new pack does not decode to the pages it was built from; nothing was stored',
+        {
+          stage: 'upload',
+        },
+      );
+  return scratch;
 }
 
-/** Writes a pack's parts (through the encryption, when given) into a private file, hashing both sides. */
-async function writeParts(
-  file: string,
-  parts: Buffer[],
-  encryptor: Transform | undefined,
-): Promise<{ sha256: string; bytes: number; plainSha256: string }> {
-  const plainHash = crypto.createHash('sha256');
-  const storedHash = crypto.createHash('sha256');
-  let bytes = 0;
-  const counting = new Transform({
-    transform(chunk: Buffer, _encoding, done) {
-      storedHash.update(chunk);
-      bytes += chunk.length;
-      done(null, chunk);
-    },
-  });
-  const source = Readable.from(
-    (function* () {
-      for (const part of parts) {
-        plainHash.update(part);
-        yield part;
+/**
+ * A new pack's private temp file, written part by part (through the encryption, when given), hashing both
+ * sides. A part may be reused by the caller once its write is done.
+ */
+class PackFile {
+  private readonly plainHash = crypto.createHash('sha256');
+  private readonly storedHash = crypto.createHash('sha256');
+  private bytes = 0;
+
+  private constructor(
+    readonly path: string,
+    private readonly handle: fsp.FileHandle | undefined,
+    private readonly encrypting?: { input: PassThrough; done: Promise<void> },
+  ) {}
+
+  static async create(file: string, encryptor: Transform | undefined): Promise<PackFile> {
+    if (!encryptor) return new PackFile(file, await fsp.open(file, 'wx', 0o600));
+    const input = new PassThrough();
+    const self: { file?: PackFile } = {};
+    const counting = new Transform({
+      transform(chunk: Buffer, _encoding, done) {
+        self.file!.storedHash.update(chunk);
+        self.file!.bytes += chunk.length;
+        done(null, chunk);
+      },
+    });
+    const done = pipeline([
+      input,
+      encryptor,
+      counting,
+      fs.createWriteStream(file, { mode: 0o600, flags: 'wx' }),
+    ]);
+    // Reported by write() or close(); until then keep Node from calling a failure unhandled.
+    done.catch(() => undefined);
+    self.file = new PackFile(file, undefined, { input, done });
+    return self.file;
+  }
+
+  async write(part: Buffer): Promise<void> {
+    this.plainHash.update(part);
+    if (this.handle) {
+      this.storedHash.update(part);
+      let done = 0;
+      while (done < part.length) {
+        const { bytesWritten } = await this.handle.write(part, done, part.length - done, this.bytes + done);
+        done += bytesWritten;
       }
-    })(),
-  );
-  await pipeline([
-    source,
-    ...(encryptor ? [encryptor] : []),
-    counting,
-    fs.createWriteStream(file, { mode: 0o600, flags: 'wx' }),
-  ]);
-  return { sha256: storedHash.digest('hex'), bytes, plainSha256: plainHash.digest('hex') };
+      this.bytes += part.length;
+      return;
+    }
+    // The stream keeps what it is given until it is encrypted: give it a copy, since the caller reuses `part`.
+    const { input, done } = this.encrypting!;
+    if (!input.write(Buffer.from(part))) await Promise.race([once(input, 'drain'), done]);
+  }
+
+  async close(): Promise<{ sha256: string; bytes: number; plainSha256: string }> {
+    if (this.handle) await this.handle.close();
+    else {
+      this.encrypting!.input.end();
+      await this.encrypting!.done;
+    }
+    return {
+      sha256: this.storedHash.digest('hex'),
+      bytes: this.bytes,
+      plainSha256: this.plainHash.digest('hex'),
+    };
+  }
+
+  /** After a failure: closes the file (the writer removes it). */
+  async abandon(): Promise<void> {
+    if (this.handle) await this.handle.close().catch(() => undefined);
+    else {
+      this.encrypting!.input.destroy();
+      await this.encrypting!.done.catch(() => undefined);
+    }
+  }
 }
 
 /**

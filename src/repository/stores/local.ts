@@ -22,6 +22,10 @@ export class LocalBlobStore implements BlobStore {
     return this.root;
   }
 
+  localFile(key: string): string {
+    return this.file(key);
+  }
+
   private file(key: string): string {
     if (key.split('/').some((part) => part === '' || part === '.' || part === '..'))
       throw new Error(`invalid repository key ${key}`);
