@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { CLI_SOURCE, cleanEnv, TSX_LOADER } from '../helpers/cli.js';
+import { compareBackupNamesNewestFirst, parseBackupName } from '../../src/naming.js';
 import { tempDir } from '../helpers/db.js';
 
 export type LogRecord = Record<string, unknown> & { msg?: string; level?: number };
@@ -124,13 +125,13 @@ export async function getJson(url: string): Promise<{ status: number; body: Reco
 }
 
 /** Backup files in a folder (litekeep's names, not temp files nor the catalog folder). */
+/** The backup files in `dir`, oldest first as litekeep orders them (`…-2` taken in the same second comes after). */
 export function backupFiles(dir: string): string[] {
-  return fs.existsSync(dir)
-    ? fs
-        .readdirSync(dir)
-        .filter((n) => n.startsWith('backup-'))
-        .sort()
-    : [];
+  if (!fs.existsSync(dir)) return [];
+  return fs
+    .readdirSync(dir)
+    .filter((n) => parseBackupName(n) !== undefined)
+    .sort((a, b) => compareBackupNamesNewestFirst(parseBackupName(b)!, parseBackupName(a)!));
 }
 
 export function tempFiles(dir: string): string[] {
