@@ -88,6 +88,7 @@ function eventFor(target: DatabaseTarget, kind: RunEvent['kind'], result: RunBac
     else if (d.status === 'failed') failed.push(`${label} failed${d.error ? `: ${d.error}` : ''}`);
   }
   for (const w of result.prune?.failed ?? []) failed.push(`could not delete ${w.name}`);
+  failed.push(...(result.problems ?? []));
   return {
     kind,
     database: target.name,

@@ -51,6 +51,11 @@ export interface RunBackupOptions {
   onProgress?: (stage: string, bytes: number, total?: number) => void;
   /** Called with human-readable step messages ("snapshot done", "uploaded to drive"). */
   onStep?: (message: string) => void;
+  /**
+   * Something that went wrong before this run and that it answers (a replication gap): reported with the
+   * run's result and notification, which make the run partly done.
+   */
+  problems?: string[];
 }
 
 export interface RunBackupResult {
@@ -66,6 +71,8 @@ export interface RunBackupResult {
   error?: string;
   stage?: string;
   warnings: string[];
+  /** What went wrong before the run and it answered (RunBackupOptions.problems). */
+  problems?: string[];
   durationMs: number;
 }
 
@@ -153,6 +160,7 @@ export async function runBackupForTarget(
     destinations: [],
     notifications: [],
     warnings,
+    ...(options.problems?.length ? { problems: [...options.problems] } : {}),
     durationMs: 0,
   };
   const step = (message: string) => options.onStep?.(message);
@@ -272,7 +280,8 @@ export async function runBackupForTarget(
     }
 
     result.stage = undefined;
-    result.status = offsiteFailed || (result.prune?.failed.length ?? 0) > 0 ? 'partial' : 'ok';
+    const reported = (options.problems?.length ?? 0) > 0;
+    result.status = offsiteFailed || reported || (result.prune?.failed.length ?? 0) > 0 ? 'partial' : 'ok';
   } catch (error) {
     // A run stopped after its backup was made leaves that backup safe: partly done, not failed.
     result.status = signal.aborted && result.backup ? 'partial' : 'failed';
@@ -426,6 +435,7 @@ export function partialProblems(result: RunBackupResult): string[] {
   for (const n of result.notifications)
     if (n.status === 'failed') problems.push(`notification ${n.channel} (${n.event}) failed: ${n.error}`);
   if (result.error) problems.push(result.error);
+  problems.push(...(result.problems ?? []));
   for (const w of result.warnings) if (/^retention (not applied|held back)/.test(w)) problems.push(w);
   return problems.length ? problems : ['see the warnings'];
 }

@@ -30,7 +30,7 @@ export interface ReplicatorOptions {
    * Takes a base snapshot (a backup run writing to the incremental destinations); resolves with the
    * destinations that got one. Called when a shipper owes a base (a gap, a fresh start), until each has one.
    */
-  takeBase: (reason: string) => Promise<string[]>;
+  takeBase: (reason: string, gap: boolean) => Promise<string[]>;
   /** Opens the repository on a destination for writing (the backup run's own opener). */
   openRepository: (spec: DestinationSpec) => Promise<Repository>;
 }
@@ -97,7 +97,7 @@ export class Replicator {
   /** One pass over every destination; a destination that fails is reported and tried again next pass. */
   async passOnce(): Promise<void> {
     const database = this.target.name;
-    const owed: string[] = [];
+    const owed: { reason: string; gap: boolean }[] = [];
     await Promise.all(
       this.followers.map(async (follower) => {
         const destination = follower.spec.name;
@@ -108,12 +108,14 @@ export class Replicator {
           if (result.segments.length)
             this.options.onEvent?.({ kind: 'shipped', database, destination, result });
           if (result.gap) this.options.onEvent?.({ kind: 'gap', database, destination, reason: result.gap });
-          if ((await shipper.baseNeededSince()) !== undefined)
-            owed.push(
-              result.gap === 'lost-frames'
-                ? `frames were lost before they reached ${destination}`
+          const base = await shipper.baseOwed();
+          if (base)
+            owed.push({
+              gap: base.gap,
+              reason: base.gap
+                ? `the WAL was reset before litekeep read some commits for ${destination}`
                 : `replication to ${destination} started`,
-            );
+            });
         } catch (error) {
           const message = oneLine(error);
           // The same failure every second is one report, not thousands.
@@ -128,11 +130,14 @@ export class Replicator {
       }),
     );
     if (owed.length && !this.baseRunning && Date.now() >= this.baseRetryAt) {
-      const reason = owed.join('; ');
+      const reason = owed.map((o) => o.reason).join('; ');
       const startedAt = Date.now();
       // Shipping goes on while the base is taken: stopping it would let the app's checkpoints make more gaps.
       this.baseRunning = this.options
-        .takeBase(reason)
+        .takeBase(
+          reason,
+          owed.some((o) => o.gap),
+        )
         .catch(() => [] as string[])
         .then(async (covered) => {
           for (const f of this.followers)

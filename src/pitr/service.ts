@@ -19,8 +19,15 @@ export async function createReplicators(
       new Replicator(target, {
         onEvent: options.onEvent,
         openRepository: (spec) => openForWrite(spec, target),
-        takeBase: async (reason) => {
-          const result = await runBackupForTarget(target, { trigger: 'replication', signal: options.signal });
+        takeBase: async (reason, gap) => {
+          // A gap is news: the run that answers it reports it (its notification counts as a failure).
+          const result = await runBackupForTarget(target, {
+            trigger: 'replication',
+            signal: options.signal,
+            problems: gap
+              ? [`replication gap: ${reason}; moments before this base snapshot cannot all be recovered`]
+              : undefined,
+          });
           const snapshots = result.destinations.filter((d) => d.snapshot && d.status === 'ok');
           options.onEvent({
             kind: 'base',

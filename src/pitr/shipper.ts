@@ -34,6 +34,8 @@ export interface ShipperState {
    * so that a shipper killed before the base was taken takes it after its restart.
    */
   baseNeededSince?: number;
+  /** Why: a gap (frames lost: moments in it cannot be recovered), or only a fresh start. */
+  baseNeededFor?: 'start' | 'lost-frames';
   /** The last commit shipped: what a base snapshot taken now records as `shippedBefore`. */
   lastShipped: CommitRef | undefined;
   /** When that was (ms since the epoch), and what has been shipped since this state began (status, metrics). */
@@ -145,9 +147,12 @@ export class WalShipper {
     return (await this.loadState()).lastShipped;
   }
 
-  /** Since when a base snapshot is owed (a gap or a fresh start no base has covered), if one is. */
-  async baseNeededSince(): Promise<number | undefined> {
-    return (await this.loadState()).baseNeededSince;
+  /** The base snapshot owed (since when, and whether for a gap or a fresh start), if one is. */
+  async baseOwed(): Promise<{ since: number; gap: boolean } | undefined> {
+    const state = await this.loadState();
+    return state.baseNeededSince === undefined
+      ? undefined
+      : { since: state.baseNeededSince, gap: state.baseNeededFor === 'lost-frames' };
   }
 
   /** A base snapshot whose capture began at `startedAt` was written: it covers every gap found before then. */
@@ -155,6 +160,7 @@ export class WalShipper {
     const state = await this.loadState();
     if (state.baseNeededSince === undefined || state.baseNeededSince > startedAt) return;
     delete state.baseNeededSince;
+    delete state.baseNeededFor;
     await writeFileAtomic(this.options.stateFile, JSON.stringify(state));
   }
 
@@ -172,11 +178,13 @@ export class WalShipper {
         after = 'start';
         result.gap ??= 'start';
         state.baseNeededSince ??= (this.options.now ?? Date.now)();
+        state.baseNeededFor ??= 'start';
       } else if (read.reset) {
         after = read.reset.lostFrames ? 'gap' : 'reset';
         if (read.reset.lostFrames) {
           result.gap = 'lost-frames';
           state.baseNeededSince ??= (this.options.now ?? Date.now)();
+          state.baseNeededFor = 'lost-frames';
           // Recovery never crosses a gap; a new epoch also keeps the order if the WAL started its count over.
           state.epoch += 1;
         }
@@ -262,6 +270,9 @@ export async function readShipperState(stateFile: string): Promise<ShipperState 
     epoch: Number.isInteger(parsed.epoch) ? parsed.epoch! : 0,
     position: parsed.position,
     ...(typeof parsed.baseNeededSince === 'number' ? { baseNeededSince: parsed.baseNeededSince } : {}),
+    ...(parsed.baseNeededFor === 'start' || parsed.baseNeededFor === 'lost-frames'
+      ? { baseNeededFor: parsed.baseNeededFor }
+      : {}),
     ...(typeof parsed.lastShippedAt === 'number' ? { lastShippedAt: parsed.lastShippedAt } : {}),
     segmentsShipped: Number.isInteger(parsed.segmentsShipped) ? parsed.segmentsShipped : 0,
     bytesShipped: Number.isInteger(parsed.bytesShipped) ? parsed.bytesShipped : 0,

@@ -5,6 +5,7 @@ import { loadConfig } from '../../src/config/index.js';
 import { walMarkOf } from '../../src/pitr/capture.js';
 import { restoreBackup } from '../../src/restore/restore.js';
 import { runCli, spawnCli, type CliChild } from '../helpers/cli.js';
+import { startRecorder, type Recorder } from '../servers/http-recorder.js';
 import { tempDir } from '../helpers/db.js';
 import { healthUrl, killDaemons, msg, spawnDaemon } from '../integration/daemon-helpers.js';
 import { readState, startWriter, stopWriters } from './app-writer.js';
@@ -16,7 +17,9 @@ import { readState, startWriter, stopWriters } from './app-writer.js';
  */
 
 const children: CliChild[] = [];
-afterEach(() => {
+const receivers: Recorder[] = [];
+afterEach(async () => {
+  for (const r of receivers.splice(0)) await r.close();
   stopWriters();
   killDaemons();
   for (const c of children.splice(0)) c.process.kill('SIGKILL');
@@ -81,7 +84,10 @@ function setUp(extra: object = {}) {
 
 describe('litekeep replicate', () => {
   it('restores exactly the commits made by each of 50 moments, across kill -9, restarts and WAL resets', async () => {
-    const t = setUp();
+    // Every gap is news: an ntfy-compatible receiver on loopback hears about each one.
+    const ntfy = await startRecorder();
+    receivers.push(ntfy);
+    const t = setUp({ notify: { ntfy: { server: ntfy.url, topic: 'litekeep-alerts' }, timeout: '2s' } });
     const writer = startWriter(t.db);
     expect(await writer.ready).toBe('ready');
     let last = await writer.send('burst 3');
@@ -126,6 +132,11 @@ describe('litekeep replicate', () => {
     }
     expect(kills).toBeGreaterThanOrEqual(6);
     expect(gaps).toBe(3);
+    const gapMessages = ntfy.requests.filter((r) => r.body.includes('replication gap'));
+    expect(gapMessages.length).toBeGreaterThanOrEqual(3);
+    // Sent with the failure priority (a gap is partly done), not as a plain success.
+    for (const m of gapMessages)
+      expect(String(m.headers['x-priority'] ?? m.headers.priority)).toMatch(/high|4/);
     litekeep.process.kill('SIGTERM');
     expect((await litekeep.exited).code).toBe(0);
 
