@@ -27,7 +27,7 @@ import {
 } from './drive-errors.js';
 import { formatDuration } from '../util/duration.js';
 import { fsyncDir, tempPathBeside } from '../util/fs.js';
-import { idleTimer, touchingBody, touchingStream } from '../util/timeouts.js';
+import { idleTimer, sleep, touchingBody, touchingStream } from '../util/timeouts.js';
 import {
   loadGoogleCredentials,
   type GoogleCredentialsKind,
@@ -226,21 +226,6 @@ function retryAfterMs(value: string | null): number | undefined {
   const seconds = Number(value);
   const ms = Number.isFinite(seconds) ? seconds * 1000 : Date.parse(value) - Date.now();
   return Number.isFinite(ms) ? Math.min(Math.max(ms, 0), MAX_RETRY_AFTER_MS) : undefined;
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal?.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }
 
 async function readFully(handle: FileHandle, buffer: Buffer, position: number): Promise<void> {

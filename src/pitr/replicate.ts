@@ -2,6 +2,7 @@ import type { DatabaseTarget } from '../config/index.js';
 import { hostOf, type DestinationSpec } from '../destinations/factory.js';
 import type { Repository } from '../repository/repository.js';
 import { EXIT, LitekeepError, oneLine } from '../util/errors.js';
+import { sleep } from '../util/timeouts.js';
 import { replicationDestinations, replicationStateFile } from './capture.js';
 import { assertWalMode, WalShipper, type ShipResult } from './shipper.js';
 import { RepositorySegments } from './stored.js';
@@ -168,7 +169,8 @@ export class Replicator {
       while (!signal.aborted) {
         const started = Date.now();
         await this.passOnce();
-        await sleep(Math.max(0, this.intervalMs - (Date.now() - started)), signal);
+        // Stopping ends the wait early; the loop's condition then ends the run.
+        await sleep(Math.max(0, this.intervalMs - (Date.now() - started)), signal).catch(() => {});
       }
     } finally {
       await this.baseRunning;
@@ -188,17 +190,4 @@ export class Replicator {
       f.shipper = undefined;
     }
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
 }

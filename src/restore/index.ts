@@ -1,6 +1,7 @@
 export {
   restoreBackup,
   verifyBackup,
+  chooseCandidate,
   listCandidates,
   pickCandidate,
   fetchAndCheck,

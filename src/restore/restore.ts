@@ -494,6 +494,27 @@ export interface RestoreResult {
 }
 
 /**
+ * What a restore of `options` would restore: a backup file given by path, a point in time (`at` on a destination
+ * with WAL segments: the state of the last commit by then), or one of the source's backups (by name, `latest`,
+ * or the newest taken by `at`), with the candidates it was chosen from.
+ */
+export async function chooseCandidate(
+  target: DatabaseTarget,
+  options: SelectOptions & { file?: string },
+): Promise<{ picked: Candidate; candidates: Candidate[]; pointInTime: boolean }> {
+  if (options.file)
+    return { picked: candidateFromFile(target, options.file), candidates: [], pointInTime: false };
+  const from = options.from ?? 'local';
+  const pointInTime =
+    options.at && (!options.name || options.name === 'latest') && from !== 'local'
+      ? await (await import('../pitr/recover.js')).pointInTimeCandidate(target, from, options.at, options)
+      : undefined;
+  if (pointInTime) return { picked: pointInTime, candidates: [], pointInTime: true };
+  const candidates = await listCandidates(target, from, options);
+  return { picked: pickCandidate(candidates, options), candidates, pointInTime: false };
+}
+
+/**
  * Brings a backup back, safely. Fetch into a temp file beside the target → check sha256, decode, integrity →
  * then, when the target exists, replace its content through SQLite: probe for other connections with an
  * exclusive lock (refuse unless `--force`), take the live database's write lock, keep the current database
@@ -510,15 +531,7 @@ export async function restoreBackup(
   const step = options.onStep ?? (() => {});
   const from = options.from ?? 'local';
   const destinationPath = path.resolve(options.to ?? target.path);
-  // `--at` on a destination with WAL segments: the state of the last commit by then (point-in-time recovery).
-  const pointInTime =
-    !options.file && options.at && (!options.name || options.name === 'latest') && from !== 'local'
-      ? await (await import('../pitr/recover.js')).pointInTimeCandidate(target, from, options.at, options)
-      : undefined;
-  const candidates = options.file || pointInTime ? [] : await listCandidates(target, from, options);
-  const picked = options.file
-    ? candidateFromFile(target, options.file)
-    : (pointInTime ?? pickCandidate(candidates, options));
+  const { picked, candidates } = await chooseCandidate(target, options);
   const remote = !options.file && from !== 'local';
   const label = remote ? `download ${picked.name} from ${picked.source}` : `restore ${picked.name}`;
   const candidate = withProgress(picked, label, options.onProgress);

@@ -128,12 +128,10 @@ export function registerRestore(program: Command): void {
     .option('--json', 'print JSON');
   addTargetOptions(command);
   command.action(async (name: string | undefined, options: RestoreFlags) => {
-    const [{ listCandidates, pickCandidate, restoreBackup }, { candidateFromFile }, { withDatabaseLock }] =
-      await Promise.all([
-        import('../../restore/index.js'),
-        import('../../restore/file.js'),
-        import('../../backup/task.js'),
-      ]);
+    const [{ chooseCandidate, restoreBackup }, { withDatabaseLock }] = await Promise.all([
+      import('../../restore/index.js'),
+      import('../../backup/task.js'),
+    ]);
     const target = singleTarget(options);
     const timeZone = target.settings.timeZone ?? systemTimeZone();
     const at = parseAt(options.at, timeZone);
@@ -149,22 +147,13 @@ export function registerRestore(program: Command): void {
     if (replacesLive && !options.yes) {
       if (isTerminal()) {
         // What will be replaced by what, before anything is fetched or locked.
-        // `--at` on a destination with WAL segments is a point in time, not one of the listed backups.
-        const pointInTime =
-          !file && at && !name && options.from && options.from !== 'local'
-            ? await (
-                await import('../../pitr/recover.js')
-              ).pointInTimeCandidate(target, options.from, at, { host: options.host })
-            : undefined;
-        const chosen = file
-          ? candidateFromFile(target, file)
-          : (pointInTime ??
-            pickCandidate(await listCandidates(target, options.from ?? 'local', { host: options.host }), {
-              name,
-              at,
-              from: options.from,
-              host: options.host,
-            }));
+        const { picked: chosen, pointInTime } = await chooseCandidate(target, {
+          file,
+          name,
+          at,
+          from: options.from,
+          host: options.host,
+        });
         process.stderr.write(
           `this replaces  ${describeFile(destination, timeZone)}\n` +
             `with           ${chosen.name} from ${chosen.source} (taken ${formatTime(chosen.time, timeZone)}, ${humanBytes(chosen.bytes)})\n` +
