@@ -173,7 +173,12 @@ describe('backup to several destinations', () => {
     expect(backupNames(w.backups)).toEqual([...files].sort());
     // Each destination keeps exactly what its own policy says, and the bytes are the local ones.
     const objects = s3Objects(w.prefix);
-    expect([...objects.keys()].sort()).toEqual(files.slice(2).map((f) => `${w.prefix}/app/${HOST}/${f}`));
+    expect([...objects.keys()].sort()).toEqual(
+      files
+        .slice(2)
+        .map((f) => `${w.prefix}/app/${HOST}/${f}`)
+        .sort(),
+    );
     expect(sha256(objects.get(`${w.prefix}/app/${HOST}/${newest}`)!)).toBe(sha256(newestBytes));
     expect(backupNames(w.usb)).toEqual(files.slice(1).sort());
     expect(sha256(fs.readFileSync(path.join(w.usb, newest)))).toBe(sha256(newestBytes));
