@@ -20,10 +20,12 @@ import {
   assertUsablePolicy,
   compareNewestFirst,
   describePolicy,
+  DURATION_RULES,
   parseRetentionPolicy,
   planRetention,
   RetentionPolicyError,
   RotationPolicy,
+  WITHIN_FORM,
   holdAfterTimeGap,
   type Decision,
   type RetentionPolicy,
@@ -177,10 +179,9 @@ export function checkedRetentionPolicy(settings: DatabaseTarget['settings']['ret
     const env = `LITEKEEP_RETENTION_${key.toUpperCase()}`;
     const flag = `--keep-${key}`;
     const value = (settings as Record<string, unknown>)[key];
-    const form =
-      key === 'within' || key === 'manual'
-        ? 'a duration made of numbers with units y, m, w, d, h (e.g. 30d, 12h, 2w, 1y2m)'
-        : 'a whole number of 0 or more (e.g. 7)';
+    const form = (DURATION_RULES as readonly string[]).includes(key)
+      ? WITHIN_FORM
+      : 'a whole number of 0 or more (e.g. 7)';
     throw new LitekeepError(
       `invalid retention.${key} ${JSON.stringify(value)} (config retention.${key}, ${env} or ${flag}): expected ${form}`,
       { exitCode: EXIT.usage, stage: 'prune', cause: error },

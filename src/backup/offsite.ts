@@ -282,7 +282,11 @@ async function syncOne(
 export function destinationPolicy(spec: DestinationSpec, manager: BackupManager): RetentionPolicy {
   const local = manager.retentionPolicy();
   if (!spec.retention) return local;
-  return { ...(local.manual ? { manual: local.manual } : {}), ...spec.retention };
+  return {
+    ...(local.manual ? { manual: local.manual } : {}),
+    ...(local.pitr ? { pitr: local.pitr } : {}),
+    ...spec.retention,
+  };
 }
 
 /** This host's copies among every host's, one per name (the newest, where Drive holds several). */

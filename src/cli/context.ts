@@ -34,6 +34,7 @@ const RETENTION_FLAGS: Record<string, string> = {
   keepYearly: 'retention.yearly',
   keepWithin: 'retention.within',
   keepManual: 'retention.manual',
+  keepPitr: 'retention.pitr',
 };
 
 export function addRetentionOptions(command: Command): Command {
@@ -45,7 +46,11 @@ export function addRetentionOptions(command: Command): Command {
     .option('--keep-monthly <n>', 'keep the newest backup of each of the last n months')
     .option('--keep-yearly <n>', 'keep the newest backup of each of the last n years')
     .option('--keep-within <duration>', 'keep every backup within this duration of the newest (30d, 1y2m)')
-    .option('--keep-manual <duration>', 'keep every manual backup within this duration (default 7d)');
+    .option('--keep-manual <duration>', 'keep every manual backup within this duration (default 7d)')
+    .option(
+      '--keep-pitr <duration>',
+      'with replication: keep WAL segments so that every moment this close to now restores to the second (default 7d)',
+    );
 }
 
 /** Flags that set config keys, as loadConfig overrides. */

@@ -90,6 +90,10 @@ export const configSchema = section({
       default: '7d',
       doc: 'keep every manual backup this young; manual and scheduled backups are rotated as separate series',
     }),
+    pitr: string({
+      default: '7d',
+      doc: 'with replication: keep WAL segments so that every moment this close to now can be restored to the second',
+    }),
   }),
   compression: section({
     algorithm: oneOf(['zstd', 'gzip', 'none'], { default: 'zstd', doc: 'compression of backup files' }),

@@ -18,10 +18,10 @@ import { Repository } from '../repository/repository.js';
 import { listSnapshots, type SnapshotInfo } from '../repository/snapshots.js';
 import type { Candidate } from '../restore/restore.js';
 import { EXIT, LitekeepError, oneLine } from '../util/errors.js';
-import { planRecovery, type BaseSnapshot, type StoredSegment } from './plan.js';
+import { planRecovery, type StoredSegment } from './plan.js';
 import { replayOnto } from './replay.js';
 import { decodeSegment, type Segment } from './segment.js';
-import { parseSegmentName } from './shipper.js';
+import { baseOf, mayFollow } from './retention.js';
 import { RepositorySegments } from './stored.js';
 
 /**
@@ -30,28 +30,6 @@ import { RepositorySegments } from './stored.js';
  * last commit litekeep had seen by TIME. fetchAndCheck then runs integrity_check, and the usual atomic restore
  * path puts the result in place.
  */
-
-export function baseOf(s: SnapshotInfo): BaseSnapshot | undefined {
-  const wal = s.body.wal;
-  if (!wal) return undefined;
-  return {
-    id: s.id,
-    shippedBefore: wal.shippedBefore,
-    walEndAfter: wal.walEndAfter,
-    finishedAt: Date.parse(wal.finishedAt),
-  };
-}
-
-/** Whether a segment, by its name alone, may hold frames shipped after the base's `shippedBefore`. */
-function mayFollow(base: BaseSnapshot, name: string): boolean {
-  const n = parseSegmentName(name)!;
-  const from = base.shippedBefore;
-  if (!from) return true;
-  if (n.epoch !== from.epoch) return n.epoch > from.epoch;
-  if (n.checkpointSequence !== from.generation.checkpointSequence)
-    return n.checkpointSequence > from.generation.checkpointSequence;
-  return n.salt1 !== from.generation.salt1 || n.lastFrame > from.frame;
-}
 
 const when = (ms: number) => new Date(ms).toISOString();
 
@@ -73,11 +51,15 @@ export async function pointInTimeCandidate(
   const store = await openRepositoryStore(spec, target, host);
   let listing: SnapshotInfo[];
   let names: string[];
+  let horizonFrom = -Infinity;
   try {
     const repo = await Repository.openForRead(store, { stateDir });
     try {
-      names = await new RepositorySegments(repo).names();
+      const stored = new RepositorySegments(repo);
+      names = await stored.names();
       if (names.length === 0) return undefined;
+      const horizon = (await stored.horizons()).at(-1);
+      if (horizon) horizonFrom = Date.parse(horizon.from);
       listing = (await listSnapshots(repo)).snapshots;
     } finally {
       await repo.closeRead();
@@ -103,7 +85,9 @@ export async function pointInTimeCandidate(
     );
   }
   const base = chosen.base;
-  const after = names.filter((n) => mayFollow(base, n));
+  // Before the horizon, retention.pitr collected the segments by policy: the base is the answer, as a snapshot.
+  const snapshotOnly = targetMs < horizonFrom && base.finishedAt < horizonFrom;
+  const after = snapshotOnly ? [] : names.filter((n) => mayFollow(base, n));
   const nextBase = bases
     .filter((b) => b.base.finishedAt > targetMs)
     .sort((a, b) => a.base.finishedAt - b.base.finishedAt)[0];
@@ -137,6 +121,14 @@ export async function pointInTimeCandidate(
           throw new RepositoryDamagedError(
             `snapshot ${shortId(base.id)} from ${from} restores to other bytes than were backed up (sha256 differs); run litekeep check`,
           );
+
+        if (snapshotOnly) {
+          candidate.time = chosen.info.time;
+          candidate.notes!.push(
+            `point in time ${at.toISOString()}: before ${when(horizonFrom)}, where second-level recovery starts (older WAL segments were collected by retention.pitr); restored snapshot ${shortId(base.id)} as it was taken at ${chosen.info.time.toISOString()}`,
+          );
+          return { sha256: base.id, plainSha256: restored.sha256, journalMode: facts.journalMode };
+        }
 
         // Each segment is read and checked once, kept decoded in a private temp folder, and replayed from there.
         const segments = new RepositorySegments(reader);

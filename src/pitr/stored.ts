@@ -2,6 +2,7 @@ import { zstdCompress, zstdDecompressBounded } from '../repository/compress.js';
 import { FormatError, keys } from '../repository/format.js';
 import type { Repository } from '../repository/repository.js';
 import { BlobNotFoundError, getBuffer } from '../repository/store.js';
+import { createHash } from 'node:crypto';
 import { decodeSegment, SegmentError, type Segment } from './segment.js';
 import { nextEpochOf, parseSegmentName, type SegmentSink } from './shipper.js';
 
@@ -10,6 +11,19 @@ import { nextEpochOf, parseSegmentName, type SegmentSink } from './shipper.js';
  * destination a repository lives on, in the same host-scoped place). Each is one zstd frame, then an age file
  * to the repository's recipients when it is encrypted: the machine that ships needs no identity.
  */
+
+/**
+ * Left by `retention.pitr` before it collects segments: moments before `from` are recovered from snapshots alone
+ * (the segments that reached them were collected by policy, not lost). Plain JSON, checked by its own sha256.
+ */
+export interface PitrHorizon {
+  /** The base that serves the window's start: second-level recovery is whole from its end on. */
+  base: string;
+  from: string;
+}
+
+const HORIZON_PREFIX = 'horizon-';
+const HORIZON_VERSION = 1;
 
 /** The largest segment litekeep writes is 16 MiB of frames plus their headers and metadata. */
 const MAX_SEGMENT_BYTES = 64 * 1024 * 1024;
@@ -45,6 +59,79 @@ export class RepositorySegments implements SegmentSink {
       if (parseSegmentName(name)) names.push(name);
     }
     return names.sort();
+  }
+
+  /** Every segment's name and stored size, in name order. */
+  async sizes(): Promise<Map<string, number>> {
+    const sizes = new Map<string, number>();
+    for await (const blob of this.repo.store.list(keys.walPrefix)) {
+      const name = blob.key.slice(keys.walPrefix.length);
+      if (parseSegmentName(name)) sizes.set(name, blob.size);
+    }
+    return sizes;
+  }
+
+  async remove(name: string): Promise<void> {
+    await this.repo.store.remove(keys.wal(name));
+  }
+
+  /** Records that second-level recovery before `horizon.from` is given up by policy (idempotent). */
+  async writeHorizon(horizon: PitrHorizon): Promise<void> {
+    const body = {
+      format: 'litekeep-pitr-horizon',
+      version: HORIZON_VERSION,
+      database: this.repo.config.database,
+      host: this.repo.config.host,
+      base: horizon.base,
+      from: horizon.from,
+    };
+    const json = JSON.stringify(body);
+    const sha256 = createHash('sha256').update(json).digest('hex');
+    await this.repo.putBuffer(
+      keys.wal(`${HORIZON_PREFIX}${horizon.base}.json`),
+      Buffer.from(JSON.stringify({ ...body, sha256 }) + '\n'),
+    );
+  }
+
+  /**
+   * The horizons stored, newest `from` last. One that does not check out (damaged, another repository's, a
+   * newer format) is left out: without it a restore reports a gap where there is one, which is the safe side.
+   */
+  async horizons(): Promise<(PitrHorizon & { key: string })[]> {
+    const found: (PitrHorizon & { key: string; at: number })[] = [];
+    for await (const blob of this.repo.store.list(keys.wal(HORIZON_PREFIX))) {
+      try {
+        const parsed = JSON.parse(
+          (await getBuffer(this.repo.store, blob.key, 64 * 1024)).toString('utf8'),
+        ) as Record<string, unknown>;
+        const { sha256, ...body } = parsed;
+        const ok =
+          body.format === 'litekeep-pitr-horizon' &&
+          body.version === HORIZON_VERSION &&
+          body.database === this.repo.config.database &&
+          body.host === this.repo.config.host &&
+          typeof body.base === 'string' &&
+          blob.key === keys.wal(`${HORIZON_PREFIX}${body.base}.json`) &&
+          typeof body.from === 'string' &&
+          !Number.isNaN(Date.parse(body.from)) &&
+          sha256 === createHash('sha256').update(JSON.stringify(body)).digest('hex');
+        if (ok)
+          found.push({
+            key: blob.key,
+            base: body.base as string,
+            from: body.from as string,
+            at: Date.parse(body.from as string),
+          });
+      } catch {
+        // unreadable: left out, as above
+      }
+    }
+    return found.sort((a, b) => a.at - b.at).map(({ at: _at, ...h }) => h);
+  }
+
+  /** Removes a horizon an equal or later one supersedes. */
+  async removeHorizon(key: string): Promise<void> {
+    await this.repo.store.remove(key);
   }
 
   /**

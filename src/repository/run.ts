@@ -10,11 +10,15 @@ import {
   applySafetyRails,
   assertUsablePolicy,
   describePolicy,
+  parseWithin,
   planRetention,
+  subtractWithin,
   type RetentionPolicy,
 } from '../retention/index.js';
 import { EXIT, LitekeepError, oneLine } from '../util/errors.js';
 import { walFieldFor, type WalCapture } from '../pitr/capture.js';
+import { baseOf, planPitrRetention, type PitrRetentionPlan } from '../pitr/retention.js';
+import { RepositorySegments } from '../pitr/stored.js';
 import { forgetAndCollect, type CollectResult } from './collect.js';
 import { configuredDecrypt, openRepositoryStore, stateDirOf } from './destination.js';
 import { shortId } from './ids.js';
@@ -169,6 +173,10 @@ export async function snapshotToDestination(
       outcome.removed = pruned.forgotten.map((s) => s.id);
       outcome.rotated = pruned.forgotten.length;
       outcome.collected = pruned.collect;
+      if (pruned.pitr?.segmentsRemoved)
+        options.onStep?.(
+          `${pruned.pitr.segmentsRemoved} WAL segment(s) before the point-in-time window (pitr ${pruned.pitr.window}) removed from ${spec.name}`,
+        );
       // Full files kept from before the switch to incremental go by the file retention (the newest stays).
       const files = await pruneDestination(
         await createDestination(spec, target),
@@ -233,7 +241,22 @@ export interface RepositoryPruneResult {
   decisions: SnapshotDecision[];
   forgotten: SnapshotDecision[];
   collect: CollectResult;
+  /** Present when the repository holds WAL segments: what `retention.pitr` kept and collected. */
+  pitr?: PitrCollectResult;
   dryRun: boolean;
+}
+
+export interface PitrCollectResult {
+  /** The window kept, e.g. `7d`. */
+  window: string;
+  /** Second-level recovery is whole from here (the anchor's end); moments before it come from snapshots alone. */
+  recoverableFrom?: Date;
+  /** The base snapshot that serves the window's start, kept whatever the snapshot rules say. */
+  anchor?: string;
+  /** Segments removed (dry run: that would be) and their stored bytes. */
+  segmentsRemoved: number;
+  segmentBytes: number;
+  segmentsKept: number;
 }
 
 /**
@@ -263,9 +286,21 @@ async function pruneOpenRepository(
     // litekeep writes a snapshot only of an image that passed its integrity check.
     ...standingOf({ trigger: s.trigger, integrity: 'ok' }, verdicts.get(s.id)),
   }));
-  const plan = applySafetyRails(
-    planRetention(items, policy, { timeZone: manager.timeZone, now: options.now ?? new Date() }),
-  );
+  const now = options.now ?? new Date();
+  const plan = applySafetyRails(planRetention(items, policy, { timeZone: manager.timeZone, now }));
+  const segments = new RepositorySegments(repo);
+  const segmentSizes = await segments.sizes();
+  const pitrWindow = policy.pitr ?? manager.retentionPolicy().pitr;
+  let pitrPlan: PitrRetentionPlan | undefined;
+  if (segmentSizes.size > 0 && pitrWindow) {
+    const windowStart = subtractWithin(now, parseWithin(pitrWindow), manager.timeZone).getTime();
+    const bases = items.flatMap((i) => {
+      const base = baseOf(i.snapshot);
+      return base ? [{ ...base, usable: !i.failed }] : [];
+    });
+    pitrPlan = planPitrRetention(bases, [...segmentSizes.keys()], windowStart);
+  }
+  const anchorReason = `serves the start of the point-in-time window (pitr ${pitrWindow})`;
   const decisions: SnapshotDecision[] = [
     ...plan.keep.map((d) => ({ d, action: 'keep' as const, reasons: d.reasons })),
     ...plan.remove.map((d) => ({ d, action: 'remove' as const, reasons: d.notKept ?? [] })),
@@ -274,8 +309,10 @@ async function pruneOpenRepository(
       id: d.backup.id,
       time: d.backup.time,
       trigger: d.backup.snapshot.trigger,
-      action,
-      reasons,
+      // The base the window's replay starts from stays, or the window's first moments could not be restored.
+      ...(d.backup.id === pitrPlan?.anchor?.id
+        ? { action: 'keep' as const, reasons: [...(action === 'keep' ? reasons : []), anchorReason] }
+        : { action, reasons }),
       ...(d.backup.failed ? { failedVerification: d.backup.failed } : {}),
     }))
     .sort((a, b) => b.time.getTime() - a.time.getTime());
@@ -302,6 +339,9 @@ async function pruneOpenRepository(
       }
     }
   }
+  const pitr = pitrPlan
+    ? await collectSegments(segments, segmentSizes, pitrPlan, pitrWindow!, manager, spec.name, options)
+    : undefined;
   return {
     destination: spec.name,
     location: repo.location,
@@ -309,8 +349,54 @@ async function pruneOpenRepository(
     decisions,
     forgotten,
     collect,
+    ...(pitr ? { pitr } : {}),
     dryRun: options.dryRun === true,
   };
+}
+
+/**
+ * Removes the segments no moment of the window needs, crash-safely: the horizon that says recovery before the
+ * anchor is by snapshots alone is written first, then segments go oldest first (a kill leaves a tail that still
+ * starts after the anchor's start), then the horizons the new one supersedes.
+ */
+async function collectSegments(
+  segments: RepositorySegments,
+  sizes: Map<string, number>,
+  plan: PitrRetentionPlan,
+  window: string,
+  manager: BackupManager,
+  destination: string,
+  options: { runId?: number; signal?: AbortSignal; dryRun?: boolean },
+): Promise<PitrCollectResult> {
+  const anchor = plan.anchor;
+  const result: PitrCollectResult = {
+    window,
+    ...(anchor ? { recoverableFrom: new Date(anchor.finishedAt), anchor: anchor.id } : {}),
+    segmentsRemoved: plan.collectable.length,
+    segmentBytes: plan.collectable.reduce((sum, name) => sum + (sizes.get(name) ?? 0), 0),
+    segmentsKept: sizes.size - plan.collectable.length,
+  };
+  if (options.dryRun || !anchor || plan.collectable.length === 0) return result;
+  const from = new Date(anchor.finishedAt).toISOString();
+  await segments.writeHorizon({ base: anchor.id, from });
+  for (const name of plan.collectable) {
+    options.signal?.throwIfAborted();
+    await segments.remove(name);
+  }
+  for (const horizon of await segments.horizons())
+    if (Date.parse(horizon.from) < anchor.finishedAt) await segments.removeHorizon(horizon.key);
+  try {
+    manager.catalog.recordDeletion({
+      runId: options.runId,
+      backupFile: `${plan.collectable.length} WAL segment(s) ${plan.collectable[0]} … ${plan.collectable.at(-1)}`,
+      destination,
+      status: 'ok',
+      reasons: `pitr ${window}: before the window's base snapshot ${shortId(anchor.id)} (point-in-time recovery kept from ${from})`,
+    });
+  } catch {
+    // best effort
+  }
+  return result;
 }
 
 /** `litekeep prune --from NAME`: retention and collection on one incremental destination. */
@@ -318,7 +404,7 @@ export async function pruneRepository(
   spec: DestinationSpec,
   target: DatabaseTarget,
   manager: BackupManager,
-  options: { dryRun?: boolean; policy?: RetentionPolicy; signal?: AbortSignal } = {},
+  options: { dryRun?: boolean; policy?: RetentionPolicy; signal?: AbortSignal; now?: Date } = {},
 ): Promise<RepositoryPruneResult> {
   const repo = await openForWrite(spec, target, true).catch((error: unknown) => {
     throw error instanceof LitekeepError

@@ -1,6 +1,8 @@
 export {
   DEFAULT_RETENTION,
+  DURATION_RULES,
   RetentionPolicyError,
+  WITHIN_FORM,
   assertUsablePolicy,
   describePolicy,
   isEffectivelyEmpty,

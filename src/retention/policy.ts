@@ -12,10 +12,15 @@ export type RetentionPolicy = { [K in CountRule]?: number } & {
    * before a risky change, and the one after it, both survive the day).
    */
   manual?: string;
+  /**
+   * The window of second-level recovery on destinations that hold WAL segments: segments (and the base snapshot
+   * they start from) are kept so that every moment this close to now can be restored; `0h` keeps none.
+   */
+  pitr?: string;
 };
 
 /** The duration keys, which take `within`'s form. */
-const DURATION_RULES = ['within', 'manual'] as const;
+export const DURATION_RULES = ['within', 'manual', 'pitr'] as const;
 
 export const DEFAULT_RETENTION: Readonly<RetentionPolicy> = Object.freeze({
   daily: 7,
@@ -46,7 +51,7 @@ export interface ParsedWithin {
   text: string;
 }
 
-const WITHIN_FORM = 'a duration made of numbers with units y, m, w, d, h (e.g. 30d, 12h, 2w, 1y2m)';
+export const WITHIN_FORM = 'a duration made of numbers with units y, m, w, d, h (e.g. 30d, 12h, 2w, 1y2m)';
 const WITHIN_UNITS = ['y', 'm', 'w', 'd', 'h'] as const;
 const UNIT_FIELD = { y: 'years', m: 'months', w: 'weeks', d: 'days', h: 'hours' } as const;
 

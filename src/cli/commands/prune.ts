@@ -176,6 +176,15 @@ async function pruneRepositoryCommand(
           `${options.dryRun ? 'would free' : 'freed'} ${humanBytes(Math.max(0, c.freedBytes))} ` +
           `(${c.removedPacks} pack(s) removed, ${c.repackedPacks} repacked, ${c.orphanPacks} left by killed runs)`,
       );
+      const p = result.pitr;
+      if (p)
+        print(
+          `  point-in-time window ${p.window}: ` +
+            (p.recoverableFrom
+              ? `every moment from ${formatTime(p.recoverableFrom, manager.timeZone)} on can be restored to the second (base ${p.anchor!.slice(0, 12)}); `
+              : 'no base snapshot yet, nothing collected; ') +
+            `${options.dryRun ? 'would remove' : 'removed'} ${p.segmentsRemoved} WAL segment(s) (${humanBytes(p.segmentBytes)}), ${p.segmentsKept} kept`,
+        );
       if (c.partlyDeadKept)
         warn(
           `${c.partlyDeadKept} mostly unused encrypted pack(s) kept as they are: set encryption.identity to repack them`,

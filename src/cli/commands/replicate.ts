@@ -64,6 +64,9 @@ export function registerReplicate(program: Command): void {
     // Without --db: the databases marked `replicate: true`, or every one when none is marked.
     const marked = selected.filter((t) => t.settings.replicate.enabled);
     const targets = options.db || marked.length === 0 ? selected : marked;
+    // The base snapshots replication takes are pruned by the policy, which decides what the segments need too.
+    const { checkedRetentionPolicy } = await import('../../backup/manager.js');
+    for (const target of targets) checkedRetentionPolicy(target.settings.retention);
     let failed = false;
     const report = (event: ReplicationEvent) => {
       if (event.kind === 'error' || (event.kind === 'base' && !event.ok)) failed = true;
