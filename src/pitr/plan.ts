@@ -120,10 +120,16 @@ function startsCleanly(base: BaseSnapshot, segment: SegmentMetadata): boolean {
   if (!from) return segment.firstFrame === 1;
   if (segment.epoch !== from.epoch) return false;
   if (sameSalts(from.generation, segment.generation)) return segment.firstFrame <= from.frame + 1;
+  // A reset crossed from the base's own generation only when that generation ended at the base's shipped frame.
+  const end = segment.previous;
   return (
     segment.after === 'reset' &&
     segment.firstFrame === 1 &&
-    segment.generation.checkpointSequence === (from.generation.checkpointSequence + 1) >>> 0
+    segment.generation.checkpointSequence === (from.generation.checkpointSequence + 1) >>> 0 &&
+    end !== undefined &&
+    end.salt1 === from.generation.salt1 &&
+    end.salt2 === from.generation.salt2 &&
+    end.lastFrame === from.frame
   );
 }
 

@@ -57,6 +57,11 @@ export interface SegmentMetadata {
    * before it: recovery cannot cross it), or `start` (the first segment shipped).
    */
   after: 'start' | 'continuation' | 'reset' | 'gap';
+  /**
+   * On a `reset` segment: where the generation before it ended (its salts, last frame and running checksum), so
+   * that a reader proves it holds that generation to its very end before it crosses into this one.
+   */
+  previous?: { salt1: number; salt2: number; lastFrame: number; endChecksum: Checksum };
 }
 
 export interface Segment {
@@ -143,7 +148,16 @@ export function decodeSegment(bytes: Buffer, name: string): Segment {
     typeof g !== 'object' ||
     ![g.salt1, g.salt2, g.checkpointSequence].every((v) => Number.isInteger(v)) ||
     !Array.isArray(metadata.commits) ||
-    !['start', 'continuation', 'reset', 'gap'].includes(metadata.after)
+    !['start', 'continuation', 'reset', 'gap'].includes(metadata.after) ||
+    (metadata.previous !== undefined &&
+      !(
+        typeof metadata.previous === 'object' &&
+        [metadata.previous.salt1, metadata.previous.salt2, metadata.previous.lastFrame].every((v) =>
+          Number.isInteger(v),
+        ) &&
+        Array.isArray(metadata.previous.endChecksum) &&
+        metadata.previous.endChecksum.length === 2
+      ))
   )
     fail('has incomplete or invalid metadata');
   const count = lastFrame - firstFrame + 1;
@@ -196,9 +210,17 @@ export function continues(previous: SegmentMetadata, next: SegmentMetadata): boo
       next.startChecksum[1] === previous.endChecksum[1]
     );
   }
+  const end = next.previous;
   return (
     next.after === 'reset' &&
     next.firstFrame === 1 &&
-    b.checkpointSequence === (a.checkpointSequence + 1) >>> 0
+    b.checkpointSequence === (a.checkpointSequence + 1) >>> 0 &&
+    // Without the previous generation's proven end a lost tail segment would go unnoticed: never cross then.
+    end !== undefined &&
+    end.salt1 === a.salt1 &&
+    end.salt2 === a.salt2 &&
+    end.lastFrame === previous.lastFrame &&
+    end.endChecksum[0] === previous.endChecksum[0] &&
+    end.endChecksum[1] === previous.endChecksum[1]
   );
 }

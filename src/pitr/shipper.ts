@@ -204,6 +204,16 @@ export class WalShipper {
           epoch: state.epoch,
           generation,
           after,
+          ...(after === 'reset'
+            ? {
+                previous: {
+                  salt1: state.position!.salt1,
+                  salt2: state.position!.salt2,
+                  lastFrame: state.position!.frame,
+                  endChecksum: state.position!.checksum,
+                },
+              }
+            : {}),
         },
         startChecksum,
         read.frames,

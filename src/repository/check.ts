@@ -2,6 +2,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { DatabaseTarget } from '../config/index.js';
 import { destinationSpecs, hostOf, type DestinationSpec } from '../destinations/factory.js';
+import { checkSegments, type WalCheckReport } from '../pitr/check.js';
 import { EXIT, LitekeepError, oneLine } from '../util/errors.js';
 import type { RepositoryDecryptOptions } from './crypto.js';
 import {
@@ -31,6 +32,8 @@ export interface CheckReport {
   packsRead: number;
   /** Why part of --read-data could not be done (no identity for encrypted data packs). */
   skipped?: string;
+  /** The WAL segments of point-in-time recovery, when the repository holds any. */
+  wal?: WalCheckReport;
   /** One line per broken object, naming it. Empty: the repository is consistent. */
   problems: string[];
 }
@@ -138,6 +141,8 @@ export async function checkRepository(
       }
 
     if (options.readData) await readEveryPack(repo, index, indexed, stored, workDir, report, options.signal);
+    const wal = await checkSegments(repo, listing.snapshots, problems, options);
+    if (wal) report.wal = wal;
     return report;
   } finally {
     index.close();

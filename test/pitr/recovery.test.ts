@@ -66,6 +66,16 @@ function scenario() {
           bigEndianChecksum: header.bigEndianChecksum,
         },
         after: kind,
+        ...(kind === 'reset'
+          ? {
+              previous: {
+                salt1: position!.salt1,
+                salt2: position!.salt2,
+                lastFrame: position!.frame,
+                endChecksum: position!.checksum,
+              },
+            }
+          : {}),
       },
       start.checksum,
       read.frames,
@@ -168,6 +178,27 @@ describe('point-in-time recovery from a base and WAL segments', () => {
     expect(at4000.rows).toEqual(afterReset);
     expect(at4000.plan.stoppedByGap).toEqual({ after: 2000, segment: gapId });
     expect(recoveryWindows([base], s.stored())).toEqual([{ from: 1100, to: 2000 }]);
+  });
+
+  it('never crosses a reset when the tail of the generation before it is missing', async () => {
+    const s = scenario();
+    for (let i = 0; i < 5; i++) s.insert.run(`one ${i}`);
+    await s.ship(1000);
+    const base = await s.capture(1100);
+    s.insert.run('tail of the first generation');
+    const tail = (await s.ship(1500))!;
+    const beforeTail = (await s.restore(base, 1200)).rows;
+    s.db.pragma('wal_checkpoint(PASSIVE)');
+    s.insert.run('after reset');
+    const resetId = (await s.ship(2000))!;
+    expect(s.stored().find((x) => x.id === resetId)!.metadata.previous?.lastFrame).toBe(
+      s.stored().find((x) => x.id === tail)!.metadata.lastFrame,
+    );
+    // Lost: the segment that ended the first generation. The reset segment alone must not be taken for its follower.
+    s.segments.delete(tail);
+    const at3000 = await s.restore(base, 3000);
+    expect(at3000.plan.stoppedByGap).toEqual({ after: 1100, segment: resetId });
+    expect(at3000.rows).toEqual(beforeTail);
   });
 
   it('uses the base alone when the segments it needs are not there', async () => {

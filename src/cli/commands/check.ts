@@ -4,6 +4,26 @@ import { addTargetOptions, resolveConfig, selectTargets, type CommonOptions } fr
 import { print, printPerDatabaseJson } from '../output.js';
 import { abortOnSignals } from '../signals.js';
 import { decryptOptionsFor } from './restore.js';
+import type { WalCheckReport } from '../../pitr/check.js';
+import { humanBytes } from '../../util/fs.js';
+
+function walLine(w: WalCheckReport): string {
+  const parts = [`${w.segments} WAL segment${w.segments === 1 ? '' : 's'} (${humanBytes(w.bytes)})`];
+  if (w.windows) {
+    parts[0] += `, ${w.read} read and checked`;
+    parts.push(
+      w.windows.length
+        ? `restorable to the second: ${w.windows.map((x) => `${x.from} – ${x.to}`).join(', ')}`
+        : 'no stretch restorable to the second yet (no base snapshot with segments after it)',
+    );
+    if (w.recordedGaps)
+      parts.push(
+        `${w.recordedGaps} recorded gap${w.recordedGaps === 1 ? '' : 's'} (WAL reset before litekeep read it)`,
+      );
+  } else parts.push('names checked (--read-data reads each and lists the recoverable windows)');
+  if (w.recoverableFrom) parts.push(`before ${w.recoverableFrom} from snapshots only (retention.pitr)`);
+  return parts.join('; ');
+}
 
 /** `litekeep check`: proves the repositories of incremental destinations consistent (issue 14). */
 export function registerCheck(program: Command): void {
@@ -49,6 +69,7 @@ export function registerCheck(program: Command): void {
             print(
               `${r.problems.length ? 'FAILED' : 'ok    '}  ${target.name} on ${r.destination} (host ${r.host}): ${counts}`,
             );
+            if (r.wal) print(`  ${walLine(r.wal)}`);
             for (const p of r.problems) print(`  ${p}`);
             if (r.skipped) print(`  not read: ${r.skipped}`);
           }
