@@ -5,6 +5,8 @@ import { isIncremental, stateDirOf } from '../repository/destination.js';
 import type { CommitRef, WalMark } from './plan.js';
 import { readShipperState } from './shipper.js';
 import { walEnd } from './wal.js';
+import { parseWithin, subtractWithin } from '../retention/policy.js';
+import { systemTimeZone } from '../util/time.js';
 
 /**
  * What a backup run records so that its snapshot can be a base for WAL segments (docs/wal-segments.md): the
@@ -93,6 +95,15 @@ export interface ReplicationStatus {
   lagMs?: number;
   /** A base snapshot is owed since then (a gap or a fresh start no base covers yet). */
   baseOwedSince?: string;
+  /**
+   * Recovery to the second is whole from here to the last shipment: the later of when the base after the last
+   * gap (or fresh start) was written and the start of the `retention.pitr` window. Known from this machine's
+   * shipping state alone; `check --read-data` reads the destination for every window.
+   */
+  recoverableFrom?: string;
+  /** Gaps found since the shipping state began, and when the newest were (up to 20). */
+  gaps: number;
+  recentGaps: string[];
 }
 
 /** Replication status of each incremental destination that has a shipping state; none when never replicated. */
@@ -139,7 +150,28 @@ export async function replicationStatusOf(
       ...(state.baseNeededSince !== undefined
         ? { baseOwedSince: new Date(state.baseNeededSince).toISOString() }
         : {}),
+      ...(state.wholeSince !== undefined && state.baseNeededSince === undefined
+        ? {
+            recoverableFrom: new Date(
+              Math.max(state.wholeSince, windowStartOf(target, spec, now) ?? -Infinity),
+            ).toISOString(),
+          }
+        : {}),
+      gaps: state.gapsTotal ?? 0,
+      recentGaps: (state.recentGaps ?? []).map((t) => new Date(t).toISOString()),
     });
   }
   return out;
+}
+
+/** Now minus the destination's `retention.pitr` (its own, else the database's); undefined when not readable. */
+function windowStartOf(target: DatabaseTarget, spec: DestinationSpec, now: number): number | undefined {
+  const text = spec.retention?.pitr ?? (target.settings.retention as { pitr?: string }).pitr;
+  if (!text) return undefined;
+  try {
+    const zone = target.settings.timeZone ?? systemTimeZone();
+    return subtractWithin(new Date(now), parseWithin(text), zone).getTime();
+  } catch {
+    return undefined;
+  }
 }

@@ -142,7 +142,8 @@ export class Replicator {
         .catch(() => [] as string[])
         .then(async (covered) => {
           for (const f of this.followers)
-            if (covered.includes(f.spec.name)) await f.shipper?.baseTaken(startedAt).catch(() => {});
+            if (covered.includes(f.spec.name))
+              await f.shipper?.baseTaken(startedAt, Date.now()).catch(() => {});
           if (covered.length === this.followers.length) {
             this.baseBackoffMs = BASE_RETRY_MIN_MS;
             return;

@@ -42,7 +42,15 @@ export interface ShipperState {
   lastShippedAt?: number;
   segmentsShipped?: number;
   bytesShipped?: number;
+  /** Gaps found (frames lost to a checkpoint litekeep did not see): all of them, and when the newest were. */
+  gapsTotal?: number;
+  recentGaps?: number[];
+  /** When the base that covered the last gap or fresh start was written: recovery is whole from then on. */
+  wholeSince?: number;
 }
+
+/** How many gap times a state keeps (status lists them; the total is counted apart). */
+const RECENT_GAPS = 20;
 
 export interface ShipResult {
   segments: string[];
@@ -155,12 +163,16 @@ export class WalShipper {
       : { since: state.baseNeededSince, gap: state.baseNeededFor === 'lost-frames' };
   }
 
-  /** A base snapshot whose capture began at `startedAt` was written: it covers every gap found before then. */
-  async baseTaken(startedAt: number): Promise<void> {
+  /**
+   * A base snapshot whose capture began at `startedAt` was written (by `writtenAt`): it covers every gap found
+   * before then, and recovery is whole again from `writtenAt` on.
+   */
+  async baseTaken(startedAt: number, writtenAt = Date.now()): Promise<void> {
     const state = await this.loadState();
     if (state.baseNeededSince === undefined || state.baseNeededSince > startedAt) return;
     delete state.baseNeededSince;
     delete state.baseNeededFor;
+    state.wholeSince = writtenAt;
     await writeFileAtomic(this.options.stateFile, JSON.stringify(state));
   }
 
@@ -185,6 +197,10 @@ export class WalShipper {
           result.gap = 'lost-frames';
           state.baseNeededSince ??= (this.options.now ?? Date.now)();
           state.baseNeededFor = 'lost-frames';
+          state.gapsTotal = (state.gapsTotal ?? 0) + 1;
+          state.recentGaps = [...(state.recentGaps ?? []), (this.options.now ?? Date.now)()].slice(
+            -RECENT_GAPS,
+          );
           // Recovery never crosses a gap; a new epoch also keeps the order if the WAL started its count over.
           state.epoch += 1;
         }
@@ -287,6 +303,11 @@ export async function readShipperState(stateFile: string): Promise<ShipperState 
     segmentsShipped: Number.isInteger(parsed.segmentsShipped) ? parsed.segmentsShipped : 0,
     bytesShipped: Number.isInteger(parsed.bytesShipped) ? parsed.bytesShipped : 0,
     lastShipped: parsed.lastShipped,
+    ...(Number.isInteger(parsed.gapsTotal) ? { gapsTotal: parsed.gapsTotal } : {}),
+    ...(Array.isArray(parsed.recentGaps)
+      ? { recentGaps: parsed.recentGaps.filter((t) => typeof t === 'number').slice(-RECENT_GAPS) }
+      : {}),
+    ...(typeof parsed.wholeSince === 'number' ? { wholeSince: parsed.wholeSince } : {}),
   };
 }
 

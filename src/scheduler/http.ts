@@ -316,6 +316,17 @@ export async function renderMetrics(
     labelNames: destinationLabels,
     registers: [registry],
   });
+  const replicationGaps = new Counter({
+    name: 'litekeep_replication_gaps_total',
+    help: "Gaps found since the destination's shipping state began (the WAL was reset before litekeep read it).",
+    labelNames: destinationLabels,
+    registers: [registry],
+  });
+  const recoverableFrom = gauge(
+    'litekeep_replication_recoverable_from_timestamp_seconds',
+    'Unix time from which every moment can be restored to the second (absent while a base snapshot is owed).',
+    destinationLabels,
+  );
   for (const db of status.databases) {
     for (const r of db.replication ?? []) {
       const dl = { database: db.name, destination: r.destination };
@@ -325,6 +336,8 @@ export async function renderMetrics(
       replicationOwed.set(dl, r.baseOwedSince ? 1 : 0);
       segmentsShipped.inc(dl, r.segmentsShipped);
       bytesShipped.inc(dl, r.bytesShipped);
+      replicationGaps.inc(dl, r.gaps);
+      if (r.recoverableFrom) recoverableFrom.set(dl, Date.parse(r.recoverableFrom) / 1000);
     }
   }
   return { body: await registry.metrics(), contentType: registry.contentType };

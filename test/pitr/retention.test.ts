@@ -290,6 +290,33 @@ describe('retention.pitr', () => {
     }
   }, 300_000);
 
+  it('status shows where recovery to the second is whole from, and each gap', async () => {
+    const t = setUp();
+    const writer = startWriter(t.db);
+    expect(await writer.ready).toBe('ready');
+    await writer.send('burst 3');
+    await cli(t.dir, ['replicate', '--once']);
+    const firstBase = Date.now();
+    const status = async () => JSON.parse((await cli(t.dir, ['status', '--json'])).stdout).replication[0];
+    const before = await status();
+    expect(before.gaps).toBe(0);
+    expect(Date.parse(before.recoverableFrom)).toBeLessThanOrEqual(firstBase);
+    // litekeep down while the app writes and its checkpoint resets the WAL: a gap, then a new base.
+    await writer.send('burst 40');
+    await writer.send('checkpoint PASSIVE');
+    await writer.send('burst 2');
+    const gapFound = Date.now();
+    await cli(t.dir, ['replicate', '--once']);
+    const after = await status();
+    expect(after.gaps).toBe(1);
+    expect(after.recentGaps).toHaveLength(1);
+    expect(Date.parse(after.recentGaps[0])).toBeGreaterThanOrEqual(gapFound);
+    expect(Date.parse(after.recoverableFrom)).toBeGreaterThanOrEqual(Date.parse(after.recentGaps[0]));
+    const text = (await cli(t.dir, ['status'])).stdout;
+    expect(text).toMatch(/restorable to the second from .* to now/);
+    expect(text).toMatch(/1 gap \(the app's checkpoint reset the WAL before litekeep read it/);
+  }, 120_000);
+
   it('refuses a window that is not a duration, naming the form', async () => {
     const t = setUp();
     const config = JSON.parse(fs.readFileSync(path.join(t.dir, 'litekeep.yml'), 'utf8'));

@@ -300,6 +300,14 @@ function printStatus(s: DatabaseStatus, timeZone: string): void {
       print(
         `    a base snapshot is owed since ${formatTime(new Date(r.baseOwedSince), timeZone)} (a gap or a fresh start): recovery to moments since then waits for it`,
       );
+    if (r.recoverableFrom)
+      print(
+        `    restorable to the second from ${formatTime(new Date(r.recoverableFrom), timeZone)} to ${r.framesBehind === 0 ? 'now' : r.lastShippedAt ? formatTime(new Date(r.lastShippedAt), timeZone) : 'the last shipment'}`,
+      );
+    if (r.gaps)
+      print(
+        `    ${r.gaps} gap${r.gaps === 1 ? '' : 's'} (the app's checkpoint reset the WAL before litekeep read it; moments in a gap cannot be restored to the second), the latest ${formatTime(new Date(r.recentGaps.at(-1)!), timeZone)}`,
+      );
   }
   if (s.stale) print(`  STALE: ${s.staleReason}`);
 }
