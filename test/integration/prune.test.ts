@@ -46,7 +46,7 @@ describe('litekeep prune', () => {
     expect(r.code).toBe(0);
     const out = JSON.parse(r.stdout);
     expect(out.dryRun).toBe(true);
-    expect(out.policy).toEqual({ daily: 7, weekly: 4, monthly: 12, manual: '7d' });
+    expect(out.policy).toEqual({ daily: 7, weekly: 4, monthly: 12, manual: '7d', pitr: '7d' });
     expect(out.decisions).toHaveLength(DAYS.length);
     const kept = out.decisions.filter((d: { action: string }) => d.action === 'keep');
     expect(kept.map((d: { name: string }) => d.name).sort()).toEqual([...KEPT_BY_DEFAULT].sort());
@@ -115,12 +115,24 @@ describe('litekeep prune', () => {
     const w = workspace(daysBetween('2021-03-01', '2021-03-10'));
     fs.writeFileSync(path.join(w.dir, 'litekeep.yml'), 'retention:\n  daily: 5\n  weekly: 0\n  monthly: 0\n');
     let r = await prune(w, '--dry-run', '--json');
-    expect(JSON.parse(r.stdout).policy).toEqual({ daily: 5, weekly: 0, monthly: 0, manual: '7d' });
+    expect(JSON.parse(r.stdout).policy).toEqual({
+      daily: 5,
+      weekly: 0,
+      monthly: 0,
+      manual: '7d',
+      pitr: '7d',
+    });
     r = await runCli(['prune', '--db', w.db, '--dir', w.backups, '--dry-run', '--json'], {
       cwd: w.dir,
       env: { ...env, LITEKEEP_RETENTION_DAILY: '3' },
     });
-    expect(JSON.parse(r.stdout).policy).toEqual({ daily: 3, weekly: 0, monthly: 0, manual: '7d' });
+    expect(JSON.parse(r.stdout).policy).toEqual({
+      daily: 3,
+      weekly: 0,
+      monthly: 0,
+      manual: '7d',
+      pitr: '7d',
+    });
     // Flags win over env and file, key by key: the rules they do not name keep their configured values.
     r = await runCli(
       ['prune', '--db', w.db, '--dir', w.backups, '--keep-daily', '2', '--keep-within', '5d', '--json'],
@@ -133,6 +145,7 @@ describe('litekeep prune', () => {
       monthly: 0,
       within: '5d',
       manual: '7d',
+      pitr: '7d',
     });
     expect(backupFiles(w.backups)).toEqual(daysBetween('2021-03-05', '2021-03-10').map(nameOf));
 
