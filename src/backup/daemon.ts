@@ -195,9 +195,20 @@ async function prepareReplication(
   const shipping = new AbortController();
   const replicators = await createReplicators(targets, {
     signal: runs.signal,
+    holder: 'the litekeep daemon',
     onEvent: (event) => {
       const { kind, database } = event;
-      if (kind === 'started')
+      if (kind === 'waiting')
+        logger.warn(
+          { database, holder: event.holder },
+          `${database} is replicated by another process (pid ${event.holder.pid} on ${event.holder.host}, ${event.holder.purpose}); not shipping it here, trying its lock again every interval`,
+        );
+      else if (kind === 'claimed')
+        logger.info(
+          { database, after: event.after },
+          `pid ${event.after.pid} no longer replicates ${database}: replicating it here now`,
+        );
+      else if (kind === 'started')
         logger.info(
           { database, destinations: event.destinations, intervalMs: event.intervalMs },
           `replicating ${database} to ${event.destinations.join(', ')}`,
@@ -237,7 +248,7 @@ async function prepareReplication(
     start() {
       done = Promise.all(
         replicators.map((r) =>
-          r.run(shipping.signal).catch((error: unknown) => {
+          r.run(shipping.signal, { waitForLock: true }).catch((error: unknown) => {
             logger.error(
               { database: r.target.name },
               `replication of ${r.target.name} stopped: ${oneLine(error)}`,

@@ -3,7 +3,12 @@ import { hostOf, openDestination } from '../destinations/factory.js';
 import { humanDuration } from '../util/fs.js';
 import { incrementalSpec } from '../repository/destination.js';
 import { listRepositorySnapshots } from '../repository/status.js';
-import { replicationStatusOf, type ReplicationStatus } from '../pitr/capture.js';
+import {
+  replicationStatusOf,
+  replicatorOf,
+  type ReplicationStatus,
+  type ReplicatorInfo,
+} from '../pitr/capture.js';
 import { BackupManager } from './manager.js';
 import { destinationStatuses, remoteTime, type DestinationStatus } from './offsite.js';
 
@@ -20,6 +25,8 @@ export interface DatabaseStatus {
   destinations?: DestinationStatus[];
   /** WAL shipping per incremental destination (docs/wal-segments.md), when it ever ran. */
   replication?: ReplicationStatus[];
+  /** The process replicating the database now; `null` when it was replicated once but nobody does now. */
+  replicator?: ReplicatorInfo | null;
   maxAgeMs?: number;
   stale: boolean;
   staleReason?: string;
@@ -64,6 +71,8 @@ export async function statusOf(
     status.destinations = await destinationStatuses(manager.target, manager, maxAgeMs);
   const replication = await replicationStatusOf(manager.target, now);
   if (replication.length) status.replication = replication;
+  if (replication.length || manager.target.settings.replicate.enabled)
+    status.replicator = (await replicatorOf(manager.target)) ?? null;
   Object.assign(status, staleness(newest?.time, maxAgeMs, now));
   // An off-site copy that stopped arriving is as stale as a local one: the point of it is to be there.
   const offsite = (status.destinations ?? []).filter((d) => d.stale);
