@@ -210,8 +210,8 @@ async function prepareReplication(
         );
       else if (kind === 'started')
         logger.info(
-          { database, destinations: event.destinations, intervalMs: event.intervalMs },
-          `replicating ${database} to ${event.destinations.join(', ')}`,
+          { database, destinations: event.destinations, intervalMs: event.intervalMs, mode: event.mode },
+          `replicating ${database} to ${event.destinations.join(', ')}${event.mode === 'cooperative' ? ' (cooperative: litekeep checkpoints the WAL)' : ''}`,
         );
       else if (kind === 'gap')
         logger[event.reason === 'start' ? 'info' : 'warn'](
@@ -229,6 +229,12 @@ async function prepareReplication(
         logger[event.ok ? 'info' : 'error'](
           { database, ok: event.ok },
           `base snapshot of ${database} ${event.ok ? 'taken' : 'failed'}: ${event.detail}`,
+        );
+      else if (kind === 'warning') logger.warn({ database }, event.message);
+      else if (kind === 'checkpoint')
+        logger.debug(
+          { database, log: event.log, checkpointed: event.checkpointed },
+          `checkpointed ${event.checkpointed} of ${event.log} WAL frames of ${database}`,
         );
       else
         logger.debug(

@@ -4,6 +4,8 @@ import { humanDuration } from '../util/fs.js';
 import { incrementalSpec } from '../repository/destination.js';
 import { listRepositorySnapshots } from '../repository/status.js';
 import {
+  COOPERATIVE_WAL_WARN_BYTES,
+  cooperativeWalBytes,
   replicationStatusOf,
   replicatorOf,
   type ReplicationStatus,
@@ -27,6 +29,10 @@ export interface DatabaseStatus {
   replication?: ReplicationStatus[];
   /** The process replicating the database now; `null` when it was replicated once but nobody does now. */
   replicator?: ReplicatorInfo | null;
+  /** Cooperative replication: the size of the `-wal` file (only litekeep's checkpoints let it be reset). */
+  walBytes?: number;
+  /** That size is over COOPERATIVE_WAL_WARN_BYTES (64 MiB): litekeep's checkpoints have not reset it lately. */
+  walLarge?: boolean;
   maxAgeMs?: number;
   stale: boolean;
   staleReason?: string;
@@ -73,6 +79,11 @@ export async function statusOf(
   if (replication.length) status.replication = replication;
   if (replication.length || manager.target.settings.replicate.enabled)
     status.replicator = (await replicatorOf(manager.target)) ?? null;
+  const walBytes = cooperativeWalBytes(manager.target);
+  if (walBytes !== undefined) {
+    status.walBytes = walBytes;
+    status.walLarge = walBytes > COOPERATIVE_WAL_WARN_BYTES;
+  }
   Object.assign(status, staleness(newest?.time, maxAgeMs, now));
   // An off-site copy that stopped arriving is as stale as a local one: the point of it is to be there.
   const offsite = (status.destinations ?? []).filter((d) => d.stale);

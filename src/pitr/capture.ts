@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { DatabaseTarget } from '../config/index.js';
@@ -38,6 +39,22 @@ export async function replicatorOf(target: DatabaseTarget): Promise<ReplicatorIn
   const holder = await readLockHolder(replicationLockPath(target)).catch(() => undefined);
   if (!holder) return undefined;
   return { ...holder, thisProcess: holder.pid === process.pid && holder.host === os.hostname() };
+}
+
+/**
+ * In cooperative mode only litekeep's checkpoints let the WAL be reset: a WAL this large says they have not for
+ * a while (litekeep down, a destination failing, or an app that never pauses between commits).
+ */
+export const COOPERATIVE_WAL_WARN_BYTES = 64 * 1024 * 1024;
+
+/** The size of the database's `-wal` file in cooperative mode (what status watches); undefined otherwise. */
+export function cooperativeWalBytes(target: DatabaseTarget): number | undefined {
+  if (target.settings.replicate.mode !== 'cooperative') return undefined;
+  try {
+    return fs.statSync(`${target.path}-wal`).size;
+  } catch {
+    return 0;
+  }
 }
 
 /** The incremental destinations replication ships to. */

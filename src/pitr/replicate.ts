@@ -5,7 +5,8 @@ import { acquireLock, LockHeldError, type Lock, type LockHolder } from '../sched
 import { EXIT, LitekeepError, oneLine } from '../util/errors.js';
 import { sleep } from '../util/timeouts.js';
 import { replicationDestinations, replicationLockPath, replicationStateFile } from './capture.js';
-import { assertWalMode, WalShipper, type ShipResult } from './shipper.js';
+import { CooperativeCheckpoints, readWalIndex } from './cooperative.js';
+import { assertWalMode, readShipperState, WalShipper, type ShipResult } from './shipper.js';
 import { RepositorySegments } from './stored.js';
 
 /**
@@ -20,7 +21,13 @@ const BASE_RETRY_MIN_MS = 60_000;
 const BASE_RETRY_MAX_MS = 15 * 60_000;
 
 export type ReplicationEvent =
-  | { kind: 'started'; database: string; destinations: string[]; intervalMs: number }
+  | {
+      kind: 'started';
+      database: string;
+      destinations: string[];
+      intervalMs: number;
+      mode: 'follow' | 'cooperative';
+    }
   | { kind: 'shipped'; database: string; destination: string; result: ShipResult }
   | { kind: 'gap'; database: string; destination: string; reason: 'start' | 'lost-frames' }
   | { kind: 'error'; database: string; destination: string; error: string }
@@ -28,7 +35,10 @@ export type ReplicationEvent =
   /** Another process replicates this database: nothing is shipped here until it lets go (told once per holder). */
   | { kind: 'waiting'; database: string; holder: LockHolder }
   /** The replication lock was taken after waiting for `after`. */
-  | { kind: 'claimed'; database: string; after: LockHolder };
+  | { kind: 'claimed'; database: string; after: LockHolder }
+  /** Cooperative mode: litekeep's checkpoint (what it did), or a problem with it (`warning`). */
+  | { kind: 'checkpoint'; database: string; log: number; checkpointed: number }
+  | { kind: 'warning'; database: string; message: string };
 
 /** Another live process replicates the database (exit 1: nothing is wrong with the command, it is a moment). */
 export class ReplicationHeldError extends LitekeepError {
@@ -76,6 +86,11 @@ export class Replicator {
   private lock: Lock | undefined;
   /** The other process holding the replication lock while this one waits for it. */
   private heldBy: LockHolder | undefined;
+  /** Cooperative mode only: the pin and the checkpoints (src/pitr/cooperative.ts). */
+  private readonly checkpoints: CooperativeCheckpoints | undefined;
+  /** Cooperative mode: false once the WAL was seen backfilled past what litekeep had shipped. */
+  private onlyOurCheckpoints = true;
+  private lastWarning: string | undefined;
   readonly intervalMs: number;
 
   constructor(
@@ -90,6 +105,50 @@ export class Replicator {
         { exitCode: EXIT.usage },
       );
     this.followers = specs.map((spec) => ({ spec }));
+    if (target.settings.replicate.mode === 'cooperative')
+      this.checkpoints = new CooperativeCheckpoints(target.path);
+  }
+
+  get mode(): 'follow' | 'cooperative' {
+    return this.checkpoints ? 'cooperative' : 'follow';
+  }
+
+  private warn(message: string): void {
+    // The same problem every pass is one report.
+    if (message !== this.lastWarning)
+      this.options.onEvent?.({ kind: 'warning', database: this.target.name, message });
+    this.lastWarning = message;
+  }
+
+  /**
+   * Cooperative mode rests on the app not checkpointing. A backfill past the position of a destination (in the
+   * same generation) is not litekeep's: the app checkpoints after all, so resets are no longer trusted as whole.
+   */
+  private async watchForForeignCheckpoints(): Promise<void> {
+    if (!this.onlyOurCheckpoints) return;
+    const index = await readWalIndex(this.target.path);
+    if (!index) return;
+    for (const follower of this.followers) {
+      // From the state file: a shipper is made at its first pass, and the first pass after a restart counts.
+      const state = await readShipperState(replicationStateFile(this.target, follower.spec.name)).catch(
+        () => undefined,
+      );
+      const position = state?.position;
+      if (!position) continue;
+      // litekeep checkpoints a generation only after every destination shipped into it: of a generation the
+      // position has not reached, nothing is shipped, so any backfill there is someone else's.
+      const shipped = position.salt1 === index.salt1 && position.salt2 === index.salt2 ? position.frame : 0;
+      if (index.nBackfill > shipped) {
+        this.onlyOurCheckpoints = false;
+        this.warn(
+          `the WAL of ${this.target.name} was checkpointed past what litekeep had shipped to ${follower.spec.name} ` +
+            `(frame ${index.nBackfill}, shipped ${shipped}): the app checkpoints itself, so cooperative mode ` +
+            `cannot prevent gaps; set PRAGMA wal_autocheckpoint=0 in the app (WAL resets count as gaps again ` +
+            `unless proven, until litekeep restarts)`,
+        );
+        return;
+      }
+    }
   }
 
   get destinations(): string[] {
@@ -159,6 +218,7 @@ export class Replicator {
       sink: segments,
       seal: (plain) => segments.seal(plain),
       repository: repo.id,
+      ...(this.checkpoints ? { cooperative: () => this.onlyOurCheckpoints } : {}),
     });
     return follower.shipper;
   }
@@ -169,6 +229,47 @@ export class Replicator {
     await this.claim();
     const database = this.target.name;
     const owed: { reason: string; gap: boolean }[] = [];
+    // Cooperative mode: pin a snapshot, ship past it everywhere, checkpoint up to it, unpin (cooperative.ts).
+    let pinned = false;
+    if (this.checkpoints) {
+      await this.watchForForeignCheckpoints();
+      try {
+        this.checkpoints.pin();
+        pinned = true;
+      } catch (error) {
+        // Shipping is safe without it; only this pass's checkpoint is skipped. No wal-index to open (the app
+        // is not running and left none): nothing to checkpoint either, and nothing to say.
+        if ((error as { code?: string }).code !== 'SQLITE_CANTOPEN')
+          this.warn(
+            `cannot begin a read transaction on ${database} (no checkpoint this pass): ${oneLine(error)}`,
+          );
+      }
+    }
+    let everyDestinationShipped = true;
+    try {
+      await this.shipEverywhere(owed, () => (everyDestinationShipped = false));
+      // A destination that failed is behind: its frames must stay in the WAL, so nothing is checkpointed.
+      if (pinned && everyDestinationShipped) {
+        try {
+          const result = this.checkpoints!.checkpoint();
+          this.options.onEvent?.({
+            kind: 'checkpoint',
+            database,
+            log: result.log,
+            checkpointed: result.checkpointed,
+          });
+        } catch (error) {
+          this.warn(`the checkpoint of ${database} failed (tried again next pass): ${oneLine(error)}`);
+        }
+      }
+    } finally {
+      if (pinned) this.checkpoints!.unpin();
+    }
+    this.takeBaseIfOwed(owed);
+  }
+
+  private async shipEverywhere(owed: { reason: string; gap: boolean }[], failed: () => void): Promise<void> {
+    const database = this.target.name;
     await Promise.all(
       this.followers.map(async (follower) => {
         const destination = follower.spec.name;
@@ -188,6 +289,7 @@ export class Replicator {
                 : `replication to ${destination} started`,
             });
         } catch (error) {
+          failed();
           const message = oneLine(error);
           // The same failure every second is one report, not thousands.
           if (message !== follower.lastError)
@@ -200,6 +302,9 @@ export class Replicator {
         }
       }),
     );
+  }
+
+  private takeBaseIfOwed(owed: { reason: string; gap: boolean }[]): void {
     if (owed.length && !this.baseRunning && Date.now() >= this.baseRetryAt) {
       const reason = owed.map((o) => o.reason).join('; ');
       const startedAt = Date.now();
@@ -238,6 +343,7 @@ export class Replicator {
       database: this.target.name,
       destinations: this.destinations,
       intervalMs: this.intervalMs,
+      mode: this.mode,
     });
     try {
       while (!signal.aborted) {
@@ -268,6 +374,8 @@ export class Replicator {
       f.repo = undefined;
       f.shipper = undefined;
     }
+    // Before the lock: the next replicator must not find litekeep's connections still pinning the WAL.
+    this.checkpoints?.close();
     this.lock?.releaseSync();
     this.lock = undefined;
   }

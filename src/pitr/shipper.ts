@@ -42,6 +42,11 @@ export interface ShipperState {
   lastShippedAt?: number;
   segmentsShipped?: number;
   bytesShipped?: number;
+  /**
+   * The replication mode the position was last recorded in: a WAL reset is trusted as whole (cooperative mode)
+   * only when the position was reached under litekeep's own checkpoints.
+   */
+  mode?: 'follow' | 'cooperative';
 }
 
 export interface ShipResult {
@@ -67,6 +72,11 @@ export interface ShipperOptions {
   segmentBytes?: number;
   /** The repository the segments go to: a state recorded for another one is ignored (a fresh start). */
   repository?: string;
+  /**
+   * Cooperative mode: whether litekeep's checkpoints are the only ones (asked before every read; false once
+   * the app was seen checkpointing). Unset: follow mode.
+   */
+  cooperative?: () => boolean;
 }
 
 /** A segment's name: in shipping order when sorted, and the same for the same frames when shipped again. */
@@ -170,7 +180,10 @@ export class WalShipper {
     const walPath = `${this.options.databasePath}-wal`;
     const result: ShipResult = { segments: [], frames: 0, bytes: 0 };
     for (;;) {
-      const read = await readCommitted(walPath, state.position, { limitBytes: this.options.segmentBytes });
+      const read = await readCommitted(walPath, state.position, {
+        limitBytes: this.options.segmentBytes,
+        trustReset: state.mode === 'cooperative' && this.options.cooperative?.() === true,
+      });
       if (read.frames.length === 0 || !read.header || !read.next) return result;
       const header = read.header;
       let after: SegmentMetadata['after'];
@@ -224,6 +237,7 @@ export class WalShipper {
       state.segmentsShipped = (state.segmentsShipped ?? 0) + 1;
       state.lastShippedAt = (this.options.now ?? Date.now)();
       state.position = read.next;
+      state.mode = this.options.cooperative?.() ? 'cooperative' : 'follow';
       state.lastShipped = {
         epoch: state.epoch,
         generation: {
@@ -277,6 +291,7 @@ export async function readShipperState(stateFile: string): Promise<ShipperState 
     segmentsShipped: Number.isInteger(parsed.segmentsShipped) ? parsed.segmentsShipped : 0,
     bytesShipped: Number.isInteger(parsed.bytesShipped) ? parsed.bytesShipped : 0,
     lastShipped: parsed.lastShipped,
+    ...(parsed.mode === 'follow' || parsed.mode === 'cooperative' ? { mode: parsed.mode } : {}),
   };
 }
 

@@ -74,6 +74,8 @@ export interface DatabaseStatus {
   replication?: ReplicationStatus[];
   /** Who replicates the database now (null: nobody), for databases replicated here or ever. */
   replicator?: ReplicatorInfo | null;
+  /** Cooperative replication: the size of the `-wal` file. */
+  walBytes?: number;
 }
 
 export interface DaemonStatus {
@@ -328,7 +330,12 @@ export async function renderMetrics(
     "1 while another process (litekeep replicate, another daemon) replicates the database: this one does not ship it, and the lag figures are that process's.",
     ['database'],
   );
+  const walSize = gauge(
+    'litekeep_replication_wal_bytes',
+    "Cooperative replication: bytes of the -wal file (only litekeep's checkpoints let it be reset; it grows while litekeep is down).",
+  );
   for (const db of status.databases) {
+    if (db.walBytes !== undefined) walSize.set({ database: db.name }, db.walBytes);
     if (db.replicator !== undefined) {
       replicationActive.set({ database: db.name }, db.replicator ? 1 : 0);
       replicationElsewhere.set({ database: db.name }, db.replicator && !db.replicator.thisProcess ? 1 : 0);

@@ -16,7 +16,7 @@ function describe(event: ReplicationEvent): { line: string; level: 'info' | 'war
   switch (event.kind) {
     case 'started':
       return {
-        line: `replicating ${event.database} to ${event.destinations.join(', ')} (every ${event.intervalMs / 1000}s); stop with Ctrl-C`,
+        line: `replicating ${event.database} to ${event.destinations.join(', ')} (every ${event.intervalMs / 1000}s${event.mode === 'cooperative' ? ', cooperative: litekeep checkpoints the WAL' : ''}); stop with Ctrl-C`,
         level: 'info',
       };
     case 'gap':
@@ -49,7 +49,10 @@ function describe(event: ReplicationEvent): { line: string; level: 'info' | 'war
         line: `${event.database}: pid ${event.after.pid} let go; replicating ${event.database} here now`,
         level: 'info',
       };
+    case 'warning':
+      return { line: `${event.database}: ${event.message}`, level: 'warn' };
     case 'shipped':
+    case 'checkpoint':
       return undefined;
   }
 }
