@@ -195,12 +195,23 @@ async function prepareReplication(
   const shipping = new AbortController();
   const replicators = await createReplicators(targets, {
     signal: runs.signal,
+    holder: 'the litekeep daemon',
     onEvent: (event) => {
       const { kind, database } = event;
-      if (kind === 'started')
+      if (kind === 'waiting')
+        logger.warn(
+          { database, holder: event.holder },
+          `${database} is replicated by another process (pid ${event.holder.pid} on ${event.holder.host}, ${event.holder.purpose}); not shipping it here, trying its lock again every interval`,
+        );
+      else if (kind === 'claimed')
         logger.info(
-          { database, destinations: event.destinations, intervalMs: event.intervalMs },
-          `replicating ${database} to ${event.destinations.join(', ')}`,
+          { database, after: event.after },
+          `pid ${event.after.pid} no longer replicates ${database}: replicating it here now`,
+        );
+      else if (kind === 'started')
+        logger.info(
+          { database, destinations: event.destinations, intervalMs: event.intervalMs, mode: event.mode },
+          `replicating ${database} to ${event.destinations.join(', ')}${event.mode === 'cooperative' ? ' (cooperative: litekeep checkpoints the WAL)' : ''}`,
         );
       else if (kind === 'gap')
         logger[event.reason === 'start' ? 'info' : 'warn'](
@@ -218,6 +229,12 @@ async function prepareReplication(
         logger[event.ok ? 'info' : 'error'](
           { database, ok: event.ok },
           `base snapshot of ${database} ${event.ok ? 'taken' : 'failed'}: ${event.detail}`,
+        );
+      else if (kind === 'warning') logger.warn({ database }, event.message);
+      else if (kind === 'checkpoint')
+        logger.debug(
+          { database, log: event.log, checkpointed: event.checkpointed },
+          `checkpointed ${event.checkpointed} of ${event.log} WAL frames of ${database}`,
         );
       else
         logger.debug(
@@ -237,7 +254,7 @@ async function prepareReplication(
     start() {
       done = Promise.all(
         replicators.map((r) =>
-          r.run(shipping.signal).catch((error: unknown) => {
+          r.run(shipping.signal, { waitForLock: true }).catch((error: unknown) => {
             logger.error(
               { database: r.target.name },
               `replication of ${r.target.name} stopped: ${oneLine(error)}`,

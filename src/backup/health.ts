@@ -3,7 +3,7 @@ import path from 'node:path';
 import type { DatabaseTarget } from '../config/index.js';
 import type { DatabaseStatus, DaemonStatus } from '../scheduler/index.js';
 import { CATALOG_DIR } from '../catalog/index.js';
-import { replicationStatusOf } from '../pitr/capture.js';
+import { cooperativeWalBytes, replicationStatusOf, replicatorOf } from '../pitr/capture.js';
 import { BackupManager, type BackupEntry } from './manager.js';
 import { destinationStatesFromCatalog, type DestinationState } from './offsite.js';
 
@@ -69,6 +69,10 @@ export async function databaseStatusOf(
   };
   const replication = await replicationStatusOf(target);
   if (replication.length) status.replication = replication;
+  if (replication.length || target.settings.replicate.enabled)
+    status.replicator = (await replicatorOf(target)) ?? null;
+  const walBytes = cooperativeWalBytes(target);
+  if (walBytes !== undefined) status.walBytes = walBytes;
   return { status, backups, destinations };
 }
 

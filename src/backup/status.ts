@@ -3,7 +3,14 @@ import { hostOf, openDestination } from '../destinations/factory.js';
 import { humanDuration } from '../util/fs.js';
 import { incrementalSpec } from '../repository/destination.js';
 import { listRepositorySnapshots } from '../repository/status.js';
-import { replicationStatusOf, type ReplicationStatus } from '../pitr/capture.js';
+import {
+  COOPERATIVE_WAL_WARN_BYTES,
+  cooperativeWalBytes,
+  replicationStatusOf,
+  replicatorOf,
+  type ReplicationStatus,
+  type ReplicatorInfo,
+} from '../pitr/capture.js';
 import { BackupManager } from './manager.js';
 import { destinationStatuses, remoteTime, type DestinationStatus } from './offsite.js';
 
@@ -20,6 +27,12 @@ export interface DatabaseStatus {
   destinations?: DestinationStatus[];
   /** WAL shipping per incremental destination (docs/wal-segments.md), when it ever ran. */
   replication?: ReplicationStatus[];
+  /** The process replicating the database now; `null` when it was replicated once but nobody does now. */
+  replicator?: ReplicatorInfo | null;
+  /** Cooperative replication: the size of the `-wal` file (only litekeep's checkpoints let it be reset). */
+  walBytes?: number;
+  /** That size is over COOPERATIVE_WAL_WARN_BYTES (64 MiB): litekeep's checkpoints have not reset it lately. */
+  walLarge?: boolean;
   maxAgeMs?: number;
   stale: boolean;
   staleReason?: string;
@@ -64,6 +77,13 @@ export async function statusOf(
     status.destinations = await destinationStatuses(manager.target, manager, maxAgeMs);
   const replication = await replicationStatusOf(manager.target, now);
   if (replication.length) status.replication = replication;
+  if (replication.length || manager.target.settings.replicate.enabled)
+    status.replicator = (await replicatorOf(manager.target)) ?? null;
+  const walBytes = cooperativeWalBytes(manager.target);
+  if (walBytes !== undefined) {
+    status.walBytes = walBytes;
+    status.walLarge = walBytes > COOPERATIVE_WAL_WARN_BYTES;
+  }
   Object.assign(status, staleness(newest?.time, maxAgeMs, now));
   // An off-site copy that stopped arriving is as stale as a local one: the point of it is to be there.
   const offsite = (status.destinations ?? []).filter((d) => d.stale);

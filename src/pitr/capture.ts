@@ -1,7 +1,10 @@
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import type { DatabaseTarget } from '../config/index.js';
 import { destinationSpecs, type DestinationSpec } from '../destinations/factory.js';
 import { isIncremental, stateDirOf } from '../repository/destination.js';
+import { readLockHolder, type LockHolder } from '../scheduler/lock.js';
 import type { CommitRef, WalMark } from './plan.js';
 import { readShipperState } from './shipper.js';
 import { walEnd } from './wal.js';
@@ -17,6 +20,43 @@ import { systemTimeZone } from '../util/time.js';
 /** Where a destination's shipping position is kept: `<backupDir>/.litekeep/replication/<destination>.json`. */
 export function replicationStateFile(target: DatabaseTarget, destination: string): string {
   return path.join(stateDirOf(target), 'replication', `${encodeURIComponent(destination)}.json`);
+}
+
+/**
+ * The lock a replicator holds for as long as it follows a database (one per database, across processes):
+ * `<backupDir>/.litekeep/replication/lock`. Not the backup lock, so backups (the replicator's own base
+ * snapshots too) run while replication goes on.
+ */
+export function replicationLockPath(target: DatabaseTarget): string {
+  return path.join(stateDirOf(target), 'replication', 'lock');
+}
+
+/** The process replicating a database now, as it described itself; `thisProcess` for the asker itself. */
+export interface ReplicatorInfo extends LockHolder {
+  thisProcess: boolean;
+}
+
+/** Who holds the database's replication lock now (the kernel is asked), or undefined when nobody does. */
+export async function replicatorOf(target: DatabaseTarget): Promise<ReplicatorInfo | undefined> {
+  const holder = await readLockHolder(replicationLockPath(target)).catch(() => undefined);
+  if (!holder) return undefined;
+  return { ...holder, thisProcess: holder.pid === process.pid && holder.host === os.hostname() };
+}
+
+/**
+ * In cooperative mode only litekeep's checkpoints let the WAL be reset: a WAL this large says they have not for
+ * a while (litekeep down, a destination failing, or an app that never pauses between commits).
+ */
+export const COOPERATIVE_WAL_WARN_BYTES = 64 * 1024 * 1024;
+
+/** The size of the database's `-wal` file in cooperative mode (what status watches); undefined otherwise. */
+export function cooperativeWalBytes(target: DatabaseTarget): number | undefined {
+  if (target.settings.replicate.mode !== 'cooperative') return undefined;
+  try {
+    return fs.statSync(`${target.path}-wal`).size;
+  } catch {
+    return 0;
+  }
 }
 
 /** The incremental destinations replication ships to. */

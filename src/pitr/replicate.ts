@@ -1,28 +1,60 @@
 import type { DatabaseTarget } from '../config/index.js';
 import { hostOf, type DestinationSpec } from '../destinations/factory.js';
 import type { Repository } from '../repository/repository.js';
+import { acquireLock, LockHeldError, type Lock, type LockHolder } from '../scheduler/lock.js';
 import { EXIT, LitekeepError, oneLine } from '../util/errors.js';
 import { sleep } from '../util/timeouts.js';
-import { replicationDestinations, replicationStateFile } from './capture.js';
-import { assertWalMode, WalShipper, type ShipResult } from './shipper.js';
+import { replicationDestinations, replicationLockPath, replicationStateFile } from './capture.js';
+import { CooperativeCheckpoints, readWalIndex } from './cooperative.js';
+import { assertWalMode, readShipperState, WalShipper, type ShipResult } from './shipper.js';
 import { RepositorySegments } from './stored.js';
 
 /**
  * Replication of one database (issue 15): a WalShipper per `format: incremental` destination, each with its
  * own position, so that one destination being down never holds the others back. When a shipper reports a gap
  * (a first start, or frames the app's checkpoint reset before they were read) a base snapshot is taken at
- * once, so that recovery is whole again from then on.
+ * once, so that recovery is whole again from then on. A replicator holds its database's replication lock for as
+ * long as it ships (one replicator per database, across processes; see `claim`).
  */
 
 const BASE_RETRY_MIN_MS = 60_000;
 const BASE_RETRY_MAX_MS = 15 * 60_000;
 
 export type ReplicationEvent =
-  | { kind: 'started'; database: string; destinations: string[]; intervalMs: number }
+  | {
+      kind: 'started';
+      database: string;
+      destinations: string[];
+      intervalMs: number;
+      mode: 'follow' | 'cooperative';
+    }
   | { kind: 'shipped'; database: string; destination: string; result: ShipResult }
   | { kind: 'gap'; database: string; destination: string; reason: 'start' | 'lost-frames' }
   | { kind: 'error'; database: string; destination: string; error: string }
-  | { kind: 'base'; database: string; ok: boolean; detail: string };
+  | { kind: 'base'; database: string; ok: boolean; detail: string }
+  /** Another process replicates this database: nothing is shipped here until it lets go (told once per holder). */
+  | { kind: 'waiting'; database: string; holder: LockHolder }
+  /** The replication lock was taken after waiting for `after`. */
+  | { kind: 'claimed'; database: string; after: LockHolder }
+  /** Cooperative mode: litekeep's checkpoint (what it did), or a problem with it (`warning`). */
+  | { kind: 'checkpoint'; database: string; log: number; checkpointed: number }
+  | { kind: 'warning'; database: string; message: string };
+
+/** Another live process replicates the database (exit 1: nothing is wrong with the command, it is a moment). */
+export class ReplicationHeldError extends LitekeepError {
+  override name = 'ReplicationHeldError';
+  constructor(
+    database: string,
+    readonly holder: LockHolder,
+  ) {
+    super(
+      `${database} is already replicated by pid ${holder.pid} on host ${holder.host} (${holder.purpose}, since ` +
+        `${holder.startedAt}); a database has one replicator at a time: stop that process first, or leave ` +
+        `the replication to it`,
+      { exitCode: EXIT.failed, stage: 'lock' },
+    );
+  }
+}
 
 export interface ReplicatorOptions {
   intervalMs?: number;
@@ -34,6 +66,8 @@ export interface ReplicatorOptions {
   takeBase: (reason: string, gap: boolean) => Promise<string[]>;
   /** Opens the repository on a destination for writing (the backup run's own opener). */
   openRepository: (spec: DestinationSpec) => Promise<Repository>;
+  /** What this replicator is, for whoever finds the lock taken: `litekeep replicate`, `the litekeep daemon`. */
+  holder?: string;
 }
 
 interface Follower {
@@ -49,6 +83,14 @@ export class Replicator {
   /** A base that failed is tried again after a pause that doubles (1 min to 15 min), not on every pass. */
   private baseRetryAt = 0;
   private baseBackoffMs = BASE_RETRY_MIN_MS;
+  private lock: Lock | undefined;
+  /** The other process holding the replication lock while this one waits for it. */
+  private heldBy: LockHolder | undefined;
+  /** Cooperative mode only: the pin and the checkpoints (src/pitr/cooperative.ts). */
+  private readonly checkpoints: CooperativeCheckpoints | undefined;
+  /** Cooperative mode: false once the WAL was seen backfilled past what litekeep had shipped. */
+  private onlyOurCheckpoints = true;
+  private lastWarning: string | undefined;
   readonly intervalMs: number;
 
   constructor(
@@ -63,6 +105,50 @@ export class Replicator {
         { exitCode: EXIT.usage },
       );
     this.followers = specs.map((spec) => ({ spec }));
+    if (target.settings.replicate.mode === 'cooperative')
+      this.checkpoints = new CooperativeCheckpoints(target.path);
+  }
+
+  get mode(): 'follow' | 'cooperative' {
+    return this.checkpoints ? 'cooperative' : 'follow';
+  }
+
+  private warn(message: string): void {
+    // The same problem every pass is one report.
+    if (message !== this.lastWarning)
+      this.options.onEvent?.({ kind: 'warning', database: this.target.name, message });
+    this.lastWarning = message;
+  }
+
+  /**
+   * Cooperative mode rests on the app not checkpointing. A backfill past the position of a destination (in the
+   * same generation) is not litekeep's: the app checkpoints after all, so resets are no longer trusted as whole.
+   */
+  private async watchForForeignCheckpoints(): Promise<void> {
+    if (!this.onlyOurCheckpoints) return;
+    const index = await readWalIndex(this.target.path);
+    if (!index) return;
+    for (const follower of this.followers) {
+      // From the state file: a shipper is made at its first pass, and the first pass after a restart counts.
+      const state = await readShipperState(replicationStateFile(this.target, follower.spec.name)).catch(
+        () => undefined,
+      );
+      const position = state?.position;
+      if (!position) continue;
+      // litekeep checkpoints a generation only after every destination shipped into it: of a generation the
+      // position has not reached, nothing is shipped, so any backfill there is someone else's.
+      const shipped = position.salt1 === index.salt1 && position.salt2 === index.salt2 ? position.frame : 0;
+      if (index.nBackfill > shipped) {
+        this.onlyOurCheckpoints = false;
+        this.warn(
+          `the WAL of ${this.target.name} was checkpointed past what litekeep had shipped to ${follower.spec.name} ` +
+            `(frame ${index.nBackfill}, shipped ${shipped}): the app checkpoints itself, so cooperative mode ` +
+            `cannot prevent gaps; set PRAGMA wal_autocheckpoint=0 in the app (WAL resets count as gaps again ` +
+            `unless proven, until litekeep restarts)`,
+        );
+        return;
+      }
+    }
   }
 
   get destinations(): string[] {
@@ -78,6 +164,47 @@ export class Replicator {
     }
   }
 
+  /**
+   * Takes the database's replication lock (kept until `close`), or fails with ReplicationHeldError naming the
+   * process that holds it. The lock is the kernel's (scheduler/lock.ts): a holder killed with SIGKILL leaves
+   * nothing that blocks the next one. `waitMs` covers someone only looking at the lock (`status`) that moment.
+   */
+  async claim(options: { waitMs?: number } = {}): Promise<void> {
+    if (this.lock) return;
+    try {
+      this.lock = await acquireLock(replicationLockPath(this.target), {
+        waitMs: options.waitMs ?? 1000,
+        pollMs: 100,
+        purpose: `replication of ${this.target.name} by ${this.options.holder ?? 'litekeep'}`,
+      });
+    } catch (error) {
+      if (error instanceof LockHeldError) throw new ReplicationHeldError(this.target.name, error.holder);
+      throw error;
+    }
+  }
+
+  /**
+   * The lock, taken now if it is free; false while another process holds it (told once per holder, and when
+   * it is taken after all), so that the daemon waits for it instead of shipping beside another replicator.
+   */
+  private async claimOrWait(): Promise<boolean> {
+    if (this.lock) return true;
+    try {
+      await this.claim({ waitMs: 0 });
+    } catch (error) {
+      if (!(error instanceof ReplicationHeldError)) throw error;
+      const { holder } = error;
+      if (!this.heldBy || this.heldBy.pid !== holder.pid || this.heldBy.startedAt !== holder.startedAt)
+        this.options.onEvent?.({ kind: 'waiting', database: this.target.name, holder });
+      this.heldBy = holder;
+      return false;
+    }
+    if (this.heldBy)
+      this.options.onEvent?.({ kind: 'claimed', database: this.target.name, after: this.heldBy });
+    this.heldBy = undefined;
+    return true;
+  }
+
   private async shipperOf(follower: Follower): Promise<WalShipper> {
     if (follower.shipper) return follower.shipper;
     const repo = await this.options.openRepository(follower.spec);
@@ -91,14 +218,58 @@ export class Replicator {
       sink: segments,
       seal: (plain) => segments.seal(plain),
       repository: repo.id,
+      ...(this.checkpoints ? { cooperative: () => this.onlyOurCheckpoints } : {}),
     });
     return follower.shipper;
   }
 
   /** One pass over every destination; a destination that fails is reported and tried again next pass. */
   async passOnce(): Promise<void> {
+    // Never beside another replicator of the same database: one position, one set of checkpoints.
+    await this.claim();
     const database = this.target.name;
     const owed: { reason: string; gap: boolean }[] = [];
+    // Cooperative mode: pin a snapshot, ship past it everywhere, checkpoint up to it, unpin (cooperative.ts).
+    let pinned = false;
+    if (this.checkpoints) {
+      await this.watchForForeignCheckpoints();
+      try {
+        this.checkpoints.pin();
+        pinned = true;
+      } catch (error) {
+        // Shipping is safe without it; only this pass's checkpoint is skipped. No wal-index to open (the app
+        // is not running and left none): nothing to checkpoint either, and nothing to say.
+        if ((error as { code?: string }).code !== 'SQLITE_CANTOPEN')
+          this.warn(
+            `cannot begin a read transaction on ${database} (no checkpoint this pass): ${oneLine(error)}`,
+          );
+      }
+    }
+    let everyDestinationShipped = true;
+    try {
+      await this.shipEverywhere(owed, () => (everyDestinationShipped = false));
+      // A destination that failed is behind: its frames must stay in the WAL, so nothing is checkpointed.
+      if (pinned && everyDestinationShipped) {
+        try {
+          const result = this.checkpoints!.checkpoint();
+          this.options.onEvent?.({
+            kind: 'checkpoint',
+            database,
+            log: result.log,
+            checkpointed: result.checkpointed,
+          });
+        } catch (error) {
+          this.warn(`the checkpoint of ${database} failed (tried again next pass): ${oneLine(error)}`);
+        }
+      }
+    } finally {
+      if (pinned) this.checkpoints!.unpin();
+    }
+    this.takeBaseIfOwed(owed);
+  }
+
+  private async shipEverywhere(owed: { reason: string; gap: boolean }[], failed: () => void): Promise<void> {
+    const database = this.target.name;
     await Promise.all(
       this.followers.map(async (follower) => {
         const destination = follower.spec.name;
@@ -118,6 +289,7 @@ export class Replicator {
                 : `replication to ${destination} started`,
             });
         } catch (error) {
+          failed();
           const message = oneLine(error);
           // The same failure every second is one report, not thousands.
           if (message !== follower.lastError)
@@ -130,6 +302,9 @@ export class Replicator {
         }
       }),
     );
+  }
+
+  private takeBaseIfOwed(owed: { reason: string; gap: boolean }[]): void {
     if (owed.length && !this.baseRunning && Date.now() >= this.baseRetryAt) {
       const reason = owed.map((o) => o.reason).join('; ');
       const startedAt = Date.now();
@@ -157,19 +332,24 @@ export class Replicator {
     }
   }
 
-  /** Passes every interval until the signal aborts; then waits for a base being taken and closes. */
-  async run(signal: AbortSignal): Promise<void> {
+  /**
+   * Passes every interval until the signal aborts; then waits for a base being taken and closes. With
+   * `waitForLock` (the daemon) a database another process replicates is not shipped, and its lock is tried
+   * again every interval; without, that is a ReplicationHeldError.
+   */
+  async run(signal: AbortSignal, options: { waitForLock?: boolean } = {}): Promise<void> {
     await this.prepare();
     this.options.onEvent?.({
       kind: 'started',
       database: this.target.name,
       destinations: this.destinations,
       intervalMs: this.intervalMs,
+      mode: this.mode,
     });
     try {
       while (!signal.aborted) {
         const started = Date.now();
-        await this.passOnce();
+        if (!options.waitForLock || (await this.claimOrWait())) await this.passOnce();
         // Stopping ends the wait early; the loop's condition then ends the run.
         await sleep(Math.max(0, this.intervalMs - (Date.now() - started)), signal).catch(() => {});
       }
@@ -184,11 +364,20 @@ export class Replicator {
     while (this.baseRunning) await this.baseRunning;
   }
 
+  /** Who holds this database's replication lock while this replicator waits for it (the daemon's status). */
+  get waitingFor(): LockHolder | undefined {
+    return this.heldBy;
+  }
+
   close(): void {
     for (const f of this.followers) {
       f.repo?.store.close();
       f.repo = undefined;
       f.shipper = undefined;
     }
+    // Before the lock: the next replicator must not find litekeep's connections still pinning the WAL.
+    this.checkpoints?.close();
+    this.lock?.releaseSync();
+    this.lock = undefined;
   }
 }

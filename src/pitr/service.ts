@@ -8,7 +8,12 @@ import { Replicator, type ReplicationEvent } from './replicate.js';
  */
 export async function createReplicators(
   targets: DatabaseTarget[],
-  options: { onEvent: (event: ReplicationEvent) => void; signal: AbortSignal },
+  options: {
+    onEvent: (event: ReplicationEvent) => void;
+    signal: AbortSignal;
+    /** What the replicators are, for whoever finds their lock taken. */
+    holder: 'litekeep replicate' | 'the litekeep daemon';
+  },
 ): Promise<Replicator[]> {
   const [{ runBackupForTarget }, { openForWrite }] = await Promise.all([
     import('../backup/task.js'),
@@ -18,6 +23,7 @@ export async function createReplicators(
     (target) =>
       new Replicator(target, {
         onEvent: options.onEvent,
+        holder: options.holder,
         openRepository: (spec) => openForWrite(spec, target),
         takeBase: async (reason, gap) => {
           // A gap is news: the run that answers it reports it (its notification counts as a failure).

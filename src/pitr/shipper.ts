@@ -47,6 +47,11 @@ export interface ShipperState {
   recentGaps?: number[];
   /** When the base that covered the last gap or fresh start was written: recovery is whole from then on. */
   wholeSince?: number;
+  /**
+   * The replication mode the position was last recorded in: a WAL reset is trusted as whole (cooperative mode)
+   * only when the position was reached under litekeep's own checkpoints.
+   */
+  mode?: 'follow' | 'cooperative';
 }
 
 /** How many gap times a state keeps (status lists them; the total is counted apart). */
@@ -75,6 +80,11 @@ export interface ShipperOptions {
   segmentBytes?: number;
   /** The repository the segments go to: a state recorded for another one is ignored (a fresh start). */
   repository?: string;
+  /**
+   * Cooperative mode: whether litekeep's checkpoints are the only ones (asked before every read; false once
+   * the app was seen checkpointing). Unset: follow mode.
+   */
+  cooperative?: () => boolean;
 }
 
 /** A segment's name: in shipping order when sorted, and the same for the same frames when shipped again. */
@@ -182,7 +192,10 @@ export class WalShipper {
     const walPath = `${this.options.databasePath}-wal`;
     const result: ShipResult = { segments: [], frames: 0, bytes: 0 };
     for (;;) {
-      const read = await readCommitted(walPath, state.position, { limitBytes: this.options.segmentBytes });
+      const read = await readCommitted(walPath, state.position, {
+        limitBytes: this.options.segmentBytes,
+        trustReset: state.mode === 'cooperative' && this.options.cooperative?.() === true,
+      });
       if (read.frames.length === 0 || !read.header || !read.next) return result;
       const header = read.header;
       let after: SegmentMetadata['after'];
@@ -250,6 +263,7 @@ export class WalShipper {
       state.segmentsShipped = (state.segmentsShipped ?? 0) + 1;
       state.lastShippedAt = (this.options.now ?? Date.now)();
       state.position = read.next;
+      state.mode = this.options.cooperative?.() ? 'cooperative' : 'follow';
       state.lastShipped = {
         epoch: state.epoch,
         generation: {
@@ -308,6 +322,7 @@ export async function readShipperState(stateFile: string): Promise<ShipperState 
       ? { recentGaps: parsed.recentGaps.filter((t) => typeof t === 'number').slice(-RECENT_GAPS) }
       : {}),
     ...(typeof parsed.wholeSince === 'number' ? { wholeSince: parsed.wholeSince } : {}),
+    ...(parsed.mode === 'follow' || parsed.mode === 'cooperative' ? { mode: parsed.mode } : {}),
   };
 }
 

@@ -173,6 +173,15 @@ export interface WalRead {
   reset?: { lostFrames: boolean };
 }
 
+export interface ReadOptions {
+  limitBytes?: number;
+  /**
+   * Cooperative mode (src/pitr/cooperative.ts): every backfill of the WAL since `from` was litekeep's own, of
+   * frames it had shipped, so a reset to the very next generation ended the old one exactly at `from`.
+   */
+  trustReset?: boolean;
+}
+
 /** Reading stops after this many bytes of frames, so that one read never holds a whole large WAL in memory. */
 export const DEFAULT_READ_LIMIT = 16 * 1024 * 1024;
 
@@ -183,7 +192,7 @@ export const DEFAULT_READ_LIMIT = 16 * 1024 * 1024;
 export async function readCommitted(
   walPath: string,
   from: WalPosition | undefined,
-  options: { limitBytes?: number } = {},
+  options: ReadOptions = {},
 ): Promise<WalRead> {
   let handle: fs.FileHandle;
   try {
@@ -222,7 +231,11 @@ export async function readCommitted(
         };
         return { header: oldHeader, frames: old.frames, next: old.position };
       }
-      reset = { lostFrames: !(await oldGenerationEndedAt(handle, header, start)) };
+      const cooperative =
+        options.trustReset === true &&
+        start.frame > 0 &&
+        header.checkpointSequence === (start.checkpointSequence + 1) >>> 0;
+      reset = { lostFrames: !(cooperative || (await oldGenerationEndedAt(handle, header, start))) };
       start = undefined;
     }
     const { frames, position } = await collectCommitted(

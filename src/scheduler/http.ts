@@ -2,7 +2,7 @@ import crypto from 'node:crypto';
 import http from 'node:http';
 import net from 'node:net';
 import type { Gauge } from 'prom-client';
-import type { ReplicationStatus } from '../pitr/capture.js';
+import type { ReplicationStatus, ReplicatorInfo } from '../pitr/capture.js';
 import { EXIT, LitekeepError, oneLine } from '../util/errors.js';
 import { formatDuration } from '../util/duration.js';
 import type { LogSink } from './logger.js';
@@ -72,6 +72,10 @@ export interface DatabaseStatus {
   destinations?: DestinationHealthInput[];
   /** WAL shipping per incremental destination, when it ever ran. */
   replication?: ReplicationStatus[];
+  /** Who replicates the database now (null: nobody), for databases replicated here or ever. */
+  replicator?: ReplicatorInfo | null;
+  /** Cooperative replication: the size of the `-wal` file. */
+  walBytes?: number;
 }
 
 export interface DaemonStatus {
@@ -327,7 +331,26 @@ export async function renderMetrics(
     'Unix time from which every moment can be restored to the second (absent while a base snapshot is owed).',
     destinationLabels,
   );
+  const replicationActive = gauge(
+    'litekeep_replication_active',
+    '1 while some process (this one or another) replicates the database, 0 when none does.',
+    ['database'],
+  );
+  const replicationElsewhere = gauge(
+    'litekeep_replication_by_other_process',
+    "1 while another process (litekeep replicate, another daemon) replicates the database: this one does not ship it, and the lag figures are that process's.",
+    ['database'],
+  );
+  const walSize = gauge(
+    'litekeep_replication_wal_bytes',
+    "Cooperative replication: bytes of the -wal file (only litekeep's checkpoints let it be reset; it grows while litekeep is down).",
+  );
   for (const db of status.databases) {
+    if (db.walBytes !== undefined) walSize.set({ database: db.name }, db.walBytes);
+    if (db.replicator !== undefined) {
+      replicationActive.set({ database: db.name }, db.replicator ? 1 : 0);
+      replicationElsewhere.set({ database: db.name }, db.replicator && !db.replicator.thisProcess ? 1 : 0);
+    }
     for (const r of db.replication ?? []) {
       const dl = { database: db.name, destination: r.destination };
       if (r.lagMs !== undefined) replicationLag.set(dl, r.lagMs / 1000);

@@ -2,13 +2,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/index.js';
-import { walMarkOf } from '../../src/pitr/capture.js';
 import { restoreBackup } from '../../src/restore/restore.js';
-import { runCli, spawnCli, type CliChild } from '../helpers/cli.js';
+import { runCli } from '../helpers/cli.js';
 import { startRecorder, type Recorder } from '../servers/http-recorder.js';
-import { tempDir } from '../helpers/db.js';
 import { healthUrl, killDaemons, msg, spawnDaemon } from '../integration/daemon-helpers.js';
 import { readState, startWriter, stopWriters } from './app-writer.js';
+import { killReplicators, setUp, sleep, waitFor } from './replication-setup.js';
 
 /**
  * `litekeep replicate` as users run it: its own process following an app that writes and checkpoints in
@@ -16,71 +15,13 @@ import { readState, startWriter, stopWriters } from './app-writer.js';
  * the WAL; then restores to many moments, each checked against what the app had committed by then.
  */
 
-const children: CliChild[] = [];
 const receivers: Recorder[] = [];
 afterEach(async () => {
   for (const r of receivers.splice(0)) await r.close();
   stopWriters();
   killDaemons();
-  for (const c of children.splice(0)) c.process.kill('SIGKILL');
+  killReplicators();
 });
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, ms = 90_000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
-
-function setUp(extra: object = {}) {
-  const dir = tempDir('litekeep-replicate-');
-  const db = path.join(dir, 'app.db');
-  fs.writeFileSync(
-    path.join(dir, 'litekeep.yml'),
-    JSON.stringify({
-      database: 'app.db',
-      backupDir: 'backups',
-      timeZone: 'UTC',
-      host: 'web1',
-      retention: { last: 100 },
-      notify: {},
-      destinations: [{ name: 'vault', type: 'local', path: 'vault', format: 'incremental' }],
-      ...extra,
-    }),
-  );
-  const repo = path.join(dir, 'vault', 'app', 'web1', 'repo');
-  const stateFile = path.join(dir, 'backups', '.litekeep', 'replication', 'vault.json');
-  const snapshots = () =>
-    fs.existsSync(`${repo}/snapshots`) ? fs.readdirSync(`${repo}/snapshots`).length : 0;
-  /**
-   * Everything the WAL holds now has been shipped, and no base snapshot is owed (after a gap, recovery is whole
-   * again only once the new base is written). The app is idle while this is asked.
-   */
-  const shipped = async () => {
-    const end = await walMarkOf(db);
-    if (!end || !fs.existsSync(stateFile)) return false;
-    const state = JSON.parse(fs.readFileSync(stateFile, 'utf8'));
-    const last = state.lastShipped;
-    return (
-      state.baseNeededSince === undefined &&
-      last !== undefined &&
-      last.generation.salt1 === end.generation.salt1 &&
-      last.generation.salt2 === end.generation.salt2 &&
-      last.frame === end.frame
-    );
-  };
-  const replicate = () => {
-    const child = spawnCli(['replicate', '--interval', '100ms'], { cwd: dir, timeoutMs: 600_000 });
-    children.push(child);
-    return child;
-  };
-  return { dir, db, repo, stateFile, snapshots, shipped, replicate };
-}
 
 describe('litekeep replicate', () => {
   it('restores exactly the commits made by each of 50 moments, across kill -9, restarts and WAL resets', async () => {

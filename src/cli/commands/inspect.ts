@@ -283,6 +283,20 @@ function printStatus(s: DatabaseStatus, timeZone: string): void {
       print(`    last verified: ${d.lastVerified.file} (${age(new Date(d.lastVerified.at))})`);
     if (d.stale) print(`    STALE: ${d.staleReason}`);
   }
+  if (s.replicator)
+    print(
+      `  replicated by pid ${s.replicator.pid} on ${s.replicator.host} (${s.replicator.purpose}) since ${s.replicator.startedAt}`,
+    );
+  else if (s.replicator === null)
+    print(
+      `  replication: not running now (no litekeep replicate or daemon follows ${s.database}); the figures below are from the last one`,
+    );
+  if (s.walBytes !== undefined)
+    print(
+      s.walLarge
+        ? `  WARNING: the WAL is ${humanBytes(s.walBytes)}: in cooperative mode only litekeep's checkpoints let it be reset; is litekeep replicating and every destination reachable? (an app that never pauses between commits keeps it from resetting too)`
+        : `  WAL: ${humanBytes(s.walBytes)} (cooperative mode: litekeep checkpoints it)`,
+    );
   for (const r of s.replication ?? []) {
     const where =
       r.framesBehind === 0

@@ -16,7 +16,7 @@ function describe(event: ReplicationEvent): { line: string; level: 'info' | 'war
   switch (event.kind) {
     case 'started':
       return {
-        line: `replicating ${event.database} to ${event.destinations.join(', ')} (every ${event.intervalMs / 1000}s); stop with Ctrl-C`,
+        line: `replicating ${event.database} to ${event.destinations.join(', ')} (every ${event.intervalMs / 1000}s${event.mode === 'cooperative' ? ', cooperative: litekeep checkpoints the WAL' : ''}); stop with Ctrl-C`,
         level: 'info',
       };
     case 'gap':
@@ -39,7 +39,20 @@ function describe(event: ReplicationEvent): { line: string; level: 'info' | 'war
         line: `${event.database}: base snapshot ${event.ok ? 'taken' : 'FAILED (tried again in a while)'}: ${event.detail}`,
         level: event.ok ? 'info' : 'error',
       };
+    case 'waiting':
+      return {
+        line: `${event.database}: replicated by pid ${event.holder.pid} (${event.holder.purpose}); waiting for it`,
+        level: 'warn',
+      };
+    case 'claimed':
+      return {
+        line: `${event.database}: pid ${event.after.pid} let go; replicating ${event.database} here now`,
+        level: 'info',
+      };
+    case 'warning':
+      return { line: `${event.database}: ${event.message}`, level: 'warn' };
     case 'shipped':
+    case 'checkpoint':
       return undefined;
   }
 }
@@ -87,9 +100,15 @@ export function registerReplicate(program: Command): void {
       else print(text.line);
     };
     const stop = abortOnSignals('replication');
-    const replicators = await createReplicators(targets, { onEvent: report, signal: stop.signal });
+    const replicators = await createReplicators(targets, {
+      onEvent: report,
+      signal: stop.signal,
+      holder: 'litekeep replicate',
+    });
     try {
       for (const r of replicators) await r.prepare();
+      // Every lock before any shipping: a database another process replicates is refused as a whole command.
+      for (const r of replicators) await r.claim();
       if (options.once) {
         for (const r of replicators) {
           await r.passOnce();
