@@ -10,6 +10,11 @@ export function printJson(value: unknown): void {
   process.stdout.write(redactUrlsInText(JSON.stringify(value, null, 2)) + '\n');
 }
 
+/** One JSON document on one line: a stream of events that a reader takes line by line. */
+export function printJsonLine(value: unknown): void {
+  process.stdout.write(redactUrlsInText(JSON.stringify(value)) + '\n');
+}
+
 /** JSON for commands that run per database: the object itself for one database, `{ databases }` for several. */
 export function printPerDatabaseJson(out: unknown[]): void {
   printJson(out.length === 1 ? out[0] : { databases: out });

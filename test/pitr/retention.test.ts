@@ -306,7 +306,13 @@ describe('retention.pitr', () => {
     await writer.send('checkpoint PASSIVE');
     await writer.send('burst 2');
     const gapFound = Date.now();
-    await cli(t.dir, ['replicate', '--once']);
+    // --json: one event per line, each a whole JSON document.
+    const events = (await cli(t.dir, ['replicate', '--once', '--json'])).stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line));
+    expect(events.some((e) => e.kind === 'gap' && e.reason === 'lost-frames')).toBe(true);
+    expect(events.some((e) => e.kind === 'base' && e.ok)).toBe(true);
     const after = await status();
     expect(after.gaps).toBe(1);
     expect(after.recentGaps).toHaveLength(1);

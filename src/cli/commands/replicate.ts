@@ -3,7 +3,7 @@ import type { ReplicationEvent } from '../../pitr/replicate.js';
 import { EXIT, LitekeepError } from '../../util/errors.js';
 import { humanBytes } from '../../util/fs.js';
 import { addTargetOptions, resolveConfig, selectTargets, type CommonOptions } from '../context.js';
-import { print, printError, printJson, warn } from '../output.js';
+import { print, printError, printJsonLine, warn } from '../output.js';
 import { abortOnSignals } from '../signals.js';
 
 interface ReplicateFlags extends CommonOptions {
@@ -84,7 +84,7 @@ export function registerReplicate(program: Command): void {
     const report = (event: ReplicationEvent) => {
       if (event.kind === 'error' || (event.kind === 'base' && !event.ok)) failed = true;
       if (options.json) {
-        printJson(event);
+        printJsonLine(event);
         return;
       }
       if (event.kind === 'shipped' && options.once) {
