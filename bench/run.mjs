@@ -5,6 +5,7 @@
 //
 //   npm run bench [-- --sizes 100M,1G,4G --runs 5]        (or BENCH_SIZES=100M,1G,4G BENCH_RUNS=5 npm run bench)
 //   npm run bench -- --only cli|s3|remote|pipeline|web|incremental [--size MiB] [--rss-sizes MiB,MiB]
+//   npm run bench -- --only pitr [--size MiB] [--rate tx/s] [--seconds N] [--burst-seconds N]
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -44,7 +45,10 @@ else if (only === 'incremental') {
     '--rss-sizes',
     rssAt >= 0 ? rest[rssAt + 1] : '1024,4096',
   ]);
+} else if (only === 'pitr') {
+  // Point-in-time recovery (issue 15): an app at --rate tx/s for --seconds, alone and replicated, and a burst.
+  runScript('pitr.mjs', sizeAt >= 0 ? rest : ['--size', '1024', ...rest]);
 } else {
-  console.error(`--only ${only}: expected cli, s3, remote, pipeline, web or incremental`);
+  console.error(`--only ${only}: expected cli, s3, remote, pipeline, web, incremental or pitr`);
   process.exitCode = 2;
 }

@@ -8,6 +8,7 @@ import { replicationDestinations, replicationLockPath, replicationStateFile } fr
 import { CooperativeCheckpoints, readWalIndex } from './cooperative.js';
 import { assertWalMode, readShipperState, WalShipper, type ShipResult } from './shipper.js';
 import { RepositorySegments } from './stored.js';
+import { DEFAULT_READ_LIMIT } from './wal.js';
 
 /**
  * Replication of one database (issue 15): a WalShipper per `format: incremental` destination, each with its
@@ -18,6 +19,8 @@ import { RepositorySegments } from './stored.js';
  */
 
 const BASE_RETRY_MIN_MS = 60_000;
+/** How often the WAL is read between passes (follow mode): well inside the life of a busy app's WAL generation. */
+const READ_AHEAD_MS = 50;
 const BASE_RETRY_MAX_MS = 15 * 60_000;
 
 export type ReplicationEvent =
@@ -350,13 +353,31 @@ export class Replicator {
       while (!signal.aborted) {
         const started = Date.now();
         if (!options.waitForLock || (await this.claimOrWait())) await this.passOnce();
-        // Stopping ends the wait early; the loop's condition then ends the run.
-        await sleep(Math.max(0, this.intervalMs - (Date.now() - started)), signal).catch(() => {});
+        // Between passes the WAL is read ahead (follow mode): an app whose checkpoints reset the WAL several
+        // times a second would otherwise overwrite commits before the next pass read them (a gap). Stopping
+        // ends the wait early; the loop's condition then ends the run.
+        while (!signal.aborted && Date.now() - started < this.intervalMs) {
+          const left = this.intervalMs - (Date.now() - started);
+          await sleep(Math.min(READ_AHEAD_MS, left), signal).catch(() => {});
+          if (!signal.aborted && !this.checkpoints && this.lock && (await this.readAheadEverywhere())) break;
+        }
       }
     } finally {
       await this.baseRunning;
       this.close();
     }
+  }
+
+  /** Reads ahead for every destination; true when one holds a full segment's worth (ship it now). */
+  private async readAheadEverywhere(): Promise<boolean> {
+    let full = false;
+    for (const follower of this.followers) {
+      if (!follower.shipper) continue;
+      // A failure here is the next pass's to report (it reads the same WAL).
+      await follower.shipper.readAhead().catch(() => {});
+      if (follower.shipper.pendingBytes >= DEFAULT_READ_LIMIT) full = true;
+    }
+    return full;
   }
 
   /** Waits for a base snapshot being taken (tests, `replicate --once`). */

@@ -74,7 +74,8 @@ export function encodeSegment(
   base: Omit<SegmentMetadata, 'firstFrame' | 'lastFrame' | 'startChecksum' | 'endChecksum' | 'commits'>,
   startChecksum: Checksum,
   frames: WalFrame[],
-  seenAt: number,
+  /** When litekeep saw the commits: one time for all, or one per commit frame in order. */
+  seenAt: number | number[],
 ): Buffer {
   if (frames.length === 0) throw new SegmentError('a segment holds at least one frame');
   if (frames.at(-1)!.commitSize === 0) throw new SegmentError('a segment ends with a commit frame');
@@ -86,7 +87,11 @@ export function encodeSegment(
     endChecksum: frames.at(-1)!.checksum,
     commits: frames
       .filter((f) => f.commitSize > 0)
-      .map((f) => ({ frame: f.index, pages: f.commitSize, seenAt })),
+      .map((f, n) => ({
+        frame: f.index,
+        pages: f.commitSize,
+        seenAt: typeof seenAt === 'number' ? seenAt : seenAt[n],
+      })),
   };
   const json = Buffer.from(JSON.stringify(metadata), 'utf8');
   const prefix = Buffer.alloc(PREFIX_BYTES);

@@ -2,7 +2,7 @@ import fs from 'node:fs/promises';
 import { writeFileAtomic } from '../util/fs.js';
 import type { CommitRef } from './plan.js';
 import { encodeSegment, type SegmentMetadata } from './segment.js';
-import { readCommitted, type WalPosition } from './wal.js';
+import { DEFAULT_READ_LIMIT, readCommitted, type WalFrame, type WalPosition } from './wal.js';
 
 /**
  * Follows one database's WAL and turns every committed transaction group into a segment, handed to a sink (a
@@ -139,8 +139,27 @@ export async function assertWalMode(databasePath: string): Promise<void> {
   }
 }
 
+/** Frames read ahead and waiting for a pass to ship them as a segment. */
+interface PendingSegment {
+  epoch: number;
+  pageSize: number;
+  generation: SegmentMetadata['generation'];
+  after: SegmentMetadata['after'];
+  previous?: SegmentMetadata['previous'];
+  startChecksum: SegmentMetadata['startChecksum'];
+  frames: WalFrame[];
+  /** When litekeep read each commit frame (its `seenAt`). */
+  commitTimes: number[];
+  bytes: number;
+  /** The position after it, and the commit it ends with (what the state records once it is shipped). */
+  next: WalPosition;
+  shipped: CommitRef;
+  gap?: ShipResult['gap'];
+}
+
 export class WalShipper {
   private state: ShipperState | undefined;
+  private readonly pending: PendingSegment[] = [];
 
   constructor(private readonly options: ShipperOptions) {}
 
@@ -186,96 +205,159 @@ export class WalShipper {
     await writeFileAtomic(this.options.stateFile, JSON.stringify(state));
   }
 
-  /** One pass: ships everything committed since the last pass, as one or more segments. */
-  async shipOnce(): Promise<ShipResult> {
+  /** Bytes of frames read ahead and not shipped yet (a pass ships them). */
+  get pendingBytes(): number {
+    return this.pending.reduce((sum, p) => sum + p.bytes, 0);
+  }
+
+  /**
+   * Reads what was committed since the last read into memory, without shipping it: an app that checkpoints
+   * often resets its WAL many times a second, and every commit read before its frames are overwritten is a
+   * commit saved from a gap. Reads that continue the one before are joined, so a pass ships one segment per
+   * WAL generation (or per `segmentBytes`), however often it read. Reads stop at `segmentBytes` of pending
+   * frames until a pass ships them.
+   */
+  async readAhead(): Promise<void> {
     const state = await this.loadState();
     const walPath = `${this.options.databasePath}-wal`;
-    const result: ShipResult = { segments: [], frames: 0, bytes: 0 };
-    for (;;) {
-      const read = await readCommitted(walPath, state.position, {
+    const limit = this.options.segmentBytes ?? DEFAULT_READ_LIMIT;
+    while (this.pendingBytes < limit) {
+      const last = this.pending.at(-1);
+      const cursor = last?.next ?? state.position;
+      const read = await readCommitted(walPath, cursor, {
         limitBytes: this.options.segmentBytes,
         trustReset: state.mode === 'cooperative' && this.options.cooperative?.() === true,
       });
-      if (read.frames.length === 0 || !read.header || !read.next) return result;
+      if (read.frames.length === 0 || !read.header || !read.next) return;
       const header = read.header;
+      const now = (this.options.now ?? Date.now)();
+      const bytes = read.frames.reduce((sum, f) => sum + f.page.length + 24, 0);
+      const commits = read.frames.filter((f) => f.commitSize > 0).map(() => now);
       let after: SegmentMetadata['after'];
-      if (!state.position) {
+      let gap: ShipResult['gap'];
+      if (!cursor) {
         after = 'start';
-        result.gap ??= 'start';
-        state.baseNeededSince ??= (this.options.now ?? Date.now)();
+        gap = 'start';
+        state.baseNeededSince ??= now;
         state.baseNeededFor ??= 'start';
       } else if (read.reset) {
         after = read.reset.lostFrames ? 'gap' : 'reset';
         if (read.reset.lostFrames) {
-          result.gap = 'lost-frames';
-          state.baseNeededSince ??= (this.options.now ?? Date.now)();
+          gap = 'lost-frames';
+          state.baseNeededSince ??= now;
           state.baseNeededFor = 'lost-frames';
           state.gapsTotal = (state.gapsTotal ?? 0) + 1;
-          state.recentGaps = [...(state.recentGaps ?? []), (this.options.now ?? Date.now)()].slice(
-            -RECENT_GAPS,
-          );
+          state.recentGaps = [...(state.recentGaps ?? []), now].slice(-RECENT_GAPS);
           // Recovery never crosses a gap; a new epoch also keeps the order if the WAL started its count over.
           state.epoch += 1;
         }
       } else after = 'continuation';
-      const startChecksum = after === 'continuation' ? state.position!.checksum : header.checksum;
-      const generation = {
-        salt1: header.salt1,
-        salt2: header.salt2,
-        checkpointSequence: header.checkpointSequence,
-        bigEndianChecksum: header.bigEndianChecksum,
-      };
-      const plain = encodeSegment(
-        {
-          database: this.options.database,
-          host: this.options.host,
-          pageSize: header.pageSize,
-          epoch: state.epoch,
-          generation,
-          after,
-          ...(after === 'reset'
-            ? {
-                previous: {
-                  salt1: state.position!.salt1,
-                  salt2: state.position!.salt2,
-                  lastFrame: state.position!.frame,
-                  endChecksum: state.position!.checksum,
-                },
-              }
-            : {}),
-        },
-        startChecksum,
-        read.frames,
-        (this.options.now ?? Date.now)(),
-      );
-      const name = segmentName({
-        epoch: state.epoch,
-        generation,
-        firstFrame: read.frames[0].index,
-        lastFrame: read.frames.at(-1)!.index,
-      });
-      if (!(await this.options.sink.has?.(name))) {
-        const sealed = this.options.seal ? await this.options.seal(plain) : plain;
-        await this.options.sink.put(name, sealed);
-        result.bytes += sealed.length;
-        state.bytesShipped = (state.bytesShipped ?? 0) + sealed.length;
-      }
-      state.segmentsShipped = (state.segmentsShipped ?? 0) + 1;
-      state.lastShippedAt = (this.options.now ?? Date.now)();
-      state.position = read.next;
-      state.mode = this.options.cooperative?.() ? 'cooperative' : 'follow';
-      state.lastShipped = {
+      const next = read.next;
+      const shipped: CommitRef = {
         epoch: state.epoch,
         generation: {
-          salt1: generation.salt1,
-          salt2: generation.salt2,
-          checkpointSequence: generation.checkpointSequence,
+          salt1: header.salt1,
+          salt2: header.salt2,
+          checkpointSequence: header.checkpointSequence,
         },
-        frame: read.next.frame,
+        frame: next.frame,
       };
-      await writeFileAtomic(this.options.stateFile, JSON.stringify(state));
-      result.segments.push(name);
-      result.frames += read.frames.length;
+      if (last && after === 'continuation' && last.bytes + bytes <= limit) {
+        // The next frames of the same generation: one segment with the ones read before.
+        last.frames.push(...read.frames);
+        last.commitTimes.push(...commits);
+        last.bytes += bytes;
+        last.next = next;
+        last.shipped = shipped;
+        continue;
+      }
+      this.pending.push({
+        epoch: state.epoch,
+        pageSize: header.pageSize,
+        generation: {
+          salt1: header.salt1,
+          salt2: header.salt2,
+          checkpointSequence: header.checkpointSequence,
+          bigEndianChecksum: header.bigEndianChecksum,
+        },
+        after,
+        ...(after === 'reset'
+          ? {
+              previous: {
+                salt1: cursor!.salt1,
+                salt2: cursor!.salt2,
+                lastFrame: cursor!.frame,
+                endChecksum: cursor!.checksum,
+              },
+            }
+          : {}),
+        startChecksum: after === 'continuation' ? cursor!.checksum : header.checksum,
+        frames: [...read.frames],
+        commitTimes: commits,
+        bytes,
+        next,
+        shipped,
+        gap,
+      });
+    }
+  }
+
+  /** The segment a pending read becomes: its name and plain bytes. */
+  private encodePending(p: PendingSegment): { name: string; plain: Buffer } {
+    const plain = encodeSegment(
+      {
+        database: this.options.database,
+        host: this.options.host,
+        pageSize: p.pageSize,
+        epoch: p.epoch,
+        generation: p.generation,
+        after: p.after,
+        ...(p.previous ? { previous: p.previous } : {}),
+      },
+      p.startChecksum,
+      p.frames,
+      p.commitTimes,
+    );
+    const name = segmentName({
+      epoch: p.epoch,
+      generation: p.generation,
+      firstFrame: p.frames[0].index,
+      lastFrame: p.frames.at(-1)!.index,
+    });
+    return { name, plain };
+  }
+
+  /**
+   * One pass: ships everything committed since the last pass (what was read ahead, then what is new), as one or
+   * more segments. The position moves only after the sink holds each segment.
+   */
+  async shipOnce(): Promise<ShipResult> {
+    const state = await this.loadState();
+    const result: ShipResult = { segments: [], frames: 0, bytes: 0 };
+    for (;;) {
+      await this.readAhead();
+      if (this.pending.length === 0) return result;
+      while (this.pending.length) {
+        const next = this.pending[0];
+        if (next.gap === 'lost-frames' || (next.gap === 'start' && result.gap === undefined))
+          result.gap = next.gap;
+        const { name, plain } = this.encodePending(next);
+        if (!(await this.options.sink.has?.(name))) {
+          const sealed = this.options.seal ? await this.options.seal(plain) : plain;
+          await this.options.sink.put(name, sealed);
+          result.bytes += sealed.length;
+          state.bytesShipped = (state.bytesShipped ?? 0) + sealed.length;
+        }
+        state.segmentsShipped = (state.segmentsShipped ?? 0) + 1;
+        state.lastShippedAt = (this.options.now ?? Date.now)();
+        state.position = next.next;
+        state.mode = this.options.cooperative?.() ? 'cooperative' : 'follow';
+        state.lastShipped = next.shipped;
+        await writeFileAtomic(this.options.stateFile, JSON.stringify(state));
+        this.pending.shift();
+        result.segments.push(name);
+        result.frames += next.frames.length;
+      }
     }
   }
 }
