@@ -14,7 +14,7 @@ import {
   type Compression,
   type Encryption,
 } from '../naming.js';
-import { decodedSha256, sha256File, writeArtifact, type ArtifactResult } from '../pipeline/index.js';
+import { ArtifactDecodeError, sha256File, writeArtifact, type ArtifactResult } from '../pipeline/index.js';
 import {
   applySafetyRails,
   assertUsablePolicy,
@@ -62,7 +62,10 @@ export interface BackupResult {
   journalMode: string;
   /** `manual` or `scheduled`: retention keeps each as its own series. */
   trigger: BackupTrigger;
-  /** The artifact on disk was decoded back to `plainSha256` before it was published. */
+  /**
+   * The artifact was proven to decode to `plainSha256` before it was published: decoded as it was written, and
+   * the file on disk hashed to what was written.
+   */
   artifactChecked: boolean;
   /** With keepImage: the plain page image of this backup (a temp file, or the backup itself when unpacked). */
   image?: { path: string; temporary: boolean };
@@ -91,8 +94,8 @@ export interface CreateBackupOptions {
   /** Default `scheduled`: a backup taken by code is assumed to run on a schedule. */
   trigger?: BackupTrigger;
   /**
-   * Called with the packed temp file before it is read back and decoded: where tests play a disk that damages
-   * what it stores.
+   * Called with the packed temp file once it is written and fsynced, before it is read back and compared with
+   * what was written: where tests play a disk that damages what it stores.
    */
   onPacked?: (artifactPath: string) => void | Promise<void>;
   /**
@@ -328,11 +331,18 @@ export class BackupManager {
                 level: settings.compression.level,
                 recipients: encryption.recipients,
                 passphrase: encryption.passphrase,
+                // Invariant 2, first half: the bytes handed to the file decode back to the snapshot.
+                checkDecodes: true,
               },
               (done: number) => options.onProgress?.('compress', done, plainBytes),
               options.signal,
             )
-          : sha256File(snapshotTemp).then((h) => ({ ...h, plainSha256: h.sha256, plainBytes: h.bytes }));
+          : sha256File(snapshotTemp).then((h) => ({
+              ...h,
+              plainSha256: h.sha256,
+              plainBytes: h.bytes,
+              decodeChecked: false,
+            }));
         // Failures are reported through the await below; until then keep Node from calling them unhandled.
         packing.catch(() => undefined);
       };
@@ -363,36 +373,37 @@ export class BackupManager {
           { stage: 'integrity' },
         );
       }
-      const packedResult = await packing!;
+      const packedResult = await packing!.catch((error: unknown) => {
+        if (!(error instanceof ArtifactDecodeError) || options.signal?.aborted) throw error;
+        throw new LitekeepError(
+          `the new backup does not decode back to the snapshot (${oneLine(error)}); it was not kept — ` +
+            `nothing on disk is wrong: run the backup again, and report it if it happens again`,
+          { stage: 'verify', cause: error },
+        );
+      });
       const { sha256, bytes } = packedResult;
       const plain = { sha256: packedResult.plainSha256, bytes: packedResult.plainBytes };
       if (options.signal?.aborted)
         throw new LitekeepError('backup aborted; temp files removed', { stage: 'store' });
       await options.onPacked?.(artifact);
       if (packed) {
-        // Invariant 2: the bytes on disk must give back the snapshot before they count as a backup (and so
-        // before retention may remove anything older). The file key stands in for the identity.
-        const decoded = await decodedSha256(
-          artifact,
-          {
-            compression,
-            encrypted: encryption.kind === 'age',
-            fileKey: packedResult.fileKey,
-          },
-          options.signal,
-        ).catch((error: unknown) => {
-          // Stopped while reading it back (Ctrl-C, a stopping daemon): nothing is wrong with the disk.
-          if (options.signal?.aborted)
-            throw new LitekeepError('backup aborted; temp files removed', { stage: 'store', cause: error });
+        // Invariant 2, second half: the file holds exactly the bytes that were decoded while it was written (a
+        // hash of the packed file, not a second decode), so it decodes to the snapshot before it counts as a
+        // backup, and so before retention may remove anything older.
+        const onDisk = await sha256File(artifact).catch((error: unknown) => {
           throw new LitekeepError(
-            `the new backup does not decode (${oneLine(error)}); it was not kept — check the disk under ${this.backupDir}`,
+            `the new backup cannot be read back (${oneLine(error)}); it was not kept — check the disk under ${this.backupDir}`,
             { stage: 'verify', cause: error },
           );
         });
-        if (decoded.sha256 !== plain.sha256 || decoded.bytes !== plain.bytes) {
+        // Stopped while reading it back (Ctrl-C, a stopping daemon): nothing is wrong with the disk.
+        if (options.signal?.aborted)
+          throw new LitekeepError('backup aborted; temp files removed', { stage: 'store' });
+        if (onDisk.sha256 !== sha256 || onDisk.bytes !== bytes || !packedResult.decodeChecked) {
           throw new LitekeepError(
-            `the new backup decodes to other bytes than the snapshot (sha256 ${decoded.sha256.slice(0, 12)}…, ` +
-              `expected ${plain.sha256.slice(0, 12)}…); it was not kept — check the disk under ${this.backupDir}`,
+            `the new backup on disk is not the bytes that were written (sha256 ${onDisk.sha256.slice(0, 12)}…, ` +
+              `${onDisk.bytes} bytes; expected ${sha256.slice(0, 12)}…, ${bytes} bytes); it was not kept — ` +
+              `check the disk under ${this.backupDir}`,
             { stage: 'verify' },
           );
         }

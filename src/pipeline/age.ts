@@ -179,12 +179,26 @@ export async function prepareEncryption(
   }
   const capture = new FileKeyCapture();
   encrypter.addRecipient(capture);
-  // The library encrypts an empty payload; only its header is kept (our payload gets a fresh nonce).
-  const sample = Buffer.from(await encrypter.encrypt(new Uint8Array(0)));
-  const end = headerEnd(sample);
+  // The library encrypts an empty stream; only its header is kept (our payload gets a fresh nonce). Read from
+  // its stream form, not the buffer form: that one collects the output with `new Response(...)`, which loads
+  // Node's fetch implementation, and with it loaded V8 ran a full garbage collection every ~40 MB of the
+  // backup that followed (measured: 60-140 mark-compacts and 1-1.4 s of GC per GiB, against a few).
+  const reader = (await encrypter.encrypt(new ReadableStream({ start: (c) => c.close() }))).getReader();
+  let sample = Buffer.alloc(0);
+  let end = -1;
+  try {
+    while (end < 0) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      sample = Buffer.concat([sample, value]);
+      end = headerEnd(sample);
+    }
+  } finally {
+    await reader.cancel();
+  }
   if (end < 0 || !capture.fileKey)
     throw new Error('age-encryption produced no header; library behaviour changed');
-  return { header: sample.subarray(0, end), fileKey: capture.fileKey };
+  return { header: Buffer.from(sample.subarray(0, end)), fileKey: capture.fileKey };
 }
 
 /** Index just past the header's `--- MAC` line, or -1 if `buf` does not hold all of it yet. */
@@ -228,17 +242,20 @@ export class AgeEncryptStream extends Transform {
       this.started = true;
       this.push(this.prefix);
     }
-    const sealed: Buffer[] = [];
     let offset = 0;
     while (offset < chunk.length) {
-      if (this.fill === CHUNK) sealed.push(this.seal(false));
+      if (this.fill === CHUNK) this.seal(this.pending, false);
+      // A whole chunk with input after it is not the last one: sealed straight from the input, without a copy.
+      if (this.fill === 0 && chunk.length - offset > CHUNK) {
+        this.seal(chunk.subarray(offset, offset + CHUNK), false);
+        offset += CHUNK;
+        continue;
+      }
       const n = Math.min(CHUNK - this.fill, chunk.length - offset);
       chunk.copy(this.pending, this.fill, offset, offset + n);
       this.fill += n;
       offset += n;
     }
-    // One push per input chunk: per-chunk stream and write overhead otherwise costs more than the cipher.
-    if (sealed.length > 0) this.push(sealed.length === 1 ? sealed[0] : Buffer.concat(sealed));
     callback();
   }
 
@@ -248,19 +265,26 @@ export class AgeEncryptStream extends Transform {
       this.push(this.prefix);
     }
     // An empty last chunk is valid only for an empty file, which is exactly when fill can be 0 here.
-    this.push(this.seal(true));
+    this.seal(this.pending, true);
     callback();
   }
 
-  private seal(last: boolean): Buffer {
+  /**
+   * Seals `plain` (the pending chunk or a whole chunk of the input) and pushes ciphertext and tag as they come
+   * from the cipher. No concatenation: each copy was a fresh 64 KiB allocation, and that churn of external
+   * memory made V8 run a full garbage collection every ~40 MB (measured: 1.1 s of GC per GiB against 0.2 s
+   * without encryption, more than the cipher itself).
+   */
+  private seal(plain: Buffer, last: boolean): void {
     const cipher = crypto.createCipheriv('chacha20-poly1305', this.key, chunkNonce(this.counter, last), {
       authTagLength: TAG,
     });
-    const body = cipher.update(this.pending.subarray(0, this.fill));
+    const body = plain === this.pending ? cipher.update(plain.subarray(0, this.fill)) : cipher.update(plain);
     cipher.final();
-    this.fill = 0;
+    if (plain === this.pending) this.fill = 0;
     this.counter++;
-    return Buffer.concat([body, cipher.getAuthTag()]);
+    if (body.length > 0) this.push(body);
+    this.push(cipher.getAuthTag());
   }
 }
 
@@ -383,15 +407,15 @@ export class AgeDecryptStream extends Transform {
       this.fill = 0;
       this.state = 'payload';
     }
-    const opened: Buffer[] = [];
+    // Each opened chunk is pushed as the decipher made it: concatenating them cost a copy and a fresh
+    // allocation per input chunk (garbage collection, see AgeEncryptStream.seal).
     while (offset < chunk.length) {
-      if (this.fill === CHUNK + TAG) opened.push(this.open(false));
+      if (this.fill === CHUNK + TAG) this.push(this.open(false));
       const n = Math.min(CHUNK + TAG - this.fill, chunk.length - offset);
       chunk.copy(this.pending, this.fill, offset, offset + n);
       this.fill += n;
       offset += n;
     }
-    if (opened.length > 0) this.push(opened.length === 1 ? opened[0] : Buffer.concat(opened));
   }
 
   override _flush(callback: TransformCallback): void {

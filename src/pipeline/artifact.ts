@@ -1,7 +1,7 @@
 import os from 'node:os';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import { PassThrough, Writable, type Readable, type Transform } from 'node:stream';
+import { PassThrough, Transform, Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { pipeline as pipelineCallback } from 'node:stream';
 import type { Compression } from '../naming.js';
@@ -18,6 +18,7 @@ import {
   translateDecompressionError,
   validateCompression,
 } from './compression.js';
+import { ArtifactDecodeError } from './errors.js';
 import { createSha256Counter } from './hash.js';
 
 export interface ArtifactOptions {
@@ -30,6 +31,12 @@ export interface ArtifactOptions {
   recipients?: string[];
   /** age passphrase (scrypt); exclusive with recipients. */
   passphrase?: string;
+  /**
+   * Decode the packed bytes as they are handed to the file (with openArtifact, the decoder restores use) and
+   * compare them with the plain bytes that went in; any difference or decoding error fails the write with an
+   * ArtifactDecodeError. Proves the encoding; that the file holds those bytes is ArtifactResult.sha256's job.
+   */
+  checkDecodes?: boolean;
 }
 
 export interface ArtifactResult {
@@ -44,6 +51,8 @@ export interface ArtifactResult {
    * the file opens without the identity. Never store or print it.
    */
   fileKey?: Buffer;
+  /** With checkDecodes: the bytes written decoded back to exactly the plain input. */
+  decodeChecked: boolean;
 }
 
 export interface OpenOptions {
@@ -103,6 +112,14 @@ export async function writeArtifact(
   const packed = stages.length > 1 ? createSha256Counter() : plain;
   if (packed !== plain) stages.push(packed);
 
+  const check = options.checkDecodes
+    ? await decodeAsWritten(options.compression, encryption?.fileKey)
+    : undefined;
+  if (check) {
+    stages.splice(1, 0, check.recordPlain);
+    stages.push(check.tee);
+  }
+
   let ok = false;
   try {
     await pipeline(
@@ -113,8 +130,10 @@ export async function writeArtifact(
       ],
       { signal },
     );
+    await check?.done;
     ok = true;
   } finally {
+    check?.stop();
     if (!ok) await fsp.rm(destPath, { force: true });
   }
   return {
@@ -123,31 +142,114 @@ export async function writeArtifact(
     plainSha256: plain.sha256,
     plainBytes: plain.bytes,
     fileKey: encryption?.fileKey,
+    decodeChecked: check !== undefined,
   };
 }
 
 /**
- * Reads an artifact back from disk and decodes it (decrypt, decompress) without writing anything, returning
- * the sha256 of what comes out: the proof that the bytes on disk give back the snapshot.
+ * The plain bytes that went into the packing stages and whose decoded copy has not come out yet: a few MiB
+ * (what sits inside the compressor and the stream buffers), since decoding follows writing chunk by chunk.
  */
-export async function decodedSha256(
-  artifactPath: string,
-  options: OpenOptions,
-  signal?: AbortSignal,
-): Promise<{ sha256: string; bytes: number }> {
-  const decoded = await openArtifact(
-    fs.createReadStream(artifactPath, { highWaterMark: READ_CHUNK }),
-    options,
-  );
-  const counter = createSha256Counter();
-  try {
-    await pipeline(decoded, counter, new Writable({ write: (_chunk, _encoding, done) => done() }), {
-      signal,
-    });
-  } finally {
-    decoded.destroy();
+export class PlainBacklog {
+  private readonly chunks: Buffer[] = [];
+  private offset = 0;
+
+  add(chunk: Buffer): void {
+    if (chunk.length > 0) this.chunks.push(chunk);
   }
-  return counter.digest();
+
+  /** Compares `decoded` with the oldest plain bytes not yet matched and drops them; false on any difference. */
+  match(decoded: Buffer): boolean {
+    let at = 0;
+    while (at < decoded.length) {
+      const first = this.chunks[0];
+      if (!first) return false; // decoded to more bytes than went in
+      const n = Math.min(first.length - this.offset, decoded.length - at);
+      if (!decoded.subarray(at, at + n).equals(first.subarray(this.offset, this.offset + n))) return false;
+      at += n;
+      this.offset += n;
+      if (this.offset === first.length) {
+        this.chunks.shift();
+        this.offset = 0;
+      }
+    }
+    return true;
+  }
+
+  /** Every plain byte has been matched. */
+  get empty(): boolean {
+    return this.chunks.length === 0;
+  }
+}
+
+/**
+ * The decode-before-publish check done while writing rather than by reading the file back afterwards: each
+ * packed chunk is handed to the file and to the decoder, and what the decoder gives back is compared with the
+ * plain chunk it came from (memcmp, cheaper than hashing it again). The whole run then decodes once, on data
+ * still in the CPU cache, instead of decrypting, decompressing and hashing the artifact in a second pass.
+ */
+async function decodeAsWritten(
+  compression: Compression,
+  fileKey: Buffer | undefined,
+): Promise<{ recordPlain: Transform; tee: Transform; done: Promise<void>; stop: () => void }> {
+  const backlog = new PlainBacklog();
+  const input = new PassThrough({ highWaterMark: READ_CHUNK });
+  const decoded = await openArtifact(input, { compression, encrypted: fileKey !== undefined, fileKey });
+  const recordPlain = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      backlog.add(chunk);
+      callback(null, chunk);
+    },
+  });
+  let failed: Error | undefined;
+  const tee = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      if (failed) return callback(failed);
+      if (input.write(chunk)) return callback(null, chunk);
+      // The file waits for the decoder: the backlog stays as small as the stages in between.
+      const go = () => {
+        input.off('drain', go);
+        input.off('close', go);
+        callback(failed ?? null, chunk);
+      };
+      input.on('drain', go);
+      input.on('close', go);
+    },
+    flush(callback) {
+      input.end();
+      callback();
+    },
+  });
+  const compare = new Writable({
+    highWaterMark: READ_CHUNK,
+    write(chunk: Buffer, _encoding, callback) {
+      callback(
+        backlog.match(chunk)
+          ? null
+          : new ArtifactDecodeError('the packed bytes decode to other bytes than the snapshot'),
+      );
+    },
+    final(callback) {
+      callback(
+        backlog.empty
+          ? null
+          : new ArtifactDecodeError('the packed bytes decode to fewer bytes than the snapshot'),
+      );
+    },
+  });
+  const done = pipeline(decoded, compare).catch((error: unknown) => {
+    failed =
+      error instanceof ArtifactDecodeError
+        ? error
+        : new ArtifactDecodeError(`the packed bytes do not decode (${(error as Error).message})`, {
+            cause: error,
+          });
+    tee.destroy(failed);
+    throw failed;
+  });
+  // Reported by the await in writeArtifact (or superseded by the write's own error).
+  done.catch(() => undefined);
+  return { recordPlain, tee, done, stop: () => decoded.destroy() };
 }
 
 /**

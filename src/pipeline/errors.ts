@@ -41,3 +41,14 @@ export class ArtifactOptionsError extends LitekeepError {
     super(message, { exitCode: EXIT.usage, stage: 'config' });
   }
 }
+
+/**
+ * What was handed to the artifact file does not decode back to the bytes that went in (writeArtifact with
+ * checkDecodes). The file must not count as a backup.
+ */
+export class ArtifactDecodeError extends LitekeepError {
+  override name = 'ArtifactDecodeError';
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super(message, { exitCode: EXIT.failed, stage: 'verify', cause: options.cause });
+  }
+}

@@ -3,7 +3,7 @@ export {
   writeArtifact,
   openArtifact,
   restoreArtifactToFile,
-  decodedSha256,
+  PlainBacklog,
   type ArtifactOptions,
   type ArtifactResult,
   type OpenOptions,
@@ -16,5 +16,6 @@ export {
   InvalidRecipientError,
   InvalidIdentityError,
   ArtifactOptionsError,
+  ArtifactDecodeError,
 } from './errors.js';
 export { DEFAULT_LEVEL, validateCompression } from './compression.js';

@@ -17,29 +17,37 @@ const cctx = new binding.CCtx();
 cctx.setParameter(binding.CParameter.compressionLevel, workerData.level);
 cctx.setParameter(binding.CParameter.checksumFlag, 1);
 if (workerData.nbWorkers > 0) cctx.setParameter(binding.CParameter.nbWorkers, workerData.nbWorkers);
-const scratch = Buffer.allocUnsafe(binding.cStreamOutSize());
+// One reused output buffer with room for a whole chunk's output: a fresh buffer per piece of output was garbage
+// that this thread's heap let pile up (tens of MB of RSS) until its next collection.
+const scratch = Buffer.allocUnsafe(binding.compressBound(workerData.chunk) + binding.cStreamOutSize());
 parentPort.on('message', ({ input, length, end }) => {
   try {
     let src = Buffer.from(input, 0, length);
-    const pieces = [];
-    let total = 0;
+    // Only when one chunk's output outgrows the buffer (zstd flushing input it held back earlier).
+    const spilled = [];
+    let at = 0;
     const directive = end ? binding.EndDirective.end : binding.EndDirective.continue;
     for (;;) {
-      const [ret, produced, consumed] = cctx.compressStream2(scratch, src, directive);
-      if (produced > 0) {
-        pieces.push(Buffer.from(scratch.subarray(0, produced)));
-        total += produced;
+      if (scratch.length - at < binding.cStreamOutSize()) {
+        spilled.push(Buffer.from(scratch.subarray(0, at)));
+        at = 0;
       }
+      const space = scratch.length - at;
+      const [ret, produced, consumed] = cctx.compressStream2(scratch.subarray(at), src, directive);
+      at += produced;
       src = src.subarray(consumed);
-      if (src.length === 0 && (end ? ret === 0 : produced < scratch.length)) break;
+      if (src.length === 0 && (end ? ret === 0 : produced < space)) break;
     }
     // One buffer of exactly the compressed size per chunk, handed over without a copy.
+    let total = at;
+    for (const piece of spilled) total += piece.length;
     const output = new ArrayBuffer(total);
-    let at = 0;
-    for (const piece of pieces) {
-      new Uint8Array(output, at, piece.length).set(piece);
-      at += piece.length;
+    let offset = 0;
+    for (const piece of spilled) {
+      new Uint8Array(output, offset, piece.length).set(piece);
+      offset += piece.length;
     }
+    new Uint8Array(output, offset, at).set(scratch.subarray(0, at));
     parentPort.postMessage({ input, output }, [input, output]);
   } catch (error) {
     parentPort.postMessage({ error: String(error && error.message || error) });
@@ -75,7 +83,10 @@ export class ZstdWorkerStream extends Transform {
   constructor(level: number, nbWorkers = 0) {
     super();
     bindingPath ??= createRequire(import.meta.url).resolve('zstd-napi/binding.js');
-    this.worker = new Worker(CODE, { eval: true, workerData: { binding: bindingPath, level, nbWorkers } });
+    this.worker = new Worker(CODE, {
+      eval: true,
+      workerData: { binding: bindingPath, level, nbWorkers, chunk: CHUNK },
+    });
     for (let i = 0; i < POOL; i++) this.free.push(new ArrayBuffer(CHUNK));
     this.worker.on('message', (reply: Reply) => this.onReply(reply));
     this.worker.on('error', (error) => this.destroy(error));

@@ -506,7 +506,7 @@ describe('nothing counts as a backup before its bytes decode back to the snapsho
       const manager = new BackupManager(m.target());
       try {
         await expect(manager.createBackup({ onPacked: (artifact) => flipByte(artifact) })).rejects.toThrow(
-          /the new backup does not decode \(.*\); it was not kept/,
+          /the new backup on disk is not the bytes that were written \(.*\); it was not kept/,
         );
         // An intact one passes the same check.
         const ok = await manager.createBackup({});

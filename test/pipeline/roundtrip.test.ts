@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   generateIdentity,
   openArtifact,
+  PlainBacklog,
   readIdentityFile,
   restoreArtifactToFile,
   sha256File,
@@ -33,15 +34,62 @@ afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 const compressions: Compression[] = ['none', 'gzip', 'zstd'];
 
+describe('the decode check done while writing (PlainBacklog)', () => {
+  const plain = crypto.randomBytes(300_000);
+  const pieces = (buffer: Buffer, size: number) =>
+    Array.from({ length: Math.ceil(buffer.length / size) }, (_, i) =>
+      buffer.subarray(i * size, (i + 1) * size),
+    );
+
+  it('matches decoded bytes against the plain chunks whatever the chunk boundaries', () => {
+    const backlog = new PlainBacklog();
+    for (const chunk of pieces(plain, 65_536)) backlog.add(chunk);
+    expect(pieces(plain, 131_072 - 7).every((chunk) => backlog.match(chunk))).toBe(true);
+    expect(backlog.empty).toBe(true);
+  });
+
+  it('refuses one changed byte, bytes beyond the input, and output that stops short', () => {
+    const flipped = Buffer.from(plain);
+    flipped[123_456] ^= 0x01;
+    const a = new PlainBacklog();
+    a.add(plain);
+    expect(pieces(flipped, 100_000).every((chunk) => a.match(chunk))).toBe(false);
+
+    const b = new PlainBacklog();
+    b.add(plain);
+    expect(b.match(plain)).toBe(true);
+    expect(b.match(Buffer.from([0]))).toBe(false);
+
+    const c = new PlainBacklog();
+    c.add(plain);
+    expect(c.match(plain.subarray(0, plain.length - 1))).toBe(true);
+    expect(c.empty).toBe(false);
+  });
+
+  it('an empty source decodes back to nothing, encrypted and compressed', async () => {
+    const empty = path.join(dir, 'empty.bin');
+    fs.writeFileSync(empty, '');
+    const result = await writeArtifact(empty, path.join(dir, 'empty.bin.zst.age'), {
+      compression: 'zstd',
+      recipients: [recipient],
+      checkDecodes: true,
+    });
+    expect(result).toMatchObject({ decodeChecked: true, plainBytes: 0 });
+  });
+});
+
 describe('writeArtifact → restoreArtifactToFile round trip', () => {
   for (const compression of compressions) {
     for (const encrypted of [false, true]) {
       it(`${compression}${encrypted ? ' + age recipient' : ''}`, async () => {
         const out = path.join(dir, `rt-${compression}-${encrypted}.artifact`);
+        const packed = compression !== 'none' || encrypted;
         const result = await writeArtifact(db, out, {
           compression,
           recipients: encrypted ? [recipient] : undefined,
+          checkDecodes: packed,
         });
+        expect(result.decodeChecked).toBe(packed);
         expect(result.plainSha256).toBe(dbSha);
         expect(result.plainBytes).toBe(fs.statSync(db).size);
         expect(result.sha256).toBe(sha256sum(out));
