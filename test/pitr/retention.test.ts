@@ -9,8 +9,8 @@ import { incrementalSpec } from '../../src/repository/destination.js';
 import { pruneRepository } from '../../src/repository/run.js';
 import { restoreBackup } from '../../src/restore/restore.js';
 import { runCli } from '../helpers/cli.js';
-import { tempDir } from '../helpers/db.js';
 import { readState, startWriter, stopWriters } from './app-writer.js';
+import { setUp as replicationSetUp } from './replication-setup.js';
 
 afterEach(() => stopWriters());
 
@@ -66,28 +66,13 @@ describe('planPitrRetention', () => {
 });
 
 function setUp() {
-  const dir = tempDir('litekeep-pitr-retention-');
-  const db = path.join(dir, 'app.db');
-  fs.writeFileSync(
-    path.join(dir, 'litekeep.yml'),
-    JSON.stringify({
-      database: 'app.db',
-      backupDir: 'backups',
-      timeZone: 'UTC',
-      host: 'web1',
-      prune: false,
-      retention: { last: 100 },
-      notify: {},
-      destinations: [{ name: 'vault', type: 'local', path: 'vault', format: 'incremental' }],
-    }),
-  );
-  const repo = path.join(dir, 'vault', 'app', 'web1', 'repo');
+  const t = replicationSetUp({ prune: false });
   const segments = () =>
     fs
-      .readdirSync(path.join(repo, 'wal'))
+      .readdirSync(path.join(t.repo, 'wal'))
       .filter((n) => n.endsWith('.lkwal'))
       .sort();
-  return { dir, db, repo, segments };
+  return { ...t, segments };
 }
 
 async function cli(dir: string, args: string[], code = 0) {
