@@ -840,6 +840,8 @@ export interface VerifyResult {
   sha256?: string;
   integrity?: string;
   fingerprint?: 'match' | 'not recorded' | string;
+  /** What a point-in-time verification used and reached (base snapshot, segments, the last commit). */
+  notes?: string[];
 }
 
 /**
@@ -859,10 +861,10 @@ export async function verifyBackup(
     } = {},
 ): Promise<VerifyResult[]> {
   const from = options.from ?? 'local';
-  const candidates = await listCandidates(target, from, options);
+  // One backup is chosen as restore chooses it: `--at` on a destination with WAL segments is a point in time.
   const chosen = options.all
-    ? candidates
-    : [pickCandidate(candidates, { includeSetAside: true, ...options })];
+    ? await listCandidates(target, from, options)
+    : [(await chooseCandidate(target, { includeSetAside: true, ...options })).picked];
   if (chosen.length === 0) {
     throw new LitekeepError(`no backups found in ${from}`, { stage: 'verify' });
   }
@@ -908,6 +910,10 @@ async function verifyOne(
     const fetched = await fetchAndCheck(candidate, plain, decrypt, 'full', signal);
     result.sha256 = fetched.sha256;
     result.integrity = fetched.integrity;
+    // A point in time that could only be reached part of the way (a damaged or missing segment) failed.
+    if (candidate.warnings?.length)
+      throw new DamagedBackupError(`${candidate.name}: ${candidate.warnings[0]}`, { stage: 'verify' });
+    if (candidate.notes?.length) result.notes = [...candidate.notes];
     // Only what was recorded of this very backup: another host's backup of the same name is another database.
     const expected = candidate.fingerprint;
     if (expected) {

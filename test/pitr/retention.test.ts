@@ -178,6 +178,17 @@ describe('retention.pitr', () => {
     expect(inWindow.length).toBe(4);
     for (const [i, m] of inWindow.entries()) await exact(m.at, m.last, i === 0 ? 'cli' : 'library');
 
+    // verify --at: the same point in time, restored in a temp folder and checked, recorded like any verification.
+    const verified = await cli(t.dir, [
+      'verify',
+      '--from',
+      'vault',
+      '--at',
+      new Date(inWindow[2].at).toISOString(),
+    ]);
+    expect(verified.stdout).toMatch(/^ok .*\+wal from vault: .*integrity ok/);
+    expect(verified.stdout).toMatch(/point in time .*: base snapshot [0-9a-f]{12} .* WAL segment/);
+
     // Before the window, the kept base B0 answers, as a snapshot, and says why (not a gap: exit 0).
     const early = path.join(t.dir, 'early.db');
     const r = await cli(t.dir, [
@@ -258,6 +269,12 @@ describe('retention.pitr', () => {
     fs.writeFileSync(damaged, bytes);
     const bad = await cli(t.dir, ['check', '--from', 'vault', '--read-data'], 1);
     expect(bad.stdout).toMatch(new RegExp(`FAILED .*\\n[^]*WAL segment ${names[2]}`));
+    // verify --at a moment past the damaged segment fails, naming it; nothing is restored anywhere.
+    const failed = await cli(t.dir, ['verify', '--from', 'vault', '--at', new Date(end).toISOString()], 1);
+    expect(failed.stdout + failed.stderr).toMatch(
+      new RegExp(`FAILED .*\\+wal from vault: .*WAL segment ${names[2]} cannot be used`),
+    );
+
     // A missing one: inside a generation the names show it; at a generation's end, reading shows it (the reset
     // segment after it records where that generation ended).
     fs.writeFileSync(damaged, original);

@@ -227,11 +227,17 @@ export function registerVerify(program: Command): void {
     .option('--from <source>', 'local (default), drive, or a destination name')
     .option('--host <name>', "whose copies, on a destination several machines share (default: this host's)")
     .option('--identity <file>', 'age identity file for encrypted backups (or LITEKEEP_AGE_IDENTITY)')
+    .option(
+      '--at <time>',
+      'the newest backup taken by then; on a destination with WAL segments, the state at that moment (replayed)',
+    )
     .option('--json', 'print JSON');
   addTargetOptions(command);
   command.action(async (name: string | undefined, options: RestoreFlags) => {
     const { verifyBackup } = await import('../../restore/index.js');
     const targets = selectTargets(resolveConfig(options), options);
+    const at = parseAt(options.at, targets[0]?.settings.timeZone ?? systemTimeZone());
+    if (name && at) throw new LitekeepError('give a backup name or --at, not both', { exitCode: EXIT.usage });
     const out: unknown[] = [];
     let failed = false;
     const progress = await startProgress(options);
@@ -243,6 +249,7 @@ export function registerVerify(program: Command): void {
         const results = await verifyBackup(target, {
           name: name === 'all' ? undefined : name,
           all: name === 'all',
+          at,
           from: options.from,
           host: options.host,
           signal: stop.signal,
@@ -252,11 +259,12 @@ export function registerVerify(program: Command): void {
             if (r.status !== 'ok') failed = true;
             if (options.json) return;
             const where = `${target.name}/${r.backup} from ${r.source}${r.host ? ` (host ${r.host})` : ''}`;
-            if (r.status === 'ok')
+            if (r.status === 'ok') {
               print(
                 `ok      ${where}: sha256 ${r.sha256?.slice(0, 12)}…, integrity ok, fingerprint ${r.fingerprint}`,
               );
-            else
+              for (const note of r.notes ?? []) print(`        ${note}`);
+            } else
               printFailure(
                 `${r.status === 'failed' ? 'FAILED' : 'ERROR '}  ${where}: ${r.error}`,
                 `${target.name}: verification of ${r.backup} from ${r.source} ${r.status === 'failed' ? 'failed' : 'could not be done'}: ${r.error}`,
