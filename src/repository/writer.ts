@@ -11,7 +11,6 @@ import { zstdCompress } from './compress.js';
 import {
   DEFAULT_PACK_SIZE,
   encodeIndexOf,
-  encodeIndexRecord,
   encodeIndexRecordOf,
   encodeManifest,
   keys,
@@ -20,7 +19,6 @@ import {
   sha256Hex,
   SNAPSHOT_VERSION,
   type ChunkKind,
-  type IndexedPack,
   type SnapshotBody,
   type SnapshotFacts,
 } from './format.js';
@@ -79,7 +77,7 @@ export interface SnapshotWritten {
 }
 
 /** Index files list at most this many chunks, so that neither the writer nor a reader holds more. */
-const INDEX_BATCH_CHUNKS = 100_000;
+export const INDEX_BATCH_CHUNKS = 100_000;
 const READ_BLOCK = 1024 * 1024;
 
 /**
@@ -452,16 +450,8 @@ export class PackWriter {
   }
 }
 
-/** Stores one index file listing `packs` and returns its id (the sha256 of its bytes as stored). */
-export async function writeIndexFile(
-  repo: Repository,
-  packs: IndexedPack[],
-): Promise<{ id: string; bytes: number }> {
-  return writeIndexRecords(repo, packs.map(encodeIndexRecord));
-}
-
 /** Stores one index file of these packs' records (encodeIndexRecordOf) and returns its id. */
-async function writeIndexRecords(
+export async function writeIndexRecords(
   repo: Repository,
   records: Buffer[],
 ): Promise<{ id: string; bytes: number }> {
@@ -469,24 +459,6 @@ async function writeIndexRecords(
   const id = sha256Hex(stored);
   await repo.putBuffer(keys.index(id), stored);
   return { id, bytes: stored.length };
-}
-
-/** Splits packs into index files of at most INDEX_BATCH_CHUNKS chunks each (one pack never splits). */
-export function indexBatches(packs: IndexedPack[]): IndexedPack[][] {
-  const out: IndexedPack[][] = [];
-  let current: IndexedPack[] = [];
-  let chunks = 0;
-  for (const pack of packs) {
-    if (current.length > 0 && chunks + pack.chunks.length > INDEX_BATCH_CHUNKS) {
-      out.push(current);
-      current = [];
-      chunks = 0;
-    }
-    current.push(pack);
-    chunks += pack.chunks.length;
-  }
-  if (current.length) out.push(current);
-  return out;
 }
 
 /**
