@@ -18,6 +18,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { Compressor } from 'zstd-napi';
+import { descendants } from './process-tree.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const cli = path.join(root, 'dist', 'cli', 'main.js');
@@ -142,22 +143,24 @@ function appendRows(file, share) {
 
 // ---------------------------------------------------------------- measuring
 
+/** Runs the command given as JSON and prints what getrusage says of it and of every child it waited for. */
+const PROBE = [
+  'import json,resource,subprocess,sys,time',
+  't=time.monotonic()',
+  'r=subprocess.run(json.loads(sys.argv[1]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=sys.argv[2])',
+  'd=time.monotonic()-t',
+  'u=resource.getrusage(resource.RUSAGE_CHILDREN)',
+  'print(json.dumps({"seconds": d, "cpu": u.ru_utime + u.ru_stime, "maxrss_kb": u.ru_maxrss, "code": r.returncode, "out": r.stdout.decode()[-200000:], "err": r.stderr.decode()[-2000:]}))',
+].join('\n');
+
 /**
  * Wall time, CPU time (user + system, every thread) and peak RSS of a command and every child it waited for
  * (python's getrusage of children). On a shared machine CPU time moves less with the load than wall time.
  */
 function measure(command, args, options = {}) {
-  const probe = [
-    'import json,resource,subprocess,sys,time',
-    't=time.monotonic()',
-    'r=subprocess.run(json.loads(sys.argv[1]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=sys.argv[2])',
-    'd=time.monotonic()-t',
-    'u=resource.getrusage(resource.RUSAGE_CHILDREN)',
-    'print(json.dumps({"seconds": d, "cpu": u.ru_utime + u.ru_stime, "maxrss_kb": u.ru_maxrss, "code": r.returncode, "out": r.stdout.decode()[-200000:], "err": r.stderr.decode()[-2000:]}))',
-  ].join('\n');
   const out = execFileSync(
     'python3',
-    ['-c', probe, JSON.stringify([command, ...args]), options.cwd ?? process.cwd()],
+    ['-c', PROBE, JSON.stringify([command, ...args]), options.cwd ?? process.cwd()],
     {
       env: { ...process.env, ...options.env },
       encoding: 'utf8',
@@ -172,29 +175,10 @@ function measure(command, args, options = {}) {
 
 const PAGE = Number(execFileSync('getconf', ['PAGESIZE'], { encoding: 'utf8' }));
 
-/** pid → ppid of every process now. */
-function processTable() {
-  const table = new Map();
-  for (const name of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${name}/stat`, 'utf8');
-      // The command name is in parentheses and may hold spaces: the fields after the last ')' are fixed.
-      table.set(Number(name), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return table;
-}
-
 /** RSS in bytes of every process below `rootPid` (not `rootPid` itself: the measuring wrapper). */
 function treeRss(rootPid) {
-  const table = processTable();
-  const tree = [rootPid];
-  for (let i = 0; i < tree.length; i++) for (const [pid, ppid] of table) if (ppid === tree[i]) tree.push(pid);
   let rss = 0;
-  for (const pid of tree.slice(1)) {
+  for (const pid of descendants(rootPid).slice(1)) {
     try {
       rss += Number(fs.readFileSync(`/proc/${pid}/statm`, 'utf8').split(' ')[1]) * PAGE;
     } catch {
@@ -209,18 +193,10 @@ function treeRss(rootPid) {
  * its snapshot child, its worker threads are inside their processes), sampled from /proc every 50 ms.
  */
 function measureTree(command, args, options = {}) {
-  const probe = [
-    'import json,resource,subprocess,sys,time',
-    't=time.monotonic()',
-    'r=subprocess.run(json.loads(sys.argv[1]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=sys.argv[2])',
-    'd=time.monotonic()-t',
-    'u=resource.getrusage(resource.RUSAGE_CHILDREN)',
-    'print(json.dumps({"seconds": d, "cpu": u.ru_utime + u.ru_stime, "maxrss_kb": u.ru_maxrss, "code": r.returncode, "out": r.stdout.decode()[-200000:], "err": r.stderr.decode()[-2000:]}))',
-  ].join('\n');
   return new Promise((resolve, reject) => {
     const child = spawn(
       'python3',
-      ['-c', probe, JSON.stringify([command, ...args]), options.cwd ?? process.cwd()],
+      ['-c', PROBE, JSON.stringify([command, ...args]), options.cwd ?? process.cwd()],
       {
         env: { ...process.env, ...options.env },
         stdio: ['ignore', 'pipe', 'inherit'],

@@ -12,6 +12,7 @@ import {
   encodeIndex,
   FormatError,
   keys,
+  type IndexedPack,
   parsePack,
   sha256Hex,
 } from '../../src/repository/format.js';
@@ -171,6 +172,20 @@ describe('repository format', () => {
   });
 });
 
+/** The one index file of a small repository, decoded. */
+function theIndexFile(store: LocalBlobStore): { indexId: string; packs: IndexedPack[] } {
+  const [indexId] = fs.readdirSync(path.join(store.root, 'index'));
+  const stored = fs.readFileSync(path.join(store.root, 'index', indexId));
+  return { indexId, packs: decodeIndex(zstdDecompressBounded(stored, 1 << 30, 'i'), 'i') };
+}
+
+/** Replaces index file `indexId` with one listing `packs`, under its proper name. */
+function replaceIndexFile(store: LocalBlobStore, indexId: string, packs: IndexedPack[]): void {
+  const stored = zstdCompress(encodeIndex(packs));
+  fs.rmSync(path.join(store.root, 'index', indexId));
+  fs.writeFileSync(path.join(store.root, keys.index(sha256Hex(stored))), stored);
+}
+
 describe('repository library: the last line of defence and collection', () => {
   async function setUp(rows: number, blobEvery = 50) {
     const dir = tempDir('litekeep-repo-lib-');
@@ -195,11 +210,7 @@ describe('repository library: the last line of defence and collection', () => {
     const written = await writeSnapshot(repo, index, image);
     index.close();
     // Rebuild one data pack with a changed page under its old id, and give it (and its index) valid names.
-    const [indexId] = fs.readdirSync(path.join(store.root, 'index'));
-    const packs = decodeIndex(
-      zstdDecompressBounded(fs.readFileSync(path.join(store.root, 'index', indexId)), 1 << 30, 'i'),
-      'i',
-    );
+    const { indexId, packs } = theIndexFile(store);
     const victim = packs.find((p) => p.kind === 'data')!;
     const plain = fs.readFileSync(path.join(store.root, keys.pack(victim.id)));
     const contents = parsePack(plain, 'p');
@@ -220,15 +231,13 @@ describe('repository library: the last line of defence and collection', () => {
     fs.mkdirSync(path.dirname(path.join(store.root, keys.pack(forgedId))), { recursive: true });
     fs.writeFileSync(path.join(store.root, keys.pack(forgedId)), forged.plain);
     fs.rmSync(path.join(store.root, keys.pack(victim.id)));
-    const newIndex = zstdCompress(
-      encodeIndex(
-        packs.map((p) =>
-          p === victim ? { id: forgedId, storedSize: forged.plain.length, ...forged.contents } : p,
-        ),
+    replaceIndexFile(
+      store,
+      indexId,
+      packs.map((p) =>
+        p === victim ? { id: forgedId, storedSize: forged.plain.length, ...forged.contents } : p,
       ),
     );
-    fs.rmSync(path.join(store.root, 'index', indexId));
-    fs.writeFileSync(path.join(store.root, keys.index(sha256Hex(newIndex))), newIndex);
 
     const reader = await Repository.openForRead(store);
     const out = path.join(dir, 'restored.db');
@@ -251,15 +260,13 @@ describe('repository library: the last line of defence and collection', () => {
     const written = await writeSnapshot(repo, index, await snapshotImage(db, path.join(dir, 's1.db')));
     index.close();
     // The index file again, without one data pack: its pages' chunks are stored, but no index names them.
-    const [indexId] = fs.readdirSync(path.join(store.root, 'index'));
-    const packs = decodeIndex(
-      zstdDecompressBounded(fs.readFileSync(path.join(store.root, 'index', indexId)), 1 << 30, 'i'),
-      'i',
-    );
+    const { indexId, packs } = theIndexFile(store);
     const victim = packs.find((p) => p.kind === 'data')!;
-    const newIndex = zstdCompress(encodeIndex(packs.filter((p) => p !== victim)));
-    fs.rmSync(path.join(store.root, 'index', indexId));
-    fs.writeFileSync(path.join(store.root, keys.index(sha256Hex(newIndex))), newIndex);
+    replaceIndexFile(
+      store,
+      indexId,
+      packs.filter((p) => p !== victim),
+    );
     const unlisted = new Set(victim.chunks.map((c) => c.id.toString('hex').slice(0, 12)));
 
     const reader = await Repository.openForRead(store);
