@@ -5,8 +5,12 @@
 // whole process tree; and the chunking measurement behind docs/format.md. Not a test: it prints figures.
 //
 //   node bench/incremental.mjs [--size MiB] [--rss-sizes 1024,4096] [--restore-rounds 3] [--dir DIR] [--keep]
-//                              [--no-restic]
-import { execFileSync, spawnSync } from 'node:child_process';
+//                              [--no-restic] [--rss-only] [--db-cache DIR]
+//
+// --rss-only measures only the memory of a first snapshot and its restore at each of --rss-sizes (no cases, no
+// restic, no timed restores); --db-cache DIR keeps each built database there and reuses it (the build is
+// deterministic), so that runs before and after a change measure the same files at a fraction of the cost.
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -14,6 +18,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { Compressor } from 'zstd-napi';
+import { descendants } from './process-tree.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const cli = path.join(root, 'dist', 'cli', 'main.js');
@@ -24,6 +29,8 @@ const arg = (name, fallback) => {
 const size = Number(arg('size', '1024'));
 const rssSizes = arg('rss-sizes', `${size}`).split(',').map(Number);
 const keep = process.argv.includes('--keep');
+const rssOnly = process.argv.includes('--rss-only');
+const dbCache = arg('db-cache');
 const workDir = arg('dir') ?? fs.mkdtempSync(path.join(os.tmpdir(), 'litekeep-bench-incr-'));
 fs.mkdirSync(workDir, { recursive: true });
 const useRestic = !process.argv.includes('--no-restic') && spawnSync('restic', ['version']).status === 0;
@@ -136,22 +143,24 @@ function appendRows(file, share) {
 
 // ---------------------------------------------------------------- measuring
 
+/** Runs the command given as JSON and prints what getrusage says of it and of every child it waited for. */
+const PROBE = [
+  'import json,resource,subprocess,sys,time',
+  't=time.monotonic()',
+  'r=subprocess.run(json.loads(sys.argv[1]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=sys.argv[2])',
+  'd=time.monotonic()-t',
+  'u=resource.getrusage(resource.RUSAGE_CHILDREN)',
+  'print(json.dumps({"seconds": d, "cpu": u.ru_utime + u.ru_stime, "maxrss_kb": u.ru_maxrss, "code": r.returncode, "out": r.stdout.decode()[-200000:], "err": r.stderr.decode()[-2000:]}))',
+].join('\n');
+
 /**
  * Wall time, CPU time (user + system, every thread) and peak RSS of a command and every child it waited for
  * (python's getrusage of children). On a shared machine CPU time moves less with the load than wall time.
  */
 function measure(command, args, options = {}) {
-  const probe = [
-    'import json,resource,subprocess,sys,time',
-    't=time.monotonic()',
-    'r=subprocess.run(json.loads(sys.argv[1]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=sys.argv[2])',
-    'd=time.monotonic()-t',
-    'u=resource.getrusage(resource.RUSAGE_CHILDREN)',
-    'print(json.dumps({"seconds": d, "cpu": u.ru_utime + u.ru_stime, "maxrss_kb": u.ru_maxrss, "code": r.returncode, "out": r.stdout.decode()[-200000:], "err": r.stderr.decode()[-2000:]}))',
-  ].join('\n');
   const out = execFileSync(
     'python3',
-    ['-c', probe, JSON.stringify([command, ...args]), options.cwd ?? process.cwd()],
+    ['-c', PROBE, JSON.stringify([command, ...args]), options.cwd ?? process.cwd()],
     {
       env: { ...process.env, ...options.env },
       encoding: 'utf8',
@@ -162,6 +171,66 @@ function measure(command, args, options = {}) {
   if (result.code !== 0 && !options.allowFail)
     throw new Error(`${command} ${args.join(' ')} failed (${result.code}): ${result.err}`);
   return result;
+}
+
+const PAGE = Number(execFileSync('getconf', ['PAGESIZE'], { encoding: 'utf8' }));
+
+/** RSS in bytes of every process below `rootPid` (not `rootPid` itself: the measuring wrapper). */
+function treeRss(rootPid) {
+  let rss = 0;
+  for (const pid of descendants(rootPid).slice(1)) {
+    try {
+      rss += Number(fs.readFileSync(`/proc/${pid}/statm`, 'utf8').split(' ')[1]) * PAGE;
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return rss;
+}
+
+/**
+ * As `measure`, and the peak RSS of the whole process tree (the sum over every process at once: the command,
+ * its snapshot child, its worker threads are inside their processes), sampled from /proc every 50 ms.
+ */
+function measureTree(command, args, options = {}) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(
+      'python3',
+      ['-c', PROBE, JSON.stringify([command, ...args]), options.cwd ?? process.cwd()],
+      {
+        env: { ...process.env, ...options.env },
+        stdio: ['ignore', 'pipe', 'inherit'],
+      },
+    );
+    let out = '';
+    child.stdout.on('data', (chunk) => (out += chunk));
+    let peak = 0;
+    const timer = setInterval(() => (peak = Math.max(peak, treeRss(child.pid))), 50);
+    child.on('error', reject);
+    child.on('exit', () => {
+      clearInterval(timer);
+      try {
+        const result = JSON.parse(out);
+        if (result.code !== 0)
+          return reject(new Error(`${command} ${args.join(' ')} failed (${result.code}): ${result.err}`));
+        resolve({ ...result, treeRss: peak });
+      } catch (error) {
+        reject(error);
+      }
+    });
+  });
+}
+
+/** The deterministic database of `mib` MiB at `file`: built, or copied from --db-cache when built before. */
+function databaseOf(file, mib) {
+  if (!dbCache) return buildDatabase(file, mib);
+  fs.mkdirSync(dbCache, { recursive: true });
+  const cached = path.join(dbCache, `app-${mib}.db`);
+  if (!fs.existsSync(cached)) {
+    buildDatabase(`${cached}.tmp`, mib);
+    fs.renameSync(`${cached}.tmp`, cached);
+  }
+  fs.copyFileSync(cached, file);
 }
 
 function dirBytes(dir) {
@@ -226,6 +295,60 @@ function chunkingFigures(file) {
   return { whole, onePage: frames(1), sixteen: frames(16), sixtyFour: frames(64) };
 }
 
+/**
+ * Peak memory of a first incremental snapshot (everything new: the worst case) and of its restore at each of
+ * --rss-sizes, and of a `format: full` run of the same database (the local full backup that every run makes
+ * first, alone): the whole tree's RSS sampled from /proc, the largest process's (getrusage), and CPU time.
+ */
+async function rssFigures(sourceDb) {
+  const MB = (bytes) => `${(bytes / 1e6).toFixed(0)} MB`;
+  console.log(
+    '\npeak RSS of a first incremental snapshot, of its restore and of a full-format run of the same database ' +
+      '(whole tree sampled from /proc / largest process; CPU user + system):',
+  );
+  for (const mib of rssSizes) {
+    const dir = path.join(workDir, `rss-${mib}`);
+    fs.mkdirSync(dir, { recursive: true });
+    const file = path.join(dir, 'app.db');
+    if (mib === size && sourceDb) fs.copyFileSync(sourceDb, file);
+    else databaseOf(file, mib);
+    const config = (format) =>
+      JSON.stringify({
+        database: file,
+        backupDir: `backups-${format}`,
+        timeZone: 'UTC',
+        host: 'bench',
+        vacuum: false,
+        prune: false,
+        notify: {},
+        destinations: [{ name: 'dest', type: 'local', path: `dest-${format}`, format }],
+      });
+    fs.writeFileSync(path.join(dir, 'litekeep.yml'), config('incremental'));
+    fs.writeFileSync(path.join(dir, 'full.yml'), config('full'));
+    const r = await measureTree(process.execPath, [cli, 'backup', '--json', '--trigger', 'scheduled'], {
+      cwd: dir,
+    });
+    const snapshotId = JSON.parse(r.out).destinations[0].snapshot.id;
+    const restored = await measureTree(
+      process.execPath,
+      [cli, 'restore', snapshotId, '--from', 'dest', '--to', path.join(dir, 'restored.db')],
+      { cwd: dir },
+    );
+    const fullRun = await measureTree(
+      process.execPath,
+      [cli, 'backup', '--config', 'full.yml', '--json', '--trigger', 'scheduled'],
+      { cwd: dir },
+    );
+    const line = (what, m) =>
+      `${what} ${MB(m.treeRss)} tree / ${MB(m.maxrss_kb * 1024)} largest, CPU ${sec(m.cpu)} (wall ${sec(m.seconds)})`;
+    console.log(
+      `  ${mib} MiB (${mb(fs.statSync(file).size)}): ${line('snapshot', r)}; ${line('its restore', restored)}; ` +
+        `${line('full-format run', fullRun)} (target < 200 MB, flat)`,
+    );
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 // ---------------------------------------------------------------- the run
 
 function main() {
@@ -234,9 +357,10 @@ function main() {
     `litekeep incremental bench: node ${process.version}, ${os.cpus().length} cores, load ${loaded.toFixed(1)}, ` +
       `restic ${useRestic ? execFileSync('restic', ['version'], { encoding: 'utf8' }).split(' ')[1] : 'absent'}, work dir ${workDir}`,
   );
+  if (rssOnly) return rssFigures();
   const db = path.join(workDir, 'app.db');
   console.log(`building a ${size} MiB database (users, messages with an index, text, a few blobs)…`);
-  buildDatabase(db, size);
+  databaseOf(db, size);
   console.log(`database: ${mb(fs.statSync(db).size)}`);
 
   const chunking = chunkingFigures(db);
@@ -363,41 +487,7 @@ function main() {
     console.log(`  (c) ≤ 1 MiB and ≤ 5 s: ${mb(c.incBytes)}, snapshot stage ${sec(c.incSnapshotSeconds)}`);
     console.log(`  repository on disk after all: ${mb(dirBytes(path.join(incremental, 'dest')))}`);
 
-    // Peak RSS of the first snapshot (everything new: the worst case) at each size.
-    console.log(
-      '\npeak RSS of a first incremental snapshot and of its restore (largest process of the tree):',
-    );
-    for (const mib of rssSizes) {
-      const dir = path.join(workDir, `rss-${mib}`);
-      fs.mkdirSync(dir, { recursive: true });
-      const file = path.join(dir, 'app.db');
-      if (mib === size) fs.copyFileSync(db, file);
-      else buildDatabase(file, mib);
-      fs.writeFileSync(
-        path.join(dir, 'litekeep.yml'),
-        JSON.stringify({
-          database: file,
-          backupDir: 'backups',
-          timeZone: 'UTC',
-          host: 'bench',
-          prune: false,
-          notify: {},
-          destinations: [{ name: 'dest', type: 'local', path: 'dest', format: 'incremental' }],
-        }),
-      );
-      const r = measure(process.execPath, [cli, 'backup', '--json', '--trigger', 'scheduled'], { cwd: dir });
-      const snapshotId = JSON.parse(r.out).destinations[0].snapshot.id;
-      const restored = measure(
-        process.execPath,
-        [cli, 'restore', snapshotId, '--from', 'dest', '--to', path.join(dir, 'restored.db')],
-        { cwd: dir },
-      );
-      console.log(
-        `  ${mib} MiB: snapshot ${(r.maxrss_kb / 1024).toFixed(0)} MB peak RSS (${sec(r.seconds)}), ` +
-          `its restore ${(restored.maxrss_kb / 1024).toFixed(0)} MB (${sec(restored.seconds)}) (target < 200 MB, flat)`,
-      );
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
+    await rssFigures(db);
   })();
 }
 

@@ -20,6 +20,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import Database from 'better-sqlite3';
+import { descendants } from './process-tree.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const cli = path.join(root, 'dist', 'cli', 'main.js');
@@ -141,28 +142,16 @@ function startApp(file) {
 const PAGE = Number(execFileSync('getconf', ['PAGESIZE'], { encoding: 'utf8' }));
 const TICK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }));
 
+/** RSS summed over the tree, and the CPU seconds (user + system, with reaped children's) it has used. */
 function tree(rootPid) {
-  const table = new Map();
-  for (const name of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${name}/stat`, 'utf8');
-      table.set(Number(name), stat.slice(stat.lastIndexOf(')') + 2).split(' '));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  const pids = [rootPid];
-  for (let i = 0; i < pids.length; i++)
-    for (const [pid, fields] of table) if (Number(fields[1]) === pids[i]) pids.push(pid);
   let rss = 0;
   let cpu = 0;
-  for (const pid of pids) {
-    const fields = table.get(pid);
-    if (!fields) continue;
-    // utime, stime (fields 14 and 15 of stat; 11 and 12 after the command name) and their children's.
-    cpu += (Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14])) / TICK;
+  for (const pid of descendants(rootPid)) {
     try {
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      // utime, stime, cutime, cstime: fields 14-17 of stat, 11-14 after the command name.
+      cpu += (Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14])) / TICK;
       rss += Number(fs.readFileSync(`/proc/${pid}/statm`, 'utf8').split(' ')[1]) * PAGE;
     } catch {
       // gone meanwhile

@@ -5,6 +5,7 @@
 //
 //   npm run bench [-- --sizes 100M,1G,4G --runs 5]        (or BENCH_SIZES=100M,1G,4G BENCH_RUNS=5 npm run bench)
 //   npm run bench -- --only cli|s3|remote|pipeline|web|incremental [--size MiB] [--rss-sizes MiB,MiB]
+//                    (incremental also: [--rss-only] [--db-cache DIR] [--no-restic] [--restore-rounds N])
 //   npm run bench -- --only pitr [--size MiB] [--rate tx/s] [--seconds N] [--burst-seconds N]
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
@@ -44,6 +45,10 @@ else if (only === 'incremental') {
     sizeAt >= 0 ? size : '1024',
     '--rss-sizes',
     rssAt >= 0 ? rest[rssAt + 1] : '1024,4096',
+    ...['--rss-only', '--no-restic', '--keep'].filter((flag) => rest.includes(flag)),
+    ...['--db-cache', '--dir', '--restore-rounds'].flatMap((option) =>
+      rest.includes(option) ? [option, rest[rest.indexOf(option) + 1]] : [],
+    ),
   ]);
 } else if (only === 'pitr') {
   // Point-in-time recovery (issue 15): an app at --rate tx/s for --seconds, alone and replicated, and a burst.

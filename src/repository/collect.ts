@@ -2,13 +2,13 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { LitekeepError, oneLine } from '../util/errors.js';
 import { FetchedPack } from './fetch.js';
-import { idFromKey, keys, type ChunkKind, type IndexedPack } from './format.js';
+import { encodeIndexRecord, idFromKey, keys, type ChunkKind } from './format.js';
 import { shortId } from './ids.js';
 import type { LocalIndex } from './local-index.js';
 import type { Repository } from './repository.js';
 import { listSnapshots, type SnapshotInfo } from './snapshots.js';
 import { readTreeBlocks } from './tree.js';
-import { indexBatches, PackWriter, writeIndexFile } from './writer.js';
+import { INDEX_BATCH_CHUNKS, PackWriter, writeIndexRecords } from './writer.js';
 
 export interface CollectOptions {
   /** Plan and measure only: nothing is removed or written. */
@@ -274,24 +274,36 @@ async function rewriteIndexes(
     (id) => !written.has(id) && index.packIdsOfIndex(id).some((p) => going.has(p)),
   );
   if (affected.length === 0) return;
-  const surviving = new Map<string, IndexedPack>();
-  for (const id of affected)
-    for (const packId of index.packIdsOfIndex(id)) {
-      if (going.has(packId) || surviving.has(packId)) continue;
-      const record = index.indexedPack(packId);
-      if (record) surviving.set(packId, record);
-    }
   const replaced = new Set(affected);
-  for (const batch of indexBatches([...surviving.values()])) {
-    const { id } = await writeIndexFile(repo, batch);
+  // One pack's record at a time, read back from the local index, and one index file's worth of records as
+  // bytes: the surviving packs of every affected index file (all of them, in a large repository) held as
+  // objects, a chunk each, grew with the repository.
+  const surviving = new Set<string>();
+  for (const id of affected)
+    for (const packId of index.packIdsOfIndex(id)) if (!going.has(packId)) surviving.add(packId);
+  let batch: { id: string; record: Buffer }[] = [];
+  let chunks = 0;
+  const flush = async () => {
+    if (batch.length === 0) return;
+    const { id } = await writeIndexRecords(
+      repo,
+      batch.map((p) => p.record),
+    );
     replaced.delete(id);
-    index.db.transaction(() =>
-      index.linkIndex(
-        id,
-        batch.map((p) => p.id),
-      ),
-    )();
+    const packIds = batch.map((p) => p.id);
+    index.db.transaction(() => index.linkIndex(id, packIds))();
+    batch = [];
+    chunks = 0;
+  };
+  for (const packId of surviving) {
+    const record = index.indexedPack(packId);
+    if (!record) continue;
+    // An index file lists at most INDEX_BATCH_CHUNKS chunks; a pack never splits.
+    if (batch.length > 0 && chunks + record.chunks.length > INDEX_BATCH_CHUNKS) await flush();
+    batch.push({ id: packId, record: encodeIndexRecord(record) });
+    chunks += record.chunks.length;
   }
+  await flush();
   for (const id of replaced) {
     await repo.store.remove(keys.index(id));
     index.removeIndex(id, true);

@@ -167,34 +167,155 @@ export interface PackContents {
 }
 
 const SEGMENT_RECORD = 8 + 4 + 4;
-const CHUNK_RECORD = ID_BYTES + 4 + 4 + 4;
+/** One chunk in a trailer's chunk table: id, segment, offset and length in the segment. */
+export const CHUNK_RECORD = ID_BYTES + 4 + 4 + 4;
 
-/** The trailer of a pack (and the body of its index record): kind, segment table, chunk table. */
-export function encodeTrailer(contents: PackContents): Buffer {
-  const out = Buffer.alloc(
-    1 + 4 + contents.segments.length * SEGMENT_RECORD + 4 + contents.chunks.length * CHUNK_RECORD,
-  );
+/** Writes one chunk's record of a trailer's chunk table at `at`. */
+export function writeChunkRecord(
+  table: Buffer,
+  at: number,
+  id: Buffer,
+  segment: number,
+  offset: number,
+  length: number,
+): void {
+  id.copy(table, at, 0, ID_BYTES);
+  table.writeUInt32LE(segment, at + ID_BYTES);
+  table.writeUInt32LE(offset, at + ID_BYTES + 4);
+  table.writeUInt32LE(length, at + ID_BYTES + 8);
+}
+
+/**
+ * The trailer of a pack (and the body of its index record): kind, segment table, chunk table. `chunkTable`
+ * holds `chunkCount` records as writeChunkRecord writes them (a pack builder keeps its chunks so: no object
+ * per chunk).
+ */
+export function encodeTrailerOf(
+  kind: ChunkKind,
+  segments: SegmentEntry[],
+  chunkTable: Buffer,
+  chunkCount: number,
+): Buffer {
+  const out = Buffer.alloc(1 + 4 + segments.length * SEGMENT_RECORD + 4 + chunkCount * CHUNK_RECORD);
   let p = 0;
-  out.writeUInt8(KIND_CODE[contents.kind], p);
+  out.writeUInt8(KIND_CODE[kind], p);
   p += 1;
-  out.writeUInt32LE(contents.segments.length, p);
+  out.writeUInt32LE(segments.length, p);
   p += 4;
-  for (const s of contents.segments) {
+  for (const s of segments) {
     out.writeBigUInt64LE(BigInt(s.offset), p);
     out.writeUInt32LE(s.storedLength, p + 8);
     out.writeUInt32LE(s.plainLength, p + 12);
     p += SEGMENT_RECORD;
   }
-  out.writeUInt32LE(contents.chunks.length, p);
+  out.writeUInt32LE(chunkCount, p);
   p += 4;
-  for (const c of contents.chunks) {
-    c.id.copy(out, p);
-    out.writeUInt32LE(c.segment, p + ID_BYTES);
-    out.writeUInt32LE(c.offset, p + ID_BYTES + 4);
-    out.writeUInt32LE(c.length, p + ID_BYTES + 8);
-    p += CHUNK_RECORD;
-  }
+  chunkTable.copy(out, p, 0, chunkCount * CHUNK_RECORD);
   return out;
+}
+
+/** The trailer of a pack (and the body of its index record): kind, segment table, chunk table. */
+export function encodeTrailer(contents: PackContents): Buffer {
+  const table = Buffer.alloc(contents.chunks.length * CHUNK_RECORD);
+  contents.chunks.forEach((c, i) =>
+    writeChunkRecord(table, i * CHUNK_RECORD, c.id, c.segment, c.offset, c.length),
+  );
+  return encodeTrailerOf(contents.kind, contents.segments, table, contents.chunks.length);
+}
+
+/**
+ * A pack's trailer, checked, and read in place: its segments as objects (a few per pack), its chunks straight
+ * from the bytes (a pack holds thousands, an index file a hundred thousand: an object for each was most of a
+ * backup's and a restore's JavaScript heap). The checks are decodeTrailer's: segments in order inside
+ * `bodyEnd`, chunks inside their segment (unless `checkChunks` is false: then only the table's length).
+ */
+export class TrailerView {
+  readonly kind: ChunkKind;
+  readonly segments: SegmentEntry[] = [];
+  readonly chunkCount: number;
+  private readonly chunksAt: number;
+
+  constructor(
+    readonly bytes: Buffer,
+    bodyEnd: number,
+    what: string,
+    checkChunks = true,
+  ) {
+    const fail = (why: string): never => {
+      throw new FormatError(`${what}: ${why}`);
+    };
+    let p = 0;
+    const need = (n: number) => {
+      if (p + n > bytes.length) fail('its chunk table is truncated');
+    };
+    need(5);
+    const code = bytes.readUInt8(0);
+    const kind: ChunkKind | undefined = code === 1 ? 'data' : code === 2 ? 'tree' : undefined;
+    if (!kind) fail(`unknown pack kind ${code}`);
+    this.kind = kind!;
+    const segmentCount = bytes.readUInt32LE(1);
+    p = 5;
+    need(segmentCount * SEGMENT_RECORD);
+    let expected = PACK_MAGIC.length;
+    for (let i = 0; i < segmentCount; i++) {
+      const offset = Number(bytes.readBigUInt64LE(p));
+      const storedLength = bytes.readUInt32LE(p + 8);
+      const plainLength = bytes.readUInt32LE(p + 12);
+      p += SEGMENT_RECORD;
+      if (offset !== expected || storedLength === 0 || plainLength === 0)
+        fail(`segment ${i} is out of place`);
+      expected = offset + storedLength;
+      this.segments.push({ offset, storedLength, plainLength });
+    }
+    if (expected !== bodyEnd) fail('its segments do not end where its chunk table begins');
+    need(4);
+    this.chunkCount = bytes.readUInt32LE(p);
+    p += 4;
+    need(this.chunkCount * CHUNK_RECORD);
+    this.chunksAt = p;
+    for (let i = 0; checkChunks && i < this.chunkCount; i++) {
+      const segment = this.chunkSegment(i);
+      const length = this.chunkLength(i);
+      if (
+        segment >= segmentCount ||
+        length === 0 ||
+        this.chunkOffset(i) + length > this.segments[segment].plainLength
+      )
+        fail(`chunk ${i} lies outside its segment`);
+    }
+    if (p + this.chunkCount * CHUNK_RECORD !== bytes.length) fail('its chunk table has trailing bytes');
+  }
+
+  /** Chunk `i`'s id: a view of the trailer's bytes (copy it to keep it). */
+  chunkId(i: number): Buffer {
+    const at = this.chunksAt + i * CHUNK_RECORD;
+    return this.bytes.subarray(at, at + ID_BYTES);
+  }
+
+  chunkSegment(i: number): number {
+    return this.bytes.readUInt32LE(this.chunksAt + i * CHUNK_RECORD + ID_BYTES);
+  }
+
+  chunkOffset(i: number): number {
+    return this.bytes.readUInt32LE(this.chunksAt + i * CHUNK_RECORD + ID_BYTES + 4);
+  }
+
+  chunkLength(i: number): number {
+    return this.bytes.readUInt32LE(this.chunksAt + i * CHUNK_RECORD + ID_BYTES + 8);
+  }
+
+  /** The chunks as objects (each id copied): for the few readers that want them so. */
+  chunks(): ChunkEntry[] {
+    const out: ChunkEntry[] = [];
+    for (let i = 0; i < this.chunkCount; i++)
+      out.push({
+        id: Buffer.from(this.chunkId(i)),
+        segment: this.chunkSegment(i),
+        offset: this.chunkOffset(i),
+        length: this.chunkLength(i),
+      });
+    return out;
+  }
 }
 
 /**
@@ -207,55 +328,13 @@ export function decodeTrailer(
   what: string,
   options: { chunks?: boolean } = {},
 ): PackContents {
-  const fail = (why: string): never => {
-    throw new FormatError(`${what}: ${why}`);
-  };
-  let p = 0;
-  const need = (n: number) => {
-    if (p + n > bytes.length) fail('its chunk table is truncated');
-  };
-  need(5);
-  const code = bytes.readUInt8(0);
-  const kind: ChunkKind | undefined = code === 1 ? 'data' : code === 2 ? 'tree' : undefined;
-  if (!kind) fail(`unknown pack kind ${code}`);
-  const segmentCount = bytes.readUInt32LE(1);
-  p = 5;
-  need(segmentCount * SEGMENT_RECORD);
-  const segments: SegmentEntry[] = [];
-  let expected = PACK_MAGIC.length;
-  for (let i = 0; i < segmentCount; i++) {
-    const offset = Number(bytes.readBigUInt64LE(p));
-    const storedLength = bytes.readUInt32LE(p + 8);
-    const plainLength = bytes.readUInt32LE(p + 12);
-    p += SEGMENT_RECORD;
-    if (offset !== expected || storedLength === 0 || plainLength === 0) fail(`segment ${i} is out of place`);
-    expected = offset + storedLength;
-    segments.push({ offset, storedLength, plainLength });
-  }
-  if (expected !== bodyEnd) fail('its segments do not end where its chunk table begins');
-  need(4);
-  const chunkCount = bytes.readUInt32LE(p);
-  p += 4;
-  need(chunkCount * CHUNK_RECORD);
-  const chunks: ChunkEntry[] = [];
   // A restore finds chunks through the index and checks each against its id: it needs only the segments.
-  if (options.chunks === false) {
-    p += chunkCount * CHUNK_RECORD;
-    if (p !== bytes.length) fail('its chunk table has trailing bytes');
-    return { kind: kind!, segments, chunks };
-  }
-  for (let i = 0; i < chunkCount; i++) {
-    const id = Buffer.from(bytes.subarray(p, p + ID_BYTES));
-    const segment = bytes.readUInt32LE(p + ID_BYTES);
-    const offset = bytes.readUInt32LE(p + ID_BYTES + 4);
-    const length = bytes.readUInt32LE(p + ID_BYTES + 8);
-    p += CHUNK_RECORD;
-    if (segment >= segmentCount || length === 0 || offset + length > segments[segment].plainLength)
-      fail(`chunk ${i} lies outside its segment`);
-    chunks.push({ id, segment, offset, length });
-  }
-  if (p !== bytes.length) fail('its chunk table has trailing bytes');
-  return { kind: kind!, segments, chunks };
+  const view = new TrailerView(bytes, bodyEnd, what, options.chunks !== false);
+  return {
+    kind: view.kind,
+    segments: view.segments,
+    chunks: options.chunks === false ? [] : view.chunks(),
+  };
 }
 
 /** The fixed end of a plain pack: the trailer's length and its sha256. */
@@ -289,28 +368,56 @@ export interface IndexedPack extends PackContents {
   storedSize: number;
 }
 
+/** One pack as an index file lists it, its chunk table read in place (see TrailerView). */
+export interface IndexRecord {
+  /** Hex sha256 of the pack as stored. */
+  id: string;
+  storedSize: number;
+  kind: ChunkKind;
+  trailer: TrailerView;
+}
+
 /** An index file before compression: magic, packs, sha256 of all that precedes. */
 export function encodeIndex(packs: IndexedPack[]): Buffer {
-  const parts: Buffer[] = [INDEX_MAGIC];
+  return encodeIndexOf(
+    packs.map((pack) => encodeIndexRecordOf(pack.id, pack.storedSize, encodeTrailer(pack))),
+  );
+}
+
+/** An index file before compression from its packs' records (encodeIndexRecordOf). */
+export function encodeIndexOf(records: Buffer[]): Buffer {
   const count = Buffer.alloc(4);
-  count.writeUInt32LE(packs.length);
-  parts.push(count);
-  for (const pack of packs) parts.push(encodeIndexRecord(pack));
-  const body = Buffer.concat(parts);
+  count.writeUInt32LE(records.length);
+  const body = Buffer.concat([INDEX_MAGIC, count, ...records]);
   return Buffer.concat([body, crypto.createHash('sha256').update(body).digest()]);
 }
 
 export function encodeIndexRecord(pack: IndexedPack): Buffer {
-  const trailer = encodeTrailer(pack);
+  return encodeIndexRecordOf(pack.id, pack.storedSize, encodeTrailer(pack));
+}
+
+/** One pack's record in an index file: its id, stored size and trailer. */
+export function encodeIndexRecordOf(id: string, storedSize: number, trailer: Buffer): Buffer {
   const head = Buffer.alloc(ID_BYTES + 8 + 4);
-  Buffer.from(pack.id, 'hex').copy(head, 0);
-  head.writeBigUInt64LE(BigInt(pack.storedSize), ID_BYTES);
+  Buffer.from(id, 'hex').copy(head, 0);
+  head.writeBigUInt64LE(BigInt(storedSize), ID_BYTES);
   head.writeUInt32LE(trailer.length, ID_BYTES + 8);
   return Buffer.concat([head, trailer]);
 }
 
 /** Reads a decompressed index file. */
 export function decodeIndex(plain: Buffer, what: string): IndexedPack[] {
+  return decodeIndexRecords(plain, what).map((r) => ({
+    id: r.id,
+    storedSize: r.storedSize,
+    kind: r.kind,
+    segments: r.trailer.segments,
+    chunks: r.trailer.chunks(),
+  }));
+}
+
+/** Reads a decompressed index file, every record checked, the chunk tables left in place in `plain`. */
+export function decodeIndexRecords(plain: Buffer, what: string): IndexRecord[] {
   if (plain.length < INDEX_MAGIC.length + 4 + ID_BYTES || !plain.subarray(0, 8).equals(INDEX_MAGIC))
     throw new FormatError(`${what}: not a litekeep index (no LKINDEX header)`);
   const body = plain.subarray(0, plain.length - ID_BYTES);
@@ -323,7 +430,7 @@ export function decodeIndex(plain: Buffer, what: string): IndexedPack[] {
   )
     throw new FormatError(`${what}: fails its checksum`);
   const count = body.readUInt32LE(8);
-  const packs: IndexedPack[] = [];
+  const packs: IndexRecord[] = [];
   let p = 12;
   for (let i = 0; i < count; i++) {
     if (p + ID_BYTES + 12 > body.length) throw new FormatError(`${what}: truncated at pack ${i}`);
@@ -333,17 +440,16 @@ export function decodeIndex(plain: Buffer, what: string): IndexedPack[] {
     p += ID_BYTES + 12;
     if (p + trailerLength > body.length) throw new FormatError(`${what}: truncated at pack ${i}`);
     // The plain pack ends with its segments, then the trailer and footer: the segments' end is implied.
-    const trailer = body.subarray(p, p + trailerLength);
+    const trailer = looseTrailer(body.subarray(p, p + trailerLength), `${what} (pack ${id.slice(0, 12)}…)`);
     p += trailerLength;
-    const contents = decodeTrailerLoose(trailer, `${what} (pack ${id.slice(0, 12)}…)`);
-    packs.push({ id, storedSize, ...contents });
+    packs.push({ id, storedSize, kind: trailer.kind, trailer });
   }
   if (p !== body.length) throw new FormatError(`${what}: has trailing bytes`);
   return packs;
 }
 
 /** A trailer read from an index, where the pack's body length is whatever its segments say. */
-function decodeTrailerLoose(trailer: Buffer, what: string): PackContents {
+export function looseTrailer(trailer: Buffer, what: string): TrailerView {
   if (trailer.length < 5) throw new FormatError(`${what}: its chunk table is truncated`);
   const segmentCount = trailer.readUInt32LE(1);
   let end = PACK_MAGIC.length;
@@ -351,7 +457,7 @@ function decodeTrailerLoose(trailer: Buffer, what: string): PackContents {
     const last = 5 + (segmentCount - 1) * SEGMENT_RECORD;
     end = Number(trailer.readBigUInt64LE(last)) + trailer.readUInt32LE(last + 8);
   }
-  return decodeTrailer(trailer, end, what);
+  return new TrailerView(trailer, end, what);
 }
 
 // ---------------------------------------------------------------- tree blocks

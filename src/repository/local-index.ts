@@ -3,13 +3,15 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { zstdDecompressBounded } from './compress.js';
 import {
-  decodeIndex,
+  decodeIndexRecords,
   FormatError,
   idFromKey,
   keys,
   sha256Hex,
   type ChunkKind,
   type IndexedPack,
+  type IndexRecord,
+  type TrailerView,
 } from './format.js';
 import { getBuffer, type BlobStore } from './store.js';
 import { shortId } from './ids.js';
@@ -52,6 +54,10 @@ export interface PackRow {
 export class LocalIndex {
   readonly db: Database.Database;
   private readonly hasChunkStmt: Database.Statement;
+  private packStatements?: Record<
+    'insertPack' | 'pkOf' | 'insertSegment' | 'insertChunk',
+    Database.Statement
+  >;
 
   private constructor(
     readonly file: string,
@@ -135,24 +141,36 @@ export class LocalIndex {
     return new Set(this.db.prepare('SELECT id FROM forgotten_indexes').pluck().all() as string[]);
   }
 
-  /** Adds the packs of a pack set that is not yet under any index (inside the writer's transaction). */
-  addPacks(packs: IndexedPack[]): void {
-    const insertPack = this.db.prepare(
-      'INSERT INTO packs (id, kind, stored_size) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING',
+  /**
+   * Adds one pack that is not yet under any index (inside the writer's transaction), its chunks read straight
+   * from its trailer's bytes.
+   */
+  addPack(id: string, storedSize: number, trailer: TrailerView): void {
+    const s = (this.packStatements ??= {
+      insertPack: this.db.prepare(
+        'INSERT INTO packs (id, kind, stored_size) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING',
+      ),
+      pkOf: this.db.prepare('SELECT pk FROM packs WHERE id = ?').pluck(),
+      insertSegment: this.db.prepare(
+        'INSERT OR IGNORE INTO segments (pack, n, offset, stored, plain) VALUES (?, ?, ?, ?, ?)',
+      ),
+      insertChunk: this.db.prepare(
+        'INSERT OR IGNORE INTO chunks (id, pack, segment, offset, length) VALUES (?, ?, ?, ?, ?)',
+      ),
+    });
+    s.insertPack.run(id, trailer.kind, storedSize);
+    const pk = s.pkOf.get(id) as number;
+    trailer.segments.forEach((seg, n) =>
+      s.insertSegment.run(pk, n, seg.offset, seg.storedLength, seg.plainLength),
     );
-    const pkOf = this.db.prepare('SELECT pk FROM packs WHERE id = ?').pluck();
-    const insertSegment = this.db.prepare(
-      'INSERT OR IGNORE INTO segments (pack, n, offset, stored, plain) VALUES (?, ?, ?, ?, ?)',
-    );
-    const insertChunk = this.db.prepare(
-      'INSERT OR IGNORE INTO chunks (id, pack, segment, offset, length) VALUES (?, ?, ?, ?, ?)',
-    );
-    for (const pack of packs) {
-      insertPack.run(pack.id, pack.kind, pack.storedSize);
-      const pk = pkOf.get(pack.id) as number;
-      pack.segments.forEach((s, n) => insertSegment.run(pk, n, s.offset, s.storedLength, s.plainLength));
-      for (const c of pack.chunks) insertChunk.run(c.id, pk, c.segment, c.offset, c.length);
-    }
+    for (let i = 0; i < trailer.chunkCount; i++)
+      s.insertChunk.run(
+        trailer.chunkId(i),
+        pk,
+        trailer.chunkSegment(i),
+        trailer.chunkOffset(i),
+        trailer.chunkLength(i),
+      );
   }
 
   /** Records that index file `indexId` lists `packs` (whose rows addPacks wrote). */
@@ -165,9 +183,9 @@ export class LocalIndex {
   }
 
   /** Adds a whole index file read from the store, in one transaction. */
-  addIndex(indexId: string, packs: IndexedPack[]): void {
+  addIndex(indexId: string, packs: IndexRecord[]): void {
     this.db.transaction(() => {
-      this.addPacks(packs);
+      for (const pack of packs) this.addPack(pack.id, pack.storedSize, pack.trailer);
       this.linkIndex(
         indexId,
         packs.map((p) => p.id),
@@ -313,8 +331,11 @@ export async function syncLocalIndex(
   return { added, removed, missingPacks };
 }
 
-/** Reads one index file, checking its name (the sha256 of its bytes), its compression and its checksum. */
-export async function readIndexFile(store: BlobStore, id: string): Promise<IndexedPack[]> {
+/**
+ * Reads one index file, checking its name (the sha256 of its bytes), its compression, its checksum and every
+ * pack's chunk table (left in place in the file's bytes: an object per chunk was most of the heap).
+ */
+export async function readIndexFile(store: BlobStore, id: string): Promise<IndexRecord[]> {
   const what = `index ${shortId(id)}`;
   const stored = await getBuffer(store, keys.index(id));
   if (sha256Hex(stored) !== id)
@@ -323,7 +344,7 @@ export async function readIndexFile(store: BlobStore, id: string): Promise<Index
       keys.index(id),
     );
   try {
-    return decodeIndex(zstdDecompressBounded(stored, 1024 * 1024 * 1024, what), what);
+    return decodeIndexRecords(zstdDecompressBounded(stored, 1024 * 1024 * 1024, what), what);
   } catch (error) {
     if (error instanceof FormatError)
       throw new RepositoryDamagedError(`${error.message} (in ${store.location})`, keys.index(id));

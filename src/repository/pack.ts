@@ -1,9 +1,11 @@
 import fsp from 'node:fs/promises';
 import zstdBinding from 'zstd-napi/binding.js';
 import {
+  CHUNK_RECORD,
   encodeFooter,
-  encodeTrailer,
+  encodeTrailerOf,
   FormatError,
+  ID_BYTES,
   PACK_FOOTER,
   PACK_MAGIC,
   decodeTrailer,
@@ -11,6 +13,7 @@ import {
   type ChunkKind,
   type PackContents,
   type SegmentEntry,
+  writeChunkRecord,
 } from './format.js';
 
 export interface PackLimits {
@@ -50,7 +53,12 @@ export interface ClosedSegment {
 export class PackBuilder {
   private readonly cctx: InstanceType<typeof zstdBinding.CCtx>;
   private readonly segments: SegmentEntry[] = [];
-  private readonly chunks: ChunkEntry[] = [];
+  /**
+   * The chunk table so far, as the trailer holds it: no object per chunk (a pack holds thousands, and they
+   * lived long enough to fill the old generation of the heap).
+   */
+  private table: Buffer;
+  private chunks = 0;
   /** The open segment's plain bytes, copied in place: no buffer per chunk. */
   private stage: Buffer;
   /** In memory: magic, then the frames so far. Streaming: the last frame. */
@@ -66,7 +74,7 @@ export class PackBuilder {
     readonly kind: ChunkKind,
     private readonly limits: PackLimits,
     private readonly streaming = false,
-    reuse?: { stage: Buffer; body: Buffer },
+    reuse?: { stage: Buffer; body: Buffer; table: Buffer },
   ) {
     this.cctx = contextFor(limits.level ?? 3);
     const bound = zstdBinding.compressBound(limits.segmentBytes);
@@ -78,11 +86,12 @@ export class PackBuilder {
       reuse && reuse.body.length >= bound
         ? reuse.body
         : Buffer.allocUnsafe(streaming ? bound : PACK_MAGIC.length + bound);
+    this.table = reuse?.table ?? Buffer.allocUnsafe(limits.segmentChunks * CHUNK_RECORD * 16);
     if (!streaming) PACK_MAGIC.copy(this.body, 0);
   }
 
   get chunkCount(): number {
-    return this.chunks.length;
+    return this.chunks;
   }
 
   /** Bytes of the pack so far, counting the open segment as if it did not compress. */
@@ -99,12 +108,20 @@ export class PackBuilder {
       this.closeSegment();
     // A chunk bigger than a segment (a 64 KiB page with small segments) gets a segment of its own.
     if (data.length > this.stage.length) this.stage = Buffer.allocUnsafe(data.length);
-    this.chunks.push({
-      id: Buffer.from(id),
-      segment: this.segments.length,
-      offset: this.openBytes,
-      length: data.length,
-    });
+    if ((this.chunks + 1) * CHUNK_RECORD > this.table.length) {
+      const grown = Buffer.allocUnsafe(this.table.length * 2);
+      this.table.copy(grown, 0, 0, this.chunks * CHUNK_RECORD);
+      this.table = grown;
+    }
+    writeChunkRecord(
+      this.table,
+      this.chunks * CHUNK_RECORD,
+      id,
+      this.segments.length,
+      this.openBytes,
+      data.length,
+    );
+    this.chunks++;
     data.copy(this.stage, this.openBytes);
     this.openCount++;
     this.openBytes += data.length;
@@ -137,43 +154,60 @@ export class PackBuilder {
         n,
         frame: this.body.subarray(0, length),
         plainLength: plain.length,
-        chunks: this.chunks.slice(this.openFirstChunk),
+        chunks: this.chunkEntries(this.openFirstChunk, this.chunks),
       };
     this.offset += length;
     this.openCount = 0;
     this.openBytes = 0;
-    this.openFirstChunk = this.chunks.length;
+    this.openFirstChunk = this.chunks;
+  }
+
+  /** Chunks `from` to `to` as objects, their ids views of the table (valid until the next add). */
+  private chunkEntries(from: number, to: number): ChunkEntry[] {
+    const out: ChunkEntry[] = [];
+    for (let i = from; i < to; i++) {
+      const at = i * CHUNK_RECORD;
+      out.push({
+        id: this.table.subarray(at, at + ID_BYTES),
+        segment: this.table.readUInt32LE(at + ID_BYTES),
+        offset: this.table.readUInt32LE(at + ID_BYTES + 4),
+        length: this.table.readUInt32LE(at + ID_BYTES + 8),
+      });
+    }
+    return out;
   }
 
   /**
-   * Closes the last segment and returns the pack's remaining parts in order, and what it holds. In memory:
-   * magic, segments, trailer, footer. Streaming: the trailer and footer (take the last segment first).
-   * The parts are views of this builder's buffers: valid until they are handed on (`buffers`).
+   * Closes the last segment and returns the pack's remaining parts in order, and its trailer (kind, segment
+   * table, chunk table). In memory: magic, segments, trailer, footer. Streaming: the trailer and footer (take
+   * the last segment first). The parts are views of this builder's buffers: valid until they are handed on
+   * (`buffers`).
    */
-  finishParts(): { parts: Buffer[]; frames: Buffer[]; contents: PackContents } {
+  finishParts(): { parts: Buffer[]; frames: Buffer[]; trailer: Buffer; chunkCount: number } {
     this.closeSegment();
     this.finished = true;
-    const contents: PackContents = { kind: this.kind, segments: this.segments, chunks: this.chunks };
-    const trailer = encodeTrailer(contents);
-    if (this.streaming) return { parts: [trailer, encodeFooter(trailer)], frames: [], contents };
+    const trailer = encodeTrailerOf(this.kind, this.segments, this.table, this.chunks);
+    const footer = encodeFooter(trailer);
+    if (this.streaming) return { parts: [trailer, footer], frames: [], trailer, chunkCount: this.chunks };
     const frames = this.segments.map((s) => this.body.subarray(s.offset, s.offset + s.storedLength));
     return {
-      parts: [this.body.subarray(0, this.offset), trailer, encodeFooter(trailer)],
+      parts: [this.body.subarray(0, this.offset), trailer, footer],
       frames,
-      contents,
+      trailer,
+      chunkCount: this.chunks,
     };
   }
 
   /** The buffers, for the next pack of the same writer once this one's parts are written. */
-  buffers(): { stage: Buffer; body: Buffer } {
-    return { stage: this.stage, body: this.body };
+  buffers(): { stage: Buffer; body: Buffer; table: Buffer } {
+    return { stage: this.stage, body: this.body, table: this.table };
   }
 
   /** The finished plain pack in one buffer (tests, small packs). */
   finish(): { plain: Buffer; contents: PackContents } {
     if (this.streaming) throw new Error('a streaming pack has no finish(): write its segments as they close');
-    const { parts, contents } = this.finishParts();
-    return { plain: Buffer.concat(parts), contents };
+    const { parts, trailer } = this.finishParts();
+    return { plain: Buffer.concat(parts), contents: decodeTrailer(trailer, this.offset, 'a new pack') };
   }
 }
 

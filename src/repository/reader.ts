@@ -38,9 +38,8 @@ export async function restoreImage(
   options: ReadOptions = {},
 ): Promise<ImageRestored> {
   const ids = repo.requireHasher();
-  const what = `snapshot of ${body.time}`;
   const ownIndex = options.index === undefined;
-  // A restore builds its index whole and then joins a snapshot's pages against it: a larger cache pays there.
+  // A restore builds its index whole and then looks a snapshot's pages up in it: a larger cache pays there.
   const index = options.index ?? LocalIndex.open(path.join(repo.localDir, 'read-index.db'), { cacheMiB: 12 });
   const workDir = await fsp.mkdtemp(path.join(repo.localDir, 'packs-'));
   const sink = await fsp.open(file, 'wx', 0o600);
@@ -52,23 +51,12 @@ export async function restoreImage(
     db.exec(`
       DROP TABLE IF EXISTS temp.plan;
       CREATE TEMP TABLE plan (
-        page INTEGER PRIMARY KEY, chunk BLOB NOT NULL, pack INTEGER, seg INTEGER, off INTEGER, len INTEGER);
+        page INTEGER PRIMARY KEY, chunk BLOB NOT NULL, pack INTEGER NOT NULL, seg INTEGER NOT NULL,
+        off INTEGER NOT NULL, len INTEGER NOT NULL);
     `);
     await planPages(repo, index, body, workDir, options.signal);
     await sink.truncate(body.pageCount * body.pageSize);
-
-    // Which pack each page is read from (any that holds its chunk: each is checked against its id), and where.
-    db.exec(`
-      UPDATE temp.plan AS t SET pack = c.pack, seg = c.segment, off = c.offset, len = c.length
-        FROM chunks AS c WHERE c.id = t.chunk;
-      CREATE INDEX temp.plan_by_place ON plan (pack, seg, off, page);
-    `);
-    const missing = db.prepare('SELECT page, chunk FROM temp.plan WHERE pack IS NULL LIMIT 1').get() as
-      { page: number; chunk: Buffer } | undefined;
-    if (missing)
-      throw new RepositoryDamagedError(
-        `${what} needs chunk ${shortId(missing.chunk)} (page ${missing.page + 1}), which no index of ${repo.location} lists; run litekeep check`,
-      );
+    db.exec('CREATE INDEX temp.plan_by_place ON plan (pack, seg, off, page)');
     // Packs in the order of the first page they serve, so that the written prefix of the file (which another
     // thread hashes as it grows) advances while the packs are read, instead of all at the end.
     const packs = db
@@ -162,7 +150,13 @@ async function planPages(
     throw new RepositoryDamagedError(
       `${what} lists ${body.tree.length} tree blocks for ${body.pageCount} pages`,
     );
-  const insert = index.db.prepare('INSERT INTO temp.plan (page, chunk) VALUES (?, ?)');
+  // Each page with the place of its chunk (any pack that holds it: each is checked against its id), looked up
+  // as it is planned. (An UPDATE … FROM join afterwards built its whole result in a temporary table first:
+  // SQLite memory that grew with the page count.)
+  const insert = index.db.prepare(
+    `INSERT INTO temp.plan (page, chunk, pack, seg, off, len)
+       SELECT ?, id, pack, segment, offset, length FROM chunks WHERE id = ? LIMIT 1`,
+  );
   // One region of the database may repeat another (free pages): a block can stand at several places.
   const positions = new Map<string, number[]>();
   body.tree.forEach((id, n) => positions.set(id, [...(positions.get(id) ?? []), n]));
@@ -178,7 +172,15 @@ async function planPages(
           throw new RepositoryDamagedError(
             `${what}: tree block ${n} lists ${ids.length} pages, ${count} expected`,
           );
-        index.db.transaction(() => ids.forEach((id, i) => insert.run(n * fanout + i, id)))();
+        index.db.transaction(() =>
+          ids.forEach((id, i) => {
+            const page = n * fanout + i;
+            if (insert.run(page, id).changes === 0)
+              throw new RepositoryDamagedError(
+                `${what} needs chunk ${shortId(id)} (page ${page + 1}), which no index of ${repo.location} lists; run litekeep check`,
+              );
+          }),
+        )();
       }
     },
     { signal },

@@ -10,14 +10,15 @@ import { VERSION } from '../version.js';
 import { zstdCompress } from './compress.js';
 import {
   DEFAULT_PACK_SIZE,
-  encodeIndex,
+  encodeIndexOf,
+  encodeIndexRecordOf,
   encodeManifest,
   keys,
+  looseTrailer,
   PACK_MAGIC,
   sha256Hex,
   SNAPSHOT_VERSION,
   type ChunkKind,
-  type IndexedPack,
   type SnapshotBody,
   type SnapshotFacts,
 } from './format.js';
@@ -76,7 +77,7 @@ export interface SnapshotWritten {
 }
 
 /** Index files list at most this many chunks, so that neither the writer nor a reader holds more. */
-const INDEX_BATCH_CHUNKS = 100_000;
+export const INDEX_BATCH_CHUNKS = 100_000;
 const READ_BLOCK = 1024 * 1024;
 
 /**
@@ -304,8 +305,10 @@ export class PackWriter {
   private readonly limits: { segmentChunks: number; segmentBytes: number };
   private readonly uploads: UploadQueue;
   private readonly temps = new Set<string>();
-  private batch: IndexedPack[] = [];
+  /** The stored packs of the next index file, as their records in it (bytes: no object per chunk). */
+  private batch: { id: string; record: Buffer }[] = [];
   private batchChunks = 0;
+  /** Chunks of the packs being filled, by id (as a latin1 string: half a hex string's size). */
   private open: Record<ChunkKind, Set<string>> = { data: new Set(), tree: new Set() };
   private builders: Record<ChunkKind, PackBuilder>;
   /** The temp file each open pack is being written into, segment by segment. */
@@ -332,7 +335,7 @@ export class PackWriter {
   }
 
   has(id: Buffer, kind: ChunkKind): boolean {
-    return this.open[kind].has(id.toString('hex')) || this.index.hasChunk(id);
+    return this.open[kind].has(id.toString('latin1')) || this.index.hasChunk(id);
   }
 
   async add(kind: ChunkKind, id: Buffer, data: Buffer): Promise<void> {
@@ -342,10 +345,11 @@ export class PackWriter {
 
   /** Adds a chunk whatever the local index says: repacking copies chunks that live in packs about to go. */
   async addCopy(kind: ChunkKind, id: Buffer, data: Buffer): Promise<void> {
-    if (this.open[kind].has(id.toString('hex'))) return;
+    const key = id.toString('latin1');
+    if (this.open[kind].has(key)) return;
     const builder = this.builders[kind];
     builder.add(id, data);
-    this.open[kind].add(id.toString('hex'));
+    this.open[kind].add(key);
     await this.writeClosedSegment(kind, builder);
     if (builder.sizeEstimate >= this.packSize) await this.seal(kind);
   }
@@ -397,7 +401,7 @@ export class PackWriter {
     if (builder.chunkCount === 0) return;
     this.open[kind] = new Set();
     const repo = this.repo;
-    const { parts, contents } = builder.finishParts();
+    const { parts, trailer, chunkCount } = builder.finishParts();
     await this.writeClosedSegment(kind, builder);
     const file = this.files[kind]!;
     this.files[kind] = undefined;
@@ -409,13 +413,12 @@ export class PackWriter {
       await proveDecrypts(repo, temp, written.plainSha256);
     const id = written.sha256;
     const stored = { length: written.bytes };
-    const record: IndexedPack = { id, storedSize: stored.length, ...contents };
-    this.index.addPacks([record]);
-    this.batch.push(record);
+    this.index.addPack(id, stored.length, looseTrailer(trailer, `new pack ${shortId(id)}`));
+    this.batch.push({ id, record: encodeIndexRecordOf(id, stored.length, trailer) });
     this.packIds.push(id);
-    this.batchChunks += contents.chunks.length;
+    this.batchChunks += chunkCount;
     this.stats.packs++;
-    this.stats.chunks += contents.chunks.length;
+    this.stats.chunks += chunkCount;
     this.stats.bytes += stored.length;
     await this.uploads.add(async (signal) => {
       await repo.store.put(keys.pack(id), temp, stored.length, id, { signal });
@@ -430,7 +433,10 @@ export class PackWriter {
   private async flushIndex(): Promise<void> {
     await this.uploads.drain();
     if (this.batch.length === 0) return;
-    const { id: indexId, bytes } = await writeIndexFile(this.repo, this.batch);
+    const { id: indexId, bytes } = await writeIndexRecords(
+      this.repo,
+      this.batch.map((p) => p.record),
+    );
     this.stats.uploaded += bytes;
     this.indexes.push(indexId);
     this.index.linkIndex(
@@ -444,33 +450,15 @@ export class PackWriter {
   }
 }
 
-/** Stores one index file listing `packs` and returns its id (the sha256 of its bytes as stored). */
-export async function writeIndexFile(
+/** Stores one index file of these packs' records (encodeIndexRecordOf) and returns its id. */
+export async function writeIndexRecords(
   repo: Repository,
-  packs: IndexedPack[],
+  records: Buffer[],
 ): Promise<{ id: string; bytes: number }> {
-  const stored = zstdCompress(encodeIndex(packs));
+  const stored = zstdCompress(encodeIndexOf(records));
   const id = sha256Hex(stored);
   await repo.putBuffer(keys.index(id), stored);
   return { id, bytes: stored.length };
-}
-
-/** Splits packs into index files of at most INDEX_BATCH_CHUNKS chunks each (one pack never splits). */
-export function indexBatches(packs: IndexedPack[]): IndexedPack[][] {
-  const out: IndexedPack[][] = [];
-  let current: IndexedPack[] = [];
-  let chunks = 0;
-  for (const pack of packs) {
-    if (current.length > 0 && chunks + pack.chunks.length > INDEX_BATCH_CHUNKS) {
-      out.push(current);
-      current = [];
-      chunks = 0;
-    }
-    current.push(pack);
-    chunks += pack.chunks.length;
-  }
-  if (current.length) out.push(current);
-  return out;
 }
 
 /**

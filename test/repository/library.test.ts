@@ -8,9 +8,11 @@ import { zstdCompress, zstdDecompressBounded } from '../../src/repository/compre
 import {
   decodeConfig,
   decodeIndex,
+  decodeIndexRecords,
   encodeIndex,
   FormatError,
   keys,
+  type IndexedPack,
   parsePack,
   sha256Hex,
 } from '../../src/repository/format.js';
@@ -130,7 +132,59 @@ describe('repository format', () => {
     bad[20] ^= 1;
     expect(() => decodeIndex(bad, 'index y')).toThrow(/index y: fails its checksum/);
   });
+
+  it('an index file whose checksum holds but whose chunk table is impossible is refused, and the local index takes nothing of it', async () => {
+    const dir = tempDir('litekeep-repo-lib-');
+    made.push(dir);
+    const builder = new PackBuilder('data', { segmentChunks: 2, segmentBytes: 1 << 20 });
+    const pages = [0, 1, 2].map((i) => Buffer.alloc(4096, i));
+    pages.forEach((c) => builder.add(crypto.createHash('sha256').update(c).digest(), c));
+    const { plain, contents } = builder.finish();
+    const good = { id: 'ab'.repeat(32), storedSize: plain.length, ...contents };
+    // Written to bytes, read back in place: the same records, byte for byte and chunk for chunk.
+    const index = encodeIndex([good]);
+    const [record] = decodeIndexRecords(index, 'i');
+    expect(record.trailer.chunkCount).toBe(3);
+    expect(record.trailer.chunks()).toEqual(contents.chunks);
+    expect(encodeIndex(decodeIndex(index, 'i'))).toEqual(index);
+
+    // The last chunk said to lie past its segment's end; the file's own checksum made to match.
+    const forged = (offset: number) => {
+      const chunks = contents.chunks.map((c, i) => (i === 2 ? { ...c, offset } : c));
+      const body = encodeIndex([{ ...good, chunks }]).subarray(0, -32);
+      return Buffer.concat([body, crypto.createHash('sha256').update(body).digest()]);
+    };
+    expect(() => decodeIndexRecords(forged(4096), 'index z')).toThrow(
+      /index z.*chunk 2 lies outside its segment/,
+    );
+    const store = new LocalBlobStore(path.join(dir, 'repo'));
+    const stored = zstdCompress(forged(1 << 20));
+    fs.mkdirSync(path.join(store.root, 'index'), { recursive: true });
+    fs.writeFileSync(path.join(store.root, keys.index(sha256Hex(stored))), stored);
+    const local = LocalIndex.open(path.join(dir, 'index.db'));
+    try {
+      await expect(syncLocalIndex(local, store)).rejects.toThrow(/chunk 2 lies outside its segment/);
+      expect(local.db.prepare('SELECT COUNT(*) FROM chunks').pluck().get()).toBe(0);
+      expect(local.indexIds().size).toBe(0);
+    } finally {
+      local.close();
+    }
+  });
 });
+
+/** The one index file of a small repository, decoded. */
+function theIndexFile(store: LocalBlobStore): { indexId: string; packs: IndexedPack[] } {
+  const [indexId] = fs.readdirSync(path.join(store.root, 'index'));
+  const stored = fs.readFileSync(path.join(store.root, 'index', indexId));
+  return { indexId, packs: decodeIndex(zstdDecompressBounded(stored, 1 << 30, 'i'), 'i') };
+}
+
+/** Replaces index file `indexId` with one listing `packs`, under its proper name. */
+function replaceIndexFile(store: LocalBlobStore, indexId: string, packs: IndexedPack[]): void {
+  const stored = zstdCompress(encodeIndex(packs));
+  fs.rmSync(path.join(store.root, 'index', indexId));
+  fs.writeFileSync(path.join(store.root, keys.index(sha256Hex(stored))), stored);
+}
 
 describe('repository library: the last line of defence and collection', () => {
   async function setUp(rows: number, blobEvery = 50) {
@@ -156,11 +210,7 @@ describe('repository library: the last line of defence and collection', () => {
     const written = await writeSnapshot(repo, index, image);
     index.close();
     // Rebuild one data pack with a changed page under its old id, and give it (and its index) valid names.
-    const [indexId] = fs.readdirSync(path.join(store.root, 'index'));
-    const packs = decodeIndex(
-      zstdDecompressBounded(fs.readFileSync(path.join(store.root, 'index', indexId)), 1 << 30, 'i'),
-      'i',
-    );
+    const { indexId, packs } = theIndexFile(store);
     const victim = packs.find((p) => p.kind === 'data')!;
     const plain = fs.readFileSync(path.join(store.root, keys.pack(victim.id)));
     const contents = parsePack(plain, 'p');
@@ -181,15 +231,13 @@ describe('repository library: the last line of defence and collection', () => {
     fs.mkdirSync(path.dirname(path.join(store.root, keys.pack(forgedId))), { recursive: true });
     fs.writeFileSync(path.join(store.root, keys.pack(forgedId)), forged.plain);
     fs.rmSync(path.join(store.root, keys.pack(victim.id)));
-    const newIndex = zstdCompress(
-      encodeIndex(
-        packs.map((p) =>
-          p === victim ? { id: forgedId, storedSize: forged.plain.length, ...forged.contents } : p,
-        ),
+    replaceIndexFile(
+      store,
+      indexId,
+      packs.map((p) =>
+        p === victim ? { id: forgedId, storedSize: forged.plain.length, ...forged.contents } : p,
       ),
     );
-    fs.rmSync(path.join(store.root, 'index', indexId));
-    fs.writeFileSync(path.join(store.root, keys.index(sha256Hex(newIndex))), newIndex);
 
     const reader = await Repository.openForRead(store);
     const out = path.join(dir, 'restored.db');
@@ -202,6 +250,38 @@ describe('repository library: the last line of defence and collection', () => {
       expect(report.problems.join('\n')).toMatch(
         new RegExp(`pack ${forgedId.slice(0, 12)}.*does not match its id`),
       );
+    } finally {
+      await reader.closeRead();
+    }
+  });
+
+  it('a snapshot with a page whose chunk no index lists is refused, naming the page and the chunk; no file is left', async () => {
+    const { dir, db, store, repo, index } = await setUp(3000);
+    const written = await writeSnapshot(repo, index, await snapshotImage(db, path.join(dir, 's1.db')));
+    index.close();
+    // The index file again, without one data pack: its pages' chunks are stored, but no index names them.
+    const { indexId, packs } = theIndexFile(store);
+    const victim = packs.find((p) => p.kind === 'data')!;
+    replaceIndexFile(
+      store,
+      indexId,
+      packs.filter((p) => p !== victim),
+    );
+    const unlisted = new Set(victim.chunks.map((c) => c.id.toString('hex').slice(0, 12)));
+
+    const reader = await Repository.openForRead(store);
+    const out = path.join(dir, 'restored.db');
+    try {
+      const error = await restoreImage(reader, await reader.readManifest(written.id), out).catch(
+        (e: Error) => e,
+      );
+      const named =
+        /needs chunk ([0-9a-f]{12}) \(page (\d+)\), which no index of .* lists; run litekeep check/.exec(
+          String((error as Error).message),
+        );
+      expect(named, String(error)).not.toBeNull();
+      expect(unlisted.has(named![1])).toBe(true);
+      expect(fs.existsSync(out)).toBe(false);
     } finally {
       await reader.closeRead();
     }
