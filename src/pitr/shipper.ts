@@ -334,9 +334,13 @@ export class WalShipper {
   async shipOnce(): Promise<ShipResult> {
     const state = await this.loadState();
     const result: ShipResult = { segments: [], frames: 0, bytes: 0 };
+    const limit = this.options.segmentBytes ?? DEFAULT_READ_LIMIT;
     for (;;) {
       await this.readAhead();
       if (this.pending.length === 0) return result;
+      // What is committed while this pass ships waits for the next pass (or read-ahead): chasing a busy writer
+      // here shipped a tiny segment every few milliseconds. Only a read that stopped at the cap goes on.
+      const more = this.pendingBytes >= limit;
       while (this.pending.length) {
         const next = this.pending[0];
         if (next.gap === 'lost-frames' || (next.gap === 'start' && result.gap === undefined))
@@ -358,6 +362,7 @@ export class WalShipper {
         result.segments.push(name);
         result.frames += next.frames.length;
       }
+      if (!more) return result;
     }
   }
 }
