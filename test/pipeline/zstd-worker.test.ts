@@ -33,7 +33,7 @@ async function roundTrip(threads: number): Promise<{ in: string; out: string; by
     Readable.from(parts),
     createCompressor('zstd', 3, threads)!,
     new DecompressStream(),
-    async function* (source: AsyncIterable<Buffer>) {
+    async function (source: AsyncIterable<Buffer>) {
       for await (const chunk of source) {
         restored.update(chunk);
         bytes += chunk.length;
