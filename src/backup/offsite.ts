@@ -18,6 +18,7 @@ import {
   applySafetyRails,
   assertUsablePolicy,
   describePolicy,
+  destinationRetention,
   holdAfterTimeGap,
   planRetention,
   type RetentionPolicy,
@@ -280,13 +281,7 @@ async function syncOne(
 
 /** A destination's own policy, or the local one; manual backups are kept as locally unless it says otherwise. */
 export function destinationPolicy(spec: DestinationSpec, manager: BackupManager): RetentionPolicy {
-  const local = manager.retentionPolicy();
-  if (!spec.retention) return local;
-  return {
-    ...(local.manual ? { manual: local.manual } : {}),
-    ...(local.pitr ? { pitr: local.pitr } : {}),
-    ...spec.retention,
-  };
+  return destinationRetention(manager.retentionPolicy(), spec.retention);
 }
 
 /** This host's copies among every host's, one per name (the newest, where Drive holds several). */

@@ -7,9 +7,10 @@ import { isIncremental, stateDirOf } from '../repository/destination.js';
 import { readLockHolder, type LockHolder } from '../scheduler/lock.js';
 import type { CommitRef, WalMark } from './plan.js';
 import { readShipperState } from './shipper.js';
-import { walEnd } from './wal.js';
-import { parseWithin, subtractWithin } from '../retention/policy.js';
+import { destinationRetention } from '../retention/policy.js';
 import { systemTimeZone } from '../util/time.js';
+import { pitrWindowStart } from './retention.js';
+import { walEnd } from './wal.js';
 
 /**
  * What a backup run records so that its snapshot can be a base for WAL segments (docs/wal-segments.md): the
@@ -206,11 +207,10 @@ export async function replicationStatusOf(
 
 /** Now minus the destination's `retention.pitr` (its own, else the database's); undefined when not readable. */
 function windowStartOf(target: DatabaseTarget, spec: DestinationSpec, now: number): number | undefined {
-  const text = spec.retention?.pitr ?? (target.settings.retention as { pitr?: string }).pitr;
-  if (!text) return undefined;
+  const { pitr } = destinationRetention({ pitr: target.settings.retention.pitr }, spec.retention);
+  if (!pitr) return undefined;
   try {
-    const zone = target.settings.timeZone ?? systemTimeZone();
-    return subtractWithin(new Date(now), parseWithin(text), zone).getTime();
+    return pitrWindowStart(new Date(now), pitr, target.settings.timeZone ?? systemTimeZone());
   } catch {
     return undefined;
   }

@@ -2,7 +2,7 @@ import type { Repository } from '../repository/repository.js';
 import type { SnapshotInfo } from '../repository/snapshots.js';
 import { shortId } from '../repository/ids.js';
 import { oneLine } from '../util/errors.js';
-import { inShippingOrder, planRecovery, recoveryWindows, type StoredSegment } from './plan.js';
+import { inShippingOrder, NOT_SHIPPED, planRecovery, recoveryWindows, type StoredSegment } from './plan.js';
 import { baseOf } from './retention.js';
 import { continues } from './segment.js';
 import { parseSegmentName } from './shipper.js';
@@ -91,12 +91,11 @@ export async function checkSegments(
       const stop = planRecovery([base], ordered, Infinity)?.stoppedByGap;
       if (!stop) continue;
       const shippedSince = ordered.some((s) => s.metadata.commits.at(-1)!.seenAt > base.finishedAt);
-      const broken =
-        stop.segment === '(not shipped yet)' ? shippedSince : byId.get(stop.segment)?.after !== 'gap';
+      const broken = stop.segment === NOT_SHIPPED ? shippedSince : byId.get(stop.segment)?.after !== 'gap';
       if (broken)
         problem(
           `base snapshot ${shortId(base.id)} cannot be replayed past ${new Date(stop.after).toISOString()}: ` +
-            (stop.segment === '(not shipped yet)'
+            (stop.segment === NOT_SHIPPED
               ? 'the segments that start its replay are missing'
               : `WAL segment ${stop.segment} does not follow what comes before it (segments missing)`),
         );

@@ -1,4 +1,4 @@
-import { continues, type SegmentMetadata } from './segment.js';
+import { continues, resetsFrom, type SegmentMetadata } from './segment.js';
 
 /**
  * Which base snapshot and which WAL segments bring a database to its state at a moment: pure planning, no I/O.
@@ -52,6 +52,9 @@ export interface RecoveryPlan {
   /** Set when a gap stops replay before the moment asked for: the plan reaches the last whole point before it. */
   stoppedByGap?: { after: number; segment: string };
 }
+
+/** `stoppedByGap.segment` when the commits a base holds were not all shipped (no segment to name). */
+export const NOT_SHIPPED = '(not shipped yet)';
 
 export interface RecoveryWindow {
   from: number;
@@ -121,16 +124,7 @@ function startsCleanly(base: BaseSnapshot, segment: SegmentMetadata): boolean {
   if (segment.epoch !== from.epoch) return false;
   if (sameSalts(from.generation, segment.generation)) return segment.firstFrame <= from.frame + 1;
   // A reset crossed from the base's own generation only when that generation ended at the base's shipped frame.
-  const end = segment.previous;
-  return (
-    segment.after === 'reset' &&
-    segment.firstFrame === 1 &&
-    segment.generation.checkpointSequence === (from.generation.checkpointSequence + 1) >>> 0 &&
-    end !== undefined &&
-    end.salt1 === from.generation.salt1 &&
-    end.salt2 === from.generation.salt2 &&
-    end.lastFrame === from.frame
-  );
+  return resetsFrom(segment, from.generation, from.frame);
 }
 
 /** The plan for the state at `target`: the newest base finished by then, and the segments after it up to then. */
@@ -186,7 +180,7 @@ export function planRecovery(
     if (taken < m.commits.length) break;
     previous = m;
   }
-  if (!covered) return alone('(not shipped yet)');
+  if (!covered) return alone(NOT_SHIPPED);
   return { base, steps, reaches };
 }
 /**

@@ -18,7 +18,7 @@ import { Repository } from '../repository/repository.js';
 import { listSnapshots, type SnapshotInfo } from '../repository/snapshots.js';
 import type { Candidate } from '../restore/restore.js';
 import { EXIT, LitekeepError, oneLine } from '../util/errors.js';
-import { planRecovery, type StoredSegment } from './plan.js';
+import { NOT_SHIPPED, planRecovery, type StoredSegment } from './plan.js';
 import { replayOnto } from './replay.js';
 import { decodeSegment, type Segment } from './segment.js';
 import { baseOf, mayFollow } from './retention.js';
@@ -177,7 +177,7 @@ export async function pointInTimeCandidate(
         if (stoppedAt || brokenBeforeTarget) {
           const why = unreadable
             ? `WAL segment ${unreadable.name} cannot be used (${unreadable.error})`
-            : stoppedAt!.segment === '(not shipped yet)'
+            : stoppedAt!.segment === NOT_SHIPPED
               ? 'the commits the base snapshot holds were not all shipped'
               : `WAL segment ${stoppedAt!.segment} does not follow the one before it (a gap: segments missing, or frames lost to a checkpoint)`;
           const next = nextBase

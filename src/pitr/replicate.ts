@@ -8,7 +8,6 @@ import { replicationDestinations, replicationLockPath, replicationStateFile } fr
 import { CooperativeCheckpoints, readWalIndex } from './cooperative.js';
 import { assertWalMode, readShipperState, WalShipper, type ShipResult } from './shipper.js';
 import { RepositorySegments } from './stored.js';
-import { DEFAULT_READ_LIMIT } from './wal.js';
 
 /**
  * Replication of one database (issue 15): a WalShipper per `format: incremental` destination, each with its
@@ -19,9 +18,9 @@ import { DEFAULT_READ_LIMIT } from './wal.js';
  */
 
 const BASE_RETRY_MIN_MS = 60_000;
+const BASE_RETRY_MAX_MS = 15 * 60_000;
 /** How often the WAL is read between passes (follow mode): well inside the life of a busy app's WAL generation. */
 const READ_AHEAD_MS = 50;
-const BASE_RETRY_MAX_MS = 15 * 60_000;
 
 export type ReplicationEvent =
   | {
@@ -374,8 +373,7 @@ export class Replicator {
     for (const follower of this.followers) {
       if (!follower.shipper) continue;
       // A failure here is the next pass's to report (it reads the same WAL).
-      await follower.shipper.readAhead().catch(() => {});
-      if (follower.shipper.pendingBytes >= DEFAULT_READ_LIMIT) full = true;
+      if (await follower.shipper.readAhead().catch(() => false)) full = true;
     }
     return full;
   }

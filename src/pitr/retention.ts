@@ -1,4 +1,5 @@
 import type { SnapshotInfo } from '../repository/snapshots.js';
+import { parseWithin, subtractWithin } from '../retention/policy.js';
 import type { BaseSnapshot } from './plan.js';
 import { parseSegmentName } from './shipper.js';
 
@@ -23,6 +24,11 @@ export interface PitrRetentionPlan {
   anchor?: BaseSnapshot;
   /** Segments no moment of the window needs, in shipping order (collected oldest first). */
   collectable: string[];
+}
+
+/** Where the window of `pitr` (e.g. `7d`) starts at `now`, in the zone's calendar (as `within` counts). */
+export function pitrWindowStart(now: Date, pitr: string, timeZone: string): number {
+  return subtractWithin(now, parseWithin(pitr), timeZone).getTime();
 }
 
 /** The base a snapshot is for point-in-time recovery: one whose manifest records where it stood in the WAL. */

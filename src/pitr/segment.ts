@@ -215,17 +215,30 @@ export function continues(previous: SegmentMetadata, next: SegmentMetadata): boo
       next.startChecksum[1] === previous.endChecksum[1]
     );
   }
+  return resetsFrom(next, a, previous.lastFrame, previous.endChecksum);
+}
+
+/**
+ * Whether `next` is the first segment of the generation right after `generation`, which ended at `lastFrame`
+ * (with that running checksum, when it is known): a reset segment records where the generation before it ended,
+ * and without that proven end a lost tail segment would go unnoticed, so a reset is never crossed then.
+ */
+export function resetsFrom(
+  next: SegmentMetadata,
+  generation: { salt1: number; salt2: number; checkpointSequence: number },
+  lastFrame: number,
+  endChecksum?: Checksum,
+): boolean {
   const end = next.previous;
   return (
     next.after === 'reset' &&
     next.firstFrame === 1 &&
-    b.checkpointSequence === (a.checkpointSequence + 1) >>> 0 &&
-    // Without the previous generation's proven end a lost tail segment would go unnoticed: never cross then.
+    next.generation.checkpointSequence === (generation.checkpointSequence + 1) >>> 0 &&
     end !== undefined &&
-    end.salt1 === a.salt1 &&
-    end.salt2 === a.salt2 &&
-    end.lastFrame === previous.lastFrame &&
-    end.endChecksum[0] === previous.endChecksum[0] &&
-    end.endChecksum[1] === previous.endChecksum[1]
+    end.salt1 === generation.salt1 &&
+    end.salt2 === generation.salt2 &&
+    end.lastFrame === lastFrame &&
+    (endChecksum === undefined ||
+      (end.endChecksum[0] === endChecksum[0] && end.endChecksum[1] === endChecksum[1]))
   );
 }

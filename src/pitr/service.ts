@@ -15,10 +15,14 @@ export async function createReplicators(
     holder: 'litekeep replicate' | 'the litekeep daemon';
   },
 ): Promise<Replicator[]> {
-  const [{ runBackupForTarget }, { openForWrite }] = await Promise.all([
+  const [{ runBackupForTarget }, { openForWrite }, { checkedRetentionPolicy }] = await Promise.all([
     import('../backup/task.js'),
     import('../repository/run.js'),
+    import('../backup/manager.js'),
   ]);
+  // The base snapshots replication takes are pruned by the policy (which decides what the segments need too),
+  // as every backup run is when `prune` is on: a policy that cannot be read is refused before anything ships.
+  for (const target of targets) if (target.settings.prune) checkedRetentionPolicy(target.settings.retention);
   return targets.map(
     (target) =>
       new Replicator(target, {

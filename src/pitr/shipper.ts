@@ -2,7 +2,13 @@ import fs from 'node:fs/promises';
 import { writeFileAtomic } from '../util/fs.js';
 import type { CommitRef } from './plan.js';
 import { encodeSegment, type SegmentMetadata } from './segment.js';
-import { DEFAULT_READ_LIMIT, readCommitted, type WalFrame, type WalPosition } from './wal.js';
+import {
+  DEFAULT_READ_LIMIT,
+  readCommitted,
+  WAL_FRAME_HEADER_BYTES,
+  type WalFrame,
+  type WalPosition,
+} from './wal.js';
 
 /**
  * Follows one database's WAL and turns every committed transaction group into a segment, handed to a sink (a
@@ -151,9 +157,8 @@ interface PendingSegment {
   /** When litekeep read each commit frame (its `seenAt`). */
   commitTimes: number[];
   bytes: number;
-  /** The position after it, and the commit it ends with (what the state records once it is shipped). */
+  /** The position after it (what the state records once it is shipped). */
   next: WalPosition;
-  shipped: CommitRef;
   gap?: ShipResult['gap'];
 }
 
@@ -206,7 +211,7 @@ export class WalShipper {
   }
 
   /** Bytes of frames read ahead and not shipped yet (a pass ships them). */
-  get pendingBytes(): number {
+  private get pendingBytes(): number {
     return this.pending.reduce((sum, p) => sum + p.bytes, 0);
   }
 
@@ -215,9 +220,9 @@ export class WalShipper {
    * often resets its WAL many times a second, and every commit read before its frames are overwritten is a
    * commit saved from a gap. Reads that continue the one before are joined, so a pass ships one segment per
    * WAL generation (or per `segmentBytes`), however often it read. Reads stop at `segmentBytes` of pending
-   * frames until a pass ships them.
+   * frames until a pass ships them; resolves with whether that cap is reached (ship now).
    */
-  async readAhead(): Promise<void> {
+  async readAhead(): Promise<boolean> {
     const state = await this.loadState();
     const walPath = `${this.options.databasePath}-wal`;
     const limit = this.options.segmentBytes ?? DEFAULT_READ_LIMIT;
@@ -228,10 +233,10 @@ export class WalShipper {
         limitBytes: this.options.segmentBytes,
         trustReset: state.mode === 'cooperative' && this.options.cooperative?.() === true,
       });
-      if (read.frames.length === 0 || !read.header || !read.next) return;
+      if (read.frames.length === 0 || !read.header || !read.next) return false;
       const header = read.header;
       const now = (this.options.now ?? Date.now)();
-      const bytes = read.frames.reduce((sum, f) => sum + f.page.length + 24, 0);
+      const bytes = read.frames.reduce((sum, f) => sum + f.page.length + WAL_FRAME_HEADER_BYTES, 0);
       const commits = read.frames.filter((f) => f.commitSize > 0).map(() => now);
       let after: SegmentMetadata['after'];
       let gap: ShipResult['gap'];
@@ -253,22 +258,12 @@ export class WalShipper {
         }
       } else after = 'continuation';
       const next = read.next;
-      const shipped: CommitRef = {
-        epoch: state.epoch,
-        generation: {
-          salt1: header.salt1,
-          salt2: header.salt2,
-          checkpointSequence: header.checkpointSequence,
-        },
-        frame: next.frame,
-      };
       if (last && after === 'continuation' && last.bytes + bytes <= limit) {
         // The next frames of the same generation: one segment with the ones read before.
         last.frames.push(...read.frames);
         last.commitTimes.push(...commits);
         last.bytes += bytes;
         last.next = next;
-        last.shipped = shipped;
         continue;
       }
       this.pending.push({
@@ -296,10 +291,10 @@ export class WalShipper {
         commitTimes: commits,
         bytes,
         next,
-        shipped,
         gap,
       });
     }
+    return true;
   }
 
   /** The segment a pending read becomes: its name and plain bytes. */
@@ -334,13 +329,11 @@ export class WalShipper {
   async shipOnce(): Promise<ShipResult> {
     const state = await this.loadState();
     const result: ShipResult = { segments: [], frames: 0, bytes: 0 };
-    const limit = this.options.segmentBytes ?? DEFAULT_READ_LIMIT;
     for (;;) {
-      await this.readAhead();
-      if (this.pending.length === 0) return result;
       // What is committed while this pass ships waits for the next pass (or read-ahead): chasing a busy writer
       // here shipped a tiny segment every few milliseconds. Only a read that stopped at the cap goes on.
-      const more = this.pendingBytes >= limit;
+      const more = await this.readAhead();
+      if (this.pending.length === 0) return result;
       while (this.pending.length) {
         const next = this.pending[0];
         if (next.gap === 'lost-frames' || (next.gap === 'start' && result.gap === undefined))
@@ -356,7 +349,12 @@ export class WalShipper {
         state.lastShippedAt = (this.options.now ?? Date.now)();
         state.position = next.next;
         state.mode = this.options.cooperative?.() ? 'cooperative' : 'follow';
-        state.lastShipped = next.shipped;
+        const { salt1, salt2, checkpointSequence } = next.generation;
+        state.lastShipped = {
+          epoch: next.epoch,
+          generation: { salt1, salt2, checkpointSequence },
+          frame: next.next.frame,
+        };
         await writeFileAtomic(this.options.stateFile, JSON.stringify(state));
         this.pending.shift();
         result.segments.push(name);

@@ -1,8 +1,8 @@
+import { createHash } from 'node:crypto';
 import { zstdCompress, zstdDecompressBounded } from '../repository/compress.js';
 import { FormatError, keys } from '../repository/format.js';
 import type { Repository } from '../repository/repository.js';
 import { BlobNotFoundError, getBuffer } from '../repository/store.js';
-import { createHash } from 'node:crypto';
 import { decodeSegment, SegmentError, type Segment } from './segment.js';
 import { nextEpochOf, parseSegmentName, type SegmentSink } from './shipper.js';
 
@@ -24,6 +24,7 @@ export interface PitrHorizon {
 
 const HORIZON_PREFIX = 'horizon-';
 const HORIZON_VERSION = 1;
+const horizonKey = (base: string) => keys.wal(`${HORIZON_PREFIX}${base}.json`);
 
 /** The largest segment litekeep writes is 16 MiB of frames plus their headers and metadata. */
 const MAX_SEGMENT_BYTES = 64 * 1024 * 1024;
@@ -53,12 +54,7 @@ export class RepositorySegments implements SegmentSink {
 
   /** Every segment's name, in name order (which is shipping order within an epoch and generation). */
   async names(): Promise<string[]> {
-    const names: string[] = [];
-    for await (const blob of this.repo.store.list(keys.walPrefix)) {
-      const name = blob.key.slice(keys.walPrefix.length);
-      if (parseSegmentName(name)) names.push(name);
-    }
-    return names.sort();
+    return [...(await this.sizes()).keys()].sort();
   }
 
   /** Every segment's name and stored size, in name order. */
@@ -88,7 +84,7 @@ export class RepositorySegments implements SegmentSink {
     const json = JSON.stringify(body);
     const sha256 = createHash('sha256').update(json).digest('hex');
     await this.repo.putBuffer(
-      keys.wal(`${HORIZON_PREFIX}${horizon.base}.json`),
+      horizonKey(horizon.base),
       Buffer.from(JSON.stringify({ ...body, sha256 }) + '\n'),
     );
   }
@@ -98,7 +94,7 @@ export class RepositorySegments implements SegmentSink {
    * newer format) is left out: without it a restore reports a gap where there is one, which is the safe side.
    */
   async horizons(): Promise<(PitrHorizon & { key: string })[]> {
-    const found: (PitrHorizon & { key: string; at: number })[] = [];
+    const found: (PitrHorizon & { key: string })[] = [];
     for await (const blob of this.repo.store.list(keys.wal(HORIZON_PREFIX))) {
       try {
         const parsed = JSON.parse(
@@ -111,22 +107,16 @@ export class RepositorySegments implements SegmentSink {
           body.database === this.repo.config.database &&
           body.host === this.repo.config.host &&
           typeof body.base === 'string' &&
-          blob.key === keys.wal(`${HORIZON_PREFIX}${body.base}.json`) &&
+          blob.key === horizonKey(body.base) &&
           typeof body.from === 'string' &&
           !Number.isNaN(Date.parse(body.from)) &&
           sha256 === createHash('sha256').update(JSON.stringify(body)).digest('hex');
-        if (ok)
-          found.push({
-            key: blob.key,
-            base: body.base as string,
-            from: body.from as string,
-            at: Date.parse(body.from as string),
-          });
+        if (ok) found.push({ key: blob.key, base: body.base as string, from: body.from as string });
       } catch {
         // unreadable: left out, as above
       }
     }
-    return found.sort((a, b) => a.at - b.at).map(({ at: _at, ...h }) => h);
+    return found.sort((a, b) => Date.parse(a.from) - Date.parse(b.from));
   }
 
   /** Removes a horizon an equal or later one supersedes. */

@@ -10,14 +10,12 @@ import {
   applySafetyRails,
   assertUsablePolicy,
   describePolicy,
-  parseWithin,
   planRetention,
-  subtractWithin,
   type RetentionPolicy,
 } from '../retention/index.js';
 import { EXIT, LitekeepError, oneLine } from '../util/errors.js';
 import { walFieldFor, type WalCapture } from '../pitr/capture.js';
-import { baseOf, planPitrRetention, type PitrRetentionPlan } from '../pitr/retention.js';
+import { baseOf, pitrWindowStart, planPitrRetention, type PitrRetentionPlan } from '../pitr/retention.js';
 import { RepositorySegments } from '../pitr/stored.js';
 import { forgetAndCollect, type CollectResult } from './collect.js';
 import { configuredDecrypt, openRepositoryStore, stateDirOf } from './destination.js';
@@ -293,7 +291,7 @@ async function pruneOpenRepository(
   const pitrWindow = policy.pitr ?? manager.retentionPolicy().pitr;
   let pitrPlan: PitrRetentionPlan | undefined;
   if (segmentSizes.size > 0 && pitrWindow) {
-    const windowStart = subtractWithin(now, parseWithin(pitrWindow), manager.timeZone).getTime();
+    const windowStart = pitrWindowStart(now, pitrWindow, manager.timeZone);
     const bases = items.flatMap((i) => {
       const base = baseOf(i.snapshot);
       return base ? [{ ...base, usable: !i.failed }] : [];

@@ -5,6 +5,7 @@ export {
   WITHIN_FORM,
   assertUsablePolicy,
   describePolicy,
+  destinationRetention,
   isEffectivelyEmpty,
   parseRetentionPolicy,
   parseWithin,

@@ -206,6 +206,19 @@ export function assertUsablePolicy(policy: RetentionPolicy): void {
   }
 }
 
+/**
+ * A destination's retention: its own rules, or the database's when it has none. The database's `manual` and
+ * `pitr` windows apply unless the destination sets its own. Pure: what `destinationPolicy` and status both use.
+ */
+export function destinationRetention(local: RetentionPolicy, own?: RetentionPolicy): RetentionPolicy {
+  if (!own) return local;
+  return {
+    ...(local.manual ? { manual: local.manual } : {}),
+    ...(local.pitr ? { pitr: local.pitr } : {}),
+    ...own,
+  };
+}
+
 /** Short human text, e.g. `7 daily, 4 weekly, 12 monthly` or `last 3, within 30d`. */
 export function describePolicy(policy: RetentionPolicy): string {
   const parts: string[] = [];

@@ -81,14 +81,20 @@ async function cli(dir: string, args: string[], code = 0) {
   return r;
 }
 
+/** An app that committed 3 rows, and a first `replicate --once`: base snapshot B0 and its segments. */
+async function replicating() {
+  const t = setUp();
+  const writer = startWriter(t.db);
+  expect(await writer.ready).toBe('ready');
+  await writer.send('burst 3');
+  await cli(t.dir, ['replicate', '--once']);
+  return { t, writer };
+}
+
 describe('retention.pitr', () => {
   it('keeps every moment of the window restorable, collects the segments before it, and survives a kill in between', async () => {
-    const t = setUp();
-    const writer = startWriter(t.db);
-    expect(await writer.ready).toBe('ready');
-    await writer.send('burst 3');
     // The first pass takes base B0 (3 rows); later passes ship what the app committed since.
-    await cli(t.dir, ['replicate', '--once']);
+    const { t, writer } = await replicating();
     const marks: { at: number; last: number }[] = [];
     const round = async (count: number) => {
       const last = await writer.send(`burst ${count}`);
@@ -236,12 +242,8 @@ describe('retention.pitr', () => {
   }, 300_000);
 
   it('check proves the segments, lists the windows, and names a missing or damaged one', async () => {
-    const t = setUp();
-    const writer = startWriter(t.db);
-    expect(await writer.ready).toBe('ready');
-    await writer.send('burst 3');
     const start = Date.now();
-    await cli(t.dir, ['replicate', '--once']);
+    const { t, writer } = await replicating();
     for (const n of [2, 3, 2, 4]) {
       await writer.send(`burst ${n}`);
       await cli(t.dir, ['replicate', '--once']);
@@ -293,11 +295,7 @@ describe('retention.pitr', () => {
   }, 300_000);
 
   it('status shows where recovery to the second is whole from, and each gap', async () => {
-    const t = setUp();
-    const writer = startWriter(t.db);
-    expect(await writer.ready).toBe('ready');
-    await writer.send('burst 3');
-    await cli(t.dir, ['replicate', '--once']);
+    const { t, writer } = await replicating();
     const firstBase = Date.now();
     const status = async () => JSON.parse((await cli(t.dir, ['status', '--json'])).stdout).replication[0];
     const before = await status();

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import type { ReplicationEvent } from '../../pitr/replicate.js';
+import type { ReplicationEvent, Replicator } from '../../pitr/replicate.js';
 import { EXIT, LitekeepError } from '../../util/errors.js';
 import { humanBytes } from '../../util/fs.js';
 import { addTargetOptions, resolveConfig, selectTargets, type CommonOptions } from '../context.js';
@@ -77,9 +77,6 @@ export function registerReplicate(program: Command): void {
     // Without --db: the databases marked `replicate: true`, or every one when none is marked.
     const marked = selected.filter((t) => t.settings.replicate.enabled);
     const targets = options.db || marked.length === 0 ? selected : marked;
-    // The base snapshots replication takes are pruned by the policy, which decides what the segments need too.
-    const { checkedRetentionPolicy } = await import('../../backup/manager.js');
-    for (const target of targets) checkedRetentionPolicy(target.settings.retention);
     let failed = false;
     const report = (event: ReplicationEvent) => {
       if (event.kind === 'error' || (event.kind === 'base' && !event.ok)) failed = true;
@@ -100,12 +97,13 @@ export function registerReplicate(program: Command): void {
       else print(text.line);
     };
     const stop = abortOnSignals('replication');
-    const replicators = await createReplicators(targets, {
-      onEvent: report,
-      signal: stop.signal,
-      holder: 'litekeep replicate',
-    });
+    let replicators: Replicator[] = [];
     try {
+      replicators = await createReplicators(targets, {
+        onEvent: report,
+        signal: stop.signal,
+        holder: 'litekeep replicate',
+      });
       for (const r of replicators) await r.prepare();
       // Every lock before any shipping: a database another process replicates is refused as a whole command.
       for (const r of replicators) await r.claim();

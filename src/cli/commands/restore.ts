@@ -34,6 +34,13 @@ export async function decryptOptionsFor(target: DatabaseTarget, identity?: strin
   return options;
 }
 
+/** `[name]` and `--at` of restore and verify: one or the other, `--at` read as `parseAt` reads it. */
+function momentOf(name: string | undefined, text: string | undefined, timeZone: string): Date | undefined {
+  const at = parseAt(text, timeZone);
+  if (name && at) throw new LitekeepError('give a backup name or --at, not both', { exitCode: EXIT.usage });
+  return at;
+}
+
 /**
  * `--at`: an ISO timestamp with a zone is taken as it is; a date, or a date and time without zone, is wall-clock
  * time in the configured time zone (the one backup names use). A date alone means the end of that day.
@@ -134,8 +141,7 @@ export function registerRestore(program: Command): void {
     ]);
     const target = singleTarget(options);
     const timeZone = target.settings.timeZone ?? systemTimeZone();
-    const at = parseAt(options.at, timeZone);
-    if (name && at) throw new LitekeepError('give a backup name or --at, not both', { exitCode: EXIT.usage });
+    const at = momentOf(name, options.at, timeZone);
     const file = name && isPath(name) ? name : undefined;
     if (file && options.from) {
       throw new LitekeepError('a backup file given by its path is read from there: leave out --from', {
@@ -236,8 +242,7 @@ export function registerVerify(program: Command): void {
   command.action(async (name: string | undefined, options: RestoreFlags) => {
     const { verifyBackup } = await import('../../restore/index.js');
     const targets = selectTargets(resolveConfig(options), options);
-    const at = parseAt(options.at, targets[0]?.settings.timeZone ?? systemTimeZone());
-    if (name && at) throw new LitekeepError('give a backup name or --at, not both', { exitCode: EXIT.usage });
+    const at = momentOf(name, options.at, targets[0]?.settings.timeZone ?? systemTimeZone());
     const out: unknown[] = [];
     let failed = false;
     const progress = await startProgress(options);
