@@ -408,13 +408,14 @@ async function idKeyFor(
   return undefined;
 }
 
-/** Writes a small object through a private temp file in `dir`. */
+/** Writes a small object: straight into the store when it can (`putBytes`), else through a private temp file in `dir`. */
 export async function putBuffer(
   store: BlobStore,
   key: string,
   data: Buffer,
   dir: string,
 ): Promise<'stored' | 'exists'> {
+  if (store.putBytes) return store.putBytes(key, data, sha256Hex(data));
   ensurePrivateDir(dir);
   const temp = path.join(
     dir,

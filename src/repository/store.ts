@@ -30,6 +30,16 @@ export interface BlobStore {
     sha256: string,
     options?: PutBlobOptions,
   ): Promise<'stored' | 'exists'>;
+  /**
+   * `put` of bytes in memory, where the store can do it without a local temp file first (a local folder writes
+   * them into its own temp file beside the target). Optional: `putBuffer` falls back to a temp file and `put`.
+   */
+  putBytes?(
+    key: string,
+    data: Buffer,
+    sha256: string,
+    options?: PutBlobOptions,
+  ): Promise<'stored' | 'exists'>;
   /** The object's bytes; BlobNotFoundError when there is none. */
   get(key: string, options?: { signal?: AbortSignal }): Promise<Readable>;
   /**

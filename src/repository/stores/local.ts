@@ -39,6 +39,39 @@ export class LocalBlobStore implements BlobStore {
     sha256: string,
     options: PutBlobOptions = {},
   ): Promise<'stored' | 'exists'> {
+    return this.publish(
+      key,
+      (temp) => fsp.copyFile(source, temp, fs.constants.COPYFILE_EXCL),
+      size,
+      sha256,
+      options,
+    );
+  }
+
+  /** `put` of bytes in memory: written straight into the temp file beside the target (no second copy). */
+  async putBytes(
+    key: string,
+    data: Buffer,
+    sha256: string,
+    options: PutBlobOptions = {},
+  ): Promise<'stored' | 'exists'> {
+    return this.publish(
+      key,
+      (temp) => fsp.writeFile(temp, data, { flag: 'wx', mode: 0o600 }),
+      data.length,
+      sha256,
+      options,
+    );
+  }
+
+  /** Temp file beside the target (made by `write`), private, fsynced, read back and checked, then published. */
+  private async publish(
+    key: string,
+    write: (temp: string) => Promise<void>,
+    size: number,
+    sha256: string,
+    options: PutBlobOptions,
+  ): Promise<'stored' | 'exists'> {
     const target = this.file(key);
     const dir = path.dirname(target);
     const temp = path.join(
@@ -53,7 +86,7 @@ export class LocalBlobStore implements BlobStore {
         this.swept.add(dir);
       }
       options.signal?.throwIfAborted();
-      await fsp.copyFile(source, temp, fs.constants.COPYFILE_EXCL);
+      await write(temp);
       await fsp.chmod(temp, 0o600);
       await fsyncFile(temp);
       const copied = await sha256File(temp);
