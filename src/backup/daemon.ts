@@ -16,7 +16,10 @@ import {
 } from '../scheduler/index.js';
 import { Catalog } from '../catalog/index.js';
 import { oneLine } from '../util/errors.js';
+import { hostOf } from '../destinations/factory.js';
+import { notify } from '../notify/index.js';
 import { BackupManager } from './manager.js';
+import { hasChannels, notifyOptionsFrom, recordAttempt } from './notifications.js';
 import { hasCatalog, later, statusFromCatalog } from './health.js';
 import { partialProblems, runBackupForTarget, type RunBackupResult, type RunTrigger } from './task.js';
 import { verifyDue } from './verify-schedule.js';
@@ -193,6 +196,7 @@ async function prepareReplication(
   const { createReplicators } = await import('../pitr/service.js');
   const runs = new AbortController();
   const shipping = new AbortController();
+  const alert = replicationAlerts(targets, logger);
   const replicators = await createReplicators(targets, {
     signal: runs.signal,
     holder: 'the litekeep daemon',
@@ -220,12 +224,13 @@ async function prepareReplication(
             ? `shipping ${database} to ${event.destination} starts here: taking a base snapshot`
             : `replication gap on ${event.destination}: the WAL was reset before some commits of ${database} were read; taking a new base snapshot`,
         );
-      else if (kind === 'error')
+      else if (kind === 'error') {
         logger.error(
           { database, destination: event.destination, error: event.error },
           `shipping ${database} to ${event.destination} failed: ${event.error}`,
         );
-      else if (kind === 'base')
+        alert(database, event.destination, `shipping to ${event.destination} failed: ${event.error}`);
+      } else if (kind === 'base')
         logger[event.ok ? 'info' : 'error'](
           { database, ok: event.ok },
           `base snapshot of ${database} ${event.ok ? 'taken' : 'failed'}: ${event.detail}`,
@@ -259,6 +264,7 @@ async function prepareReplication(
               { database: r.target.name },
               `replication of ${r.target.name} stopped: ${oneLine(error)}`,
             );
+            alert(r.target.name, '*', `replication stopped: ${oneLine(error)}`);
           }),
         ),
       );
@@ -268,6 +274,39 @@ async function prepareReplication(
       shipping.abort();
       await done.catch(() => {});
     },
+  };
+}
+
+/** One replication failure notification per database and destination an hour at most. */
+const REPLICATION_ALERT_EVERY_MS = 60 * 60_000;
+
+/**
+ * Replication problems the daemon hears of (a destination failing, a stalled pass, replication stopped) are
+ * failure notifications, not log lines alone: shipping that stopped is a recovery point silently lost. The
+ * replicator reports each distinct failure once; this also keeps a flapping one to one message an hour.
+ */
+function replicationAlerts(
+  targets: DatabaseTarget[],
+  logger: LogSink,
+): (database: string, destination: string, error: string) => void {
+  const lastSent = new Map<string, number>();
+  return (database, destination, error) => {
+    const target = targets.find((t) => t.name === database);
+    const key = `${database}\0${destination}`;
+    if (!target || Date.now() - (lastSent.get(key) ?? -Infinity) < REPLICATION_ALERT_EVERY_MS) return;
+    lastSent.set(key, Date.now());
+    const options = notifyOptionsFrom(target.settings);
+    if (!hasChannels(options)) return;
+    const manager = new BackupManager(target);
+    void notify(
+      { kind: 'failure', database, host: hostOf(target), time: new Date(), stage: 'replicate', error },
+      options,
+      { onAttempt: recordAttempt(manager.catalog) },
+    )
+      .catch((failure: unknown) =>
+        logger.error({ database }, `the replication failure notification failed: ${oneLine(failure)}`),
+      )
+      .finally(() => manager.close());
   };
 }
 

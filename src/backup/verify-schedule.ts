@@ -2,7 +2,13 @@ import { hostOf } from '../destinations/factory.js';
 import type { DatabaseTarget } from '../config/index.js';
 import { notify } from '../notify/index.js';
 import { readIdentityFile } from '../pipeline/index.js';
-import { listCandidates, verifyBackup, type DecryptOptions, type VerifyResult } from '../restore/index.js';
+import {
+  listCandidates,
+  verifyBackup,
+  verifyPoints,
+  type DecryptOptions,
+  type VerifyResult,
+} from '../restore/index.js';
 import { acquireLock } from '../scheduler/lock.js';
 import { LitekeepError, oneLine } from '../util/errors.js';
 import { runCeiling } from '../util/timeouts.js';
@@ -130,6 +136,9 @@ export async function verifyDue(
           })),
         );
       }
+      // The daily and weekly drills also restore a random commit exactly, where WAL segments are shipped.
+      if (mode !== 'after-backup')
+        results.push(...(await verifyPoints(target, { from: source, count: 1, ...decrypt, signal: stop })));
     }
   }
   if (interrupted) results.push({ backup: 'the rest', source: 'all', status: 'failed', error: interrupted });

@@ -121,6 +121,10 @@ export const configSchema = section({
         doc: 'the daemon ships every commit of this WAL database to its format: incremental destinations (`replicate: true` sets it)',
       }),
       interval: duration({ default: '1s', doc: 'how often the WAL is read and new commits shipped' }),
+      fingerprintEvery: duration({
+        default: '10m',
+        doc: 'how often a shipped commit carries the database fingerprint (tables, row counts, schema) read in one short read transaction, for verify drills of points in time; 0s: never',
+      }),
       mode: oneOf(['follow', 'cooperative'], {
         default: 'follow',
         doc: 'follow: no lock, no checkpoint, no read transaction (the app checkpoints; a reset before litekeep read is a gap); cooperative: the app sets wal_autocheckpoint=0 and litekeep checkpoints PASSIVE after shipping (no gaps; the WAL grows while litekeep is down)',

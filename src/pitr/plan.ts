@@ -23,6 +23,53 @@ export interface CommitRef extends WalMark {
   epoch: number;
 }
 
+/**
+ * A commit named by id, as `restore --at` and `verify --at` take it: `<epoch>-<checkpoint sequence>-<salt-1>-
+ * <commit frame>` in hex, the first three as in segment names (src/pitr/shipper.ts), so within one repository it
+ * names one commit. A segment's name names its last commit.
+ */
+export interface CommitId {
+  epoch: number;
+  checkpointSequence: number;
+  salt1: number;
+  frame: number;
+}
+
+const hex8 = (n: number) => n.toString(16).padStart(8, '0');
+
+export function formatCommitId(c: CommitId): string {
+  return [c.epoch, c.checkpointSequence, c.salt1, c.frame].map(hex8).join('-');
+}
+
+/** The commit a commit id or a segment name names (its last commit), or undefined for anything else. */
+export function parseCommitId(text: string): CommitId | undefined {
+  const m = /^([0-9a-f]{8})-([0-9a-f]{8})-([0-9a-f]{8})-(?:[0-9a-f]{8}-)?([0-9a-f]{8})(?:\.lkwal)?$/i.exec(
+    text.trim(),
+  );
+  if (!m) return undefined;
+  const [epoch, checkpointSequence, salt1, frame] = m.slice(1).map((h) => parseInt(h, 16));
+  return { epoch, checkpointSequence, salt1, frame };
+}
+
+export function commitIdOfRef(ref: CommitRef): CommitId {
+  return {
+    epoch: ref.epoch,
+    checkpointSequence: ref.generation.checkpointSequence,
+    salt1: ref.generation.salt1,
+    frame: ref.frame,
+  };
+}
+
+/** Whether commit frame `frame` of the segment's generation is the commit `id` names. */
+export function isCommit(id: CommitId, m: SegmentMetadata, frame: number): boolean {
+  return (
+    m.epoch === id.epoch &&
+    m.generation.checkpointSequence === id.checkpointSequence &&
+    m.generation.salt1 === id.salt1 &&
+    frame === id.frame
+  );
+}
+
 export interface BaseSnapshot {
   id: string;
   /** The last commit shipped before the capture began; undefined when nothing had been shipped. */
@@ -51,6 +98,11 @@ export interface RecoveryPlan {
   reaches: number;
   /** Set when a gap stops replay before the moment asked for: the plan reaches the last whole point before it. */
   stoppedByGap?: { after: number; segment: string };
+  /**
+   * With a commit asked for: whether the plan ends exactly after it. `inBase` when it lies inside the base's
+   * capture (the base may hold later commits: an older base is needed to stop exactly there).
+   */
+  exact?: 'reached' | 'inBase';
 }
 
 /** `stoppedByGap.segment` when the commits a base holds were not all shipped (no segment to name). */
@@ -127,11 +179,16 @@ function startsCleanly(base: BaseSnapshot, segment: SegmentMetadata): boolean {
   return resetsFrom(segment, from.generation, from.frame);
 }
 
-/** The plan for the state at `target`: the newest base finished by then, and the segments after it up to then. */
+/**
+ * The plan for the state at `target`: the newest base finished by then, and the segments after it up to then.
+ * With `commit` (whose commit `target` is the time litekeep saw it), the replay ends exactly after that commit,
+ * not after every commit seen by then.
+ */
 export function planRecovery(
   bases: BaseSnapshot[],
   segments: StoredSegment[],
   target: number,
+  commit?: CommitId,
 ): RecoveryPlan | undefined {
   const base = [...bases]
     .filter((b) => b.finishedAt <= target)
@@ -168,6 +225,7 @@ export function planRecovery(
     if (!wanted) break;
     let through: number | undefined;
     let taken = 0;
+    let hit = false;
     for (const c of m.commits) {
       const forEnd = !covered;
       if (forEnd && end && sameSalts(end.generation, m.generation) && c.frame >= end.frame) covered = true;
@@ -175,8 +233,13 @@ export function planRecovery(
       through = c.frame;
       taken++;
       if (c.seenAt <= target) reaches = Math.max(reaches, c.seenAt);
+      if (commit && isCommit(commit, m, c.frame)) {
+        hit = true;
+        break;
+      }
     }
     steps.push({ segment, throughFrame: through! });
+    if (hit) return { base, steps, reaches, exact: covered ? 'reached' : 'inBase' };
     if (taken < m.commits.length) break;
     previous = m;
   }

@@ -3,9 +3,11 @@ import { hostOf, type DestinationSpec } from '../destinations/factory.js';
 import type { Repository } from '../repository/repository.js';
 import { acquireLock, LockHeldError, type Lock, type LockHolder } from '../scheduler/lock.js';
 import { EXIT, LitekeepError, oneLine } from '../util/errors.js';
+import { formatDuration } from '../util/duration.js';
 import { sleep } from '../util/timeouts.js';
 import { replicationDestinations, replicationLockPath, replicationStateFile } from './capture.js';
 import { CooperativeCheckpoints, readWalIndex } from './cooperative.js';
+import { fingerprintAtWalEnd, walIndexEnd } from './fingerprint.js';
 import { assertWalMode, readShipperState, WalShipper, type ShipResult } from './shipper.js';
 import { RepositorySegments } from './stored.js';
 
@@ -19,8 +21,16 @@ import { RepositorySegments } from './stored.js';
 
 const BASE_RETRY_MIN_MS = 60_000;
 const BASE_RETRY_MAX_MS = 15 * 60_000;
+/** After a base that took d, the next one starts no sooner than BASE_PACING × d later. */
+const BASE_PACING = 4;
 /** How often the WAL is read between passes (follow mode): well inside the life of a busy app's WAL generation. */
 const READ_AHEAD_MS = 50;
+/**
+ * A pass that has read and stored nothing for this long (or 30 intervals, when longer) is reported as stalled:
+ * every request has its own timeout, so this is a hang (a storage that never answers) or a bug, and shipping
+ * has stopped until it ends. Reported once per pass; the lag in status and /metrics shows it too.
+ */
+const STALLED_AFTER_MS = 10 * 60_000;
 
 export type ReplicationEvent =
   | {
@@ -70,6 +80,8 @@ export interface ReplicatorOptions {
   openRepository: (spec: DestinationSpec) => Promise<Repository>;
   /** What this replicator is, for whoever finds the lock taken: `litekeep replicate`, `the litekeep daemon`. */
   holder?: string;
+  /** How long a pass may run before it is reported as stalled (default 10 minutes, or 30 intervals). */
+  stalledAfterMs?: number;
 }
 
 interface Follower {
@@ -93,6 +105,8 @@ export class Replicator {
   /** Cooperative mode: false once the WAL was seen backfilled past what litekeep had shipped. */
   private onlyOurCheckpoints = true;
   private lastWarning: string | undefined;
+  /** When the last fingerprint was taken (0: none yet, so the first pass with something to ship takes one). */
+  private lastFingerprintAt = 0;
   readonly intervalMs: number;
 
   constructor(
@@ -249,6 +263,7 @@ export class Replicator {
     }
     let everyDestinationShipped = true;
     try {
+      await this.fingerprintIfDue();
       await this.shipEverywhere(owed, () => (everyDestinationShipped = false));
       // A destination that failed is behind: its frames must stay in the WAL, so nothing is checkpointed.
       if (pinned && everyDestinationShipped) {
@@ -268,6 +283,40 @@ export class Replicator {
       if (pinned) this.checkpoints!.unpin();
     }
     this.takeBaseIfOwed(owed);
+  }
+
+  /**
+   * Every `replicate.fingerprintEvery`, the fingerprint of the database at the WAL's last commit, handed to every
+   * shipper for the segment that ships it (src/pitr/fingerprint.ts). Only when some destination has that commit
+   * still to ship: an idle database is not read again and again.
+   */
+  private async fingerprintIfDue(): Promise<void> {
+    const every = this.target.settings.replicate.fingerprintEvery ?? 0;
+    if (every <= 0 || Date.now() - this.lastFingerprintAt < every) return;
+    const end = walIndexEnd(this.target.path);
+    if (!end || end.mxFrame === 0) return;
+    const shippers: WalShipper[] = [];
+    for (const follower of this.followers)
+      // A destination that cannot be opened now is reported by the pass that follows.
+      shippers.push(
+        ...(await this.shipperOf(follower)
+          .then((s) => [s])
+          .catch(() => [])),
+      );
+    let unshipped = false;
+    for (const shipper of shippers) {
+      const at = await shipper.position().catch(() => undefined);
+      if (!at || at.salt1 !== end.salt1 || at.salt2 !== end.salt2 || at.frame < end.mxFrame) unshipped = true;
+    }
+    if (!unshipped) return;
+    let taken;
+    try {
+      taken = fingerprintAtWalEnd(this.target.path);
+    } catch (error) {
+      this.warn(`cannot read the fingerprint of ${this.target.name} (tried again later): ${oneLine(error)}`);
+    }
+    this.lastFingerprintAt = Date.now();
+    if (taken) for (const shipper of shippers) shipper.noteFingerprint(taken);
   }
 
   private async shipEverywhere(owed: { reason: string; gap: boolean }[], failed: () => void): Promise<void> {
@@ -323,6 +372,10 @@ export class Replicator {
               await f.shipper?.baseTaken(startedAt, Date.now()).catch(() => {});
           if (covered.length === this.followers.length) {
             this.baseBackoffMs = BASE_RETRY_MIN_MS;
+            // Gaps that come back to back (an app outrunning litekeep on a loaded machine) would otherwise have
+            // it copy the whole database without pause, which loads the machine further: bases take at most a
+            // fifth of the time. Shipping goes on meanwhile; the gap is reported and owed a base until then.
+            this.baseRetryAt = Date.now() + BASE_PACING * (Date.now() - startedAt);
             return;
           }
           this.baseRetryAt = Date.now() + this.baseBackoffMs;
@@ -348,10 +401,16 @@ export class Replicator {
       intervalMs: this.intervalMs,
       mode: this.mode,
     });
+    const watch = this.watchPasses(
+      this.options.stalledAfterMs ?? Math.max(STALLED_AFTER_MS, 30 * this.intervalMs),
+    );
     try {
       while (!signal.aborted) {
         const started = Date.now();
-        if (!options.waitForLock || (await this.claimOrWait())) await this.passOnce();
+        if (!options.waitForLock || (await this.claimOrWait())) {
+          watch.passing(true);
+          await this.passOnce().finally(() => watch.passing(false));
+        }
         // Between passes the WAL is read ahead (follow mode): an app whose checkpoints reset the WAL several
         // times a second would otherwise overwrite commits before the next pass read them (a gap). Stopping
         // ends the wait early; the loop's condition then ends the run.
@@ -362,6 +421,7 @@ export class Replicator {
         }
       }
     } finally {
+      watch.stop();
       await this.baseRunning;
       this.close();
     }
@@ -381,6 +441,38 @@ export class Replicator {
   /** Waits for a base snapshot being taken (tests, `replicate --once`). */
   async settled(): Promise<void> {
     while (this.baseRunning) await this.baseRunning;
+  }
+
+  /** Reports a pass that made no progress for `stalledAfterMs` (once per pass); `stop` ends the watch. */
+  private watchPasses(stalledAfterMs: number): { passing(running: boolean): void; stop(): void } {
+    let startedAt: number | undefined;
+    let told = false;
+    const timer = setInterval(
+      () => {
+        if (startedAt === undefined || told) return;
+        // A long pass that keeps reading and storing (catching up after an outage) is not stalled.
+        const progress = Math.max(startedAt, ...this.followers.map((f) => f.shipper?.progressAt ?? 0));
+        if (Date.now() - progress < stalledAfterMs) return;
+        told = true;
+        this.options.onEvent?.({
+          kind: 'error',
+          database: this.target.name,
+          destination: this.destinations.join(', '),
+          error:
+            `a replication pass has made no progress for ${formatDuration(Date.now() - progress)}: nothing is ` +
+            `shipped until it does (a storage that does not answer?); if it does not recover, restart litekeep`,
+        });
+      },
+      Math.min(5000, stalledAfterMs),
+    );
+    timer.unref();
+    return {
+      passing(running) {
+        startedAt = running ? Date.now() : undefined;
+        if (!running) told = false;
+      },
+      stop: () => clearInterval(timer),
+    };
   }
 
   /** Who holds this database's replication lock while this replicator waits for it (the daemon's status). */

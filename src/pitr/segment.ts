@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import type { Fingerprint } from '../catalog/index.js';
 import { walChecksum, type Checksum, type WalFrame } from './wal.js';
 
 /**
@@ -31,6 +32,12 @@ export interface SegmentCommit {
   pages: number;
   /** When litekeep saw the commit (ms since the epoch): a commit happened at or before this time. */
   seenAt: number;
+  /**
+   * The database's fingerprint (tables, row counts, schema hash) right after this commit, read by litekeep from
+   * the live database while shipping it (src/pitr/fingerprint.ts): what a verification drill of this very commit
+   * must find. On a few commits only (`replicate.fingerprintEvery`); optional, so older segments read as before.
+   */
+  fingerprint?: Fingerprint;
 }
 
 export interface SegmentMetadata {
@@ -76,6 +83,8 @@ export function encodeSegment(
   frames: WalFrame[],
   /** When litekeep saw the commits: one time for all, or one per commit frame in order. */
   seenAt: number | number[],
+  /** Fingerprints taken right after some of these commits, by commit frame index. */
+  fingerprints?: ReadonlyMap<number, Fingerprint>,
 ): Buffer {
   if (frames.length === 0) throw new SegmentError('a segment holds at least one frame');
   if (frames.at(-1)!.commitSize === 0) throw new SegmentError('a segment ends with a commit frame');
@@ -87,11 +96,15 @@ export function encodeSegment(
     endChecksum: frames.at(-1)!.checksum,
     commits: frames
       .filter((f) => f.commitSize > 0)
-      .map((f, n) => ({
-        frame: f.index,
-        pages: f.commitSize,
-        seenAt: typeof seenAt === 'number' ? seenAt : seenAt[n],
-      })),
+      .map((f, n) => {
+        const fingerprint = fingerprints?.get(f.index);
+        return {
+          frame: f.index,
+          pages: f.commitSize,
+          seenAt: typeof seenAt === 'number' ? seenAt : seenAt[n],
+          ...(fingerprint ? { fingerprint } : {}),
+        };
+      }),
   };
   const json = Buffer.from(JSON.stringify(metadata), 'utf8');
   const prefix = Buffer.alloc(PREFIX_BYTES);
@@ -153,6 +166,7 @@ export function decodeSegment(bytes: Buffer, name: string): Segment {
     typeof g !== 'object' ||
     ![g.salt1, g.salt2, g.checkpointSequence].every((v) => Number.isInteger(v)) ||
     !Array.isArray(metadata.commits) ||
+    !metadata.commits.every((c) => c.fingerprint === undefined || isFingerprint(c.fingerprint)) ||
     !['start', 'continuation', 'reset', 'gap'].includes(metadata.after) ||
     (metadata.previous !== undefined &&
       !(
@@ -197,6 +211,19 @@ export function decodeSegment(bytes: Buffer, name: string): Segment {
     fail('does not end with the commits its metadata names');
   }
   return { metadata, frames };
+}
+
+function isFingerprint(value: unknown): value is Fingerprint {
+  const f = value as Partial<Fingerprint> | null;
+  return (
+    typeof f === 'object' &&
+    f !== null &&
+    typeof f.schemaHash === 'string' &&
+    /^[0-9a-f]{64}$/.test(f.schemaHash) &&
+    typeof f.tables === 'object' &&
+    f.tables !== null &&
+    Object.values(f.tables).every((n) => Number.isInteger(n) && (n as number) >= 0)
+  );
 }
 
 /**

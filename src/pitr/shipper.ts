@@ -1,5 +1,6 @@
 import fs from 'node:fs/promises';
 import { writeFileAtomic } from '../util/fs.js';
+import { recordFingerprinted, type FingerprintedCommit, type WalEndFingerprint } from './fingerprint.js';
 import type { CommitRef } from './plan.js';
 import { encodeSegment, type SegmentMetadata } from './segment.js';
 import {
@@ -69,6 +70,8 @@ export interface ShipResult {
   bytes: number;
   /** Frames may have been lost since the last pass (a reset litekeep could not prove whole, or a first start). */
   gap?: 'start' | 'lost-frames';
+  /** Commits shipped with a fingerprint (src/pitr/fingerprint.ts). */
+  fingerprinted?: FingerprintedCommit[];
 }
 
 export interface ShipperOptions {
@@ -165,6 +168,10 @@ interface PendingSegment {
 export class WalShipper {
   private state: ShipperState | undefined;
   private readonly pending: PendingSegment[] = [];
+  /** Fingerprints taken from the live database, waiting for the segment that ships their commit. */
+  private fingerprints: WalEndFingerprint[] = [];
+  /** When the shipper last got something done (a read of the WAL, a segment stored): a stalled pass stops it. */
+  progressAt = 0;
 
   constructor(private readonly options: ShipperOptions) {}
 
@@ -233,6 +240,7 @@ export class WalShipper {
         limitBytes: this.options.segmentBytes,
         trustReset: state.mode === 'cooperative' && this.options.cooperative?.() === true,
       });
+      this.progressAt = Date.now();
       if (read.frames.length === 0 || !read.header || !read.next) return false;
       const header = read.header;
       const now = (this.options.now ?? Date.now)();
@@ -297,8 +305,43 @@ export class WalShipper {
     return true;
   }
 
-  /** The segment a pending read becomes: its name and plain bytes. */
-  private encodePending(p: PendingSegment): { name: string; plain: Buffer } {
+  /** The position shipped to (undefined before the first segment): what a fingerprint is due after. */
+  async position(): Promise<WalPosition | undefined> {
+    return (await this.loadState()).position;
+  }
+
+  /**
+   * A fingerprint of the database after some commit not shipped yet: it goes into the segment that ships that
+   * commit. One whose generation has moved on is dropped (its commit is shipped, or lost in a gap).
+   */
+  noteFingerprint(taken: WalEndFingerprint): void {
+    this.fingerprints = [...this.fingerprints.slice(-3), taken];
+  }
+
+  /** The fingerprints of commits in `p`, taken off the waiting list, by commit frame. */
+  private fingerprintsFor(p: PendingSegment): Map<number, WalEndFingerprint> {
+    const found = new Map<number, WalEndFingerprint>();
+    const commits = new Set(p.frames.filter((f) => f.commitSize > 0).map((f) => f.index));
+    this.fingerprints = this.fingerprints.filter((f) => {
+      const here = f.salt1 === p.generation.salt1 && f.salt2 === p.generation.salt2;
+      if (here && commits.has(f.frame)) {
+        found.set(f.frame, f);
+        return false;
+      }
+      // Of this generation and beyond this segment: a later segment ships it. Of another: kept until the
+      // generation it belongs to is reached or passed (at most four wait, oldest dropped first).
+      return !here || f.frame > p.frames.at(-1)!.index;
+    });
+    return found;
+  }
+
+  /** The segment a pending read becomes: its name, plain bytes and the fingerprints it carries. */
+  private encodePending(p: PendingSegment): {
+    name: string;
+    plain: Buffer;
+    fingerprinted: Map<number, WalEndFingerprint>;
+  } {
+    const fingerprinted = this.fingerprintsFor(p);
     const plain = encodeSegment(
       {
         database: this.options.database,
@@ -312,6 +355,7 @@ export class WalShipper {
       p.startChecksum,
       p.frames,
       p.commitTimes,
+      new Map([...fingerprinted].map(([frame, f]) => [frame, f.fingerprint])),
     );
     const name = segmentName({
       epoch: p.epoch,
@@ -319,7 +363,7 @@ export class WalShipper {
       firstFrame: p.frames[0].index,
       lastFrame: p.frames.at(-1)!.index,
     });
-    return { name, plain };
+    return { name, plain, fingerprinted };
   }
 
   /**
@@ -338,10 +382,14 @@ export class WalShipper {
         const next = this.pending[0];
         if (next.gap === 'lost-frames' || (next.gap === 'start' && result.gap === undefined))
           result.gap = next.gap;
-        const { name, plain } = this.encodePending(next);
-        if (!(await this.options.sink.has?.(name))) {
+        const { name, plain, fingerprinted } = this.encodePending(next);
+        // A segment already stored (shipped by a pass killed before it recorded that) is kept as it is, so a
+        // fingerprint taken for it now is not in it: only what the stored bytes carry is indexed.
+        const stored = await this.options.sink.has?.(name);
+        if (!stored) {
           const sealed = this.options.seal ? await this.options.seal(plain) : plain;
           await this.options.sink.put(name, sealed);
+          this.progressAt = Date.now();
           result.bytes += sealed.length;
           state.bytesShipped = (state.bytesShipped ?? 0) + sealed.length;
         }
@@ -359,6 +407,20 @@ export class WalShipper {
         this.pending.shift();
         result.segments.push(name);
         result.frames += next.frames.length;
+        if (!stored && fingerprinted.size) {
+          const { salt1, salt2, checkpointSequence } = next.generation;
+          const commitTimes = new Map(
+            next.frames.filter((f) => f.commitSize > 0).map((f, n) => [f.index, next.commitTimes[n]]),
+          );
+          const added = [...fingerprinted.keys()].map((frame) => ({
+            commit: { epoch: next.epoch, generation: { salt1, salt2, checkpointSequence }, frame },
+            segment: name,
+            seenAt: commitTimes.get(frame)!,
+          }));
+          // Only an index of where the fingerprints are (the segment holds them): losing it loses no data.
+          await recordFingerprinted(this.options.stateFile, added).catch(() => undefined);
+          (result.fingerprinted ??= []).push(...added);
+        }
       }
       if (!more) return result;
     }

@@ -1,6 +1,7 @@
 export {
   restoreBackup,
   verifyBackup,
+  verifyPoints,
   chooseCandidate,
   listCandidates,
   pickCandidate,

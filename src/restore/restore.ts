@@ -29,6 +29,7 @@ import { fsyncDir, fsyncDirSync, fsyncFile, makeDirsSync, publishNoClobber } fro
 import { compactStamp, formatTime, systemTimeZone } from '../util/time.js';
 import { didYouMean } from '../util/suggest.js';
 import { candidateFromFile, withProgress } from './file.js';
+import type { CommitId } from '../pitr/plan.js';
 import { describeUsers, processesUsing } from './in-use.js';
 import { copyOutside, fsyncOutside } from './outside.js';
 import {
@@ -111,6 +112,11 @@ export interface SelectOptions {
   name?: string;
   /** The newest backup taken at or before this time. */
   at?: Date;
+  /**
+   * Exactly after this commit (a commit id or segment name, src/pitr/plan.ts), on a destination with WAL
+   * segments; instead of `at`.
+   */
+  atCommit?: CommitId;
   /** `local` (default) or a destination name (`drive`, an s3 destination...). */
   from?: string;
   /** Whose copies, on a destination several machines share (default: this host's, else the only one's). */
@@ -505,9 +511,15 @@ export async function chooseCandidate(
   if (options.file)
     return { picked: candidateFromFile(target, options.file), candidates: [], pointInTime: false };
   const from = options.from ?? 'local';
+  const moment = options.atCommit ?? options.at;
+  if (options.atCommit && ((options.name && options.name !== 'latest') || from === 'local'))
+    throw new LitekeepError(
+      'a commit id names a commit in the WAL segments of a destination: give --from DESTINATION, and no backup name',
+      { exitCode: EXIT.usage, stage: 'restore' },
+    );
   const pointInTime =
-    options.at && (!options.name || options.name === 'latest') && from !== 'local'
-      ? await (await import('../pitr/recover.js')).pointInTimeCandidate(target, from, options.at, options)
+    moment && (!options.name || options.name === 'latest') && from !== 'local'
+      ? await (await import('../pitr/recover.js')).pointInTimeCandidate(target, from, moment, options)
       : undefined;
   if (pointInTime) return { picked: pointInTime, candidates: [], pointInTime: true };
   const candidates = await listCandidates(target, from, options);
@@ -858,6 +870,11 @@ export async function verifyBackup(
       onResult?: (result: VerifyResult) => void;
       /** Bytes of the backup being verified read so far, with its size (`stage` is `verify <name>`). */
       onProgress?: (stage: string, bytes: number, total?: number) => void;
+      /**
+       * With the newest backup (no name, no `at`): this many random commits shipped with a fingerprint too, on a
+       * destination with WAL segments (`verifyPoints`).
+       */
+      points?: number;
     } = {},
 ): Promise<VerifyResult[]> {
   const from = options.from ?? 'local';
@@ -884,6 +901,54 @@ export async function verifyBackup(
         throw new LitekeepError('verify stopped; its temp files were removed', { stage: 'verify' });
       }
       options.onResult?.(results[results.length - 1]);
+    }
+  } finally {
+    await fsp.rm(workDir, { recursive: true, force: true });
+    manager.close();
+  }
+  const newest =
+    !options.all && (!options.name || options.name === 'latest') && !options.at && !options.atCommit;
+  if (newest && options.points)
+    results.push(...(await verifyPoints(target, { ...options, from, count: options.points })));
+  return results;
+}
+
+/**
+ * A drill of point-in-time recovery: `count` random commits that this machine shipped to `from` with a
+ * fingerprint (src/pitr/fingerprint.ts), each restored exactly to that commit from its base snapshot and WAL
+ * segments, checked as any backup and compared with the fingerprint read from the live database when the commit
+ * was shipped. A drill that cannot compare (the segment holds no fingerprint) failed: the index said it did.
+ */
+export async function verifyPoints(
+  target: DatabaseTarget,
+  options: DecryptOptions & {
+    from: string;
+    count: number;
+    signal?: AbortSignal;
+    onResult?: (result: VerifyResult) => void;
+    onProgress?: (stage: string, bytes: number, total?: number) => void;
+  },
+): Promise<VerifyResult[]> {
+  const { drillPoints, pointInTimeCandidate } = await import('../pitr/recover.js');
+  const points = await drillPoints(target, options.from, options.count);
+  if (points.length === 0) return [];
+  const manager = new BackupManager(target);
+  const workDir = await fsp.mkdtemp(path.join(os.tmpdir(), `litekeep-verify-${process.pid}-`));
+  await fsp.chmod(workDir, 0o700);
+  const results: VerifyResult[] = [];
+  try {
+    for (const point of points) {
+      options.signal?.throwIfAborted();
+      const candidate = await pointInTimeCandidate(target, options.from, point, { host: hostOf(target) });
+      if (!candidate) break;
+      const checked = withProgress(candidate, `verify ${candidate.name}`, options.onProgress);
+      const result = await verifyOne(checked, workDir, options, manager.catalog, options.signal);
+      if (result.status === 'ok' && result.fingerprint !== 'match') {
+        result.status = 'failed';
+        result.error = `${candidate.name}: the commit was shipped with a fingerprint, but the restore found none to compare with`;
+      }
+      results.push(result);
+      options.onResult?.(result);
     }
   } finally {
     await fsp.rm(workDir, { recursive: true, force: true });

@@ -203,6 +203,37 @@ describe('litekeep replicate', () => {
     expect(readState(out).last).toBe(last);
   }, 180_000);
 
+  it('in the daemon, a shipment that fails is a failure notification, sent once', async () => {
+    const ntfy = await startRecorder();
+    receivers.push(ntfy);
+    const t = setUp({
+      replicate: { enabled: true, interval: '100ms' },
+      schedule: '0 3 * * *',
+      catchUp: false,
+      notify: { ntfy: { server: ntfy.url, topic: 'litekeep-alerts' }, timeout: '2s' },
+    });
+    const writer = startWriter(t.db);
+    expect(await writer.ready).toBe('ready');
+    await writer.send('burst 4');
+    const daemon = spawnDaemon([], { cwd: t.dir });
+    await daemon.waitFor(msg('base snapshot of app taken'), 90_000);
+    await waitFor('the first commits shipped', t.shipped);
+    // The destination's segment folder turns into a file: every shipment fails from now on.
+    fs.rmSync(path.join(t.repo, 'wal'), { recursive: true });
+    fs.writeFileSync(path.join(t.repo, 'wal'), 'not a folder');
+    await writer.send('burst 3');
+    await daemon.waitFor(msg('shipping app to vault failed'), 30_000);
+    const failing = () => ntfy.requests.filter((r) => r.body.includes('shipping to vault failed'));
+    await waitFor('the failure notification', () => failing().length > 0 || undefined, 30_000);
+    expect(String(failing()[0].headers['x-priority'] ?? failing()[0].headers.priority)).toMatch(/high|4/);
+    // The same failure pass after pass is one message, not one a pass.
+    await writer.send('burst 3');
+    await sleep(1500);
+    expect(failing()).toHaveLength(1);
+    daemon.process.kill('SIGTERM');
+    expect((await daemon.exited).code).toBe(0);
+  }, 180_000);
+
   it('refuses what it cannot replicate, naming the fix', async () => {
     const t = setUp();
     const none = await runCli(['replicate', '--once'], { cwd: t.dir });

@@ -66,7 +66,7 @@ describe('restore --at', () => {
     );
     const bad = await runCli(['restore', '--at', 'last tuesday'], { cwd: w.dir, env });
     expect(bad.code).toBe(2);
-    expect(bad.stderr).toMatch(/--at 'last tuesday' is not a time; use 2026-03-01/);
+    expect(bad.stderr).toMatch(/--at 'last tuesday' is not a time or a commit id; use 2026-03-01/);
     expect(countRows(w.db)).toBe(20);
   });
 });

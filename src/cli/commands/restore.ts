@@ -10,6 +10,7 @@ import { formatTime, systemTimeZone, zonedToDate } from '../../util/time.js';
 import { addTargetOptions, resolveConfig, selectTargets, type CommonOptions } from '../context.js';
 import { print, printFailure, printJson, printPerDatabaseJson, startProgress, warn } from '../output.js';
 import { abortOnSignals } from '../signals.js';
+import { parseCommitId, type CommitId } from '../../pitr/plan.js';
 
 interface RestoreFlags extends CommonOptions {
   from?: string;
@@ -20,6 +21,7 @@ interface RestoreFlags extends CommonOptions {
   dryRun?: boolean;
   identity?: string;
   yes?: boolean;
+  points?: string;
 }
 
 export async function decryptOptionsFor(target: DatabaseTarget, identity?: string): Promise<DecryptOptions> {
@@ -34,11 +36,19 @@ export async function decryptOptionsFor(target: DatabaseTarget, identity?: strin
   return options;
 }
 
-/** `[name]` and `--at` of restore and verify: one or the other, `--at` read as `parseAt` reads it. */
-function momentOf(name: string | undefined, text: string | undefined, timeZone: string): Date | undefined {
-  const at = parseAt(text, timeZone);
-  if (name && at) throw new LitekeepError('give a backup name or --at, not both', { exitCode: EXIT.usage });
-  return at;
+/**
+ * `[name]` and `--at` of restore and verify: one or the other. `--at` is a commit id or a segment name
+ * (`parseCommitId`), else a time as `parseAt` reads it.
+ */
+function momentOf(
+  name: string | undefined,
+  text: string | undefined,
+  timeZone: string,
+): { at?: Date; atCommit?: CommitId } {
+  if (name && text !== undefined)
+    throw new LitekeepError('give a backup name or --at, not both', { exitCode: EXIT.usage });
+  const atCommit = text === undefined ? undefined : parseCommitId(text);
+  return atCommit ? { atCommit } : { at: parseAt(text, timeZone) };
 }
 
 /**
@@ -49,7 +59,7 @@ export function parseAt(text: string | undefined, timeZone: string): Date | unde
   if (text === undefined) return undefined;
   const bad = () =>
     new LitekeepError(
-      `--at '${text}' is not a time; use 2026-03-01, '2026-03-01 14:30' or an ISO timestamp such as 2026-03-01T14:30:00Z`,
+      `--at '${text}' is not a time or a commit id; use 2026-03-01, '2026-03-01 14:30', an ISO timestamp such as 2026-03-01T14:30:00Z, or a commit id or segment name (00000000-00000003-5e1f0a2b-0000002a)`,
       { exitCode: EXIT.usage },
     );
   const local = /^(\d{4})-(\d{2})-(\d{2})(?:[ T](\d{2}):(\d{2})(?::(\d{2}))?)?$/.exec(text.trim());
@@ -123,7 +133,10 @@ export function registerRestore(program: Command): void {
     )
     .option('--from <source>', 'local (default), drive, or a destination name')
     .option('--host <name>', "whose copies, on a destination several machines share (default: this host's)")
-    .option('--at <time>', 'the newest backup taken at or before this time')
+    .option(
+      '--at <time|commit>',
+      'the newest backup taken at or before this time; on a destination with WAL segments, the state at that moment, or exactly after a commit (commit id or segment name)',
+    )
     .option('--to <path>', 'restore into this file instead of the configured database')
     .option(
       '--force',
@@ -141,7 +154,7 @@ export function registerRestore(program: Command): void {
     ]);
     const target = singleTarget(options);
     const timeZone = target.settings.timeZone ?? systemTimeZone();
-    const at = momentOf(name, options.at, timeZone);
+    const { at, atCommit } = momentOf(name, options.at, timeZone);
     const file = name && isPath(name) ? name : undefined;
     if (file && options.from) {
       throw new LitekeepError('a backup file given by its path is read from there: leave out --from', {
@@ -157,6 +170,7 @@ export function registerRestore(program: Command): void {
           file,
           name,
           at,
+          atCommit,
           from: options.from,
           host: options.host,
         });
@@ -170,7 +184,7 @@ export function registerRestore(program: Command): void {
         }
         // Exactly what was shown, even if a newer backup arrives meanwhile.
         if (!file && !pointInTime) name = chosen.name;
-      } else if (!name && !at) {
+      } else if (!name && !at && !atCommit) {
         throw new LitekeepError(
           `restore over ${destination} without a terminal to confirm on needs the backup named: ` +
             `litekeep restore latest (or a name from litekeep list, or --at TIME), or pass --yes`,
@@ -186,6 +200,7 @@ export function registerRestore(program: Command): void {
         name: file ? undefined : name,
         file,
         at: name ? undefined : at,
+        atCommit,
         from: options.from,
         host: options.host,
         to: options.to,
@@ -234,15 +249,24 @@ export function registerVerify(program: Command): void {
     .option('--host <name>', "whose copies, on a destination several machines share (default: this host's)")
     .option('--identity <file>', 'age identity file for encrypted backups (or LITEKEEP_AGE_IDENTITY)')
     .option(
-      '--at <time>',
-      'the newest backup taken by then; on a destination with WAL segments, the state at that moment (replayed)',
+      '--at <time|commit>',
+      'the newest backup taken by then; on a destination with WAL segments, the state at that moment or exactly after a commit (commit id or segment name), replayed',
+    )
+    .option(
+      '--points <n>',
+      'also verify this many random commits shipped with a fingerprint, on a destination with WAL segments (default 1, 0: none)',
     )
     .option('--json', 'print JSON');
   addTargetOptions(command);
   command.action(async (name: string | undefined, options: RestoreFlags) => {
     const { verifyBackup } = await import('../../restore/index.js');
     const targets = selectTargets(resolveConfig(options), options);
-    const at = momentOf(name, options.at, targets[0]?.settings.timeZone ?? systemTimeZone());
+    const { at, atCommit } = momentOf(name, options.at, targets[0]?.settings.timeZone ?? systemTimeZone());
+    const points = options.points === undefined ? 1 : Number(options.points);
+    if (!Number.isInteger(points) || points < 0)
+      throw new LitekeepError(`--points '${options.points}' is not a whole number; use 0, 1, 2, ...`, {
+        exitCode: EXIT.usage,
+      });
     const out: unknown[] = [];
     let failed = false;
     const progress = await startProgress(options);
@@ -255,6 +279,8 @@ export function registerVerify(program: Command): void {
           name: name === 'all' ? undefined : name,
           all: name === 'all',
           at,
+          atCommit,
+          points,
           from: options.from,
           host: options.host,
           signal: stop.signal,

@@ -1,0 +1,138 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import type { Fingerprint } from '../catalog/index.js';
+import { fingerprintOf } from '../snapshot/inspect.js';
+import { writeFileAtomic } from '../util/fs.js';
+import type { CommitRef } from './plan.js';
+
+/**
+ * Fingerprints of commits as they are shipped (issue 15: verification drills compare a restore to a point in
+ * time against what the database held at that point). Every `replicate.fingerprintEvery` the replicator reads
+ * the live database's tables, row counts and schema inside one short read transaction, and learns which commit
+ * that transaction saw from the wal-index: the fingerprint then travels in the segment that ships the commit.
+ *
+ * Which commit a read transaction sees: it takes its snapshot from the wal-index header (mxFrame, the salts)
+ * when it begins. That header is read before BEGIN and again once the transaction holds its snapshot; when both
+ * reads agree (both copies of the header equal, same salts, same mxFrame), nothing was committed in between,
+ * so the snapshot is exactly the commit ending at mxFrame. Otherwise it is tried again, a few times at most.
+ *
+ * The transaction is as short as counting rows takes. While it is open the app's checkpoints may not reset the
+ * WAL past it (its frames stay, nothing is lost; the WAL grows for that moment), as during a base snapshot.
+ */
+
+export interface WalEndFingerprint {
+  salt1: number;
+  salt2: number;
+  /** The commit frame the fingerprint was taken after. */
+  frame: number;
+  fingerprint: Fingerprint;
+  /** When it was taken (ms since the epoch). */
+  takenAt: number;
+}
+
+interface HeaderRead {
+  salt1: number;
+  salt2: number;
+  mxFrame: number;
+}
+
+/** The wal-index header when both of its copies agree and it is initialised; undefined otherwise. */
+function readIndexHeader(databasePath: string): HeaderRead | undefined {
+  let fd: number | undefined;
+  const bytes = Buffer.alloc(96);
+  try {
+    fd = fs.openSync(`${databasePath}-shm`, 'r');
+    if (fs.readSync(fd, bytes, 0, 96, 0) < 96) return undefined;
+  } catch {
+    return undefined;
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
+  }
+  // walformat.html: two copies of the 48-byte header; a writer updating it leaves them different for a moment.
+  if (!bytes.subarray(0, 48).equals(bytes.subarray(48, 96)) || bytes[12] !== 1) return undefined;
+  const mxFrame = os.endianness() === 'LE' ? bytes.readUInt32LE(16) : bytes.readUInt32BE(16);
+  return { salt1: bytes.readUInt32BE(32), salt2: bytes.readUInt32BE(36), mxFrame };
+}
+
+const sameHeader = (a: HeaderRead, b: HeaderRead) =>
+  a.salt1 === b.salt1 && a.salt2 === b.salt2 && a.mxFrame === b.mxFrame;
+
+/** The last committed frame in the WAL now, from the wal-index; undefined when it cannot be read. */
+export function walIndexEnd(databasePath: string): HeaderRead | undefined {
+  return readIndexHeader(databasePath);
+}
+
+/**
+ * The fingerprint of the database as of the commit ending at the WAL's last commit frame now, or undefined
+ * when that cannot be pinned down (the WAL empty or just reset, commits racing every try, no wal-index).
+ */
+export function fingerprintAtWalEnd(databasePath: string, tries = 5): WalEndFingerprint | undefined {
+  // timeout 0: never wait in SQLite's busy handler on the event loop; a busy moment is tried next time.
+  const db = new Database(databasePath, { readonly: true, fileMustExist: true, timeout: 0 });
+  try {
+    for (let i = 0; i < tries; i++) {
+      const before = readIndexHeader(databasePath);
+      if (!before || before.mxFrame === 0) return undefined;
+      db.exec('BEGIN');
+      try {
+        // A read transaction takes its snapshot at its first read.
+        db.prepare('SELECT count(*) FROM sqlite_schema').get();
+        const after = readIndexHeader(databasePath);
+        if (!after || !sameHeader(before, after)) continue;
+        return { ...after, frame: after.mxFrame, fingerprint: fingerprintOf(db), takenAt: Date.now() };
+      } finally {
+        db.exec('COMMIT');
+      }
+    }
+    return undefined;
+  } finally {
+    // A read-only connection never checkpoints or deletes the WAL when it closes.
+    db.close();
+  }
+}
+
+/**
+ * A commit shipped with a fingerprint: kept on the shipping machine (`<destination>.fingerprints.json` beside
+ * the shipper's state) so that a drill knows which segment to read without reading them all. Only an index:
+ * the fingerprint a drill compares with is the one read back from the segment, checked as every segment is.
+ */
+export interface FingerprintedCommit {
+  commit: CommitRef;
+  segment: string;
+  seenAt: number;
+}
+
+/** How many fingerprinted commits the index keeps: a week at the default of one every 10 minutes. */
+const INDEX_ENTRIES = 1008;
+
+export function fingerprintIndexFile(stateFile: string): string {
+  return path.join(path.dirname(stateFile), `${path.basename(stateFile, '.json')}.fingerprints.json`);
+}
+
+/** The index's entries, oldest first; none when it is missing or unreadable (drills then have no points). */
+export function readFingerprintIndex(stateFile: string): FingerprintedCommit[] {
+  try {
+    const parsed = JSON.parse(fs.readFileSync(fingerprintIndexFile(stateFile), 'utf8')) as {
+      format?: number;
+      commits?: FingerprintedCommit[];
+    };
+    if (parsed.format !== 1 || !Array.isArray(parsed.commits)) return [];
+    return parsed.commits.filter(
+      (c) =>
+        typeof c?.segment === 'string' &&
+        typeof c.seenAt === 'number' &&
+        Number.isInteger(c.commit?.frame) &&
+        Number.isInteger(c.commit?.epoch),
+    );
+  } catch {
+    return [];
+  }
+}
+
+export async function recordFingerprinted(stateFile: string, added: FingerprintedCommit[]): Promise<void> {
+  if (added.length === 0) return;
+  const commits = [...readFingerprintIndex(stateFile), ...added].slice(-INDEX_ENTRIES);
+  await writeFileAtomic(fingerprintIndexFile(stateFile), JSON.stringify({ format: 1, commits }));
+}
