@@ -190,6 +190,14 @@ describe('verification drills of points in time', () => {
     expect(notCommit.stderr).toMatch(/is not a commit .*give a commit id or a segment name/);
     expect(fs.existsSync(out)).toBe(false);
 
+    // On a machine that knows no fingerprinted commit (a fresh one), a drill asked for is not silently left out.
+    fs.rmSync(fingerprintIndexFile(t.stateFile));
+    const noDrill = await runCli(['verify', '--from', 'vault', '--points', '2'], { cwd: t.dir });
+    expect(noDrill.code, noDrill.stderr).toBe(0);
+    expect(noDrill.stdout).toMatch(
+      /no drill: no commit shipped to vault with a fingerprint is known on this machine/,
+    );
+
     const badPoints = await runCli(['verify', '--from', 'vault', '--points', 'some'], { cwd: t.dir });
     expect(badPoints.code).toBe(2);
     expect(badPoints.stderr).toMatch(/--points 'some' is not a whole number/);
