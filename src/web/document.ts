@@ -112,6 +112,53 @@ export interface RetentionView {
   error?: string;
 }
 
+/** One destination's WAL shipping (the `replication` entries of `litekeep status --json`), judged. */
+export interface ReplicationDestinationView {
+  destination: string;
+  /** No problem: shipping keeps up and no gap lies inside the `retention.pitr` window. */
+  healthy: boolean;
+  /** Why it needs attention (lag past its limit, a gap inside the window); empty when healthy. */
+  problems: string[];
+  lastShippedAt?: string;
+  segmentsShipped: number;
+  bytesShipped: number;
+  /** Committed frames not shipped yet; absent when the WAL was reset since the last shipment. */
+  framesBehind?: number;
+  /** 0 when every commit in the WAL is shipped, else the time since the last shipment. */
+  lagMs?: number;
+  /** A base snapshot is owed since then (after a gap or a fresh start). */
+  baseOwedSince?: string;
+  /** Recovery to the second is whole from here to the last shipment. */
+  recoverableFrom?: string;
+  /** The start of the `retention.pitr` window. */
+  windowFrom?: string;
+  gaps: number;
+  /** The newest gaps, oldest first (at most 20). */
+  recentGaps: string[];
+}
+
+/** A database's point-in-time replication: who ships it, how, and where each destination stands. */
+export interface ReplicationView {
+  /** `replicate.enabled`: the daemon is meant to follow it. */
+  configured: boolean;
+  mode: 'follow' | 'cooperative';
+  /**
+   * Who holds the replication lock now: the process serving the page (the daemon), another process
+   * (`litekeep replicate`, another daemon), or nobody.
+   */
+  by: 'this-process' | 'other-process' | 'nobody';
+  /** That process as it described itself (pid, host, what it is, since when); absent for nobody. */
+  replicator?: { pid: number; host: string; purpose: string; startedAt: string };
+  /** Cooperative mode: the size of the `-wal` file, and whether it is past 64 MiB (not reset lately). */
+  walBytes?: number;
+  walLarge?: boolean;
+  /** No problem here nor at any destination. */
+  healthy: boolean;
+  /** Problems of the database's replication as a whole (nobody replicating it, a large cooperative WAL). */
+  problems: string[];
+  destinations: ReplicationDestinationView[];
+}
+
 export interface DatabaseView {
   name: string;
   /** The name this machine's copies go by on shared destinations: the page shows this host's state. */
@@ -129,6 +176,8 @@ export interface DatabaseView {
   /** The newest events of the activity log, newest first (at most `ACTIVITY_LIMIT`). */
   activity: ActivityView[];
   retention: RetentionView;
+  /** Point-in-time replication, where it is configured or ever ran. */
+  replication?: ReplicationView;
   /** Something the page must say although it could be drawn (an activity log that could not be read). */
   warnings: string[];
 }

@@ -291,12 +291,10 @@ function printStatus(s: DatabaseStatus, timeZone: string): void {
     print(
       `  replication: not running now (no litekeep replicate or daemon follows ${s.database}); the figures below are from the last one`,
     );
-  if (s.walBytes !== undefined)
-    print(
-      s.walLarge
-        ? `  WARNING: the WAL is ${humanBytes(s.walBytes)}: in cooperative mode only litekeep's checkpoints let it be reset; is litekeep replicating and every destination reachable? (an app that never pauses between commits keeps it from resetting too)`
-        : `  WAL: ${humanBytes(s.walBytes)} (cooperative mode: litekeep checkpoints it)`,
-    );
+  if (s.walBytes !== undefined && !s.walLarge)
+    print(`  WAL: ${humanBytes(s.walBytes)} (cooperative mode: litekeep checkpoints it)`);
+  // The same judgement as the status page's (a large cooperative WAL is one of them).
+  for (const problem of s.replicationProblems ?? []) print(`  WARNING: ${problem}`);
   for (const r of s.replication ?? []) {
     const where =
       r.framesBehind === 0
