@@ -87,3 +87,10 @@ export function judgeReplication(
   });
   return { problems, destinations };
 }
+
+/** How far shipping to a destination is behind the WAL, in words (status and the page say it alike). */
+export function shippingBehind(r: Pick<ReplicationStatus, 'framesBehind'>): string {
+  if (r.framesBehind === 0) return 'caught up';
+  if (r.framesBehind !== undefined) return `${r.framesBehind} frames behind`;
+  return 'the WAL was reset since the last shipment';
+}

@@ -1,3 +1,5 @@
+import type { ReplicationStatus } from '../pitr/capture.js';
+
 /**
  * The status page's data: what `GET /api/status` answers and what `GET /` draws. Times are ISO 8601 (UTC);
  * sizes are bytes and durations milliseconds; the page formats them in the configured zone. Documented in
@@ -112,29 +114,16 @@ export interface RetentionView {
   error?: string;
 }
 
-/** One destination's WAL shipping (the `replication` entries of `litekeep status --json`), judged. */
-export interface ReplicationDestinationView {
-  destination: string;
+/**
+ * One destination's WAL shipping: the `replication` entry of `litekeep status --json` (ReplicationStatus:
+ * lastShippedAt, segmentsShipped, bytesShipped, framesBehind, lagMs, baseOwedSince, recoverableFrom, windowFrom,
+ * gaps, recentGaps), judged.
+ */
+export interface ReplicationDestinationView extends ReplicationStatus {
   /** No problem: shipping keeps up and no gap lies inside the `retention.pitr` window. */
   healthy: boolean;
   /** Why it needs attention (lag past its limit, a gap inside the window); empty when healthy. */
   problems: string[];
-  lastShippedAt?: string;
-  segmentsShipped: number;
-  bytesShipped: number;
-  /** Committed frames not shipped yet; absent when the WAL was reset since the last shipment. */
-  framesBehind?: number;
-  /** 0 when every commit in the WAL is shipped, else the time since the last shipment. */
-  lagMs?: number;
-  /** A base snapshot is owed since then (after a gap or a fresh start). */
-  baseOwedSince?: string;
-  /** Recovery to the second is whole from here to the last shipment. */
-  recoverableFrom?: string;
-  /** The start of the `retention.pitr` window. */
-  windowFrom?: string;
-  gaps: number;
-  /** The newest gaps, oldest first (at most 20). */
-  recentGaps: string[];
 }
 
 /** A database's point-in-time replication: who ships it, how, and where each destination stands. */

@@ -1,5 +1,6 @@
 import { formatTime, formatZoned } from '../util/time.js';
 import { humanBytes, humanDuration } from '../util/fs.js';
+import { shippingBehind } from '../pitr/standing.js';
 import { scatterChart } from './chart.js';
 import type {
   ActivityView,
@@ -131,12 +132,7 @@ function replicationRow(r: ReplicationDestinationView, clock: Clock): string {
   const state = r.healthy
     ? '<span class="mark ok">✓ ok</span>'
     : `<span class="mark failed">✗ needs attention</span>${r.problems.map((p) => `<br><span class="reason">${h(p)}</span>`).join('')}`;
-  const behind =
-    r.framesBehind === 0
-      ? 'caught up'
-      : r.framesBehind !== undefined
-        ? `${r.framesBehind} frames behind`
-        : 'the WAL was reset since the last shipment';
+  const behind = shippingBehind(r);
   const lag =
     `${r.lagMs !== undefined ? `<data class="lag" value="${r.lagMs}">${h(humanDuration(r.lagMs))}</data>` : '—'}` +
     ` (${h(behind)})<br>last shipped ${r.lastShippedAt ? clock.when(r.lastShippedAt, { zone: false }) : 'never'}`;

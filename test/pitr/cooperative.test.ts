@@ -27,19 +27,27 @@ const walBytes = (db: string) => (fs.existsSync(`${db}-wal`) ? fs.statSync(`${db
 const walHeader = (db: string) => parseWalHeader(fs.readFileSync(`${db}-wal`).subarray(0, 32))!;
 const walSequence = (db: string) => walHeader(db).checkpointSequence;
 
+/**
+ * The cooperative app (wal_autocheckpoint=0) and the same app, writing the same, with nobody checkpointing:
+ * what its WAL does without litekeep. `burst` writes to both and resolves with the app's last commit.
+ */
+async function withControl(t: { db: string; dir: string }) {
+  const writer = startWriter(t.db, { autocheckpoint: 0 });
+  const controlDb = path.join(t.dir, 'control.db');
+  const control = startWriter(controlDb, { autocheckpoint: 0 });
+  expect(await writer.ready).toBe('ready');
+  expect(await control.ready).toBe('ready');
+  const burst = async (count: number) => {
+    await control.send(`burst ${count}`);
+    return writer.send(`burst ${count}`);
+  };
+  return { writer, controlDb, burst };
+}
+
 describe('cooperative mode', () => {
   it('ships every commit without a gap across kill -9 and restarts, and keeps the WAL bounded', async () => {
     const t = setUp({ replicate: { mode: 'cooperative' } });
-    const writer = startWriter(t.db, { autocheckpoint: 0 });
-    // The same app, writing the same, with nobody checkpointing: what its WAL does without litekeep.
-    const controlDb = path.join(t.dir, 'control.db');
-    const control = startWriter(controlDb, { autocheckpoint: 0 });
-    expect(await writer.ready).toBe('ready');
-    expect(await control.ready).toBe('ready');
-    const burst = async (count: number) => {
-      await control.send(`burst ${count}`);
-      return writer.send(`burst ${count}`);
-    };
+    const { writer, controlDb, burst } = await withControl(t);
     let last = await burst(3);
 
     const runs: CliChild[] = [];
@@ -138,15 +146,7 @@ describe('cooperative mode', () => {
       // The daemon logs each of its checkpoints at debug.
       log: { level: 'debug' },
     });
-    const writer = startWriter(t.db, { autocheckpoint: 0 });
-    const controlDb = path.join(t.dir, 'control.db');
-    const control = startWriter(controlDb, { autocheckpoint: 0 });
-    expect(await writer.ready).toBe('ready');
-    expect(await control.ready).toBe('ready');
-    const burst = async (count: number) => {
-      await control.send(`burst ${count}`);
-      return writer.send(`burst ${count}`);
-    };
+    const { controlDb, burst } = await withControl(t);
     await burst(3);
     const daemon = spawnDaemon(['--http', '127.0.0.1:0'], { cwd: t.dir });
     const url = await healthUrl(daemon);

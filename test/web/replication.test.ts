@@ -3,7 +3,7 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Browser, Page } from 'playwright-core';
 import { loadConfig, type DatabaseTarget } from '../../src/config/index.js';
-import { replicationStateFile, walMarkOf } from '../../src/pitr/capture.js';
+import { replicationStateFile } from '../../src/pitr/capture.js';
 import type { StatusDocument } from '../../src/web/index.js';
 import { hasChromium, launchChromium, loopbackContext, needChromium } from '../helpers/browser.js';
 import { runCli, spawnCli, type CliChild } from '../helpers/cli.js';
@@ -16,7 +16,7 @@ import {
   spawnDaemon,
 } from '../integration/daemon-helpers.js';
 import { startWriter, stopWriters } from '../pitr/app-writer.js';
-import { waitFor } from '../pitr/replication-setup.js';
+import { shippedTo, waitFor } from '../pitr/replication-setup.js';
 
 /**
  * The status page's replication section against real shipping: the daemon replicating one database, `litekeep
@@ -42,8 +42,6 @@ afterAll(async () => {
 });
 
 interface ShipperState {
-  lastShipped?: { generation: { salt1: number; salt2: number }; frame: number };
-  baseNeededSince?: number;
   segmentsShipped: number;
   bytesShipped: number;
   wholeSince?: number;
@@ -55,19 +53,7 @@ const stateOf = (target: DatabaseTarget): ShipperState =>
   JSON.parse(fs.readFileSync(replicationStateFile(target, 'vault'), 'utf8')) as ShipperState;
 
 /** Every commit in the WAL shipped to vault and no base owed (the app idle meanwhile). */
-async function shipped(target: DatabaseTarget): Promise<boolean> {
-  const end = await walMarkOf(target.path);
-  if (!end || !fs.existsSync(replicationStateFile(target, 'vault'))) return false;
-  const state = stateOf(target);
-  const last = state.lastShipped;
-  return (
-    state.baseNeededSince === undefined &&
-    last !== undefined &&
-    last.generation.salt1 === end.generation.salt1 &&
-    last.generation.salt2 === end.generation.salt2 &&
-    last.frame === end.frame
-  );
-}
+const shipped = (target: DatabaseTarget) => shippedTo(target.path, replicationStateFile(target, 'vault'));
 
 /** The figures of one destination's row, as the page shows them (exact numbers from their `<data value>`). */
 async function row(page: Page, database: string) {

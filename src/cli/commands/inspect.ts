@@ -5,6 +5,7 @@ import { CONFIG_LEAVES, describeConfig, type ConfigEntry, type ResolvedConfig } 
 import { parseDurationMs } from '../../config/settings.js';
 import { durationAsWritten } from '../../util/duration.js';
 import { EXIT, LitekeepError } from '../../util/errors.js';
+import { shippingBehind } from '../../pitr/standing.js';
 import { humanBytes, humanDuration } from '../../util/fs.js';
 import { formatTime } from '../../util/time.js';
 import { addTargetOptions, resolveConfig, selectTargets, type CommonOptions } from '../context.js';
@@ -296,12 +297,7 @@ function printStatus(s: DatabaseStatus, timeZone: string): void {
   // The same judgement as the status page's (a large cooperative WAL is one of them).
   for (const problem of s.replicationProblems ?? []) print(`  WARNING: ${problem}`);
   for (const r of s.replication ?? []) {
-    const where =
-      r.framesBehind === 0
-        ? 'caught up'
-        : r.framesBehind !== undefined
-          ? `${r.framesBehind} frames behind`
-          : 'the WAL was reset since the last shipment';
+    const where = shippingBehind(r);
     const last = r.lastShippedAt
       ? `, last shipped ${age(new Date(r.lastShippedAt))}`
       : ', nothing shipped yet';
