@@ -3,7 +3,7 @@ import path from 'node:path';
 import type { DatabaseTarget } from '../config/index.js';
 import type { DatabaseStatus, DaemonStatus } from '../scheduler/index.js';
 import { CATALOG_DIR } from '../catalog/index.js';
-import { cooperativeWalBytes, replicationStatusOf, replicatorOf } from '../pitr/capture.js';
+import { replicationReadingOf } from '../pitr/capture.js';
 import { BackupManager, type BackupEntry } from './manager.js';
 import { destinationStatesFromCatalog, type DestinationState } from './offsite.js';
 
@@ -27,7 +27,7 @@ export function emptyDatabaseStatus(name: string): DatabaseStatus {
 export async function databaseStatusOf(
   target: DatabaseTarget,
   manager: BackupManager,
-  options: { skipDrive?: boolean } = {},
+  options: { skipDrive?: boolean; now?: Date } = {},
 ): Promise<{ status: DatabaseStatus; backups: BackupEntry[]; destinations: DestinationState[] }> {
   const { backups } = await manager.listBackups();
   const success = manager.catalog.lastRunWithStatus(['ok', 'partial']);
@@ -67,12 +67,7 @@ export async function databaseStatusOf(
       uploadsByStatus: d.uploadsByStatus,
     })),
   };
-  const replication = await replicationStatusOf(target);
-  if (replication.length) status.replication = replication;
-  if (replication.length || target.settings.replicate.enabled)
-    status.replicator = (await replicatorOf(target)) ?? null;
-  const walBytes = cooperativeWalBytes(target);
-  if (walBytes !== undefined) status.walBytes = walBytes;
+  Object.assign(status, await replicationReadingOf(target, (options.now ?? new Date()).getTime()));
   return { status, backups, destinations };
 }
 

@@ -3,14 +3,8 @@ import { hostOf, openDestination } from '../destinations/factory.js';
 import { humanDuration } from '../util/fs.js';
 import { incrementalSpec } from '../repository/destination.js';
 import { listRepositorySnapshots } from '../repository/status.js';
-import {
-  COOPERATIVE_WAL_WARN_BYTES,
-  cooperativeWalBytes,
-  replicationStatusOf,
-  replicatorOf,
-  type ReplicationStatus,
-  type ReplicatorInfo,
-} from '../pitr/capture.js';
+import { replicationReadingOf, type ReplicationStatus, type ReplicatorInfo } from '../pitr/capture.js';
+import { judgeReplication, replicationSettingsOf, walIsLarge } from '../pitr/standing.js';
 import { BackupManager } from './manager.js';
 import { destinationStatuses, remoteTime, type DestinationStatus } from './offsite.js';
 
@@ -33,6 +27,12 @@ export interface DatabaseStatus {
   walBytes?: number;
   /** That size is over COOPERATIVE_WAL_WARN_BYTES (64 MiB): litekeep's checkpoints have not reset it lately. */
   walLarge?: boolean;
+  /**
+   * What is wrong with replication (judgeReplication, as the status page says it): nobody replicating a database
+   * marked `replicate`, a large cooperative WAL, lag past its limit, a gap inside the `retention.pitr` window
+   * (`on DESTINATION: ...`). Present wherever replication is configured or ever ran; empty when all is well.
+   */
+  replicationProblems?: string[];
   maxAgeMs?: number;
   stale: boolean;
   staleReason?: string;
@@ -75,14 +75,15 @@ export async function statusOf(
   };
   if (options.destinations)
     status.destinations = await destinationStatuses(manager.target, manager, maxAgeMs);
-  const replication = await replicationStatusOf(manager.target, now);
-  if (replication.length) status.replication = replication;
-  if (replication.length || manager.target.settings.replicate.enabled)
-    status.replicator = (await replicatorOf(manager.target)) ?? null;
-  const walBytes = cooperativeWalBytes(manager.target);
-  if (walBytes !== undefined) {
-    status.walBytes = walBytes;
-    status.walLarge = walBytes > COOPERATIVE_WAL_WARN_BYTES;
+  const reading = await replicationReadingOf(manager.target, now);
+  Object.assign(status, reading);
+  if (reading.walBytes !== undefined) status.walLarge = walIsLarge(reading.walBytes);
+  if (reading.replicator !== undefined) {
+    const judged = judgeReplication(manager.target.name, replicationSettingsOf(manager.target), reading, now);
+    status.replicationProblems = [
+      ...judged.problems,
+      ...judged.destinations.flatMap((d) => d.problems.map((p) => `on ${d.destination}: ${p}`)),
+    ];
   }
   Object.assign(status, staleness(newest?.time, maxAgeMs, now));
   // An off-site copy that stopped arriving is as stale as a local one: the point of it is to be there.

@@ -11,6 +11,7 @@ import { destinationRetention } from '../retention/policy.js';
 import { systemTimeZone } from '../util/time.js';
 import { pitrWindowStart } from './retention.js';
 import { walEnd } from './wal.js';
+import type { ReplicationReading } from './standing.js';
 
 /**
  * What a backup run records so that its snapshot can be a base for WAL segments (docs/wal-segments.md): the
@@ -43,12 +44,6 @@ export async function replicatorOf(target: DatabaseTarget): Promise<ReplicatorIn
   if (!holder) return undefined;
   return { ...holder, thisProcess: holder.pid === process.pid && holder.host === os.hostname() };
 }
-
-/**
- * In cooperative mode only litekeep's checkpoints let the WAL be reset: a WAL this large says they have not for
- * a while (litekeep down, a destination failing, or an app that never pauses between commits).
- */
-export const COOPERATIVE_WAL_WARN_BYTES = 64 * 1024 * 1024;
 
 /** The size of the database's `-wal` file in cooperative mode (what status watches); undefined otherwise. */
 export function cooperativeWalBytes(target: DatabaseTarget): number | undefined {
@@ -142,6 +137,11 @@ export interface ReplicationStatus {
    * shipping state alone; `check --read-data` reads the destination for every window.
    */
   recoverableFrom?: string;
+  /**
+   * The start of the `retention.pitr` window now: the policy keeps every moment since then restorable to the
+   * second (a gap after it breaks that promise). Absent when no window is configured or it cannot be read.
+   */
+  windowFrom?: string;
   /** Gaps found since the shipping state began, and when the newest were (up to 20). */
   gaps: number;
   recentGaps: string[];
@@ -179,6 +179,7 @@ export async function replicationStatusOf(
         : state.lastShippedAt !== undefined
           ? Math.max(0, now - state.lastShippedAt)
           : undefined;
+    const windowStart = windowStartOf(target, spec, now);
     out.push({
       destination: spec.name,
       ...(state.lastShippedAt !== undefined
@@ -193,16 +194,34 @@ export async function replicationStatusOf(
         : {}),
       ...(state.wholeSince !== undefined && state.baseNeededSince === undefined
         ? {
-            recoverableFrom: new Date(
-              Math.max(state.wholeSince, windowStartOf(target, spec, now) ?? -Infinity),
-            ).toISOString(),
+            recoverableFrom: new Date(Math.max(state.wholeSince, windowStart ?? -Infinity)).toISOString(),
           }
         : {}),
+      ...(windowStart !== undefined ? { windowFrom: new Date(windowStart).toISOString() } : {}),
       gaps: state.gapsTotal ?? 0,
       recentGaps: (state.recentGaps ?? []).map((t) => new Date(t).toISOString()),
     });
   }
   return out;
+}
+
+/**
+ * Everything status reads about a database's replication (`litekeep status`, /healthz and /metrics, the status
+ * page): each destination's shipping, who replicates it now (asked where replication is configured or ever
+ * ran), and the WAL's size in cooperative mode. `judgeReplication` (standing.ts) says what is wrong with it.
+ */
+export async function replicationReadingOf(
+  target: DatabaseTarget,
+  now = Date.now(),
+): Promise<ReplicationReading> {
+  const reading: ReplicationReading = {};
+  const replication = await replicationStatusOf(target, now);
+  if (replication.length) reading.replication = replication;
+  if (replication.length || target.settings.replicate.enabled)
+    reading.replicator = (await replicatorOf(target)) ?? null;
+  const walBytes = cooperativeWalBytes(target);
+  if (walBytes !== undefined) reading.walBytes = walBytes;
+  return reading;
 }
 
 /** Now minus the destination's `retention.pitr` (its own, else the database's); undefined when not readable. */

@@ -5,6 +5,13 @@ import { databaseStatusOf, emptyDatabaseStatus, hasCatalog } from '../backup/hea
 import { BackupManager } from '../backup/manager.js';
 import type { DestinationState } from '../backup/offsite.js';
 import { parseBackupName, timeFromBackupName } from '../naming.js';
+import { replicationReadingOf } from '../pitr/capture.js';
+import {
+  judgeReplication,
+  replicationSettingsOf,
+  walIsLarge,
+  type ReplicationReading,
+} from '../pitr/standing.js';
 import { describePolicy } from '../retention/index.js';
 import { evaluateHealth, type DatabaseStatus, type HealthReport } from '../scheduler/index.js';
 import { humanDuration } from '../util/fs.js';
@@ -19,6 +26,8 @@ import {
   type ActivityView,
   type ChartView,
   type DatabaseView,
+  type ReplicationDestinationView,
+  type ReplicationView,
   type DestinationView,
   type RetentionView,
   type RunView,
@@ -59,16 +68,21 @@ export async function collectStatus(source: StatusSource, now = new Date()): Pro
   for (const target of source.targets) {
     const host = hostOf(target);
     if (!hasCatalog(target)) {
-      healthInputs.push(emptyDatabaseStatus(target.name));
+      // No backup yet, but replication may be configured (and nobody doing it): that is shown too.
+      const reading = await replicationReadingOf(target, now.getTime());
+      healthInputs.push({ ...emptyDatabaseStatus(target.name), ...reading });
       states.push([]);
       verified.push([]);
-      partial.push(emptyView(target, host, nextRun, now));
+      partial.push({
+        ...emptyView(target, host, nextRun, now),
+        ...(reading.replicator !== undefined ? { replication: replicationView(target, reading, now) } : {}),
+      });
       continue;
     }
     // Read-only: the page never creates, migrates or writes a catalog, and takes no lock.
     const manager = new BackupManager(target, { readOnly: true });
     try {
-      const read = await databaseStatusOf(target, manager, { skipDrive: source.skipDrive });
+      const read = await databaseStatusOf(target, manager, { skipDrive: source.skipDrive, now });
       healthInputs.push(read.status);
       states.push(read.destinations);
       const catalog = manager.catalog;
@@ -98,6 +112,9 @@ export async function collectStatus(source: StatusSource, now = new Date()): Pro
         chart: chartOf(manager, now),
         activity: catalog.history(ACTIVITY_LIMIT).map(activityView),
         retention: await retentionOf(manager),
+        ...(read.status.replicator !== undefined
+          ? { replication: replicationView(target, read.status, now) }
+          : {}),
         warnings: manager.catalogWarning ? [manager.catalogWarning] : [],
       });
     } finally {
@@ -135,6 +152,39 @@ export async function collectStatus(source: StatusSource, now = new Date()): Pro
     },
     actions: { backupNow: source.actions },
     databases,
+  };
+}
+
+/** What status reads of a database's replication, judged as `litekeep status` judges it. */
+function replicationView(target: DatabaseTarget, status: ReplicationReading, now: Date): ReplicationView {
+  const settings = replicationSettingsOf(target);
+  const judged = judgeReplication(target.name, settings, status, now.getTime());
+  const holder = status.replicator;
+  const destinations = (status.replication ?? []).map((r, i): ReplicationDestinationView => {
+    const problems = judged.destinations[i].problems.map((p) => clean(p)!);
+    return { ...r, healthy: problems.length === 0, problems };
+  });
+  const problems = judged.problems.map((p) => clean(p)!);
+  return {
+    configured: settings.enabled,
+    mode: settings.mode,
+    by: !holder ? 'nobody' : holder.thisProcess ? 'this-process' : 'other-process',
+    ...(holder
+      ? {
+          replicator: {
+            pid: holder.pid,
+            host: holder.host,
+            purpose: holder.purpose,
+            startedAt: holder.startedAt,
+          },
+        }
+      : {}),
+    ...(status.walBytes !== undefined
+      ? { walBytes: status.walBytes, walLarge: walIsLarge(status.walBytes) }
+      : {}),
+    healthy: problems.length === 0 && destinations.every((d) => d.healthy),
+    problems,
+    destinations,
   };
 }
 

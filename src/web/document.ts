@@ -1,3 +1,5 @@
+import type { ReplicationStatus } from '../pitr/capture.js';
+
 /**
  * The status page's data: what `GET /api/status` answers and what `GET /` draws. Times are ISO 8601 (UTC);
  * sizes are bytes and durations milliseconds; the page formats them in the configured zone. Documented in
@@ -112,6 +114,40 @@ export interface RetentionView {
   error?: string;
 }
 
+/**
+ * One destination's WAL shipping: the `replication` entry of `litekeep status --json` (ReplicationStatus:
+ * lastShippedAt, segmentsShipped, bytesShipped, framesBehind, lagMs, baseOwedSince, recoverableFrom, windowFrom,
+ * gaps, recentGaps), judged.
+ */
+export interface ReplicationDestinationView extends ReplicationStatus {
+  /** No problem: shipping keeps up and no gap lies inside the `retention.pitr` window. */
+  healthy: boolean;
+  /** Why it needs attention (lag past its limit, a gap inside the window); empty when healthy. */
+  problems: string[];
+}
+
+/** A database's point-in-time replication: who ships it, how, and where each destination stands. */
+export interface ReplicationView {
+  /** `replicate.enabled`: the daemon is meant to follow it. */
+  configured: boolean;
+  mode: 'follow' | 'cooperative';
+  /**
+   * Who holds the replication lock now: the process serving the page (the daemon), another process
+   * (`litekeep replicate`, another daemon), or nobody.
+   */
+  by: 'this-process' | 'other-process' | 'nobody';
+  /** That process as it described itself (pid, host, what it is, since when); absent for nobody. */
+  replicator?: { pid: number; host: string; purpose: string; startedAt: string };
+  /** Cooperative mode: the size of the `-wal` file, and whether it is past 64 MiB (not reset lately). */
+  walBytes?: number;
+  walLarge?: boolean;
+  /** No problem here nor at any destination. */
+  healthy: boolean;
+  /** Problems of the database's replication as a whole (nobody replicating it, a large cooperative WAL). */
+  problems: string[];
+  destinations: ReplicationDestinationView[];
+}
+
 export interface DatabaseView {
   name: string;
   /** The name this machine's copies go by on shared destinations: the page shows this host's state. */
@@ -129,6 +165,8 @@ export interface DatabaseView {
   /** The newest events of the activity log, newest first (at most `ACTIVITY_LIMIT`). */
   activity: ActivityView[];
   retention: RetentionView;
+  /** Point-in-time replication, where it is configured or ever ran. */
+  replication?: ReplicationView;
   /** Something the page must say although it could be drawn (an activity log that could not be read). */
   warnings: string[];
 }

@@ -1,10 +1,13 @@
 import { formatTime, formatZoned } from '../util/time.js';
 import { humanBytes, humanDuration } from '../util/fs.js';
+import { shippingBehind } from '../pitr/standing.js';
 import { scatterChart } from './chart.js';
 import type {
   ActivityView,
   DatabaseView,
   DestinationView,
+  ReplicationDestinationView,
+  ReplicationView,
   RetentionView,
   RunView,
   StatusDocument,
@@ -122,6 +125,61 @@ function destinations(db: DatabaseView, clock: Clock): string {
   );
 }
 
+/** A count of bytes as the page says it, with the exact number for scripts and tests (`<data value>`). */
+const bytesData = (bytes: number) => `<data value="${bytes}">${h(humanBytes(bytes))}</data>`;
+
+function replicationRow(r: ReplicationDestinationView, clock: Clock): string {
+  const state = r.healthy
+    ? '<span class="mark ok">✓ ok</span>'
+    : `<span class="mark failed">✗ needs attention</span>${r.problems.map((p) => `<br><span class="reason">${h(p)}</span>`).join('')}`;
+  const behind = shippingBehind(r);
+  const lag =
+    `${r.lagMs !== undefined ? `<data class="lag" value="${r.lagMs}">${h(humanDuration(r.lagMs))}</data>` : '—'}` +
+    ` (${h(behind)})<br>last shipped ${r.lastShippedAt ? clock.when(r.lastShippedAt, { zone: false }) : 'never'}`;
+  const recoverable = r.recoverableFrom
+    ? `${clock.when(r.recoverableFrom, { zone: false })} to ${r.framesBehind === 0 ? 'now' : 'the last shipment'}`
+    : r.baseOwedSince
+      ? `not yet: a base snapshot is owed since ${clock.when(r.baseOwedSince, { zone: false })}`
+      : '—';
+  const latestGap = r.recentGaps.at(-1);
+  const gaps = r.gaps
+    ? `<data class="gaps" value="${r.gaps}">${r.gaps}</data>, the latest ${latestGap ? clock.when(latestGap, { zone: false }) : '—'}`
+    : '<data class="gaps" value="0">none</data>';
+  return (
+    `<tr class="${r.healthy ? 'ok' : 'failed'}" data-replication="${h(r.destination)}">` +
+    `<th scope="row">${h(r.destination)}</th><td>${state}</td><td>${lag}</td><td class="recoverable">${recoverable}</td>` +
+    `<td>${gaps}</td>` +
+    `<td><data class="segments" value="${r.segmentsShipped}">${r.segmentsShipped}</data> segment${r.segmentsShipped === 1 ? '' : 's'}, <span class="bytes">${bytesData(r.bytesShipped)}</span></td>` +
+    `</tr>`
+  );
+}
+
+const BY_TEXT = {
+  'this-process': 'this daemon',
+  'other-process': 'another process',
+  nobody: 'nobody',
+} as const;
+
+/** Who ships the database's WAL and how, each destination's lag, window, gaps and shipments, problems marked. */
+function replication(r: ReplicationView, clock: Clock): string {
+  const who = r.replicator
+    ? ` (pid ${r.replicator.pid} on <code>${h(r.replicator.host)}</code>, ${h(r.replicator.purpose)}, since ${clock.when(r.replicator.startedAt, { zone: false })})`
+    : r.configured
+      ? ''
+      : ' (it is not marked <code>replicate</code>: the figures are those the last <code>litekeep replicate</code> left)';
+  const lead =
+    `<p class="replicator" data-by="${r.by}">Replicated by <strong>${h(BY_TEXT[r.by])}</strong>${who} · mode <code>${h(r.mode)}</code>` +
+    `${r.walBytes !== undefined && !r.walLarge ? ` · WAL ${bytesData(r.walBytes)} (cooperative mode: litekeep checkpoints it)` : ''}</p>`;
+  const problems = r.problems.map((p) => `<p class="mark failed problem">✗ ${h(p)}</p>`).join('');
+  const table = r.destinations.length
+    ? `<div class="scroll"><table class="replication"><caption>WAL shipping per incremental destination (times in ${h(clock.timeZone)})</caption>` +
+      '<thead><tr><th scope="col">Destination</th><th scope="col">State</th><th scope="col">Lag</th>' +
+      '<th scope="col">Restorable to the second</th><th scope="col">Gaps</th><th scope="col">Shipped</th></tr></thead>' +
+      `<tbody>${r.destinations.map((d) => replicationRow(d, clock)).join('')}</tbody></table></div>`
+    : '<p>Nothing shipped yet.</p>';
+  return `<div class="replication" data-healthy="${r.healthy}">${lead}${problems}${table}</div>`;
+}
+
 function charts(db: DatabaseView, clock: Clock, idBase: string): string {
   const from = new Date(db.chart.since).getTime();
   const to = clock.now;
@@ -218,13 +276,18 @@ function database(db: DatabaseView, clock: Clock): string {
     db.health.healthy && degraded
       ? ` <span class="badge partial">⚠ ${degraded} destination${degraded === 1 ? '' : 's'} failing</span>`
       : '';
+  const pitr =
+    db.replication && !db.replication.healthy
+      ? ' <span class="badge partial">⚠ replication needs attention</span>'
+      : '';
   const warnings = db.warnings.map((w) => `<p class="mark partial">⚠ ${h(w)}</p>`).join('');
   return (
     `<section class="database" id="${id}" aria-labelledby="${id}-h" data-database="${h(db.name)}" data-healthy="${db.health.healthy}">` +
-    `<h2 id="${id}-h">${h(db.name)} ${badge}${offsite}</h2>` +
+    `<h2 id="${id}-h">${h(db.name)} ${badge}${offsite}${pitr}</h2>` +
     `${db.health.healthy ? '' : `<p class="reason">${h(db.health.reason)}</p>`}${warnings}` +
     facts(db, clock) +
     `<h3>Destinations</h3>${destinations(db, clock)}` +
+    (db.replication ? `<h3>Point-in-time replication</h3>${replication(db.replication, clock)}` : '') +
     `<h3>Last 90 days</h3>${charts(db, clock, id)}` +
     `<h3>Retention plan</h3>${retention(db.retention, clock)}` +
     `<h3>Recent activity</h3>${activity(db.activity, clock)}` +
@@ -238,7 +301,7 @@ function overview(doc: StatusDocument, clock: Clock): string {
   const nav = doc.databases
     .map(
       (db) =>
-        `<li><a href="#${anchorId('db', db.name)}">${h(db.name)}</a> ${db.health.healthy ? (db.destinations.some((d) => !d.healthy) ? '<span class="mark partial">⚠</span>' : '<span class="mark ok">✓</span>') : '<span class="mark failed">✗</span>'}</li>`,
+        `<li><a href="#${anchorId('db', db.name)}">${h(db.name)}</a> ${db.health.healthy ? (db.destinations.some((d) => !d.healthy) || db.replication?.healthy === false ? '<span class="mark partial">⚠</span>' : '<span class="mark ok">✓</span>') : '<span class="mark failed">✗</span>'}</li>`,
     )
     .join('');
   return (

@@ -5,6 +5,7 @@ import { loadConfig } from '../../src/config/index.js';
 import { parseWalHeader } from '../../src/pitr/wal.js';
 import { restoreBackup } from '../../src/restore/restore.js';
 import { runCli, type CliChild } from '../helpers/cli.js';
+import { healthUrl, killDaemons, msg, spawnDaemon } from '../integration/daemon-helpers.js';
 import { readState, startWriter, stopWriters } from './app-writer.js';
 import { killReplicators, setUp, sleep, waitFor } from './replication-setup.js';
 
@@ -12,31 +13,41 @@ import { killReplicators, setUp, sleep, waitFor } from './replication-setup.js';
  * Cooperative mode as users run it: an app in its own process with `wal_autocheckpoint=0`, `litekeep
  * replicate` checkpointing what it shipped, killed with SIGKILL at random moments and started again while the
  * app writes. No gap, a WAL that keeps being reset (while the same app without litekeep grows it without end),
- * and restores that give exactly the app's committed prefix.
+ * and restores that give exactly the app's committed prefix; the daemon (`replicate: { enabled: true, mode:
+ * cooperative }`) doing the same.
  */
 
 afterEach(() => {
   stopWriters();
   killReplicators();
+  killDaemons();
 });
 
 const walBytes = (db: string) => (fs.existsSync(`${db}-wal`) ? fs.statSync(`${db}-wal`).size : 0);
-const walSequence = (db: string) =>
-  parseWalHeader(fs.readFileSync(`${db}-wal`).subarray(0, 32))!.checkpointSequence;
+const walHeader = (db: string) => parseWalHeader(fs.readFileSync(`${db}-wal`).subarray(0, 32))!;
+const walSequence = (db: string) => walHeader(db).checkpointSequence;
+
+/**
+ * The cooperative app (wal_autocheckpoint=0) and the same app, writing the same, with nobody checkpointing:
+ * what its WAL does without litekeep. `burst` writes to both and resolves with the app's last commit.
+ */
+async function withControl(t: { db: string; dir: string }) {
+  const writer = startWriter(t.db, { autocheckpoint: 0 });
+  const controlDb = path.join(t.dir, 'control.db');
+  const control = startWriter(controlDb, { autocheckpoint: 0 });
+  expect(await writer.ready).toBe('ready');
+  expect(await control.ready).toBe('ready');
+  const burst = async (count: number) => {
+    await control.send(`burst ${count}`);
+    return writer.send(`burst ${count}`);
+  };
+  return { writer, controlDb, burst };
+}
 
 describe('cooperative mode', () => {
   it('ships every commit without a gap across kill -9 and restarts, and keeps the WAL bounded', async () => {
     const t = setUp({ replicate: { mode: 'cooperative' } });
-    const writer = startWriter(t.db, { autocheckpoint: 0 });
-    // The same app, writing the same, with nobody checkpointing: what its WAL does without litekeep.
-    const controlDb = path.join(t.dir, 'control.db');
-    const control = startWriter(controlDb, { autocheckpoint: 0 });
-    expect(await writer.ready).toBe('ready');
-    expect(await control.ready).toBe('ready');
-    const burst = async (count: number) => {
-      await control.send(`burst ${count}`);
-      return writer.send(`burst ${count}`);
-    };
+    const { writer, controlDb, burst } = await withControl(t);
     let last = await burst(3);
 
     const runs: CliChild[] = [];
@@ -126,6 +137,75 @@ describe('cooperative mode', () => {
     await restoreBackup(target, { from: 'vault', at, to: out });
     expect(readState(out).last).toBe(last);
   }, 600_000);
+
+  it('runs in the daemon: ships every commit, its checkpoints keep resetting the WAL, restores are exact', async () => {
+    const t = setUp({
+      replicate: { enabled: true, mode: 'cooperative', interval: '100ms' },
+      schedule: '0 3 * * *',
+      catchUp: false,
+      // The daemon logs each of its checkpoints at debug.
+      log: { level: 'debug' },
+    });
+    const { controlDb, burst } = await withControl(t);
+    await burst(3);
+    const daemon = spawnDaemon(['--http', '127.0.0.1:0'], { cwd: t.dir });
+    const url = await healthUrl(daemon);
+    await daemon.waitFor(msg('replicating app to vault (cooperative: litekeep checkpoints the WAL)'));
+    await daemon.waitFor(msg('base snapshot of app taken'), 90_000);
+    await waitFor('the first commits shipped', t.shipped);
+    const first = walHeader(t.db);
+
+    // Bursts, each logged with the last commit it made; once it is shipped, a quiet stretch follows in which
+    // every commit so far, and none after, was made.
+    const quiet: { from: number; to: number; last: number }[] = [];
+    for (let round = 0; round < 16; round++) {
+      const last = await burst(4 + ((round * 7) % 19));
+      await waitFor(`round ${round} shipped`, t.shipped);
+      const from = Date.now();
+      await sleep(250);
+      quiet.push({ from, to: Date.now() - 1, last });
+    }
+
+    // The daemon's PASSIVE checkpoints let the app's next write reset the WAL, round after round: the header's
+    // checkpoint sequence went on and its salt changed, and the file stayed far smaller than the one nobody
+    // checkpoints.
+    const now = walHeader(t.db);
+    expect(now.checkpointSequence - first.checkpointSequence).toBeGreaterThanOrEqual(8);
+    expect(now.salt1).not.toBe(first.salt1);
+    expect(daemon.records.filter(msg('checkpointed ')).length).toBeGreaterThanOrEqual(8);
+    expect(walBytes(t.db) * 3).toBeLessThan(walBytes(controlDb));
+    // No gap: the first start's base is the only one, nothing owed, nothing warned.
+    const state = JSON.parse(fs.readFileSync(t.stateFile, 'utf8'));
+    expect(state).toMatchObject({ epoch: 0, mode: 'cooperative' });
+    expect(state.baseNeededSince).toBeUndefined();
+    expect(state.gapsTotal ?? 0).toBe(0);
+    expect(t.snapshots()).toBe(1);
+    expect(daemon.records.filter((r) => (r.level ?? 0) >= 40)).toEqual([]);
+    // /metrics says the same: segments shipped, no gap, the WAL's size as it is.
+    const metrics = await (await fetch(new URL('/metrics', url))).text();
+    const value = (name: string, labels = 'database="app",destination="vault"') =>
+      Number(new RegExp(`^${name}\\{${labels}\\} (\\S+)$`, 'm').exec(metrics)?.[1]);
+    expect(value('litekeep_replication_segments_shipped_total')).toBe(state.segmentsShipped);
+    expect(state.segmentsShipped).toBeGreaterThanOrEqual(16);
+    expect(value('litekeep_replication_gaps_total')).toBe(0);
+    expect(value('litekeep_replication_wal_bytes', 'database="app"')).toBe(walBytes(t.db));
+    daemon.process.kill('SIGTERM');
+    expect((await daemon.exited).code).toBe(0);
+
+    // restore --at a moment after each logged burst: exactly the commits made by then, nothing more or less.
+    const target = loadConfig({ cwd: t.dir }).databases[0];
+    for (const [i, q] of quiet.entries()) {
+      if (i % 3 !== 0 && i !== quiet.length - 1) continue;
+      const at = new Date(q.from + Math.floor(Math.random() * (q.to - q.from)));
+      const out = path.join(t.dir, `daemon-restored-${i}.db`);
+      const result = await restoreBackup(target, { from: 'vault', at, to: out });
+      expect(result.warnings, `moment ${at.toISOString()}`).toEqual([]);
+      const restored = readState(out);
+      expect(restored.last, `moment ${at.toISOString()}`).toBe(q.last);
+      expect(restored.ns).toEqual(Array.from({ length: q.last }, (_, k) => k + 1));
+      fs.rmSync(out);
+    }
+  }, 300_000);
 
   it('says so when the app checkpoints itself after all', async () => {
     const t = setUp({ replicate: { mode: 'cooperative' } });

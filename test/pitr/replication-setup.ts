@@ -29,6 +29,25 @@ export async function waitFor<T>(
   }
 }
 
+/**
+ * Everything the WAL of `db` holds now has been shipped as the shipping state `stateFile` records, and no base
+ * snapshot is owed (after a gap, recovery is whole again only once the new base is written). The app is idle
+ * while this is asked.
+ */
+export async function shippedTo(db: string, stateFile: string): Promise<boolean> {
+  const end = await walMarkOf(db);
+  if (!end || !fs.existsSync(stateFile)) return false;
+  const state = JSON.parse(fs.readFileSync(stateFile, 'utf8'));
+  const last = state.lastShipped;
+  return (
+    state.baseNeededSince === undefined &&
+    last !== undefined &&
+    last.generation.salt1 === end.generation.salt1 &&
+    last.generation.salt2 === end.generation.salt2 &&
+    last.frame === end.frame
+  );
+}
+
 export function setUp(extra: object = {}) {
   const dir = tempDir('litekeep-replicate-');
   const db = path.join(dir, 'app.db');
@@ -49,23 +68,8 @@ export function setUp(extra: object = {}) {
   const stateFile = path.join(dir, 'backups', '.litekeep', 'replication', 'vault.json');
   const snapshots = () =>
     fs.existsSync(`${repo}/snapshots`) ? fs.readdirSync(`${repo}/snapshots`).length : 0;
-  /**
-   * Everything the WAL holds now has been shipped, and no base snapshot is owed (after a gap, recovery is whole
-   * again only once the new base is written). The app is idle while this is asked.
-   */
-  const shipped = async () => {
-    const end = await walMarkOf(db);
-    if (!end || !fs.existsSync(stateFile)) return false;
-    const state = JSON.parse(fs.readFileSync(stateFile, 'utf8'));
-    const last = state.lastShipped;
-    return (
-      state.baseNeededSince === undefined &&
-      last !== undefined &&
-      last.generation.salt1 === end.generation.salt1 &&
-      last.generation.salt2 === end.generation.salt2 &&
-      last.frame === end.frame
-    );
-  };
+  /** Everything the WAL holds now has been shipped to vault, and no base snapshot is owed. */
+  const shipped = () => shippedTo(db, stateFile);
   const replicate = (args: string[] = []) => {
     const child = spawnCli(['replicate', '--interval', '100ms', ...args], { cwd: dir, timeoutMs: 600_000 });
     children.push(child);

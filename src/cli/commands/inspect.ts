@@ -5,6 +5,7 @@ import { CONFIG_LEAVES, describeConfig, type ConfigEntry, type ResolvedConfig } 
 import { parseDurationMs } from '../../config/settings.js';
 import { durationAsWritten } from '../../util/duration.js';
 import { EXIT, LitekeepError } from '../../util/errors.js';
+import { shippingBehind } from '../../pitr/standing.js';
 import { humanBytes, humanDuration } from '../../util/fs.js';
 import { formatTime } from '../../util/time.js';
 import { addTargetOptions, resolveConfig, selectTargets, type CommonOptions } from '../context.js';
@@ -291,19 +292,12 @@ function printStatus(s: DatabaseStatus, timeZone: string): void {
     print(
       `  replication: not running now (no litekeep replicate or daemon follows ${s.database}); the figures below are from the last one`,
     );
-  if (s.walBytes !== undefined)
-    print(
-      s.walLarge
-        ? `  WARNING: the WAL is ${humanBytes(s.walBytes)}: in cooperative mode only litekeep's checkpoints let it be reset; is litekeep replicating and every destination reachable? (an app that never pauses between commits keeps it from resetting too)`
-        : `  WAL: ${humanBytes(s.walBytes)} (cooperative mode: litekeep checkpoints it)`,
-    );
+  if (s.walBytes !== undefined && !s.walLarge)
+    print(`  WAL: ${humanBytes(s.walBytes)} (cooperative mode: litekeep checkpoints it)`);
+  // The same judgement as the status page's (a large cooperative WAL is one of them).
+  for (const problem of s.replicationProblems ?? []) print(`  WARNING: ${problem}`);
   for (const r of s.replication ?? []) {
-    const where =
-      r.framesBehind === 0
-        ? 'caught up'
-        : r.framesBehind !== undefined
-          ? `${r.framesBehind} frames behind`
-          : 'the WAL was reset since the last shipment';
+    const where = shippingBehind(r);
     const last = r.lastShippedAt
       ? `, last shipped ${age(new Date(r.lastShippedAt))}`
       : ', nothing shipped yet';
