@@ -48,12 +48,14 @@ interface Backend {
 }
 
 let sshd: SshServer | undefined;
+let sftpOnly: SshServer | undefined;
 let webdav: RcloneServer | undefined;
 let rcloneConfig: string;
 
 beforeAll(async () => {
-  [sshd, webdav] = await Promise.all([
+  [sshd, sftpOnly, webdav] = await Promise.all([
     SSHD_MISSING ? undefined : startSshServer(),
+    SSHD_MISSING ? undefined : startSshServer({ sftpOnly: true }),
     RCLONE_MISSING ? undefined : startRcloneServer('webdav'),
   ]);
   if (webdav) {
@@ -63,43 +65,44 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await Promise.all([sshd?.close(), webdav?.close()]);
+  await Promise.all([sshd?.close(), sftpOnly?.close(), webdav?.close()]);
 });
 
-const backends: [string, string | undefined, () => Backend][] = [
-  [
-    'sftp (OpenSSH)',
-    SSHD_MISSING,
-    () => {
-      const server = sshd!;
-      const knownHosts = path.join(work, `known_hosts-${server.port}`);
-      fs.writeFileSync(knownHosts, `${server.knownHostsLine}\n`);
+function sftpBackend(server: SshServer): Backend {
+  const knownHosts = path.join(work, `known_hosts-${server.port}`);
+  fs.writeFileSync(knownHosts, `${server.knownHostsLine}\n`);
+  return {
+    open(folder) {
+      const destination = new SftpDestination({
+        host: server.host,
+        port: server.port,
+        user: server.user,
+        path: path.join(server.dir, folder),
+        databaseName: 'app',
+        machine: 'web1',
+        keyFile: server.clientKey,
+        knownHosts,
+        agent: false,
+      });
       return {
-        open(folder) {
-          const destination = new SftpDestination({
-            host: server.host,
-            port: server.port,
-            user: server.user,
-            path: path.join(server.dir, folder),
-            databaseName: 'app',
-            machine: 'web1',
-            keyFile: server.clientKey,
-            knownHosts,
-            agent: false,
-          });
-          return {
-            store: new FolderBlobStore(destination, 'web1'),
-            disk: path.join(server.dir, folder, 'app', 'web1', 'repo'),
-            hosts: () => FolderBlobStore.hosts(destination),
-          };
-        },
-        kill: () => server.kill(),
-        restart: () => server.restart(),
-        killed: { bytes: 64 * MiB },
-        private: true,
+        store: new FolderBlobStore(destination, 'web1'),
+        disk: path.join(server.dir, folder, 'app', 'web1', 'repo'),
+        hosts: () => FolderBlobStore.hosts(destination),
       };
     },
-  ],
+    kill: () => server.kill(),
+    restart: () => server.restart(),
+    killed: { bytes: 64 * MiB },
+    private: true,
+  };
+}
+
+/** Name, why it is skipped (a program missing), the backend, and whether the server is killed mid-upload. */
+const backends: [string, string | undefined, () => Backend, boolean][] = [
+  // A shell account: copies are checked with md5sum run on the server.
+  ['sftp (OpenSSH)', SSHD_MISSING, () => sftpBackend(sshd!), true],
+  // A backup account that runs no commands: copies are checked by reading them back.
+  ['sftp (OpenSSH, sftp-only account)', SSHD_MISSING, () => sftpBackend(sftpOnly!), false],
   [
     'rclone (WebDAV)',
     RCLONE_MISSING,
@@ -127,10 +130,11 @@ const backends: [string, string | undefined, () => Backend][] = [
         private: false,
       };
     },
+    true,
   ],
 ];
 
-for (const [name, missing, make] of backends) {
+for (const [name, missing, make, kills] of backends) {
   describe.skipIf(missing)(titled(`the repository's blob store on ${name}`, missing), () => {
     it('stores once (private where the server has modes), never replaces other bytes, lists by prefix without temps, reads, removes', async () => {
       const backend = make();
@@ -216,45 +220,48 @@ for (const [name, missing, make] of backends) {
       }
     }, 120_000);
 
-    it('a server killed mid-upload leaves nothing under the final name; the next upload sweeps the partial file', async () => {
-      const backend = make();
-      const folder = `killed-${Date.now()}`;
-      const { store, disk } = backend.open(folder, backend.killed.flags);
-      const big = object(backend.killed.bytes);
-      const dir = path.join(disk, 'packs', big.id.slice(0, 2));
-      try {
-        const upload = store.put(big.key, big.file, big.data.length, big.id).then(
-          () => undefined,
-          (e: Error) => e,
-        );
+    // Played once per kind of server (the sftp-only account runs the same upload code as the shell account).
+    if (kills)
+      it('a server killed mid-upload leaves nothing under the final name; the next upload sweeps the partial file', async () => {
+        const backend = make();
+        const killed = backend.killed;
+        const folder = `killed-${Date.now()}`;
+        const { store, disk } = backend.open(folder, killed.flags);
+        const big = object(killed.bytes);
+        const dir = path.join(disk, 'packs', big.id.slice(0, 2));
         try {
-          await waitFor(() =>
-            tree(dir).some((f) => f.endsWith('.tmp') && fs.statSync(path.join(dir, f)).size > MiB),
+          const upload = store.put(big.key, big.file, big.data.length, big.id).then(
+            () => undefined,
+            (e: Error) => e,
           );
-        } finally {
-          await backend.kill();
-        }
-        const error = await upload.finally(() => backend.restart());
-        expect(error).toBeInstanceOf(Error);
-        expect(error!.message.split('\n')).toHaveLength(1);
-        expect(error!.message).toMatch(
-          new RegExp(`^upload of ${big.key} in the repository on (sftp|rclone) failed: `),
-        );
-        const partial = tree(dir);
-        expect(partial).toHaveLength(1);
-        expect(partial[0]).toMatch(new RegExp(`^\\.${big.id}\\.${process.pid}\\.[0-9a-f]+\\.tmp$`));
-        expect(fs.statSync(path.join(dir, partial[0])).size).toBeLessThan(big.data.length);
-        expect(await store.stat(big.key)).toBeUndefined();
-        const listed = [];
-        for await (const blob of store.list('packs/')) listed.push(blob);
-        expect(listed).toEqual([]);
+          try {
+            await waitFor(() =>
+              tree(dir).some((f) => f.endsWith('.tmp') && fs.statSync(path.join(dir, f)).size > MiB),
+            );
+          } finally {
+            await backend.kill();
+          }
+          const error = await upload.finally(() => backend.restart());
+          expect(error).toBeInstanceOf(Error);
+          expect(error!.message.split('\n')).toHaveLength(1);
+          expect(error!.message).toMatch(
+            new RegExp(`^upload of ${big.key} in the repository on (sftp|rclone) failed: `),
+          );
+          const partial = tree(dir);
+          expect(partial).toHaveLength(1);
+          expect(partial[0]).toMatch(new RegExp(`^\\.${big.id}\\.${process.pid}\\.[0-9a-f]+\\.tmp$`));
+          expect(fs.statSync(path.join(dir, partial[0])).size).toBeLessThan(big.data.length);
+          expect(await store.stat(big.key)).toBeUndefined();
+          const listed = [];
+          for await (const blob of store.list('packs/')) listed.push(blob);
+          expect(listed).toEqual([]);
 
-        expect(await store.put(big.key, big.file, big.data.length, big.id)).toBe('stored');
-        expect(tree(dir)).toEqual([big.id]);
-        expect(sha256(fs.readFileSync(path.join(dir, big.id)))).toBe(big.id);
-      } finally {
-        store.close();
-      }
-    }, 120_000);
+          expect(await store.put(big.key, big.file, big.data.length, big.id)).toBe('stored');
+          expect(tree(dir)).toEqual([big.id]);
+          expect(sha256(fs.readFileSync(path.join(dir, big.id)))).toBe(big.id);
+        } finally {
+          store.close();
+        }
+      }, 120_000);
   });
 }
