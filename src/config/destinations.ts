@@ -14,8 +14,6 @@ export type DestinationType = 'local' | 'google-drive' | 's3' | 'rclone' | 'sftp
 
 /** `format` (full | incremental) and `packSize` (incremental only) are src/repository/'s: docs/format.md. */
 export const COMMON_DESTINATION_KEYS = ['name', 'type', 'retention', 'enabled', 'format', 'packSize'];
-/** The types that can hold an incremental repository: those with a blob store in src/repository/stores. */
-export const INCREMENTAL_TYPES: DestinationType[] = ['local', 's3', 'google-drive'];
 export const DESTINATION_KEYS: Record<DestinationType, string[]> = {
   local: ['path'],
   'google-drive': [
@@ -128,12 +126,6 @@ export function validateDestinationEntry(
   }
   if (entry.format !== undefined && entry.format !== 'full' && entry.format !== 'incremental')
     invalid('format', 'expected full or incremental');
-  if (entry.format === 'incremental' && !INCREMENTAL_TYPES.includes(type)) {
-    throw new ConfigError(
-      `${where}.format incremental${from} is not available for ${type} destinations yet (only ${INCREMENTAL_TYPES.join(', ')}): ` +
-        `remove format (full files) or use a local, s3 or google-drive destination`,
-    );
-  }
   if (entry.packSize !== undefined) {
     const n = Number(entry.packSize);
     if (!isWholeNumber(entry.packSize) || n < MIN_PACK_SIZE || n > MAX_PACK_SIZE)

@@ -68,8 +68,16 @@ export interface FolderOps {
   readTexts(paths: string[]): Promise<Map<string, string>>;
   /** Writes a small file of this host's, replacing it when it exists. */
   writeText(path: string, text: string): Promise<void>;
-  /** Uploads to `path` (a temp name that nobody else uses), creating folders as needed. */
-  upload(localPath: string, path: string, metadata: ArtifactMetadata, options: PutOptions): Promise<Sent>;
+  /**
+   * Uploads to `path` (a temp name that nobody else uses), creating folders as needed. `metadata` rides on the
+   * object where the storage keeps it; a repository's objects carry none.
+   */
+  upload(
+    localPath: string,
+    path: string,
+    metadata: ArtifactMetadata | undefined,
+    options: PutOptions,
+  ): Promise<Sent>;
   /** Why the copy at `path` is not what was sent (size, a hash the storage offers, or a read-back); or undefined. */
   verify(path: string, uploaded: Uploaded, localPath: string): Promise<string | undefined>;
   /**
@@ -79,10 +87,28 @@ export interface FolderOps {
   publish(
     from: string,
     to: string,
-    metadata: ArtifactMetadata,
+    metadata: ArtifactMetadata | undefined,
   ): Promise<{ published: boolean; metadataKept: boolean }>;
   /** Removes one file; one that is already gone is not an error. */
   removeFile(path: string): Promise<void>;
+  /** The files and folder names directly in the folder `path`; both empty when it does not exist. */
+  listFolder(path: string): Promise<{ files: FolderEntry[]; folders: string[] }>;
+  /** Every file below the folder `path`, at any depth (paths relative to the database folder); [] when absent. */
+  listTree(path: string): Promise<FolderEntry[]>;
+  /** One file's size and time; undefined when there is none. */
+  statFile(path: string): Promise<FolderEntry | undefined>;
+  /**
+   * A file's bytes, on this connection; undefined when there is no such file. The stream fails (never ends
+   * short) when the transfer or the connection breaks.
+   */
+  read(path: string): Promise<Readable | undefined>;
+}
+
+/** A connection kept open for many operations (a repository's objects), until `close`. */
+export interface FolderConnection extends FolderOps {
+  /** The connection broke: open another. */
+  readonly broken: boolean;
+  close(): void;
 }
 
 /** A storage that holds folders: an rclone remote, an SFTP server. */
@@ -97,8 +123,26 @@ export interface FolderStore {
   digestLocal(localPath: string, signal: AbortSignal): Promise<LocalDigests>;
   /** Runs `work` on one connection (opened and closed around it). */
   session<T>(work: (ops: FolderOps) => Promise<T>): Promise<T>;
+  /** One connection for the caller to use and close. */
+  connect(): Promise<FolderConnection>;
   /** A stream of one file's bytes that fails (never ends short) when the transfer breaks. */
   open(path: string): Promise<Readable>;
+  /** Stops what the storage keeps running between operations (the rclone process). */
+  release?(): void;
+}
+
+/**
+ * What a repository on a folder-like storage (src/repository/stores/folder.ts) uses: the destination's own
+ * connection, sign-in, host-key check, hashing and messages.
+ */
+export interface FolderRepositoryAccess {
+  /** The destination's name, for messages. */
+  name: string;
+  /** The database folder as the user would name it (credentials masked). */
+  root: string;
+  digestLocal(localPath: string, signal: AbortSignal): Promise<LocalDigests>;
+  connect(): Promise<FolderConnection>;
+  release(): void;
 }
 
 /**
@@ -114,6 +158,18 @@ export class HostFolderDestination implements Destination {
     private readonly store: FolderStore,
     private readonly host: string,
   ) {}
+
+  /** See FolderRepositoryAccess. */
+  repositoryAccess(): FolderRepositoryAccess {
+    const store = this.store;
+    return {
+      name: this.name,
+      root: store.root,
+      digestLocal: (localPath, signal) => store.digestLocal(localPath, signal),
+      connect: () => store.connect(),
+      release: () => store.release?.(),
+    };
+  }
 
   private get ownSegment(): string {
     return hostSegment(this.host);

@@ -9,6 +9,7 @@ import { pipeline } from 'node:stream/promises';
 import { ConfigError } from '../config/index.js';
 import {
   HostFolderDestination,
+  type FolderConnection,
   type FolderEntry,
   type FolderOps,
   type FolderStore,
@@ -334,7 +335,9 @@ class RcloneStore implements FolderStore {
             // litekeep checks the copy itself afterwards, with the same hash rclone would use (or a read-back).
             IgnoreChecksum: true,
             NoCheckDest: true,
-            ...(features.userMetadata ? { Metadata: true, MetadataSet: buildS3Metadata(metadata) } : {}),
+            ...(features.userMetadata && metadata
+              ? { Metadata: true, MetadataSet: buildS3Metadata(metadata) }
+              : {}),
           },
         },
         { async: true, signal: options.signal },
@@ -394,13 +397,62 @@ class RcloneStore implements FolderStore {
         throw new Error(`${joinRemote(this.root, to)} is missing right after renaming the upload to it`);
       return {
         published: true,
-        metadataKept: Boolean(item.Metadata && parseS3Metadata(item.Metadata).sha256 === metadata.sha256),
+        metadataKept: Boolean(
+          metadata && item.Metadata && parseS3Metadata(item.Metadata).sha256 === metadata.sha256,
+        ),
       };
     },
     removeFile: async (relative) => {
       await this.rc('operations/deletefile', { fs: this.location, remote: relative }, { missing: true });
     },
+    listFolder: async (relative) => {
+      const out = await this.rc<{ list: RcloneItem[] }>(
+        'operations/list',
+        { fs: this.location, remote: relative, opt: { noMimeType: true } },
+        { missing: true },
+      );
+      const items = out?.list ?? [];
+      return {
+        files: items.filter((i) => !i.IsDir).map((i) => this.entry(i, '')),
+        folders: items.filter((i) => i.IsDir).map((i) => i.Name),
+      };
+    },
+    listTree: async (relative) => {
+      // One call: rclone walks the folders itself (one request per folder where the backend needs it).
+      const out = await this.rc<{ list: RcloneItem[] }>(
+        'operations/list',
+        { fs: this.location, remote: relative, opt: { recurse: true, filesOnly: true, noMimeType: true } },
+        { missing: true },
+      );
+      return (out?.list ?? [])
+        .filter((i) => !i.IsDir)
+        .map((i) => this.entry(i, ''))
+        .sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+    },
+    statFile: async (relative) => {
+      const item = await this.stat(relative);
+      return item && !item.IsDir ? this.entry(item, '') : undefined;
+    },
+    read: async (relative) => {
+      try {
+        return await this.daemon.read(this.location, relative);
+      } catch (error) {
+        if (error instanceof RcloneFailure && error.notFound) return undefined;
+        throw this.explain(error);
+      }
+    },
   };
+
+  /** rclone keeps no connection of litekeep's: every call goes to the one daemon, which stays up until release. */
+  private readonly connection: FolderConnection = { ...this.ops, broken: false, close: () => undefined };
+
+  connect(): Promise<FolderConnection> {
+    return Promise.resolve(this.connection);
+  }
+
+  release(): void {
+    this.daemon.stop();
+  }
 
   session<T>(work: (ops: FolderOps) => Promise<T>): Promise<T> {
     return work(this.ops);

@@ -17,6 +17,7 @@ import type {
 import { tempNameFor } from '../naming.js';
 import {
   HostFolderDestination,
+  type FolderConnection,
   type FolderEntry,
   type FolderOps,
   type FolderStore,
@@ -34,6 +35,7 @@ import {
 } from './known-hosts.js';
 import { hashFileInWorker } from './hash-worker.js';
 import { SIDECAR_DIR } from './sidecar.js';
+import type { ArtifactMetadata } from './types.js';
 import { defaultKnownHosts } from './sftp-settings.js';
 
 const { Client, utils } = ssh2;
@@ -175,6 +177,19 @@ class ParallelReader extends Readable {
     this.finished = true;
     this.sftp.close(this.handle, () => this.push(null));
   }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    // Stopped early (the reader had enough, or failed): the handle is not left open on a connection that lives on.
+    if (!this.finished) {
+      this.finished = true;
+      try {
+        this.sftp.close(this.handle, () => undefined);
+      } catch {
+        // the channel is gone, and the handle with it
+      }
+    }
+    callback(error);
+  }
 }
 
 /** The hash that SFTP servers are asked for first (verify), computed beside sha256 before the upload. */
@@ -202,13 +217,17 @@ function promised<T>(
   );
 }
 
+/** Folders read at once when listing a tree: each is a round trip, and a repository has hundreds. */
+const LISTINGS_IN_FLIGHT = 16;
+
 /** One SSH connection with its SFTP channel, and the operations litekeep needs on paths below `root`. */
-class SftpSession implements FolderOps {
+class SftpSession implements FolderConnection {
   private readonly madeDirs = new Set<string>();
   /** Rejects once the connection is gone: ssh2 may never answer requests that were in flight then. */
-  private readonly broken: Promise<never>;
+  private readonly lost: Promise<never>;
   private brokenBy?: Error;
-  private wakeWriter?: () => void;
+  /** Told when the connection breaks: writers waiting for acknowledgements, streams being read. */
+  private readonly onBreak = new Set<() => void>();
 
   constructor(
     private readonly client: SshClient,
@@ -217,13 +236,13 @@ class SftpSession implements FolderOps {
     private readonly describe: (error: unknown, path: string) => Error,
   ) {
     let reject: (error: Error) => void = () => undefined;
-    this.broken = new Promise<never>((_, r) => (reject = r));
-    this.broken.catch(() => undefined);
+    this.lost = new Promise<never>((_, r) => (reject = r));
+    this.lost.catch(() => undefined);
     const breakWith = (error: Error) => {
       if (this.brokenBy) return;
       this.brokenBy = error;
       reject(error);
-      this.wakeWriter?.();
+      for (const tell of [...this.onBreak]) tell();
     };
     client.once('close', () => breakWith(new Error('the connection closed')));
     client.on('error', (error: Error) => breakWith(error));
@@ -233,11 +252,15 @@ class SftpSession implements FolderOps {
   /** One SFTP request, failing (not hanging) when the connection goes away before the answer. */
   private request<T>(op: (cb: (error: SftpError | null | undefined, value: T) => void) => void): Promise<T> {
     if (this.brokenBy) return Promise.reject(this.brokenBy);
-    return Promise.race([promised(op), this.broken]);
+    return Promise.race([promised(op), this.lost]);
   }
 
   private at(relative: string): string {
     return posix.join(this.root, relative);
+  }
+
+  get broken(): boolean {
+    return this.brokenBy !== undefined;
   }
 
   private async call<T>(
@@ -378,7 +401,7 @@ class SftpSession implements FolderOps {
   async upload(
     localPath: string,
     relative: string,
-    _metadata: unknown,
+    _metadata: ArtifactMetadata | undefined,
     options: { signal?: AbortSignal; onProgress?: (bytes: number) => void },
   ): Promise<Sent> {
     const target = this.at(relative);
@@ -387,21 +410,22 @@ class SftpSession implements FolderOps {
     const close = () =>
       this.request<void>((cb) => this.sftp.close(handle, (e) => cb(e, undefined))).catch(() => undefined);
     let position = 0;
+    // ssh2 splits a longer write into several sent one after another, and servers that need writes in order
+    // (rclone's) refuse the interleaving: cut pieces it sends whole.
+    const maxLength = (this.sftp as unknown as { _maxWriteLen?: number })._maxWriteLen ?? 32_000;
+    let inFlight = 0;
+    let acked = 0;
+    let failure: unknown;
+    let wake: (() => void) | undefined;
+    const settle = () => {
+      if (this.brokenBy) failure ??= this.brokenBy;
+      const w = wake;
+      wake = undefined;
+      w?.();
+    };
+    // Several uploads may share the connection (a repository's packs): each waits for its own writes.
+    this.onBreak.add(settle);
     try {
-      // ssh2 splits a longer write into several sent one after another, and servers that need writes in order
-      // (rclone's) refuse the interleaving: cut pieces it sends whole.
-      const maxLength = (this.sftp as unknown as { _maxWriteLen?: number })._maxWriteLen ?? 32_000;
-      let inFlight = 0;
-      let acked = 0;
-      let failure: unknown;
-      let wake: (() => void) | undefined;
-      const settle = () => {
-        if (this.brokenBy) failure ??= this.brokenBy;
-        const w = wake;
-        wake = undefined;
-        w?.();
-      };
-      this.wakeWriter = settle;
       for await (const chunk of fs.createReadStream(localPath, { highWaterMark: 1024 * 1024 })) {
         if (options.signal?.aborted) throw Object.assign(new Error('cancelled'), { name: 'AbortError' });
         const buffer = chunk as Buffer;
@@ -429,7 +453,7 @@ class SftpSession implements FolderOps {
       await close();
       throw error;
     } finally {
-      this.wakeWriter = undefined;
+      this.onBreak.delete(settle);
     }
     // Every byte is written: the server flushes them to its disk while it hashes them (verify), both before
     // the copy is renamed into place.
@@ -453,7 +477,7 @@ class SftpSession implements FolderOps {
         channel.on('close', (code: number | null) => resolve(code === 0 ? out : undefined));
       });
     });
-    return Promise.race([run, this.broken]);
+    return Promise.race([run, this.lost]);
   }
 
   async verify(relative: string, uploaded: Uploaded, localPath: string): Promise<string | undefined> {
@@ -480,7 +504,7 @@ class SftpSession implements FolderOps {
     // No commands on this server: read the copy back.
     const hash = crypto.createHash('sha256');
     try {
-      await Promise.race([pipeline(await this.reader(target, stat.size), hash), this.broken]);
+      await Promise.race([pipeline(await this.reader(target, stat.size), hash), this.lost]);
     } catch (error) {
       throw this.describe(error, target);
     }
@@ -502,6 +526,67 @@ class SftpSession implements FolderOps {
       throw this.describe(error, target);
     }
     return { published: true, metadataKept: false };
+  }
+
+  async listFolder(relative: string): Promise<{ files: FolderEntry[]; folders: string[] }> {
+    const list = (await this.readdir(this.at(relative))) ?? [];
+    const prefix = relative === '' ? '' : `${relative}/`;
+    return {
+      files: this.entriesOf(prefix, list),
+      folders: list.filter((f) => f.attrs.isDirectory()).map((f) => f.filename),
+    };
+  }
+
+  async listTree(relative: string): Promise<FolderEntry[]> {
+    const out: FolderEntry[] = [];
+    let active = 0;
+    const waiting: (() => void)[] = [];
+    const walk = async (dir: string): Promise<void> => {
+      while (active >= LISTINGS_IN_FLIGHT) await new Promise<void>((r) => waiting.push(r));
+      active += 1;
+      let listed: { files: FolderEntry[]; folders: string[] };
+      try {
+        listed = await this.listFolder(dir);
+      } finally {
+        active -= 1;
+        waiting.shift()?.();
+      }
+      out.push(...listed.files);
+      await Promise.all(listed.folders.map((f) => walk(dir === '' ? f : `${dir}/${f}`)));
+    };
+    await walk(relative);
+    return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  }
+
+  async statFile(relative: string): Promise<FolderEntry | undefined> {
+    const stat = await this.statOrUndefined(this.at(relative));
+    if (!stat?.isFile()) return undefined;
+    return { path: relative, bytes: stat.size, modifiedTime: new Date(stat.mtime * 1000).toISOString() };
+  }
+
+  async read(relative: string): Promise<Readable | undefined> {
+    const target = this.at(relative);
+    const stat = await this.statOrUndefined(target);
+    if (!stat?.isFile()) return undefined;
+    const source = await this.reader(target, stat.size);
+    const out = new PassThrough();
+    source.on('error', (error: unknown) => out.destroy(this.describe(error, target)));
+    source.pipe(out);
+    // ssh2 may never answer reads in flight when the connection goes: fail the stream, never end it short.
+    const lost = () => {
+      if (!out.writableFinished)
+        out.destroy(new Error(`the connection to the server closed while reading ${target}`));
+    };
+    this.onBreak.add(lost);
+    out.on('close', () => {
+      this.onBreak.delete(lost);
+      source.destroy();
+    });
+    return out;
+  }
+
+  close(): void {
+    this.client.end();
   }
 
   async removeFile(relative: string): Promise<void> {
@@ -621,7 +706,7 @@ class SftpStore implements FolderStore {
     return { methods, tried };
   }
 
-  private async connect(): Promise<{ client: SshClient; sftp: SFTPWrapper }> {
+  private async connectSsh(): Promise<{ client: SshClient; sftp: SFTPWrapper }> {
     const { methods, tried } = this.authMethods();
     let knownText: string | undefined;
     try {
@@ -742,7 +827,7 @@ class SftpStore implements FolderStore {
   }
 
   async session<T>(work: (ops: FolderOps) => Promise<T>): Promise<T> {
-    const { client, sftp } = await this.connect();
+    const { client, sftp } = await this.connectSsh();
     try {
       return await work(new SftpSession(client, sftp, this.folder, this.describe));
     } finally {
@@ -751,13 +836,18 @@ class SftpStore implements FolderStore {
   }
 
   async open(relative: string): Promise<Readable> {
-    const { client, sftp } = await this.connect();
+    const { client, sftp } = await this.connectSsh();
     try {
       return await new SftpSession(client, sftp, this.folder, this.describe).open(relative);
     } catch (error) {
       client.end();
       throw error;
     }
+  }
+
+  async connect(): Promise<FolderConnection> {
+    const { client, sftp } = await this.connectSsh();
+    return new SftpSession(client, sftp, this.folder, this.describe);
   }
 }
 

@@ -48,8 +48,9 @@ export function stateDirOf(target: DatabaseTarget): string {
 
 /**
  * The blob store of `host`'s repository on a destination, through the destination's own client: a local folder
- * `<path>/<database>/<host>/repo/`, S3 keys `<prefix>/<database>/<host>/repo/…`, or on Drive the folder `repo`
- * inside `<database>@<host>` inside the destination's folder.
+ * `<path>/<database>/<host>/repo/` (the same below an SFTP server's `path` or an rclone remote), S3 keys
+ * `<prefix>/<database>/<host>/repo/…`, or on Drive the folder `repo` inside `<database>@<host>` inside the
+ * destination's folder.
  */
 export async function openRepositoryStore(
   spec: DestinationSpec,
@@ -81,6 +82,13 @@ export async function openRepositoryStore(
     if (destination instanceof GoogleDriveDestination)
       return new DriveBlobStore(destination, target.name, host);
   }
+  if (spec.type === 'sftp' || spec.type === 'rclone') {
+    const [{ HostFolderDestination }, { FolderBlobStore }] = await Promise.all([
+      import('../destinations/host-folders.js'),
+      import('./stores/folder.js'),
+    ]);
+    if (destination instanceof HostFolderDestination) return new FolderBlobStore(destination, host);
+  }
   throw new LitekeepError(`destination ${spec.name} (${spec.type}) cannot hold an incremental repository`, {
     exitCode: EXIT.usage,
   });
@@ -108,6 +116,13 @@ export async function repositoryHosts(spec: DestinationSpec, target: DatabaseTar
       import('./stores/drive.js'),
     ]);
     if (destination instanceof GoogleDriveDestination) return DriveBlobStore.hosts(destination, target.name);
+  }
+  if (spec.type === 'sftp' || spec.type === 'rclone') {
+    const [{ HostFolderDestination }, { FolderBlobStore }] = await Promise.all([
+      import('../destinations/host-folders.js'),
+      import('./stores/folder.js'),
+    ]);
+    if (destination instanceof HostFolderDestination) return FolderBlobStore.hosts(destination);
   }
   const { LocalDestination } = await import('../destinations/local.js');
   if (destination instanceof LocalDestination) {

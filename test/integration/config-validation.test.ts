@@ -108,24 +108,6 @@ describe('impossible settings stop litekeep before any work', () => {
     expect(fs.existsSync(w.backups)).toBe(false);
   });
 
-  it('format: incremental on an rclone or sftp destination is refused at load, naming the fix', async () => {
-    for (const entry of [
-      { name: 'nas', type: 'rclone', remote: 'nas:backups', format: 'incremental' },
-      { name: 'box', type: 'sftp', host: '127.0.0.1', path: '/srv/backups', format: 'incremental' },
-    ]) {
-      const w = workspace({ endpoint: s3.endpoint }, { destinations: [entry] });
-      const r = await runCli(['backup'], { cwd: w.dir });
-      expect(r.code, r.stderr).toBe(2);
-      expect(r.stderr.trim()).toMatch(
-        new RegExp(
-          `^litekeep: destinations\\[0\\]\\.format incremental from config file .* is not available for ${entry.type} destinations yet .*: remove format \\(full files\\) or use a local, s3 or google-drive destination$`,
-        ),
-      );
-      expect(r.stderr.trim().split('\n')).toHaveLength(1);
-      expect(fs.existsSync(w.backups)).toBe(false);
-    }
-  });
-
   it('a webhook URL that does not parse: exit 2 naming the key and the environment variable, secret not shown', async () => {
     const w = workspace({ endpoint: s3.endpoint });
     const r = await runCli(['backup'], {
