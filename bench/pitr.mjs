@@ -5,6 +5,7 @@
 // base snapshot. Not a test: it prints figures.
 //
 //   node bench/pitr.mjs [--size MiB] [--rate tx/s] [--seconds N] [--burst-seconds N] [--restores N] [--dir DIR]
+//                       [--fingerprint-every DURATION]
 //   (npm run bench -- --only pitr [--size 1024] [...])
 //
 // Writer: its own process (better-sqlite3, WAL, synchronous=NORMAL as apps in WAL mode run, the default
@@ -35,6 +36,8 @@ const rate = Number(arg('rate', '1000'));
 const seconds = Number(arg('seconds', '600'));
 const burstSeconds = Number(arg('burst-seconds', '30'));
 const restores = Number(arg('restores', '3'));
+/** `replicate.fingerprintEvery` for the run (default: litekeep's own default). */
+const fingerprintEvery = arg('fingerprint-every', undefined);
 const work = fs.mkdtempSync(path.join(arg('dir', os.tmpdir()), 'litekeep-bench-pitr-'));
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -170,7 +173,7 @@ function startReplicate(dir) {
   readline.createInterface({ input: child.stdout }).on('line', (line) => {
     try {
       const event = JSON.parse(line);
-      events.push(event);
+      events.push({ ...event, at: Date.now() });
       for (const w of waiting.splice(0)) w();
     } catch {
       // not an event
@@ -266,7 +269,7 @@ async function main() {
       backupDir: 'backups',
       host: 'bench',
       notify: {},
-      replicate: { enabled: true, interval: '1s' },
+      replicate: { enabled: true, interval: '1s', ...(fingerprintEvery ? { fingerprintEvery } : {}) },
       destinations: [{ name: 'vault', type: 'local', path: 'vault', format: 'incremental' }],
     }),
   );
@@ -291,6 +294,7 @@ async function main() {
 
   console.log(`steady ${rate} tx/s for ${seconds} s, with litekeep replicate ...`);
   const eventsBefore = litekeep.events.length;
+  const steadyStarted = Date.now();
   const writing = app.run(rate, seconds, path.join(work, 'replicated.json'));
   const lags = sampleLag(db, stateFile, writing);
   results.replicated = await writing;
@@ -298,7 +302,10 @@ async function main() {
   results.cpuSeconds = tree(litekeep.child.pid).cpu - cpuBefore;
   results.peakRss = peakRss;
   const during = litekeep.events.slice(eventsBefore);
-  results.gaps = during.filter((e) => e.kind === 'gap' && e.reason !== 'start').length;
+  const steadyGaps = during.filter((e) => e.kind === 'gap' && e.reason !== 'start');
+  results.gaps = steadyGaps.length;
+  // When each came, from the start of the steady run (to tell them from the moments litekeep does other work).
+  results.gapTimes = steadyGaps.map((e) => ((e.at - steadyStarted) / 1000).toFixed(1));
   results.errors = during.filter((e) => e.kind === 'error').map((e) => e.error);
 
   console.log(`burst at the machine's maximum for ${burstSeconds} s, with litekeep ...`);
@@ -385,7 +392,7 @@ function report(r) {
     `\nreplication lag (${r.lag.length} samples): p50 ${q(r.lag, 0.5)} ms, p99 ${q(r.lag, 0.99)} ms, max ${r.lag.at(-1)} ms`,
   );
   console.log(
-    `gaps: ${r.gaps} steady, ${r.burstGaps} in the burst; shipping errors: ${r.errors.length ? r.errors.join('; ') : 'none'}`,
+    `gaps: ${r.gaps} steady${r.gapTimes.length ? ` (at ${r.gapTimes.join(', ')} s)` : ''}, ${r.burstGaps} in the burst; shipping errors: ${r.errors.length ? r.errors.join('; ') : 'none'}`,
   );
   console.log(
     `litekeep CPU ${r.cpuSeconds.toFixed(1)} s over ${seconds} s (${((100 * r.cpuSeconds) / seconds).toFixed(1)}% of a core); peak RSS of its tree ${mb(r.peakRss)}`,

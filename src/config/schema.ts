@@ -122,8 +122,8 @@ export const configSchema = section({
       }),
       interval: duration({ default: '1s', doc: 'how often the WAL is read and new commits shipped' }),
       fingerprintEvery: duration({
-        default: '10m',
-        doc: 'how often a shipped commit carries the database fingerprint (tables, row counts, schema) read in one short read transaction, for verify drills of points in time; 0s: never',
+        default: '1h',
+        doc: 'how often a shipped commit carries the database fingerprint (tables, row counts, schema) read in one read transaction as long as counting the rows takes, for verify drills of points in time; 0s: never',
       }),
       mode: oneOf(['follow', 'cooperative'], {
         default: 'follow',

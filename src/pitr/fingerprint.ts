@@ -18,8 +18,9 @@ import type { CommitRef } from './plan.js';
  * reads agree (both copies of the header equal, same salts, same mxFrame), nothing was committed in between,
  * so the snapshot is exactly the commit ending at mxFrame. Otherwise it is tried again, a few times at most.
  *
- * The transaction is as short as counting rows takes. While it is open the app's checkpoints may not reset the
- * WAL past it (its frames stay, nothing is lost; the WAL grows for that moment), as during a base snapshot.
+ * The transaction lasts as long as counting rows and then shipping what was committed meanwhile take. While it
+ * is open the app's checkpoints may not reset the WAL past it (its frames stay, nothing is lost; the WAL grows
+ * for that moment, by what the app writes while the rows are counted), as during a base snapshot.
  */
 
 export interface WalEndFingerprint {
@@ -64,33 +65,47 @@ export function walIndexEnd(databasePath: string): HeaderRead | undefined {
   return readIndexHeader(databasePath);
 }
 
+/** A fingerprint whose read transaction is still open: `release` ends it (and closes its connection). */
+export interface PinnedFingerprint extends WalEndFingerprint {
+  release(): void;
+}
+
 /**
  * The fingerprint of the database as of the commit ending at the WAL's last commit frame now, or undefined
  * when that cannot be pinned down (the WAL empty or just reset, commits racing every try, no wal-index).
+ *
+ * Its read transaction stays open until `release`: counting rows blocks the event loop (about 2.5 s per GiB
+ * of table here), and the commits the app made meanwhile are in the WAL only, which the app's next checkpoint
+ * may reset as soon as the transaction ends. The caller ships them before it releases (no gap).
  */
-export function fingerprintAtWalEnd(databasePath: string, tries = 5): WalEndFingerprint | undefined {
+export function fingerprintAtWalEnd(databasePath: string, tries = 5): PinnedFingerprint | undefined {
   // timeout 0: never wait in SQLite's busy handler on the event loop; a busy moment is tried next time.
   const db = new Database(databasePath, { readonly: true, fileMustExist: true, timeout: 0 });
+  // A read-only connection never checkpoints or deletes the WAL when it closes.
+  const release = () => {
+    if (db.inTransaction) db.exec('COMMIT');
+    db.close();
+  };
   try {
     for (let i = 0; i < tries; i++) {
       const before = readIndexHeader(databasePath);
-      if (!before || before.mxFrame === 0) return undefined;
+      if (!before || before.mxFrame === 0) break;
       db.exec('BEGIN');
-      try {
-        // A read transaction takes its snapshot at its first read.
-        db.prepare('SELECT count(*) FROM sqlite_schema').get();
-        const after = readIndexHeader(databasePath);
-        if (!after || !sameHeader(before, after)) continue;
-        return { ...after, frame: after.mxFrame, fingerprint: fingerprintOf(db), takenAt: Date.now() };
-      } finally {
-        db.exec('COMMIT');
+      // A read transaction takes its snapshot at its first read.
+      db.prepare('SELECT count(*) FROM sqlite_schema').get();
+      const after = readIndexHeader(databasePath);
+      if (after && sameHeader(before, after)) {
+        const fingerprint = fingerprintOf(db);
+        return { ...after, frame: after.mxFrame, fingerprint, takenAt: Date.now(), release };
       }
+      db.exec('COMMIT');
     }
-    return undefined;
-  } finally {
-    // A read-only connection never checkpoints or deletes the WAL when it closes.
-    db.close();
+  } catch (error) {
+    release();
+    throw error;
   }
+  release();
+  return undefined;
 }
 
 /**

@@ -7,7 +7,7 @@ import { formatDuration } from '../util/duration.js';
 import { sleep } from '../util/timeouts.js';
 import { replicationDestinations, replicationLockPath, replicationStateFile } from './capture.js';
 import { CooperativeCheckpoints, readWalIndex } from './cooperative.js';
-import { fingerprintAtWalEnd, walIndexEnd } from './fingerprint.js';
+import { fingerprintAtWalEnd, walIndexEnd, type PinnedFingerprint } from './fingerprint.js';
 import { assertWalMode, readShipperState, WalShipper, type ShipResult } from './shipper.js';
 import { RepositorySegments } from './stored.js';
 
@@ -262,8 +262,11 @@ export class Replicator {
       }
     }
     let everyDestinationShipped = true;
+    // Held through this pass's shipping, so that what the app committed while the rows were counted is read
+    // before a checkpoint of the app's can reset the WAL over it.
+    let fingerprinting: PinnedFingerprint | undefined;
     try {
-      await this.fingerprintIfDue();
+      fingerprinting = await this.fingerprintIfDue();
       await this.shipEverywhere(owed, () => (everyDestinationShipped = false));
       // A destination that failed is behind: its frames must stay in the WAL, so nothing is checkpointed.
       if (pinned && everyDestinationShipped) {
@@ -280,6 +283,7 @@ export class Replicator {
         }
       }
     } finally {
+      fingerprinting?.release();
       if (pinned) this.checkpoints!.unpin();
     }
     this.takeBaseIfOwed(owed);
@@ -290,11 +294,11 @@ export class Replicator {
    * shipper for the segment that ships it (src/pitr/fingerprint.ts). Only when some destination has that commit
    * still to ship: an idle database is not read again and again.
    */
-  private async fingerprintIfDue(): Promise<void> {
+  private async fingerprintIfDue(): Promise<PinnedFingerprint | undefined> {
     const every = this.target.settings.replicate.fingerprintEvery ?? 0;
-    if (every <= 0 || Date.now() - this.lastFingerprintAt < every) return;
+    if (every <= 0 || Date.now() - this.lastFingerprintAt < every) return undefined;
     const end = walIndexEnd(this.target.path);
-    if (!end || end.mxFrame === 0) return;
+    if (!end || end.mxFrame === 0) return undefined;
     const shippers: WalShipper[] = [];
     for (const follower of this.followers)
       // A destination that cannot be opened now is reported by the pass that follows.
@@ -308,8 +312,8 @@ export class Replicator {
       const at = await shipper.position().catch(() => undefined);
       if (!at || at.salt1 !== end.salt1 || at.salt2 !== end.salt2 || at.frame < end.mxFrame) unshipped = true;
     }
-    if (!unshipped) return;
-    let taken;
+    if (!unshipped) return undefined;
+    let taken: PinnedFingerprint | undefined;
     try {
       taken = fingerprintAtWalEnd(this.target.path);
     } catch (error) {
@@ -317,6 +321,7 @@ export class Replicator {
     }
     this.lastFingerprintAt = Date.now();
     if (taken) for (const shipper of shippers) shipper.noteFingerprint(taken);
+    return taken;
   }
 
   private async shipEverywhere(owed: { reason: string; gap: boolean }[], failed: () => void): Promise<void> {
