@@ -335,10 +335,17 @@ async function main() {
     const [at] = times[Math.floor(((i + 0.5) / restores) * times.length)];
     const target = new Date(at + 1500);
     const out = path.join(work, `restored-${i}.db`);
+    // Exit 3: restored, but only to the last whole point before a gap (counted and printed, not a crash).
+    let partial = false;
+    const restoreStarted = Date.now();
     const seconds = await timed(
       ['restore', '--from', 'vault', '--at', target.toISOString(), '--to', out, '--yes'],
       work,
-    );
+    ).catch((error) => {
+      if (!/: 3 /.test(error.message) || !fs.existsSync(out)) throw error;
+      partial = true;
+      return (Date.now() - restoreStarted) / 1000;
+    });
     const restored = new Database(out, { readonly: true });
     const last = restored.prepare('SELECT max(id) AS id FROM events').get().id;
     restored.close();
@@ -346,7 +353,7 @@ async function main() {
     const exact = times.filter(([t]) => t <= target.getTime()).at(-1)?.[1];
     const earlier = times.filter(([t]) => t <= target.getTime() - 1000).at(-1)?.[1];
     fs.rmSync(out);
-    results.restores.push({ at: target.toISOString(), seconds, last, exact, earlier });
+    results.restores.push({ at: target.toISOString(), seconds, last, exact, earlier, partial });
   }
   // The newest snapshot is the base of every moment after it: restored alone, as any snapshot.
   const baseOut = path.join(work, 'restored-base.db');
@@ -412,7 +419,7 @@ function report(r) {
   );
   for (const x of r.restores)
     console.log(
-      `  --at ${x.at}: ${x.seconds.toFixed(1)} s (${(x.seconds / r.baseRestoreSeconds).toFixed(2)}x), last id ${x.last} (commits by then: ${x.exact}; by a second earlier: ${x.earlier})`,
+      `  --at ${x.at}: ${x.seconds.toFixed(1)} s (${(x.seconds / r.baseRestoreSeconds).toFixed(2)}x), last id ${x.last} (commits by then: ${x.exact}; by a second earlier: ${x.earlier})${x.partial ? ' — partial: stopped at a gap before it (exit 3)' : ''}`,
     );
 }
 

@@ -1,6 +1,6 @@
-import fs from 'node:fs/promises';
 import os from 'node:os';
 import Database from 'better-sqlite3';
+import { readHeldHead } from '../util/held-files.js';
 
 /**
  * Cooperative mode (`replicate.mode: cooperative`, docs/wal-segments.md): the app sets `wal_autocheckpoint=0`
@@ -103,19 +103,14 @@ export interface WalIndexState {
  * twice, then nBackfill; native byte order, the salts as in the WAL header). Undefined when there is none.
  */
 export async function readWalIndex(databasePath: string): Promise<WalIndexState | undefined> {
-  let bytes: Buffer;
+  let bytes: Buffer | undefined;
   try {
-    const handle = await fs.open(`${databasePath}-shm`, 'r');
-    try {
-      bytes = Buffer.alloc(136);
-      const { bytesRead } = await handle.read(bytes, 0, 136, 0);
-      if (bytesRead < 136) return undefined;
-    } finally {
-      await handle.close();
-    }
+    // Through a descriptor kept open: closing one would drop the locks of litekeep's own connections (the pin).
+    bytes = readHeldHead(`${databasePath}-shm`, 136);
   } catch {
     return undefined;
   }
+  if (!bytes || bytes.length < 136) return undefined;
   const u32 = (offset: number) =>
     os.endianness() === 'LE' ? bytes.readUInt32LE(offset) : bytes.readUInt32BE(offset);
   // isInit (byte 12): a wal-index being rebuilt says nothing yet.

@@ -5,6 +5,7 @@ import Database from 'better-sqlite3';
 import type { Fingerprint } from '../catalog/index.js';
 import { fingerprintOf } from '../snapshot/inspect.js';
 import { writeFileAtomic } from '../util/fs.js';
+import { readHeldHead } from '../util/held-files.js';
 import type { CommitRef } from './plan.js';
 
 /**
@@ -37,24 +38,29 @@ interface HeaderRead {
   salt1: number;
   salt2: number;
   mxFrame: number;
+  /** Frames already copied into the database file (the checkpoint info's nBackfill). */
+  nBackfill: number;
 }
 
 /** The wal-index header when both of its copies agree and it is initialised; undefined otherwise. */
 function readIndexHeader(databasePath: string): HeaderRead | undefined {
-  let fd: number | undefined;
-  const bytes = Buffer.alloc(96);
+  let bytes: Buffer | undefined;
   try {
-    fd = fs.openSync(`${databasePath}-shm`, 'r');
-    if (fs.readSync(fd, bytes, 0, 96, 0) < 96) return undefined;
+    // Never an open and close of the -shm: that would drop the read lock of the transaction it checks.
+    bytes = readHeldHead(`${databasePath}-shm`, 100);
   } catch {
     return undefined;
-  } finally {
-    if (fd !== undefined) fs.closeSync(fd);
   }
+  if (!bytes || bytes.length < 100) return undefined;
   // walformat.html: two copies of the 48-byte header; a writer updating it leaves them different for a moment.
   if (!bytes.subarray(0, 48).equals(bytes.subarray(48, 96)) || bytes[12] !== 1) return undefined;
-  const mxFrame = os.endianness() === 'LE' ? bytes.readUInt32LE(16) : bytes.readUInt32BE(16);
-  return { salt1: bytes.readUInt32BE(32), salt2: bytes.readUInt32BE(36), mxFrame };
+  const u32 = (at: number) => (os.endianness() === 'LE' ? bytes.readUInt32LE(at) : bytes.readUInt32BE(at));
+  return {
+    salt1: bytes.readUInt32BE(32),
+    salt2: bytes.readUInt32BE(36),
+    mxFrame: u32(16),
+    nBackfill: u32(96),
+  };
 }
 
 const sameHeader = (a: HeaderRead, b: HeaderRead) =>
@@ -65,24 +71,35 @@ export function walIndexEnd(databasePath: string): HeaderRead | undefined {
   return readIndexHeader(databasePath);
 }
 
-/** A fingerprint whose read transaction is still open: `release` ends it (and closes its connection). */
-export interface PinnedFingerprint extends WalEndFingerprint {
+/**
+ * A read transaction pinned to the commit ending at the WAL's last commit frame: `fingerprint` counts the rows
+ * as of that commit, `release` ends the transaction (and closes its connection).
+ */
+export interface WalEndPin {
+  salt1: number;
+  salt2: number;
+  /** The commit frame the transaction sees the database at. */
+  frame: number;
+  fingerprint(): WalEndFingerprint;
   release(): void;
 }
 
 /**
- * The fingerprint of the database as of the commit ending at the WAL's last commit frame now, or undefined
- * when that cannot be pinned down (the WAL empty or just reset, commits racing every try, no wal-index).
+ * Begins a read transaction whose snapshot is exactly the commit at the WAL's last commit frame now, holding a
+ * read mark so that no writer can reset the WAL until `release`; undefined when that cannot be had now (the
+ * WAL empty, just reset or wholly checkpointed, commits racing every try, no wal-index).
  *
- * Its read transaction stays open until `release`: counting rows blocks the event loop (about 2.5 s per GiB
- * of table here), and the commits the app made meanwhile are in the WAL only, which the app's next checkpoint
- * may reset as soon as the transaction ends. The caller ships them before it releases (no gap).
+ * Why the mark matters: counting rows blocks the event loop (about 2.5 s per GiB of table here), so litekeep
+ * reads no frame meanwhile. With the mark held the app's WAL only grows; the caller reads ahead right after
+ * pinning (a reset just before it left the old generation's tail in the file only until the new one overwrites
+ * it), counts, ships what was committed meanwhile, then releases.
  */
-export function fingerprintAtWalEnd(databasePath: string, tries = 5): PinnedFingerprint | undefined {
+export function pinWalEnd(databasePath: string, tries = 5): WalEndPin | undefined {
   // timeout 0: never wait in SQLite's busy handler on the event loop; a busy moment is tried next time.
   const db = new Database(databasePath, { readonly: true, fileMustExist: true, timeout: 0 });
   // A read-only connection never checkpoints or deletes the WAL when it closes.
   const release = () => {
+    if (!db.open) return;
     if (db.inTransaction) db.exec('COMMIT');
     db.close();
   };
@@ -94,9 +111,17 @@ export function fingerprintAtWalEnd(databasePath: string, tries = 5): PinnedFing
       // A read transaction takes its snapshot at its first read.
       db.prepare('SELECT count(*) FROM sqlite_schema').get();
       const after = readIndexHeader(databasePath);
-      if (after && sameHeader(before, after)) {
-        const fingerprint = fingerprintOf(db);
-        return { ...after, frame: after.mxFrame, fingerprint, takenAt: Date.now(), release };
+      // Everything backfilled: the transaction may hold read lock 0 (reading the database file only), which
+      // does not keep the app from resetting the WAL. With nBackfill below mxFrame it holds a read mark.
+      if (after && sameHeader(before, after) && after.nBackfill < after.mxFrame) {
+        const { salt1, salt2, mxFrame: frame } = after;
+        return {
+          salt1,
+          salt2,
+          frame,
+          fingerprint: () => ({ salt1, salt2, frame, fingerprint: fingerprintOf(db), takenAt: Date.now() }),
+          release,
+        };
       }
       db.exec('COMMIT');
     }

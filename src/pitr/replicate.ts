@@ -7,7 +7,7 @@ import { formatDuration } from '../util/duration.js';
 import { sleep } from '../util/timeouts.js';
 import { replicationDestinations, replicationLockPath, replicationStateFile } from './capture.js';
 import { CooperativeCheckpoints, readWalIndex } from './cooperative.js';
-import { fingerprintAtWalEnd, walIndexEnd, type PinnedFingerprint } from './fingerprint.js';
+import { pinWalEnd, walIndexEnd, type WalEndPin } from './fingerprint.js';
 import { assertWalMode, readShipperState, WalShipper, type ShipResult } from './shipper.js';
 import { RepositorySegments } from './stored.js';
 
@@ -264,7 +264,7 @@ export class Replicator {
     let everyDestinationShipped = true;
     // Held through this pass's shipping, so that what the app committed while the rows were counted is read
     // before a checkpoint of the app's can reset the WAL over it.
-    let fingerprinting: PinnedFingerprint | undefined;
+    let fingerprinting: WalEndPin | undefined;
     try {
       fingerprinting = await this.fingerprintIfDue();
       await this.shipEverywhere(owed, () => (everyDestinationShipped = false));
@@ -294,7 +294,7 @@ export class Replicator {
    * shipper for the segment that ships it (src/pitr/fingerprint.ts). Only when some destination has that commit
    * still to ship: an idle database is not read again and again.
    */
-  private async fingerprintIfDue(): Promise<PinnedFingerprint | undefined> {
+  private async fingerprintIfDue(): Promise<WalEndPin | undefined> {
     const every = this.target.settings.replicate.fingerprintEvery ?? 0;
     if (every <= 0 || Date.now() - this.lastFingerprintAt < every) return undefined;
     const end = walIndexEnd(this.target.path);
@@ -313,15 +313,23 @@ export class Replicator {
       if (!at || at.salt1 !== end.salt1 || at.salt2 !== end.salt2 || at.frame < end.mxFrame) unshipped = true;
     }
     if (!unshipped) return undefined;
-    let taken: PinnedFingerprint | undefined;
+    let pin: WalEndPin | undefined;
     try {
-      taken = fingerprintAtWalEnd(this.target.path);
+      // A moment that cannot be pinned down (cheap: no rows counted) is tried again next pass.
+      pin = pinWalEnd(this.target.path);
+      if (!pin) return undefined;
+      // Before the count blocks the event loop: what the WAL holds now, a generation's tail included.
+      if (!this.checkpoints) await this.readAheadEverywhere();
+      const taken = pin.fingerprint();
+      for (const shipper of shippers) shipper.noteFingerprint(taken);
+      return pin;
     } catch (error) {
+      pin?.release();
       this.warn(`cannot read the fingerprint of ${this.target.name} (tried again later): ${oneLine(error)}`);
+      return undefined;
+    } finally {
+      if (pin) this.lastFingerprintAt = Date.now();
     }
-    this.lastFingerprintAt = Date.now();
-    if (taken) for (const shipper of shippers) shipper.noteFingerprint(taken);
-    return taken;
   }
 
   private async shipEverywhere(owed: { reason: string; gap: boolean }[], failed: () => void): Promise<void> {

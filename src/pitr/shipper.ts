@@ -1,5 +1,6 @@
 import fs from 'node:fs/promises';
 import { writeFileAtomic } from '../util/fs.js';
+import { readHeldHead } from '../util/held-files.js';
 import { recordFingerprinted, type FingerprintedCommit, type WalEndFingerprint } from './fingerprint.js';
 import type { CommitRef } from './plan.js';
 import { encodeSegment, type SegmentMetadata } from './segment.js';
@@ -124,15 +125,12 @@ export class ReplicationError extends Error {
 
 /** Checks that the database exists and is in WAL mode (byte 18 of its header is 2): only then is there a WAL. */
 export async function assertWalMode(databasePath: string): Promise<void> {
-  let head: Buffer;
+  let head: Buffer | undefined;
   try {
-    const handle = await fs.open(databasePath, 'r');
-    try {
-      head = Buffer.alloc(100);
-      await handle.read(head, 0, 100, 0);
-    } finally {
-      await handle.close();
-    }
+    // The database file is read through a descriptor kept open (src/util/held-files.ts): closing one would drop
+    // the locks of this process's connections to it.
+    head = readHeldHead(databasePath, 100);
+    if (!head) throw Object.assign(new Error('no such file'), { code: 'ENOENT' });
   } catch (error) {
     throw new ReplicationError(
       `cannot read ${databasePath} (${(error as NodeJS.ErrnoException).code ?? String(error)}); check the database path`,

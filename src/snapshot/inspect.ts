@@ -2,6 +2,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import Database from 'better-sqlite3';
 import type { Fingerprint } from '../catalog/index.js';
+import { readHeldHead } from '../util/held-files.js';
 import { LitekeepError } from '../util/errors.js';
 
 export type IntegrityMode = 'full' | 'quick';
@@ -43,19 +44,17 @@ export function assertSqliteFile(file: string, what = 'database'): fs.Stats {
       },
     );
   }
-  const header = Buffer.alloc(16);
-  let fd: number | undefined;
+  let header: Buffer;
   try {
-    fd = fs.openSync(file, 'r');
-    fs.readSync(fd, header, 0, 16, 0);
+    // Through a descriptor kept open: a run in the daemon reads this beside the replicator's own connections
+    // to the same database, whose locks an open and close of the file would drop (src/util/held-files.ts).
+    header = readHeldHead(file, 16) ?? Buffer.alloc(0);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     throw new LitekeepError(
       `cannot read ${what} ${file}: ${code === 'EACCES' ? 'permission denied' : code}; run litekeep as a user that can read it`,
       { stage: 'snapshot' },
     );
-  } finally {
-    if (fd !== undefined) fs.closeSync(fd);
   }
   if (!header.equals(SQLITE_HEADER)) {
     throw new LitekeepError(

@@ -27,7 +27,9 @@ const MiB = 1024 * 1024;
 describe('verification drills of points in time', () => {
   it('restores exactly to a commit or segment by id, and verify compares random commits with their shipped fingerprints', async () => {
     const t = setUp();
-    const writer = startWriter(t.db);
+    // The app's own checkpoints are rare here (1000 pages, SQLite's default): a fingerprint is read only while
+    // the WAL holds frames not yet copied into the database file (src/pitr/fingerprint.ts).
+    const writer = startWriter(t.db, { autocheckpoint: 1000 });
     expect(await writer.ready).toBe('ready');
     await writer.send('burst 3');
     const first = await runCli(['replicate', '--once'], { cwd: t.dir });
