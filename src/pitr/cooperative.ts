@@ -96,29 +96,38 @@ export interface WalIndexState {
   salt2: number;
   mxFrame: number;
   nBackfill: number;
+  /** Whether the header's two copies agree (a writer updating it leaves them different for a moment). */
+  copiesAgree: boolean;
 }
 
 /**
  * Reads the first wal-index header and the checkpoint info from `<db>-shm` (walformat.html: 48-byte header
- * twice, then nBackfill; native byte order, the salts as in the WAL header). Undefined when there is none.
+ * twice, then nBackfill; native byte order, the salts as in the WAL header). Undefined when there is none or it
+ * is being rebuilt. Through a descriptor kept open: closing one would drop the locks of litekeep's own
+ * connections to the database (src/util/held-files.ts).
  */
-export async function readWalIndex(databasePath: string): Promise<WalIndexState | undefined> {
+export function readWalIndexSync(databasePath: string): WalIndexState | undefined {
   let bytes: Buffer | undefined;
   try {
-    // Through a descriptor kept open: closing one would drop the locks of litekeep's own connections (the pin).
-    bytes = readHeldHead(`${databasePath}-shm`, 136);
+    bytes = readHeldHead(`${databasePath}-shm`, 100);
   } catch {
     return undefined;
   }
-  if (!bytes || bytes.length < 136) return undefined;
-  const u32 = (offset: number) =>
-    os.endianness() === 'LE' ? bytes.readUInt32LE(offset) : bytes.readUInt32BE(offset);
+  if (!bytes || bytes.length < 100) return undefined;
   // isInit (byte 12): a wal-index being rebuilt says nothing yet.
   if (bytes[12] !== 1) return undefined;
+  const u32 = (offset: number) =>
+    os.endianness() === 'LE' ? bytes.readUInt32LE(offset) : bytes.readUInt32BE(offset);
   return {
     mxFrame: u32(16),
     salt1: bytes.readUInt32BE(32),
     salt2: bytes.readUInt32BE(36),
     nBackfill: u32(96),
+    copiesAgree: bytes.subarray(0, 48).equals(bytes.subarray(48, 96)),
   };
+}
+
+/** `readWalIndexSync`, for callers that await it. */
+export async function readWalIndex(databasePath: string): Promise<WalIndexState | undefined> {
+  return readWalIndexSync(databasePath);
 }

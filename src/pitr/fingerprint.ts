@@ -1,11 +1,10 @@
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { Fingerprint } from '../catalog/index.js';
 import { fingerprintOf } from '../snapshot/inspect.js';
 import { writeFileAtomic } from '../util/fs.js';
-import { readHeldHead } from '../util/held-files.js';
+import { readWalIndexSync, type WalIndexState } from './cooperative.js';
 import type { CommitRef } from './plan.js';
 
 /**
@@ -34,40 +33,17 @@ export interface WalEndFingerprint {
   takenAt: number;
 }
 
-interface HeaderRead {
-  salt1: number;
-  salt2: number;
-  mxFrame: number;
-  /** Frames already copied into the database file (the checkpoint info's nBackfill). */
-  nBackfill: number;
+/** The wal-index header when both of its copies agree; undefined otherwise. */
+function readIndexHeader(databasePath: string): WalIndexState | undefined {
+  const state = readWalIndexSync(databasePath);
+  return state?.copiesAgree ? state : undefined;
 }
 
-/** The wal-index header when both of its copies agree and it is initialised; undefined otherwise. */
-function readIndexHeader(databasePath: string): HeaderRead | undefined {
-  let bytes: Buffer | undefined;
-  try {
-    // Never an open and close of the -shm: that would drop the read lock of the transaction it checks.
-    bytes = readHeldHead(`${databasePath}-shm`, 100);
-  } catch {
-    return undefined;
-  }
-  if (!bytes || bytes.length < 100) return undefined;
-  // walformat.html: two copies of the 48-byte header; a writer updating it leaves them different for a moment.
-  if (!bytes.subarray(0, 48).equals(bytes.subarray(48, 96)) || bytes[12] !== 1) return undefined;
-  const u32 = (at: number) => (os.endianness() === 'LE' ? bytes.readUInt32LE(at) : bytes.readUInt32BE(at));
-  return {
-    salt1: bytes.readUInt32BE(32),
-    salt2: bytes.readUInt32BE(36),
-    mxFrame: u32(16),
-    nBackfill: u32(96),
-  };
-}
-
-const sameHeader = (a: HeaderRead, b: HeaderRead) =>
+const sameHeader = (a: WalIndexState, b: WalIndexState) =>
   a.salt1 === b.salt1 && a.salt2 === b.salt2 && a.mxFrame === b.mxFrame;
 
 /** The last committed frame in the WAL now, from the wal-index; undefined when it cannot be read. */
-export function walIndexEnd(databasePath: string): HeaderRead | undefined {
+export function walIndexEnd(databasePath: string): WalIndexState | undefined {
   return readIndexHeader(databasePath);
 }
 
