@@ -1,6 +1,6 @@
 import os from 'node:os';
 import Database from 'better-sqlite3';
-import { readHeldHead } from '../util/held-files.js';
+import { holdOpen, isHeld, readHead } from '../util/held-files.js';
 
 /**
  * Cooperative mode (`replicate.mode: cooperative`, docs/wal-segments.md): the app sets `wal_autocheckpoint=0`
@@ -39,13 +39,20 @@ export interface CheckpointResult {
 export class CooperativeCheckpoints {
   private reader: Database.Database | undefined;
   private writer: Database.Database | undefined;
+  private readonly holds: (() => void)[] = [];
 
   constructor(private readonly databasePath: string) {}
 
   private connections(): { reader: Database.Database; writer: Database.Database } {
+    // The database's files are held open while these connections live, so that reading the wal-index beside
+    // them never closes a descriptor of a file they hold locks on (src/util/held-files.ts); let go in close().
+    const shm = `${this.databasePath}-shm`;
+    if (!this.reader) this.holds.push(holdOpen(this.databasePath), holdOpen(shm));
     // timeout 0: never block the event loop in SQLite's busy handler; a busy moment is tried again next pass.
     this.reader ??= new Database(this.databasePath, { readonly: true, fileMustExist: true, timeout: 0 });
     this.writer ??= new Database(this.databasePath, { fileMustExist: true, timeout: 0 });
+    // No -shm before the first connection made it: held from now on.
+    if (!isHeld(shm)) this.holds.push(holdOpen(shm));
     return { reader: this.reader, writer: this.writer };
   }
 
@@ -87,6 +94,7 @@ export class CooperativeCheckpoints {
     this.writer = undefined;
     this.reader?.close();
     this.reader = undefined;
+    for (const letGo of this.holds.splice(0)) letGo();
   }
 }
 
@@ -103,13 +111,13 @@ export interface WalIndexState {
 /**
  * Reads the first wal-index header and the checkpoint info from `<db>-shm` (walformat.html: 48-byte header
  * twice, then nBackfill; native byte order, the salts as in the WAL header). Undefined when there is none or it
- * is being rebuilt. Through a descriptor kept open: closing one would drop the locks of litekeep's own
- * connections to the database (src/util/held-files.ts).
+ * is being rebuilt. Through the descriptor litekeep's own connections hold, when they exist: closing another
+ * would drop their locks (src/util/held-files.ts).
  */
 export function readWalIndexSync(databasePath: string): WalIndexState | undefined {
   let bytes: Buffer | undefined;
   try {
-    bytes = readHeldHead(`${databasePath}-shm`, 100);
+    bytes = readHead(`${databasePath}-shm`, 100);
   } catch {
     return undefined;
   }

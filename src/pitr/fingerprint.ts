@@ -4,6 +4,7 @@ import Database from 'better-sqlite3';
 import type { Fingerprint } from '../catalog/index.js';
 import { fingerprintOf } from '../snapshot/inspect.js';
 import { writeFileAtomic } from '../util/fs.js';
+import { holdOpen, isHeld } from '../util/held-files.js';
 import { readWalIndexSync, type WalIndexState } from './cooperative.js';
 import type { CommitRef } from './plan.js';
 
@@ -71,13 +72,30 @@ export interface WalEndPin {
  * it), counts, ships what was committed meanwhile, then releases.
  */
 export function pinWalEnd(databasePath: string, tries = 5): WalEndPin | undefined {
-  // timeout 0: never wait in SQLite's busy handler on the event loop; a busy moment is tried next time.
-  const db = new Database(databasePath, { readonly: true, fileMustExist: true, timeout: 0 });
+  // Held before the connection opens and let go after it closes: the header is read beside it (held-files.ts).
+  const letGo = [holdOpen(databasePath), holdOpen(`${databasePath}-shm`)];
+  const free = () => letGo.forEach((f) => f());
+  if (!isHeld(`${databasePath}-shm`)) {
+    free();
+    return undefined;
+  }
+  let db: Database.Database;
+  try {
+    // timeout 0: never wait in SQLite's busy handler on the event loop; a busy moment is tried next time.
+    db = new Database(databasePath, { readonly: true, fileMustExist: true, timeout: 0 });
+  } catch (error) {
+    free();
+    throw error;
+  }
   // A read-only connection never checkpoints or deletes the WAL when it closes.
   const release = () => {
     if (!db.open) return;
-    if (db.inTransaction) db.exec('COMMIT');
-    db.close();
+    try {
+      if (db.inTransaction) db.exec('COMMIT');
+    } finally {
+      db.close();
+      free();
+    }
   };
   try {
     for (let i = 0; i < tries; i++) {

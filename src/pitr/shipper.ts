@@ -1,6 +1,6 @@
 import fs from 'node:fs/promises';
 import { writeFileAtomic } from '../util/fs.js';
-import { readHeldHead } from '../util/held-files.js';
+import { readHead } from '../util/held-files.js';
 import { recordFingerprinted, type FingerprintedCommit, type WalEndFingerprint } from './fingerprint.js';
 import type { CommitRef } from './plan.js';
 import { encodeSegment, type SegmentMetadata } from './segment.js';
@@ -127,9 +127,9 @@ export class ReplicationError extends Error {
 export async function assertWalMode(databasePath: string): Promise<void> {
   let head: Buffer | undefined;
   try {
-    // The database file is read through a descriptor kept open (src/util/held-files.ts): closing one would drop
-    // the locks of this process's connections to it.
-    head = readHeldHead(databasePath, 100);
+    // Through the descriptor litekeep's own connections hold, if any (src/util/held-files.ts): closing another
+    // would drop their locks.
+    head = readHead(databasePath, 100);
     if (!head) throw Object.assign(new Error('no such file'), { code: 'ENOENT' });
   } catch (error) {
     throw new ReplicationError(

@@ -2,7 +2,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import Database from 'better-sqlite3';
 import type { Fingerprint } from '../catalog/index.js';
-import { readHeldHead } from '../util/held-files.js';
+import { readHead } from '../util/held-files.js';
 import { LitekeepError } from '../util/errors.js';
 
 export type IntegrityMode = 'full' | 'quick';
@@ -46,9 +46,9 @@ export function assertSqliteFile(file: string, what = 'database'): fs.Stats {
   }
   let header: Buffer;
   try {
-    // Through a descriptor kept open: a run in the daemon reads this beside the replicator's own connections
-    // to the same database, whose locks an open and close of the file would drop (src/util/held-files.ts).
-    header = readHeldHead(file, 16) ?? Buffer.alloc(0);
+    // Through the replicator's held descriptor when it has connections to this database (a run in the daemon):
+    // an open and close of the file would drop their locks (src/util/held-files.ts).
+    header = readHead(file, 16) ?? Buffer.alloc(0);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     throw new LitekeepError(

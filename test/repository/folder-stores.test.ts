@@ -1,6 +1,5 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RcloneDestination } from '../../src/destinations/rclone.js';
@@ -9,6 +8,7 @@ import { BlobNotFoundError, readAll, type BlobStore } from '../../src/repository
 import { FolderBlobStore } from '../../src/repository/stores/folder.js';
 import { RCLONE_MISSING, SSHD_MISSING, titled } from '../helpers/programs.js';
 import { tree, waitFor } from '../helpers/remote.js';
+import { tempDir } from '../helpers/temp.js';
 import {
   rcloneTestEnv,
   remoteSection,
@@ -23,8 +23,7 @@ import { startSshServer, type SshServer } from '../servers/sshd.js';
  */
 
 const MiB = 1024 * 1024;
-const work = fs.mkdtempSync(path.join(os.tmpdir(), 'litekeep-folder-stores-'));
-afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
+const work = tempDir('litekeep-folder-stores-');
 
 const sha256 = (data: Buffer) => crypto.createHash('sha256').update(data).digest('hex');
 
