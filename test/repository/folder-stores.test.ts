@@ -23,7 +23,11 @@ import { startSshServer, type SshServer } from '../servers/sshd.js';
  */
 
 const MiB = 1024 * 1024;
-const work = tempDir('litekeep-folder-stores-');
+// Made when a test here runs: with the servers missing (a fresh machine) nothing is made, nothing left behind.
+let work: string;
+beforeAll(() => {
+  work = tempDir('litekeep-folder-stores-');
+});
 
 const sha256 = (data: Buffer) => crypto.createHash('sha256').update(data).digest('hex');
 
