@@ -1,3 +1,4 @@
+import crypto from 'node:crypto';
 import { compactStamp, zonedToDate } from './util/time.js';
 
 /**
@@ -89,6 +90,17 @@ export function compareBackupNamesNewestFirst(a: ParsedBackupName, b: ParsedBack
 export function tempNameFor(finalName: string): string {
   return `.${finalName}.${process.pid}.${Date.now().toString(36)}.tmp`;
 }
+
+/**
+ * A repository object's temp file, beside it in its folder (local, SFTP, rclone) or in the state folder:
+ * `.<name>.<pid>.<random hex>.tmp`, distinct for parallel uploads of one name in one process.
+ */
+export function objectTempName(name: string): string {
+  return `.${name}.${process.pid}.${crypto.randomBytes(4).toString('hex')}.tmp`;
+}
+
+/** An `objectTempName`: group 1 is the pid of the process that writes it (swept once that process is gone). */
+export const OBJECT_TEMP = /^\..+\.(\d+)\.[0-9a-f]+\.tmp$/;
 
 export function isTempName(name: string): boolean {
   return name.startsWith('.') && /\.tmp(?:-journal|-wal|-shm)?$/.test(name);

@@ -16,10 +16,8 @@ import {
 } from '../scheduler/index.js';
 import { Catalog } from '../catalog/index.js';
 import { oneLine } from '../util/errors.js';
-import { hostOf } from '../destinations/factory.js';
-import { notify } from '../notify/index.js';
 import { BackupManager } from './manager.js';
-import { hasChannels, notifyOptionsFrom, recordAttempt } from './notifications.js';
+import { notifyProblem } from './notifications.js';
 import { hasCatalog, later, statusFromCatalog } from './health.js';
 import { partialProblems, runBackupForTarget, type RunBackupResult, type RunTrigger } from './task.js';
 import { verifyDue } from './verify-schedule.js';
@@ -295,18 +293,9 @@ function replicationAlerts(
     const key = `${database}\0${destination}`;
     if (!target || Date.now() - (lastSent.get(key) ?? -Infinity) < REPLICATION_ALERT_EVERY_MS) return;
     lastSent.set(key, Date.now());
-    const options = notifyOptionsFrom(target.settings);
-    if (!hasChannels(options)) return;
-    const manager = new BackupManager(target);
-    void notify(
-      { kind: 'failure', database, host: hostOf(target), time: new Date(), stage: 'replicate', error },
-      options,
-      { onAttempt: recordAttempt(manager.catalog) },
-    )
-      .catch((failure: unknown) =>
-        logger.error({ database }, `the replication failure notification failed: ${oneLine(failure)}`),
-      )
-      .finally(() => manager.close());
+    notifyProblem(target, { stage: 'replicate', error }).catch((failure: unknown) =>
+      logger.error({ database }, `the replication failure notification failed: ${oneLine(failure)}`),
+    );
   };
 }
 

@@ -71,6 +71,14 @@ export async function databaseStatusOf(
   return { status, backups, destinations };
 }
 
+/**
+ * A database with no catalog yet (no backup ever ran): nothing backed up, but replication may be configured
+ * (and nobody doing it), which /healthz, /metrics and the page all show alike.
+ */
+export async function emptyStatusOf(target: DatabaseTarget, now = new Date()): Promise<DatabaseStatus> {
+  return { ...emptyDatabaseStatus(target.name), ...(await replicationReadingOf(target, now.getTime())) };
+}
+
 /** What the daemon reads from each database's catalog for catch-up, /healthz and /metrics. */
 export async function statusFromCatalog(
   targets: DatabaseTarget[],
@@ -80,7 +88,7 @@ export async function statusFromCatalog(
   const databases: DatabaseStatus[] = [];
   for (const target of targets) {
     if (!hasCatalog(target)) {
-      databases.push(emptyDatabaseStatus(target.name));
+      databases.push(await emptyStatusOf(target));
       continue;
     }
     // Read-only like the status page: a health probe every few seconds must not touch the activity log.

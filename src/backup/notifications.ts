@@ -12,6 +12,7 @@ import {
 import { oneLine } from '../util/errors.js';
 import { redactSecrets } from '../util/redact.js';
 import { VERSION } from '../version.js';
+import { BackupManager } from './manager.js';
 import type { RunBackupResult } from './task.js';
 
 export interface NotificationOutcome {
@@ -183,6 +184,35 @@ export async function notifyRun(
     // The notifiers never reject; this guards the run against a bug here, without leaking a credential.
     const message = redactSecrets(oneLine(error), secretsOf(options));
     return [{ channel: 'notify', event: kind, status: 'failed', attempts: 0, error: message }];
+  }
+}
+
+/**
+ * A failure that is not a backup run's (a verification, replication), as a failure notification on every
+ * configured channel, each attempt recorded in the database's activity log like a run's.
+ */
+export async function notifyProblem(
+  target: DatabaseTarget,
+  problem: { stage: string; error: string; file?: string; time?: Date },
+): Promise<void> {
+  const options = notifyOptionsFrom(target.settings);
+  if (!hasChannels(options)) return;
+  const log = new BackupManager(target);
+  try {
+    await notify(
+      {
+        kind: 'failure',
+        database: target.name,
+        host: hostOf(target),
+        time: problem.time ?? new Date(),
+        ...problem,
+      },
+      options,
+      // Recorded like every other notification, so a missed alert leaves a trace in `litekeep history`.
+      { onAttempt: recordAttempt(log.catalog) },
+    );
+  } finally {
+    log.close();
   }
 }
 

@@ -3,12 +3,18 @@ import { hostOf, openDestination } from '../destinations/factory.js';
 import { humanDuration } from '../util/fs.js';
 import { incrementalSpec } from '../repository/destination.js';
 import { listRepositorySnapshots } from '../repository/status.js';
-import { replicationReadingOf, type ReplicationStatus, type ReplicatorInfo } from '../pitr/capture.js';
-import { judgeReplication, replicationSettingsOf, walIsLarge } from '../pitr/standing.js';
+import { replicationReadingOf } from '../pitr/capture.js';
+import {
+  judgeReplication,
+  replicationSettingsOf,
+  walIsLarge,
+  type ReplicationReading,
+} from '../pitr/standing.js';
 import { BackupManager } from './manager.js';
 import { destinationStatuses, remoteTime, type DestinationStatus } from './offsite.js';
 
-export interface DatabaseStatus {
+/** Replication (`replication`, `replicator`, `walBytes`: docs/wal-segments.md) comes from ReplicationReading. */
+export interface DatabaseStatus extends ReplicationReading {
   database: string;
   backupDir: string;
   count: number;
@@ -19,12 +25,6 @@ export interface DatabaseStatus {
   lastVerified: { destination: string; file: string; at: string }[];
   /** Per off-site destination (only when asked for: listing them costs requests). */
   destinations?: DestinationStatus[];
-  /** WAL shipping per incremental destination (docs/wal-segments.md), when it ever ran. */
-  replication?: ReplicationStatus[];
-  /** The process replicating the database now; `null` when it was replicated once but nobody does now. */
-  replicator?: ReplicatorInfo | null;
-  /** Cooperative replication: the size of the `-wal` file (only litekeep's checkpoints let it be reset). */
-  walBytes?: number;
   /** That size is over COOPERATIVE_WAL_WARN_BYTES (64 MiB): litekeep's checkpoints have not reset it lately. */
   walLarge?: boolean;
   /**

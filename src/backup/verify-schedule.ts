@@ -1,6 +1,5 @@
 import { hostOf } from '../destinations/factory.js';
 import type { DatabaseTarget } from '../config/index.js';
-import { notify } from '../notify/index.js';
 import { readIdentityFile } from '../pipeline/index.js';
 import {
   listCandidates,
@@ -15,7 +14,7 @@ import { runCeiling } from '../util/timeouts.js';
 import { BackupManager } from './manager.js';
 import { lockPathFor } from './task.js';
 import { readPassphraseFile } from './encryption.js';
-import { hasChannels, notifyOptionsFrom, recordAttempt } from './notifications.js';
+import { notifyProblem } from './notifications.js';
 import { destinationsOf } from './offsite.js';
 
 const DAY = 86_400_000;
@@ -65,30 +64,9 @@ export async function verifyDue(
     if (last !== undefined && now.getTime() - last < (mode === 'daily' ? DAY : 7 * DAY) - 3_600_000)
       return [];
   }
-  const options = notifyOptionsFrom(target.settings);
   /** A verification that fails, or never reaches a verdict, is a failure notification: silence hides it. */
-  async function alert(error: string, file?: string): Promise<void> {
-    if (!hasChannels(options)) return;
-    const alertLog = new BackupManager(target);
-    try {
-      await notify(
-        {
-          kind: 'failure',
-          database: target.name,
-          host: hostOf(target),
-          time: now,
-          stage: 'verify',
-          error,
-          file,
-        },
-        options,
-        // Recorded like every other notification, so a missed alert leaves a trace in `litekeep history`.
-        { onAttempt: recordAttempt(alertLog.catalog) },
-      );
-    } finally {
-      alertLog.close();
-    }
-  }
+  const alert = (error: string, file?: string) =>
+    notifyProblem(target, { stage: 'verify', error, file, time: now });
   let decrypt: DecryptOptions | undefined;
   try {
     decrypt = await decryptOptions(target);

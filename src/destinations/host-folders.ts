@@ -146,6 +146,46 @@ export interface FolderRepositoryAccess {
 }
 
 /**
+ * Uploads `localPath` under `temp` and checks the copy there: its size, the storage's hash, and first of all the
+ * local file itself (a copy that matches a file that changed is no copy of what was recorded). What is wrong,
+ * or undefined; `what` names the thing in messages (`backup`, `object`). Full copies and repository objects
+ * (src/repository/stores/folder.ts) both go through here.
+ */
+export async function uploadChecked(
+  ops: FolderOps,
+  localPath: string,
+  temp: string,
+  expected: { bytes: number; sha256: string },
+  local: Promise<LocalDigests>,
+  metadata: ArtifactMetadata | undefined,
+  options: { signal?: AbortSignal; onProgress?: (bytes: number) => void },
+  what: string,
+): Promise<string | undefined> {
+  const sent = await ops.upload(localPath, temp, metadata, options);
+  if (sent.bytes !== expected.bytes) return `sent ${sent.bytes} bytes but the ${what} has ${expected.bytes}`;
+  // The storage's hash, the local one and the flush to the server's disk all at once.
+  const [verdict, digests] = await Promise.all([
+    ops.verify(temp, { bytes: sent.bytes, local }, localPath),
+    local,
+    sent.durable,
+  ]);
+  if (digests.sha256 !== expected.sha256 || digests.bytes !== expected.bytes)
+    return `the local file's sha256 ${digests.sha256} (${digests.bytes} bytes) is not the ${what}'s ${expected.sha256} (it changed during upload?)`;
+  return verdict;
+}
+
+/** What differs between the copy at `path` and these bytes (the storage's hash, or a read-back), if anything. */
+export function differsFrom(
+  ops: FolderOps,
+  path: string,
+  expected: { bytes: number; sha256: string },
+  localPath: string,
+): Promise<string | undefined> {
+  const local = Promise.resolve({ bytes: expected.bytes, sha256: expected.sha256, digests: {} });
+  return ops.verify(path, { bytes: expected.bytes, local }, localPath);
+}
+
+/**
  * The layout shared by every folder-like destination (docs/layout.md): `<root>/<host>/<file>` with metadata in
  * the object itself or in `<root>/<host>/.litekeep-meta/<file>.json`. A copy is uploaded under a temp name,
  * checked, and only then renamed to its final name, never over an existing one: a copy under a backup's name is
@@ -318,22 +358,16 @@ export class HostFolderDestination implements Destination {
         const temp = `${segment}/${tempNameFor(name)}`;
         let published = false;
         try {
-          const sent = await ops.upload(localPath, temp, metadata, options);
-          let problem: string | undefined;
-          if (sent.bytes !== metadata.bytes) {
-            problem = `sent ${sent.bytes} bytes but the backup has ${metadata.bytes}`;
-          } else {
-            // The storage's hash, the local one and the flush to the server's disk all at once.
-            const [verdict, digests] = await Promise.all([
-              ops.verify(temp, { bytes: sent.bytes, local }, localPath),
-              local,
-              sent.durable,
-            ]);
-            // The local file itself first: a copy that matches a changed file is no copy of the backup.
-            if (digests.sha256 !== metadata.sha256 || digests.bytes !== metadata.bytes) {
-              problem = `the local file's sha256 ${digests.sha256} is not the recorded ${metadata.sha256} (it changed during upload?)`;
-            } else problem = verdict;
-          }
+          const problem = await uploadChecked(
+            ops,
+            localPath,
+            temp,
+            metadata,
+            local,
+            metadata,
+            options,
+            'backup',
+          );
           if (problem) {
             throw new LitekeepError(
               `upload of ${name} to ${this.name} failed verification: ${problem}; the remote copy was removed, run the backup again`,
@@ -389,9 +423,7 @@ export class HostFolderDestination implements Destination {
     }
     // Bytes without metadata: the process stopped between publishing and writing the sidecar. Check the bytes
     // themselves before saying what they are.
-    const local = Promise.resolve({ bytes: metadata.bytes, sha256: metadata.sha256, digests: {} });
-    const problem = await ops.verify(final, { bytes: metadata.bytes, local }, localPath);
-    if (problem) throw clash(undefined);
+    if (await differsFrom(ops, final, metadata, localPath)) throw clash(undefined);
     await ops.writeText(sidecar, encodeSidecar(metadata));
   }
 

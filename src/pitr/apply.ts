@@ -13,32 +13,19 @@ export async function applyFrames(
   pageSize: number,
 ): Promise<number> {
   const handle = await fs.open(imagePath, 'r+');
+  let size: number | undefined;
   try {
-    const size = await writeFrames(handle, frames, pageSize);
+    for (const frame of frames) {
+      if (frame.page.length !== pageSize) {
+        throw new Error(`frame ${frame.index} holds ${frame.page.length} bytes, not a ${pageSize}-byte page`);
+      }
+      await handle.write(frame.page, 0, pageSize, (frame.pageNumber - 1) * pageSize);
+      if (frame.commitSize > 0) size = frame.commitSize;
+    }
+    if (size !== undefined) await handle.truncate(size * pageSize);
     await handle.sync();
-    return size;
   } finally {
     await handle.close();
   }
-}
-
-/**
- * `applyFrames` on an open image, without the fsync: a replay of many segments syncs once, at its end (the image
- * is a private temp file until the restore checks and publishes it).
- */
-export async function writeFrames(
-  handle: fs.FileHandle,
-  frames: Iterable<WalFrame>,
-  pageSize: number,
-): Promise<number> {
-  let size: number | undefined;
-  for (const frame of frames) {
-    if (frame.page.length !== pageSize) {
-      throw new Error(`frame ${frame.index} holds ${frame.page.length} bytes, not a ${pageSize}-byte page`);
-    }
-    await handle.write(frame.page, 0, pageSize, (frame.pageNumber - 1) * pageSize);
-    if (frame.commitSize > 0) size = frame.commitSize;
-  }
-  if (size !== undefined) await handle.truncate(size * pageSize);
   return size ?? 0;
 }

@@ -11,7 +11,7 @@ import type { CommitRef } from './plan.js';
 /**
  * Fingerprints of commits as they are shipped (issue 15: verification drills compare a restore to a point in
  * time against what the database held at that point). Every `replicate.fingerprintEvery` the replicator reads
- * the live database's tables, row counts and schema inside one short read transaction, and learns which commit
+ * the live database's tables, row counts and schema inside one read transaction, and learns which commit
  * that transaction saw from the wal-index: the fingerprint then travels in the segment that ships the commit.
  *
  * Which commit a read transaction sees: it takes its snapshot from the wal-index header (mxFrame, the salts)
@@ -30,12 +30,10 @@ export interface WalEndFingerprint {
   /** The commit frame the fingerprint was taken after. */
   frame: number;
   fingerprint: Fingerprint;
-  /** When it was taken (ms since the epoch). */
-  takenAt: number;
 }
 
-/** The wal-index header when both of its copies agree; undefined otherwise. */
-function readIndexHeader(databasePath: string): WalIndexState | undefined {
+/** The last committed frame in the WAL now, from the wal-index, when both copies of its header agree. */
+export function walIndexEnd(databasePath: string): WalIndexState | undefined {
   const state = readWalIndexSync(databasePath);
   return state?.copiesAgree ? state : undefined;
 }
@@ -43,20 +41,11 @@ function readIndexHeader(databasePath: string): WalIndexState | undefined {
 const sameHeader = (a: WalIndexState, b: WalIndexState) =>
   a.salt1 === b.salt1 && a.salt2 === b.salt2 && a.mxFrame === b.mxFrame;
 
-/** The last committed frame in the WAL now, from the wal-index; undefined when it cannot be read. */
-export function walIndexEnd(databasePath: string): WalIndexState | undefined {
-  return readIndexHeader(databasePath);
-}
-
 /**
  * A read transaction pinned to the commit ending at the WAL's last commit frame: `fingerprint` counts the rows
  * as of that commit, `release` ends the transaction (and closes its connection).
  */
 export interface WalEndPin {
-  salt1: number;
-  salt2: number;
-  /** The commit frame the transaction sees the database at. */
-  frame: number;
   fingerprint(): WalEndFingerprint;
   release(): void;
 }
@@ -99,23 +88,17 @@ export function pinWalEnd(databasePath: string, tries = 5): WalEndPin | undefine
   };
   try {
     for (let i = 0; i < tries; i++) {
-      const before = readIndexHeader(databasePath);
+      const before = walIndexEnd(databasePath);
       if (!before || before.mxFrame === 0) break;
       db.exec('BEGIN');
       // A read transaction takes its snapshot at its first read.
       db.prepare('SELECT count(*) FROM sqlite_schema').get();
-      const after = readIndexHeader(databasePath);
+      const after = walIndexEnd(databasePath);
       // Everything backfilled: the transaction may hold read lock 0 (reading the database file only), which
       // does not keep the app from resetting the WAL. With nBackfill below mxFrame it holds a read mark.
       if (after && sameHeader(before, after) && after.nBackfill < after.mxFrame) {
         const { salt1, salt2, mxFrame: frame } = after;
-        return {
-          salt1,
-          salt2,
-          frame,
-          fingerprint: () => ({ salt1, salt2, frame, fingerprint: fingerprintOf(db), takenAt: Date.now() }),
-          release,
-        };
+        return { fingerprint: () => ({ salt1, salt2, frame, fingerprint: fingerprintOf(db) }), release };
       }
       db.exec('COMMIT');
     }
@@ -138,7 +121,7 @@ export interface FingerprintedCommit {
   seenAt: number;
 }
 
-/** How many fingerprinted commits the index keeps: a week at the default of one every 10 minutes. */
+/** How many fingerprinted commits the index keeps: six weeks at the default of one an hour (pitr keeps 7 days). */
 const INDEX_ENTRIES = 1008;
 
 export function fingerprintIndexFile(stateFile: string): string {

@@ -60,14 +60,31 @@ export function commitIdOfRef(ref: CommitRef): CommitId {
   };
 }
 
+/** The id of commit frame `frame` of the segment's generation. */
+export function commitIdAt(m: SegmentMetadata, frame: number): CommitId {
+  return {
+    epoch: m.epoch,
+    checkpointSequence: m.generation.checkpointSequence,
+    salt1: m.generation.salt1,
+    frame,
+  };
+}
+
 /** Whether commit frame `frame` of the segment's generation is the commit `id` names. */
 export function isCommit(id: CommitId, m: SegmentMetadata, frame: number): boolean {
-  return (
-    m.epoch === id.epoch &&
-    m.generation.checkpointSequence === id.checkpointSequence &&
-    m.generation.salt1 === id.salt1 &&
-    frame === id.frame
-  );
+  return formatCommitId(commitIdAt(m, frame)) === formatCommitId(id);
+}
+
+/**
+ * Whether replay from `base` can stop exactly after commit `id`: the commit comes after everything the base's
+ * capture may hold (its `walEndAfter`); otherwise the base may already hold later commits.
+ */
+export function reachableFrom(base: BaseSnapshot, id: CommitId): boolean {
+  const end = base.walEndAfter;
+  if (!end) return true;
+  const g = end.generation;
+  if (g.salt1 === id.salt1 && g.checkpointSequence === id.checkpointSequence) return id.frame >= end.frame;
+  return id.checkpointSequence > g.checkpointSequence || id.epoch > (base.shippedBefore?.epoch ?? 0);
 }
 
 export interface BaseSnapshot {

@@ -22,11 +22,13 @@ import { EXIT, LitekeepError, oneLine } from '../util/errors.js';
 import { replicationStateFile } from './capture.js';
 import { readFingerprintIndex } from './fingerprint.js';
 import {
+  commitIdAt,
   commitIdOfRef,
   formatCommitId,
   isCommit,
   NOT_SHIPPED,
   planRecovery,
+  reachableFrom,
   type BaseSnapshot,
   type CommitId,
   type RecoveryPlan,
@@ -53,18 +55,6 @@ interface CommitTarget {
   segment: string;
   seenAt: number;
   fingerprint?: Fingerprint;
-}
-
-/**
- * Whether replay from `base` can stop exactly after commit `id`: the commit comes after everything the base's
- * capture may hold (its `walEndAfter`); otherwise the base may already hold later commits.
- */
-function reachableFrom(base: BaseSnapshot, id: CommitId): boolean {
-  const end = base.walEndAfter;
-  if (!end) return true;
-  const g = end.generation;
-  if (g.salt1 === id.salt1 && g.checkpointSequence === id.checkpointSequence) return id.frame >= end.frame;
-  return id.checkpointSequence > g.checkpointSequence || id.epoch > (base.shippedBefore?.epoch ?? 0);
 }
 
 /** Finds the commit `id` names among the stored segments and reads when litekeep saw it. */
@@ -350,14 +340,7 @@ function lastReplayed(plan: RecoveryPlan): { m: SegmentMetadata; frame: number }
 
 function lastCommitOf(plan: RecoveryPlan): string | undefined {
   const last = lastReplayed(plan);
-  if (!last) return undefined;
-  const { epoch, generation } = last.m;
-  return formatCommitId({
-    epoch,
-    checkpointSequence: generation.checkpointSequence,
-    salt1: generation.salt1,
-    frame: last.frame,
-  });
+  return last && formatCommitId(commitIdAt(last.m, last.frame));
 }
 
 function fingerprintOfLast(plan: RecoveryPlan): Fingerprint | undefined {

@@ -126,16 +126,15 @@ export class ReplicationError extends Error {
 /** Checks that the database exists and is in WAL mode (byte 18 of its header is 2): only then is there a WAL. */
 export async function assertWalMode(databasePath: string): Promise<void> {
   let head: Buffer | undefined;
+  let failure = 'ENOENT';
   try {
     // Through the descriptor litekeep's own connections hold, if any (src/util/held-files.ts): closing another
     // would drop their locks.
     head = readHead(databasePath, 100);
-    if (!head) throw Object.assign(new Error('no such file'), { code: 'ENOENT' });
   } catch (error) {
-    throw new ReplicationError(
-      `cannot read ${databasePath} (${(error as NodeJS.ErrnoException).code ?? String(error)}); check the database path`,
-    );
+    failure = (error as NodeJS.ErrnoException).code ?? String(error);
   }
+  if (!head) throw new ReplicationError(`cannot read ${databasePath} (${failure}); check the database path`);
   if (!head.subarray(0, 16).equals(Buffer.from('SQLite format 3\0', 'latin1'))) {
     throw new ReplicationError(`${databasePath} is not a SQLite database; check the database path`);
   }
@@ -396,22 +395,22 @@ export class WalShipper {
         state.position = next.next;
         state.mode = this.options.cooperative?.() ? 'cooperative' : 'follow';
         const { salt1, salt2, checkpointSequence } = next.generation;
-        state.lastShipped = {
+        const commitAt = (frame: number): CommitRef => ({
           epoch: next.epoch,
           generation: { salt1, salt2, checkpointSequence },
-          frame: next.next.frame,
-        };
+          frame,
+        });
+        state.lastShipped = commitAt(next.next.frame);
         await writeFileAtomic(this.options.stateFile, JSON.stringify(state));
         this.pending.shift();
         result.segments.push(name);
         result.frames += next.frames.length;
         if (!stored && fingerprinted.size) {
-          const { salt1, salt2, checkpointSequence } = next.generation;
           const commitTimes = new Map(
             next.frames.filter((f) => f.commitSize > 0).map((f, n) => [f.index, next.commitTimes[n]]),
           );
           const added = [...fingerprinted.keys()].map((frame) => ({
-            commit: { epoch: next.epoch, generation: { salt1, salt2, checkpointSequence }, frame },
+            commit: commitAt(frame),
             segment: name,
             seenAt: commitTimes.get(frame)!,
           }));

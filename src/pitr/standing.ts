@@ -89,6 +89,19 @@ export function judgeReplication(
 }
 
 /** How far shipping to a destination is behind the WAL, in words (status and the page say it alike). */
+/**
+ * Where recovery to the second ends for a destination: `now` when shipping is caught up, else the last shipment
+ * (its time, when there was one).
+ */
+export function recoverableUntil(
+  r: Pick<ReplicationStatus, 'framesBehind' | 'lastShippedAt'>,
+): 'now' | string | undefined {
+  return r.framesBehind === 0 ? 'now' : r.lastShippedAt;
+}
+
+/** How status and the page describe a cooperative WAL of a reasonable size. */
+export const COOPERATIVE_WAL_NOTE = 'cooperative mode: litekeep checkpoints it';
+
 export function shippingBehind(r: Pick<ReplicationStatus, 'framesBehind'>): string {
   if (r.framesBehind === 0) return 'caught up';
   if (r.framesBehind !== undefined) return `${r.framesBehind} frames behind`;

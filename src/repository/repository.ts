@@ -28,6 +28,7 @@ import {
 } from './format.js';
 import { idHasher, shortId, type IdHasher } from './ids.js';
 import { BlobNotFoundError, getBuffer, type BlobStore } from './store.js';
+import { OBJECT_TEMP, objectTempName } from '../naming.js';
 
 /** How the database's `encryption` settings ask this run to write. */
 export interface WriteEncryption {
@@ -56,7 +57,6 @@ export interface OpenForReadOptions {
 
 /** The shared id key of a database on this machine: every encrypted repository it creates uses it. */
 const SHARED_KEY = 'repository-id.key';
-const TEMP = /^\..+\.(\d+)\.[0-9a-f]+\.tmp$/;
 
 /**
  * One repository: its config, its id hashing and where this machine keeps its state for it. Opened for write
@@ -209,7 +209,7 @@ export class Repository {
       );
     const localDir = path.join(options.stateDir, 'repositories', config.id);
     ensurePrivateDir(localDir);
-    await removeTempsOfDeadProcesses(localDir, TEMP);
+    await removeTempsOfDeadProcesses(localDir, OBJECT_TEMP);
     const idKey =
       config.idHash === 'hmac-sha256'
         ? await idKeyFor(store, config, options.stateDir, options.decrypt, true)
@@ -417,10 +417,7 @@ export async function putBuffer(
 ): Promise<'stored' | 'exists'> {
   if (store.putBytes) return store.putBytes(key, data, sha256Hex(data));
   ensurePrivateDir(dir);
-  const temp = path.join(
-    dir,
-    `.${key.replace(/\//g, '_')}.${process.pid}.${crypto.randomBytes(4).toString('hex')}.tmp`,
-  );
+  const temp = path.join(dir, objectTempName(key.replace(/\//g, '_')));
   await fsp.writeFile(temp, data, { mode: 0o600, flag: 'wx' });
   try {
     return await store.put(key, temp, data.length, sha256Hex(data));

@@ -90,6 +90,11 @@ export interface Candidate {
   notes?: string[];
   warnings?: string[];
   /**
+   * A drill's commit: it was shipped with a fingerprint, so a restore with none to compare with is a failed
+   * verification, not `not recorded`.
+   */
+  fingerprintExpected?: boolean;
+  /**
    * A snapshot of an incremental destination writes its page image into `plainPath` itself, checking every
    * chunk against its id, instead of streaming an artifact through `open`. Facts sealed in its manifest become
    * known once it is opened with the identity.
@@ -854,6 +859,8 @@ export interface VerifyResult {
   fingerprint?: 'match' | 'not recorded' | string;
   /** What a point-in-time verification used and reached (base snapshot, segments, the last commit). */
   notes?: string[];
+  /** A drill (`verifyPoints`): the commit id restored to and compared. */
+  point?: string;
 }
 
 /**
@@ -885,27 +892,11 @@ export async function verifyBackup(
   if (chosen.length === 0) {
     throw new LitekeepError(`no backups found in ${from}`, { stage: 'verify' });
   }
-  const manager = new BackupManager(target);
-  // A verify killed before its cleanup left its folder behind: the pid in the name says whose it was.
-  await removeTempsOfDeadProcesses(os.tmpdir(), /^litekeep-verify-(\d+)-[A-Za-z0-9]+$/);
-  const workDir = await fsp.mkdtemp(path.join(os.tmpdir(), `litekeep-verify-${process.pid}-`));
-  await fsp.chmod(workDir, 0o700);
-  const results: VerifyResult[] = [];
-  try {
-    for (const candidate of chosen) {
-      options.signal?.throwIfAborted();
-      const checked = withProgress(candidate, `verify ${candidate.name}`, options.onProgress);
-      results.push(await verifyOne(checked, workDir, options, manager.catalog, options.signal));
-      // A stop that came while the last check ran still stops: the caller asked for it.
-      if (options.signal?.aborted) {
-        throw new LitekeepError('verify stopped; its temp files were removed', { stage: 'verify' });
-      }
-      options.onResult?.(results[results.length - 1]);
-    }
-  } finally {
-    await fsp.rm(workDir, { recursive: true, force: true });
-    manager.close();
-  }
+  const results = await withVerifyWorkspace(target, options, async (verify) => {
+    const done: VerifyResult[] = [];
+    for (const candidate of chosen) done.push(await verify(candidate));
+    return done;
+  });
   const newest =
     !options.all && (!options.name || options.name === 'latest') && !options.at && !options.atCommit;
   if (newest && options.points)
@@ -929,32 +920,64 @@ export async function verifyPoints(
     onProgress?: (stage: string, bytes: number, total?: number) => void;
   },
 ): Promise<VerifyResult[]> {
-  const { drillPoints, pointInTimeCandidate } = await import('../pitr/recover.js');
+  const [{ drillPoints, pointInTimeCandidate }, { formatCommitId }] = await Promise.all([
+    import('../pitr/recover.js'),
+    import('../pitr/plan.js'),
+  ]);
   const points = await drillPoints(target, options.from, options.count);
   if (points.length === 0) return [];
-  const manager = new BackupManager(target);
-  const workDir = await fsp.mkdtemp(path.join(os.tmpdir(), `litekeep-verify-${process.pid}-`));
-  await fsp.chmod(workDir, 0o700);
-  const results: VerifyResult[] = [];
-  try {
+  return withVerifyWorkspace(target, options, async (verify) => {
+    const done: VerifyResult[] = [];
     for (const point of points) {
       options.signal?.throwIfAborted();
       const candidate = await pointInTimeCandidate(target, options.from, point, { host: hostOf(target) });
       if (!candidate) break;
-      const checked = withProgress(candidate, `verify ${candidate.name}`, options.onProgress);
-      const result = await verifyOne(checked, workDir, options, manager.catalog, options.signal);
-      if (result.status === 'ok' && result.fingerprint !== 'match') {
-        result.status = 'failed';
-        result.error = `${candidate.name}: the commit was shipped with a fingerprint, but the restore found none to compare with`;
-      }
-      results.push(result);
-      options.onResult?.(result);
+      candidate.fingerprintExpected = true;
+      done.push(await verify(candidate, { point: formatCommitId(point) }));
     }
+    return done;
+  });
+}
+
+/**
+ * Runs `work` with a private temp folder for restores (a killed verification's swept first) and the activity
+ * log; `verify` checks one candidate there, reports it (`onResult`) and stops when the signal says so.
+ */
+async function withVerifyWorkspace<T>(
+  target: DatabaseTarget,
+  options: DecryptOptions & {
+    signal?: AbortSignal;
+    onResult?: (result: VerifyResult) => void;
+    onProgress?: (stage: string, bytes: number, total?: number) => void;
+  },
+  work: (
+    verify: (candidate: Candidate, extra?: Partial<VerifyResult>) => Promise<VerifyResult>,
+  ) => Promise<T>,
+): Promise<T> {
+  const manager = new BackupManager(target);
+  // A verify killed before its cleanup left its folder behind: the pid in the name says whose it was.
+  await removeTempsOfDeadProcesses(os.tmpdir(), /^litekeep-verify-(\d+)-[A-Za-z0-9]+$/);
+  const workDir = await fsp.mkdtemp(path.join(os.tmpdir(), `litekeep-verify-${process.pid}-`));
+  await fsp.chmod(workDir, 0o700);
+  try {
+    return await work(async (candidate, extra) => {
+      options.signal?.throwIfAborted();
+      const checked = withProgress(candidate, `verify ${candidate.name}`, options.onProgress);
+      const result = {
+        ...(await verifyOne(checked, workDir, options, manager.catalog, options.signal)),
+        ...extra,
+      };
+      // A stop that came while the last check ran still stops: the caller asked for it.
+      if (options.signal?.aborted) {
+        throw new LitekeepError('verify stopped; its temp files were removed', { stage: 'verify' });
+      }
+      options.onResult?.(result);
+      return result;
+    });
   } finally {
     await fsp.rm(workDir, { recursive: true, force: true });
     manager.close();
   }
-  return results;
 }
 
 async function verifyOne(
@@ -985,7 +1008,12 @@ async function verifyOne(
       const difference = compareFingerprints(expected, fetched.fingerprint);
       if (difference) throw new DamagedBackupError(`${candidate.name}: ${difference}`, { stage: 'verify' });
       result.fingerprint = 'match';
-    } else result.fingerprint = 'not recorded';
+    } else if (candidate.fingerprintExpected)
+      throw new DamagedBackupError(
+        `${candidate.name}: the commit was shipped with a fingerprint, but the restore found none to compare with`,
+        { stage: 'verify' },
+      );
+    else result.fingerprint = 'not recorded';
     result.status = 'ok';
   } catch (error) {
     // A missing or unusable identity says nothing about the backup: it is not recorded as a failed verification.

@@ -2,7 +2,7 @@ import crypto from 'node:crypto';
 import http from 'node:http';
 import net from 'node:net';
 import type { Gauge } from 'prom-client';
-import type { ReplicationStatus, ReplicatorInfo } from '../pitr/capture.js';
+import type { ReplicationReading } from '../pitr/standing.js';
 import { EXIT, LitekeepError, oneLine } from '../util/errors.js';
 import { formatDuration } from '../util/duration.js';
 import type { LogSink } from './logger.js';
@@ -53,7 +53,8 @@ export function destinationProblem(
 }
 
 /** What the daemon knows about one database, read from its catalog. */
-export interface DatabaseStatus {
+/** Its replication (`replication`, `replicator`, `walBytes`): the reading status and the page share. */
+export interface DatabaseStatus extends ReplicationReading {
   name: string;
   lastSuccess?: Date;
   lastFailure?: Date;
@@ -70,12 +71,6 @@ export interface DatabaseStatus {
   newestBackupOk: boolean;
   /** Its off-site destinations. */
   destinations?: DestinationHealthInput[];
-  /** WAL shipping per incremental destination, when it ever ran. */
-  replication?: ReplicationStatus[];
-  /** Who replicates the database now (null: nobody), for databases replicated here or ever. */
-  replicator?: ReplicatorInfo | null;
-  /** Cooperative replication: the size of the `-wal` file. */
-  walBytes?: number;
 }
 
 export interface DaemonStatus {

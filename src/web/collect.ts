@@ -1,11 +1,10 @@
 import type { HistoryEvent, VerificationRecord } from '../catalog/index.js';
 import type { DatabaseTarget } from '../config/index.js';
 import { hostOf } from '../destinations/factory.js';
-import { databaseStatusOf, emptyDatabaseStatus, hasCatalog } from '../backup/health.js';
+import { databaseStatusOf, emptyStatusOf, hasCatalog } from '../backup/health.js';
 import { BackupManager } from '../backup/manager.js';
 import type { DestinationState } from '../backup/offsite.js';
 import { parseBackupName, timeFromBackupName } from '../naming.js';
-import { replicationReadingOf } from '../pitr/capture.js';
 import {
   judgeReplication,
   replicationSettingsOf,
@@ -69,8 +68,8 @@ export async function collectStatus(source: StatusSource, now = new Date()): Pro
     const host = hostOf(target);
     if (!hasCatalog(target)) {
       // No backup yet, but replication may be configured (and nobody doing it): that is shown too.
-      const reading = await replicationReadingOf(target, now.getTime());
-      healthInputs.push({ ...emptyDatabaseStatus(target.name), ...reading });
+      const reading = await emptyStatusOf(target, now);
+      healthInputs.push(reading);
       states.push([]);
       verified.push([]);
       partial.push({

@@ -1,6 +1,6 @@
 import { formatTime, formatZoned } from '../util/time.js';
 import { humanBytes, humanDuration } from '../util/fs.js';
-import { shippingBehind } from '../pitr/standing.js';
+import { COOPERATIVE_WAL_NOTE, recoverableUntil, shippingBehind } from '../pitr/standing.js';
 import { scatterChart } from './chart.js';
 import type {
   ActivityView,
@@ -136,8 +136,9 @@ function replicationRow(r: ReplicationDestinationView, clock: Clock): string {
   const lag =
     `${r.lagMs !== undefined ? `<data class="lag" value="${r.lagMs}">${h(humanDuration(r.lagMs))}</data>` : '—'}` +
     ` (${h(behind)})<br>last shipped ${r.lastShippedAt ? clock.when(r.lastShippedAt, { zone: false }) : 'never'}`;
+  const until = recoverableUntil(r);
   const recoverable = r.recoverableFrom
-    ? `${clock.when(r.recoverableFrom, { zone: false })} to ${r.framesBehind === 0 ? 'now' : 'the last shipment'}`
+    ? `${clock.when(r.recoverableFrom, { zone: false })} to ${until === 'now' ? 'now' : until ? clock.when(until, { zone: false }) : 'the last shipment'}`
     : r.baseOwedSince
       ? `not yet: a base snapshot is owed since ${clock.when(r.baseOwedSince, { zone: false })}`
       : '—';
@@ -169,7 +170,7 @@ function replication(r: ReplicationView, clock: Clock): string {
       : ' (it is not marked <code>replicate</code>: the figures are those the last <code>litekeep replicate</code> left)';
   const lead =
     `<p class="replicator" data-by="${r.by}">Replicated by <strong>${h(BY_TEXT[r.by])}</strong>${who} · mode <code>${h(r.mode)}</code>` +
-    `${r.walBytes !== undefined && !r.walLarge ? ` · WAL ${bytesData(r.walBytes)} (cooperative mode: litekeep checkpoints it)` : ''}</p>`;
+    `${r.walBytes !== undefined && !r.walLarge ? ` · WAL ${bytesData(r.walBytes)} (${COOPERATIVE_WAL_NOTE})` : ''}</p>`;
   const problems = r.problems.map((p) => `<p class="mark failed problem">✗ ${h(p)}</p>`).join('');
   const table = r.destinations.length
     ? `<div class="scroll"><table class="replication"><caption>WAL shipping per incremental destination (times in ${h(clock.timeZone)})</caption>` +

@@ -5,7 +5,7 @@ import { verifyDue } from '../../src/backup/verify-schedule.js';
 import { loadConfig } from '../../src/config/index.js';
 import { zstdCompress, zstdDecompressBounded } from '../../src/repository/compress.js';
 import { fingerprintIndexFile, type FingerprintedCommit } from '../../src/pitr/fingerprint.js';
-import { commitIdOfRef, formatCommitId } from '../../src/pitr/plan.js';
+import { commitIdAt, commitIdOfRef, formatCommitId } from '../../src/pitr/plan.js';
 import { decodeSegment, encodeSegment } from '../../src/pitr/segment.js';
 import { runCli } from '../helpers/cli.js';
 import { readState, startWriter, stopWriters } from './app-writer.js';
@@ -71,12 +71,7 @@ describe('verification drills of points in time', () => {
     // A commit in the middle of a segment: exactly up to it, though litekeep saw the later ones at the same time.
     const last = segmentOf(afterBase[3].segment).metadata;
     expect(last.commits.length).toBeGreaterThan(1);
-    const early = formatCommitId({
-      epoch: last.epoch,
-      checkpointSequence: last.generation.checkpointSequence,
-      salt1: last.generation.salt1,
-      frame: last.commits[0].frame,
-    });
+    const early = formatCommitId(commitIdAt(last, last.commits[0].frame));
     const middle = path.join(t.dir, 'at-middle.db');
     const r = await runCli(['restore', '--from', 'vault', '--at', early, '--to', middle], { cwd: t.dir });
     expect(r.code, r.stderr).toBe(0);

@@ -5,7 +5,7 @@ import { CONFIG_LEAVES, describeConfig, type ConfigEntry, type ResolvedConfig } 
 import { parseDurationMs } from '../../config/settings.js';
 import { durationAsWritten } from '../../util/duration.js';
 import { EXIT, LitekeepError } from '../../util/errors.js';
-import { shippingBehind } from '../../pitr/standing.js';
+import { COOPERATIVE_WAL_NOTE, recoverableUntil, shippingBehind } from '../../pitr/standing.js';
 import { humanBytes, humanDuration } from '../../util/fs.js';
 import { formatTime } from '../../util/time.js';
 import { addTargetOptions, resolveConfig, selectTargets, type CommonOptions } from '../context.js';
@@ -293,7 +293,7 @@ function printStatus(s: DatabaseStatus, timeZone: string): void {
       `  replication: not running now (no litekeep replicate or daemon follows ${s.database}); the figures below are from the last one`,
     );
   if (s.walBytes !== undefined && !s.walLarge)
-    print(`  WAL: ${humanBytes(s.walBytes)} (cooperative mode: litekeep checkpoints it)`);
+    print(`  WAL: ${humanBytes(s.walBytes)} (${COOPERATIVE_WAL_NOTE})`);
   // The same judgement as the status page's (a large cooperative WAL is one of them).
   for (const problem of s.replicationProblems ?? []) print(`  WARNING: ${problem}`);
   for (const r of s.replication ?? []) {
@@ -308,9 +308,10 @@ function printStatus(s: DatabaseStatus, timeZone: string): void {
       print(
         `    a base snapshot is owed since ${formatTime(new Date(r.baseOwedSince), timeZone)} (a gap or a fresh start): recovery to moments since then waits for it`,
       );
+    const until = recoverableUntil(r);
     if (r.recoverableFrom)
       print(
-        `    restorable to the second from ${formatTime(new Date(r.recoverableFrom), timeZone)} to ${r.framesBehind === 0 ? 'now' : r.lastShippedAt ? formatTime(new Date(r.lastShippedAt), timeZone) : 'the last shipment'}`,
+        `    restorable to the second from ${formatTime(new Date(r.recoverableFrom), timeZone)} to ${until === 'now' ? 'now' : until ? formatTime(new Date(until), timeZone) : 'the last shipment'}`,
       );
     if (r.gaps)
       print(

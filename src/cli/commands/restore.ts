@@ -304,7 +304,7 @@ export function registerVerify(program: Command): void {
         });
         // Asked for by name and none found: say why, rather than leave it out silently.
         if (options.points !== undefined && points > 0 && !options.json && !at && !atCommit && !name)
-          if (!results.some((r) => r.backup.includes('+wal@')))
+          if (!results.some((r) => r.point))
             print(
               `        no drill: no commit shipped to ${options.from ?? 'local'} with a fingerprint is known on this machine ` +
                 `(drills use the index replication keeps here; replicate.fingerprintEvery must not be 0s)`,

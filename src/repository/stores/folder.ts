@@ -1,20 +1,17 @@
-import crypto from 'node:crypto';
 import { posix } from 'node:path';
 import type { Readable } from 'node:stream';
-import type {
-  FolderConnection,
-  FolderEntry,
-  FolderRepositoryAccess,
-  HostFolderDestination,
-  LocalDigests,
+import {
+  differsFrom,
+  uploadChecked,
+  type FolderConnection,
+  type FolderEntry,
+  type FolderRepositoryAccess,
+  type HostFolderDestination,
 } from '../../destinations/host-folders.js';
-import { hostFromSegment, hostSegment } from '../../naming.js';
+import { hostFromSegment, hostSegment, OBJECT_TEMP, objectTempName } from '../../naming.js';
 import { LitekeepError, oneLine } from '../../util/errors.js';
 import { isProcessAlive } from '../../util/process.js';
 import { BlobNotFoundError, type BlobInfo, type BlobStore, type PutBlobOptions } from '../store.js';
-
-/** Temp files of this store: `.<name>.<pid>.<random>.tmp`, swept when their process is gone. */
-const TEMP = /^\..+\.(\d+)\.[0-9a-f]+\.tmp$/;
 
 /** Temp files this process is uploading now (by storage and path), which a sweep must leave alone. */
 const uploading = new Set<string>();
@@ -106,7 +103,7 @@ export class FolderBlobStore implements BlobStore {
       done = (async () => {
         const { files } = await connection.listFolder(dir);
         for (const file of files) {
-          const pid = Number(TEMP.exec(posix.basename(file.path))?.[1]);
+          const pid = Number(OBJECT_TEMP.exec(posix.basename(file.path))?.[1]);
           if (!pid) continue;
           const ours = pid === process.pid;
           if (ours ? uploading.has(this.tempKey(file.path)) : isProcessAlive(pid)) continue;
@@ -119,11 +116,12 @@ export class FolderBlobStore implements BlobStore {
     return done;
   }
 
-  /** One line naming the object, the destination and the cause (with its fix, as the destination words it). */
+  /** The key of a temp file in `uploading`: the storage and the path. */
   private tempKey(path: string): string {
     return `${this.access.root}/${path}`;
   }
 
+  /** One line naming the object, the destination and the cause (with its fix, as the destination words it). */
   private fail(action: string, error: unknown, stage: string): LitekeepError {
     if (error instanceof LitekeepError) return error;
     return new LitekeepError(`${action} in the repository on ${this.access.name} failed: ${oneLine(error)}`, {
@@ -153,17 +151,18 @@ export class FolderBlobStore implements BlobStore {
       const existing = await connection.statFile(final);
       if (existing) return await this.alreadyThere(connection, key, existing, file, size, sha256);
       options.signal?.throwIfAborted();
-      temp = `${dir}/.${posix.basename(final)}.${process.pid}.${crypto.randomBytes(4).toString('hex')}.tmp`;
+      temp = `${dir}/${objectTempName(posix.basename(final))}`;
       uploading.add(this.tempKey(temp));
-      const sent = await connection.upload(file, temp, undefined, { signal: options.signal });
-      if (sent.bytes !== size) throw new Error(`sent ${sent.bytes} bytes but the object has ${size}`);
-      // The storage's hash, the local one and the flush to the server's disk all at once.
-      const [problem, digests] = await Promise.all([
-        connection.verify(temp, { bytes: sent.bytes, local }, file),
+      const problem = await uploadChecked(
+        connection,
+        file,
+        temp,
+        { bytes: size, sha256 },
         local,
-        sent.durable,
-      ]);
-      checkLocal(digests, size, sha256);
+        undefined,
+        { signal: options.signal },
+        'object',
+      );
       if (problem) throw new Error(`the uploaded copy failed verification: ${problem}`);
       const { published } = await connection.publish(temp, final, undefined);
       if (published) {
@@ -204,8 +203,7 @@ export class FolderBlobStore implements BlobStore {
         { stage: 'upload' },
       );
     if (existing.bytes !== size) throw refuse(`${existing.bytes} bytes, not ${size}`);
-    const local = Promise.resolve({ bytes: size, sha256, digests: {} });
-    const problem = await connection.verify(this.path(key), { bytes: size, local }, file);
+    const problem = await differsFrom(connection, this.path(key), { bytes: size, sha256 }, file);
     if (problem) throw refuse(problem);
     return 'exists';
   }
@@ -277,9 +275,3 @@ export class FolderBlobStore implements BlobStore {
 }
 
 /** The local file is the object the repository recorded: a copy of a file that changed is no copy of it. */
-function checkLocal(digests: LocalDigests, size: number, sha256: string): void {
-  if (digests.bytes !== size || digests.sha256 !== sha256)
-    throw new Error(
-      `the local file's sha256 ${digests.sha256} (${digests.bytes} bytes) is not the object's ${sha256} (it changed during upload?)`,
-    );
-}

@@ -1,4 +1,3 @@
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
@@ -8,9 +7,7 @@ import { LitekeepError } from '../../util/errors.js';
 import { ensurePrivateDir, fsyncDir, fsyncFile, publishNoClobber } from '../../util/fs.js';
 import { removeTempsOfDeadProcesses } from '../../util/process.js';
 import { BlobNotFoundError, type BlobInfo, type BlobStore, type PutBlobOptions } from '../store.js';
-
-/** Temp files of this store: `.<name>.<pid>.<random>.tmp`, swept when their process is gone. */
-const TEMP = /^\..+\.(\d+)\.[0-9a-f]+\.tmp$/;
+import { OBJECT_TEMP, objectTempName } from '../../naming.js';
 
 /** A repository in a folder (a second disk, a mounted share): `<path>/<database>/<host>/repo/`. */
 export class LocalBlobStore implements BlobStore {
@@ -74,15 +71,12 @@ export class LocalBlobStore implements BlobStore {
   ): Promise<'stored' | 'exists'> {
     const target = this.file(key);
     const dir = path.dirname(target);
-    const temp = path.join(
-      dir,
-      `.${path.basename(target)}.${process.pid}.${crypto.randomBytes(4).toString('hex')}.tmp`,
-    );
+    const temp = path.join(dir, objectTempName(path.basename(target)));
     try {
       ensurePrivateDir(dir);
       if (!this.swept.has(dir)) {
         // A copy killed half-way left its temp file; only this host writes here.
-        await removeTempsOfDeadProcesses(dir, TEMP);
+        await removeTempsOfDeadProcesses(dir, OBJECT_TEMP);
         this.swept.add(dir);
       }
       options.signal?.throwIfAborted();
